@@ -1,0 +1,55 @@
+# Every target does its own set-up: `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python 3.13 matches the Lambda runtime: PATH first, then pyenv, then whatever python3 is.
+PYTHON313 := $(shell for p in $$(command -v python3.13) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV); do "$$p" -c "" 2>/dev/null && { echo "$$p"; break; }; done)
+PYTHON ?= $(if $(PYTHON313),$(PYTHON313),python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv test unit integration lint reliability demo bench sam-build clean
+
+help:
+	@echo "make demo         the whole flow on a local AWS stand-in (moto on loopback)"
+	@echo "make test         unit, integration, template lint and end-to-end tests"
+	@echo "make reliability  hostile input, duplicate events and fault injection, as a table"
+	@echo "make bench        build speed, layer size and cold start against the seed script"
+	@echo "make venv         .venv with the layer-builder CLI at $(BIN)/layer-builder"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/cfn-lint template.yaml
+
+reliability: venv
+	$(BIN)/python -m pytest tests/reliability -p tests.reliability.table $(PYTEST_ARGS)
+
+demo: venv
+	$(BIN)/python -m tools.demo
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+sam-build: venv
+	PATH="$(dir $(PYTHON)):$$PATH" sam build
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache out

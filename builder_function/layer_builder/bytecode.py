@@ -1,0 +1,73 @@
+"""Bytecode for the target Python, and the interpreter that makes it.
+
+Lambda mounts layers read-only under /opt, so a layer without valid `.pyc` recompiles every module
+on every cold start. `unchecked-hash` pycs stay valid after the zip normalises timestamps, and
+the embedded source paths are rewritten to /opt/python so builds do not depend on the work dir.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import limits
+from .target import Target
+
+LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
+
+
+def _version_of(python: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    try:
+        major, minor = out.stdout.split()
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
+def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -> str | None:
+    """An interpreter of the target's minor version: this one, PATH, then pyenv."""
+    if sys.version_info[:2] == target.version_tuple:
+        return sys.executable
+    environ = os.environ if environ is None else environ
+    name = f"python{target.python_version}"
+    candidates = [shutil.which(name, path=environ.get("PATH"))]
+    pyenv_root = environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates += sorted(glob.glob(f"{pyenv_root}/versions/{target.python_version}*/bin/{name}"),
+                         reverse=True)
+    for candidate in candidates:
+        # pyenv shims sit on PATH but fail when the version is not selected: run each one.
+        if candidate and _version_of(candidate) == target.version_tuple:
+            return candidate
+    return None
+
+
+def compile_tree(python: str, tree: Path, jobs: int = 0, only: list[Path] | None = None) -> list[str]:
+    """Compile every .py under tree (or only the given files); returns files that failed."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
+           "SOURCE_DATE_EPOCH": "315532800"}
+    cmd = [python, "-I", "-m", "compileall", "-q", "-j", str(jobs),
+           "--invalidation-mode", "unchecked-hash", "-s", str(tree), "-p", LAYER_PATH]
+    if only is None:
+        cmd.append(str(tree))
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    else:
+        if not only:
+            return []
+        done = subprocess.run(cmd + ["-i", "-"], env=env, capture_output=True, text=True,
+                              input="".join(f"{p}\n" for p in only), check=False)
+    if done.returncode == 0:
+        return []
+    # compileall prints "*** Error compiling '<file>'..." for sources the target cannot parse
+    # (e.g. Python 2 files shipped as data); those modules are not importable anyway.
+    return [line.split("'")[1] for line in done.stdout.splitlines()
+            if line.startswith("*** Error compiling") and "'" in line]

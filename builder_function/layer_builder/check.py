@@ -1,0 +1,108 @@
+"""Check step: binaries for the target machine, own packages import, and the size fits Lambda."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import struct
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from . import limits
+from .errors import InputError, LayerTooLargeError, TargetMismatchError
+from .target import ARCH_MACHINE, ELF_MACHINE, Target
+
+_SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
+#: What the Lambda Python runtime provides itself; an import check may use the builder's copies.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+_MACHINE_NAMES = {number: ARCH_MACHINE[arch] for arch, number in ELF_MACHINE.items()}
+
+
+def is_shared_object(name: str) -> bool:
+    return bool(_SHARED_OBJECT.search(name))
+
+
+def elf_machine(header: bytes) -> int | None:
+    """e_machine of an ELF header, or None when the bytes are not ELF."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    order = "<" if header[5] == 1 else ">"
+    return struct.unpack(order + "H", header[18:20])[0]
+
+
+def machine_name(number: int | None) -> str:
+    return _MACHINE_NAMES.get(number, "not ELF" if number is None else f"ELF machine {number}")
+
+
+def check_binaries(headers: Iterable[tuple[str, bytes]], target: Target) -> int:
+    """Every shared object is an ELF for the target machine; returns how many were checked."""
+    wrong: list[str] = []
+    checked = 0
+    for name, header in headers:
+        checked += 1
+        machine = elf_machine(header)
+        if machine != target.elf_machine:
+            wrong.append(f"{name} ({machine_name(machine)})")
+    if wrong:
+        shown = ", ".join(wrong[:5]) + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else "")
+        raise TargetMismatchError(
+            f"{len(wrong)} binaries are not built for {target.machine}: {shown}. Lock versions that "
+            f"publish {target.machine} wheels, or build for the architecture they were made for.")
+    return checked
+
+
+def tree_headers(tree: Path) -> Iterable[tuple[str, bytes]]:
+    for dirpath, _, filenames in os.walk(tree):
+        for name in filenames:
+            if is_shared_object(name):
+                path = Path(dirpath, name)
+                with open(path, "rb") as f:
+                    yield path.relative_to(tree).as_posix(), f.read(20)
+
+
+def check_size(unzipped: int, by_package: Mapping[str, int], what: str = "The layer") -> None:
+    if unzipped <= limits.MAX_UNZIPPED_BYTES:
+        return
+    top = sorted(by_package.items(), key=lambda kv: -kv[1])[: limits.TOP_PACKAGES_SHOWN]
+    breakdown = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in top)
+    raise LayerTooLargeError(
+        f"{what} unzips to {unzipped:,} bytes, over Lambda's limit of "
+        f"{limits.MAX_UNZIPPED_BYTES:,} bytes (function and all layers). Biggest: {breakdown}. "
+        "Drop or split dependencies, or move the largest into a layer of their own.")
+
+
+def runtime_provided_paths() -> list[str]:
+    """Directories holding the builder's own copies of what the Lambda runtime provides."""
+    paths = []
+    for name in RUNTIME_PROVIDED:
+        spec = importlib.util.find_spec(name)
+        if spec and spec.origin:
+            parent = str(Path(spec.origin).parent.parent)
+            if parent not in paths:
+                paths.append(parent)
+    return paths
+
+
+def check_imports(python: str, paths: list[Path], modules: list[str], timeout: float = 120) -> None:
+    """Import the project's own packages from the built tree under the target interpreter."""
+    if not modules:
+        return
+    # -S -I: nothing of the builder's site-packages leaks in; only the layer and runtime copies.
+    search = [str(p) for p in paths] + runtime_provided_paths()
+    code = ("import importlib, sys; sys.path[:0] = sys.argv[1].split(sys.argv[2]); "
+            "[importlib.import_module(m) for m in sys.argv[3:]]")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        done = subprocess.run([python, "-S", "-I", "-c", code, os.pathsep.join(search), os.pathsep, *modules],
+                              env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"Importing {', '.join(modules)} took over {timeout:.0f} s: "
+                         "import-time work in the project must be light.") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise InputError(
+            f"The project's packages do not import from the built layer under {Path(python).name}: "
+            f"{lines[-1] if lines else 'exit ' + str(done.returncode)}. Add the missing dependency "
+            "to the Pipfile (then `pipenv lock`) or fix the import.")

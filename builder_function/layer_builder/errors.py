@@ -1,0 +1,85 @@
+"""Named exceptions. Permanent input errors are refused and never retried; transient ones are.
+
+Every message names the file, package or limit at fault and says what to do.
+"""
+
+
+class LayerBuildError(Exception):
+    """Base of everything the builder raises on purpose."""
+
+    #: A short machine-readable kind, used in reports, events and metrics.
+    kind = "build_error"
+    #: Permanent errors are refused (CLI exit 2, no Lambda retry).
+    permanent = False
+
+
+class InputError(LayerBuildError):
+    """The upload or project is wrong. Retrying cannot help: fix the input."""
+
+    kind = "input_error"
+    permanent = True
+
+
+class UnsafeArchiveError(InputError):
+    kind = "unsafe_archive"
+
+
+class ProjectError(InputError):
+    """Pipfile, Pipfile.lock or project layout is missing or invalid."""
+
+    kind = "invalid_project"
+
+
+class LockError(InputError):
+    """The lock cannot be installed exactly: stale, unpinned, unhashed, VCS, unknown index..."""
+
+    kind = "invalid_lock"
+
+
+class PackageNotFoundError(InputError):
+    kind = "package_not_found"
+
+
+class HashMismatchError(InputError):
+    kind = "hash_mismatch"
+
+
+class NoWheelError(InputError):
+    """A locked package has no wheel for the target runtime and architecture."""
+
+    kind = "no_wheel_for_target"
+
+
+class TargetMismatchError(InputError):
+    """The built tree contains binaries for another machine, or its packages do not import."""
+
+    kind = "target_mismatch"
+
+
+class LayerTooLargeError(InputError):
+    kind = "layer_too_large"
+
+
+class ConfigurationError(LayerBuildError):
+    """The operator's settings are wrong (missing variable, bad value). Permanent."""
+
+    kind = "configuration_error"
+    permanent = True
+
+
+class TransientError(LayerBuildError):
+    """Network, throttling, an exhausted time budget or a full disk: a retry may succeed."""
+
+    kind = "transient_error"
+
+
+class IndexUnreachableError(TransientError):
+    kind = "index_unreachable"
+
+
+class OutOfTimeError(TransientError):
+    kind = "out_of_time"
+
+
+class DiskFullError(TransientError):
+    kind = "disk_full"

@@ -1,0 +1,260 @@
+"""Install step: the locked requirements into a target directory with uv (pip as a fallback).
+
+Exactly the lock: `--require-hashes --no-deps`, wheels only, for the target's Python version and
+platform tag. The installer runs with an allow-listed environment: no AWS credentials or other
+secrets, a private HOME, and the index URL passed through the environment rather than argv.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import (
+    DiskFullError,
+    HashMismatchError,
+    IndexUnreachableError,
+    InputError,
+    LayerBuildError,
+    NoWheelError,
+    OutOfTimeError,
+    PackageNotFoundError,
+)
+from .lock import LockedProject, Requirement
+from .target import Target
+
+#: Only these variables of the builder's environment reach the installer.
+PASSTHROUGH_ENV = (
+    "PATH", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)
+_CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/@\s]+@")
+_NO_WHEEL = ("has no usable wheels", "no wheels with a matching", "building from source is disabled",
+             "no matching distribution", "only has source distributions")
+_NOT_FOUND = ("not found in the package registry", "there is no version of",
+              "could not find a version that satisfies")
+_NETWORK = ("failed to fetch", "error sending request", "could not connect", "dns error",
+            "timed out", "connection reset", "connection refused", "too many requests",
+            "503 service", "502 bad gateway", "500 internal", "504 gateway", "network")
+
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    installer: str
+    warnings: tuple[str, ...]
+    built_from_source: tuple[str, ...]
+
+
+def scrub(text: str) -> str:
+    """Remove credentials embedded in URLs (https://user:token@host → https://***@host)."""
+    return _CREDENTIALS_IN_URL.sub("***@", text)
+
+
+@functools.cache
+def find_uv() -> str | None:
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        return None
+    try:
+        return find_uv_bin()
+    except FileNotFoundError:
+        return None
+
+
+@functools.cache
+def _uv_version(uv: str) -> str:
+    out = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "uv"
+
+
+def installer_environment(environ: Mapping[str, str], home: Path, cache_dir: Path) -> dict[str, str]:
+    env = {k: environ[k] for k in PASSTHROUGH_ENV if k in environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(home),
+        UV_CACHE_DIR=str(cache_dir),
+        UV_NO_PROGRESS="1",
+        UV_PYTHON_DOWNLOADS="never",
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_NO_INPUT="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_CACHE_DIR=str(cache_dir / "pip"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+def _uv_command(uv: str, target: Target, dest: Path, requirements: Path, python: str,
+                binary_only: bool) -> list[str]:
+    cmd = [uv, "pip", "install", "--no-config", "--quiet",
+           "--target", str(dest), "--python", python,
+           "--python-version", target.python_version, "--python-platform", target.uv_platform,
+           "--require-hashes", "--no-deps", "-r", str(requirements)]
+    if binary_only:
+        cmd += ["--only-binary", ":all:"]
+    return cmd
+
+
+def _pip_command(target: Target, dest: Path, requirements: Path) -> list[str]:
+    # pip needs the whole platform tag ladder and still evaluates markers for the host (pip#11664);
+    # the lock step has already evaluated them for the target.
+    cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--quiet",
+           "--target", str(dest), "--python-version", target.python_version,
+           "--implementation", "cp", "--abi", f"cp{''.join(target.python_version.split('.'))}",
+           "--only-binary", ":all:", "--require-hashes", "--no-deps", "--no-compile",
+           "-r", str(requirements)]
+    for platform in target.pip_platforms:
+        cmd += ["--platform", platform]
+    return cmd
+
+
+def _mentioned(stderr: str, requirements: Iterable[Requirement]) -> list[Requirement]:
+    """The requirements an installer error names (uv and pip quote names in various forms)."""
+    lowered = stderr.lower()
+    found = []
+    for req in requirements:
+        spellings = {req.name, req.name.replace("-", "_"), req.name.replace("-", ".")}
+        if any(re.search(rf"(?<![\w.-]){re.escape(s)}(?![\w-])", lowered) for s in spellings):
+            found.append(req)
+    return found
+
+
+def classify_failure(stderr: str, requirements: list[Requirement], target: Target) -> LayerBuildError:
+    """Turn installer output into a named, actionable error."""
+    text = scrub(stderr)
+    lowered = text.lower()
+    named = _mentioned(text, requirements)
+    which = ", ".join(f"{r.name}=={r.version}" for r in named) or "a locked package"
+    if "no space left on device" in lowered:
+        return DiskFullError(f"The disk filled up while installing {which}: give the builder more "
+                             "ephemeral storage or slim the lock.")
+    if "hash mismatch" in lowered or "do not match the hashes" in lowered:
+        return HashMismatchError(
+            f"The downloaded file of {which} does not match the hashes in Pipfile.lock: the lock "
+            "was tampered with or the index serves other files. Re-run `pipenv lock` against a "
+            "trusted index.")
+    if any(s in lowered for s in _NO_WHEEL):
+        return NoWheelError(
+            f"No wheel of {which} for {target.describe()}: the package publishes only source or "
+            "wheels for other platforms. Pin a version that ships a manylinux wheel for "
+            f"{target.machine}, or allow building it from source (--allow-sdist NAME / AllowSdist).")
+    if any(s in lowered for s in _NOT_FOUND):
+        return PackageNotFoundError(
+            f"{which} was not found on the package index: check the name and version in the "
+            "Pipfile and the configured index, then re-run `pipenv lock`.")
+    tail = "\n".join(text.strip().splitlines()[-6:])
+    if any(s in lowered for s in _NETWORK):
+        return IndexUnreachableError(f"The package index could not be reached (will retry): {tail}")
+    return LayerBuildError(f"The installer failed: {tail}")
+
+
+class Installer:
+    """One installer invocation per index, so every package comes only from its own index."""
+
+    def __init__(self, *, cache_dir: Path, home: Path, python: str | None = None,
+                 environ: Mapping[str, str] | None = None, runner: Runner = subprocess.run,
+                 use_uv: bool = True) -> None:
+        self.cache_dir = cache_dir
+        self.home = home
+        self.python = python or sys.executable
+        self.environ = os.environ if environ is None else environ
+        self.runner = runner
+        self.uv = find_uv() if use_uv else None
+
+    @property
+    def name(self) -> str:
+        return _uv_version(self.uv) if self.uv else "pip (uv not found)"
+
+    def install(self, locked: LockedProject, target: Target, dest: Path, *,
+                allow_sdist: frozenset[str] = frozenset(), timeout: float | None = None,
+                source_python: str | None = None) -> InstallResult:
+        dest.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        warnings: list[str] = []
+        if not self.uv:
+            warnings.append("uv was not found: installed with pip, which is slower.")
+        built: list[str] = []
+        for index, reqs in sorted(locked.by_index().items()):
+            wheels = [r for r in reqs if r.name not in allow_sdist]
+            sources = [r for r in reqs if r.name in allow_sdist]
+            if wheels:
+                self._run(wheels, index, target, dest, binary_only=True, timeout=timeout)
+            if sources:
+                if not self.uv or source_python is None:
+                    raise InputError(
+                        f"Building {', '.join(r.name for r in sources)} from source needs uv and a "
+                        f"{target.runtime} interpreter on the builder for {target.machine}; neither "
+                        "is available here. Pin versions with wheels instead.")
+                self._run(sources, index, target, dest, binary_only=False, timeout=timeout,
+                          python=source_python)
+                built += [f"{r.name}=={r.version}" for r in sources]
+        if built:
+            warnings.append(f"Built from source (operator allowed): {', '.join(built)}.")
+        return InstallResult(self.name, tuple(warnings), tuple(built))
+
+    def _run(self, reqs: list[Requirement], index: str, target: Target, dest: Path, *,
+             binary_only: bool, timeout: float | None, python: str | None = None) -> None:
+        requirements = self.home / "requirements.txt"
+        requirements.write_text("".join(r.line() + "\n" for r in reqs), encoding="utf-8")
+        env = installer_environment(self.environ, self.home, self.cache_dir)
+        if index:
+            env["UV_INDEX_URL" if self.uv else "PIP_INDEX_URL"] = index
+        if self.uv:
+            cmd = _uv_command(self.uv, target, dest, requirements, python or self.python, binary_only)
+        else:
+            cmd = _pip_command(target, dest, requirements)
+        try:
+            done = self.runner(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                               check=False)
+        except subprocess.TimeoutExpired:
+            raise OutOfTimeError(
+                "Installing the locked packages did not finish in the time left: retry, or give "
+                "the builder a longer timeout.") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(f"The disk filled up while installing: {exc}") from None
+            raise
+        finally:
+            requirements.unlink(missing_ok=True)
+        if done.returncode != 0:
+            error = classify_failure(done.stderr or done.stdout or "", reqs, target)
+            if isinstance(error, NoWheelError) and binary_only:
+                error = self._all_without_wheels(error, reqs, index, target, timeout)
+            raise error
+
+    def _all_without_wheels(self, first: NoWheelError, reqs: list[Requirement], index: str,
+                            target: Target, timeout: float | None) -> NoWheelError:
+        """Installers stop at the first package without a wheel; name every one of them."""
+        missing = [r for r in reqs if r.name in {m.name for m in _mentioned(str(first), reqs)}]
+        remaining = [r for r in reqs if r not in missing]
+        probe = self.home / "probe"
+        while missing and remaining:
+            try:
+                self._run(remaining, index, target, probe, binary_only=True, timeout=timeout)
+                break
+            except NoWheelError as more:
+                newly = [r for r in _mentioned(str(more), remaining)]
+                if not newly:
+                    break
+                missing += newly
+                remaining = [r for r in remaining if r not in newly]
+            except LayerBuildError:
+                break
+        if len(missing) <= 1:
+            return first
+        names = ", ".join(f"{r.name}=={r.version}" for r in missing)
+        return NoWheelError(
+            f"No wheel for {target.describe()} of: {names}. Pin versions that ship manylinux "
+            f"wheels for {target.machine}, or allow building them from source "
+            "(--allow-sdist NAME / AllowSdist).")

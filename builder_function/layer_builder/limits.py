@@ -1,0 +1,36 @@
+"""Lambda, AWS and builder limits in one place. Every other module imports them from here."""
+
+# --- Lambda (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html) ---
+#: Function code plus all its layers, unzipped.
+MAX_UNZIPPED_BYTES = 262_144_000
+#: PublishLayerVersion with Content.ZipFile; anything larger must go through S3.
+MAX_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024
+MAX_LAYERS_PER_FUNCTION = 5
+MAX_LAYER_NAME_LENGTH = 140
+LAYER_NAME_PATTERN = r"[a-zA-Z0-9_-]+"
+MAX_DESCRIPTION_LENGTH = 256
+MAX_LICENSE_INFO_LENGTH = 512
+#: Where a layer unpacks in the function's file system (read-only).
+LAYER_MOUNT = "/opt"
+LAYER_PYTHON_DIR = "python"
+
+# --- Safe unpacking of uploaded archives ---
+MAX_ARCHIVE_MEMBERS = 20_000
+#: Bytes really written while unpacking, not what headers claim.
+MAX_UNPACKED_BYTES = 512 * 1024 * 1024
+#: A member (or the whole archive) expanding more than this many times is a bomb.
+MAX_COMPRESSION_RATIO = 200
+#: The ratio is only judged once a member has produced this much, so tiny text files pass.
+RATIO_GRACE_BYTES = 1 * 1024 * 1024
+MAX_PATH_DEPTH = 64
+MAX_PATH_LENGTH = 1024
+
+# --- Reproducible zip ---
+#: The earliest timestamp a zip can store; used for every entry.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+ZIP_FILE_MODE = 0o644
+ZIP_EXEC_MODE = 0o755
+ZIP_COMPRESS_LEVEL = 6
+
+# --- Size report ---
+TOP_PACKAGES_SHOWN = 10

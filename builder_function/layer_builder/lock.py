@@ -1,0 +1,223 @@
+"""Lock step: read Pipfile and Pipfile.lock with pipenv's own models and turn the lock's `default`
+section into exact, hash-pinned requirements for the target.
+
+Nothing here looks at the host interpreter: markers are evaluated for the target runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import plette
+from packaging.markers import InvalidMarker, Marker
+from packaging.utils import canonicalize_name
+
+from .errors import LockError, ProjectError
+from .target import Target
+
+PIPFILE = "Pipfile"
+PIPFILE_LOCK = "Pipfile.lock"
+#: Lock keys that mean "not from an index": refused because they cannot be hash-verified.
+UNPINNABLE_KEYS = ("git", "hg", "svn", "bzr", "path", "file", "editable")
+_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    name: str  # canonical
+    version: str
+    hashes: tuple[str, ...]
+    index: str  # expanded URL, or "" for the installer's default index
+
+    def line(self) -> str:
+        hashes = " ".join(f"--hash={h}" for h in self.hashes)
+        return f"{self.name}=={self.version} {hashes}"
+
+
+@dataclass(frozen=True)
+class LockedProject:
+    requirements: tuple[Requirement, ...]
+    #: Packages of `default` whose markers exclude the target, with the marker.
+    skipped: tuple[tuple[str, str], ...]
+    lock_sha256: str
+    python_version: str | None
+    warnings: tuple[str, ...] = field(default=())
+
+    def by_index(self) -> dict[str, list[Requirement]]:
+        """Requirements grouped by index URL: each group installs from its own index only."""
+        groups: dict[str, list[Requirement]] = {}
+        for req in self.requirements:
+            groups.setdefault(req.index, []).append(req)
+        return groups
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """Which indexes a build may use.
+
+    `override` (the operator's index URL) replaces every source of the lock. Without it, the CLI
+    expands sources from `environ`; with `allow_lock_urls` False (the Lambda) only bare `${VAR}`
+    sources are accepted and mean the default index, so an upload cannot choose an index.
+    """
+
+    override: str = ""
+    environ: Mapping[str, str] = field(default_factory=dict)
+    allow_lock_urls: bool = True
+
+
+def redact(url: str) -> str:
+    """The URL without user:password, for logs, reports and errors."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _load_pipfile(project: Path) -> plette.Pipfile:
+    path = project / PIPFILE
+    if not path.is_file():
+        raise ProjectError(
+            f"{PIPFILE} not found at the project root ({path.parent.name or '.'}): "
+            "upload the project with Pipfile and Pipfile.lock at its top level."
+        )
+    try:
+        with path.open(encoding="utf-8") as f:
+            return plette.Pipfile.load(f)
+    except Exception as exc:  # tomlkit and plette raise many types for bad input
+        raise ProjectError(f"{PIPFILE} is not valid TOML or not a valid Pipfile: {exc}") from None
+
+
+def _load_lock(project: Path) -> dict:
+    path = project / PIPFILE_LOCK
+    if not path.is_file():
+        raise ProjectError(
+            f"{PIPFILE_LOCK} not found next to the Pipfile: run `pipenv lock` and upload it too."
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"{PIPFILE_LOCK} is not valid JSON: {exc}. Re-run `pipenv lock`.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("default"), dict):
+        raise ProjectError(f"{PIPFILE_LOCK} has no `default` section: re-run `pipenv lock`.")
+    try:
+        plette.Lockfile.validate(data)
+    except Exception as exc:
+        raise LockError(f"{PIPFILE_LOCK} does not match the lock format: {exc}") from None
+    return data
+
+
+def _expand(url: str, source_name: str, environ: Mapping[str, str]) -> str:
+    """Expand ${VAR} as pipenv does. A URL made only of unset variables means the default index."""
+    names = [a or b for a, b in _VAR.findall(url)]
+    missing = [n for n in names if not environ.get(n)]
+    if names and len(missing) == len(names) and not _VAR.sub("", url).strip():
+        return ""
+    if missing:
+        raise LockError(
+            f"Source {source_name!r} in {PIPFILE_LOCK} uses ${{{missing[0]}}}, which is not set in "
+            "the builder's environment: set it or configure the package index URL."
+        )
+    return _VAR.sub(lambda m: environ[m.group(1) or m.group(2)], url)
+
+
+def _resolve_sources(meta: dict, policy: IndexPolicy) -> dict[str, str]:
+    """Source name → index URL ("" = installer default)."""
+    resolved: dict[str, str] = {}
+    for source in meta.get("sources") or []:
+        name, url = source.get("name", ""), source.get("url", "")
+        if policy.override:
+            resolved[name] = policy.override
+        elif policy.allow_lock_urls:
+            resolved[name] = _expand(url, name, policy.environ)
+        elif _VAR.fullmatch(url.strip()):
+            # The operator configured no index: a bare ${VAR} source means the default index.
+            # Nothing is expanded, so an upload cannot make the builder disclose its environment.
+            resolved[name] = ""
+        else:
+            raise LockError(
+                f"Source {name!r} in {PIPFILE_LOCK} names the index {redact(url)!r}, which the "
+                "operator did not allow: write it as url = \"${PIP_INDEX_URL}\" in the Pipfile, "
+                "re-run `pipenv lock`, and let the builder's configured index apply."
+            )
+    return resolved
+
+
+def _requirement(name: str, entry: object, sources: dict[str, str], default_index: str) -> Requirement:
+    where = f"{PIPFILE_LOCK} default entry {name!r}"
+    if not isinstance(entry, dict):
+        raise LockError(f"{where} is not a table: re-run `pipenv lock`.")
+    kind = next((k for k in UNPINNABLE_KEYS if entry.get(k)), None)
+    if kind:
+        raise LockError(
+            f"{where} is a {kind} dependency, which cannot be hash-verified: publish it to a "
+            "package index and pin it with == instead."
+        )
+    version = entry.get("version", "")
+    if not isinstance(version, str) or not version.startswith("==") or "*" in version:
+        raise LockError(
+            f"{where} is not pinned with == (got {version or 'nothing'!r}): re-run `pipenv lock`."
+        )
+    hashes = entry.get("hashes") or []
+    if not hashes:
+        raise LockError(f"{where} has no hashes: re-run `pipenv lock` (hashes must be kept).")
+    bad = [h for h in hashes if not isinstance(h, str) or not _HASH.match(h)]
+    if bad:
+        raise LockError(f"{where} has a malformed hash {bad[0]!r}: re-run `pipenv lock`.")
+    index_name = entry.get("index")
+    if index_name is not None and index_name not in sources:
+        raise LockError(
+            f"{where} names the index {index_name!r}, which is not among the lock's sources "
+            f"({', '.join(sources) or 'none'}): fix the Pipfile's [[source]] and re-run `pipenv lock`."
+        )
+    index = sources[index_name] if index_name is not None else default_index
+    return Requirement(canonicalize_name(name), version[2:], tuple(sorted(hashes)), index)
+
+
+def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProject:
+    pipfile = _load_pipfile(project)
+    data = _load_lock(project)
+    lock = plette.Lockfile(data)
+    if not lock.is_up_to_date(pipfile):
+        raise LockError(
+            f"{PIPFILE_LOCK} is out of date with the {PIPFILE} (its _meta hash differs): "
+            "run `pipenv lock` and upload both files."
+        )
+    meta = data.get("_meta", {})
+    sources = _resolve_sources(meta, policy)
+    # pipenv installs unmarked packages from the first source.
+    default_index = policy.override or next(iter(sources.values()), "")
+
+    requirements: list[Requirement] = []
+    skipped: list[tuple[str, str]] = []
+    environment = target.marker_environment()
+    for name in sorted(data["default"]):
+        entry = data["default"][name]
+        markers = entry.get("markers") if isinstance(entry, dict) else None
+        if markers:
+            try:
+                applies = Marker(markers).evaluate(environment)
+            except InvalidMarker as exc:
+                raise LockError(f"{PIPFILE_LOCK} entry {name!r} has an invalid marker: {exc}") from None
+            if not applies:
+                skipped.append((canonicalize_name(name), markers))
+                continue
+        requirements.append(_requirement(name, entry, sources, default_index))
+
+    warnings = []
+    python_version = (meta.get("requires") or {}).get("python_version")
+    if python_version and python_version != target.python_version:
+        warnings.append(
+            f"Pipfile requires python_version {python_version}, the layer targets "
+            f"{target.runtime}: the lock was resolved for another Python."
+        )
+    lock_sha = (meta.get("hash") or {}).get("sha256", "")
+    return LockedProject(tuple(requirements), tuple(skipped), lock_sha, python_version, tuple(warnings))

@@ -1,0 +1,67 @@
+"""Package step: the layer's entries (all under python/), its manifest and its content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from . import limits
+from .report import BuildReport
+from .zipwriter import FileEntry, RawEntry
+
+MANIFEST_NAME = ".layer-builder.json"
+PREFIX = f"{limits.LAYER_PYTHON_DIR}/"
+
+
+def tree_entries(tree: Path) -> list[FileEntry]:
+    """Regular files under tree as python/<relative path>; links are never followed."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        for name in filenames:
+            path = Path(dirpath, name)
+            stat = path.lstat()
+            if not path.is_file() or path.is_symlink():
+                continue
+            rel = path.relative_to(tree).as_posix()
+            entries.append(FileEntry(PREFIX + rel, path, executable=bool(stat.st_mode & 0o111)))
+    return entries
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_hash(deps: Iterable[RawEntry], own: Iterable[FileEntry]) -> str:
+    """sha256 over every file's name, mode and content: equal hashes mean equal layers."""
+    lines = [f"{e.name}\0{int(e.executable)}\0{e.sha256}" for e in deps]
+    lines += [f"{e.name}\0{int(e.executable)}\0{_file_sha256(e.path)}" for e in own]
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
+
+
+def manifest(report: BuildReport) -> str:
+    """What the layer is, stored inside it. Deterministic: no times, hosts or paths."""
+    return json.dumps({
+        "layer": report.layer_name,
+        "version": report.layer_version,
+        "runtime": report.runtime,
+        "architecture": report.arch,
+        "platform": report.platform,
+        "builder_version": report.builder_version,
+        "content_hash": report.content_hash,
+        "lock_hash": report.lock_hash,
+        "packages": report.packages,
+        "own_packages": report.own_packages,
+        "bytecode": report.bytecode.get("mode", "none"),
+    }, indent=2, sort_keys=True) + "\n"
+
+
+def layer_entries(deps: list[RawEntry], own: list[FileEntry], manifest_path: Path) -> list[RawEntry | FileEntry]:
+    return [*deps, *own, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)]

@@ -1,0 +1,281 @@
+"""The build: unpack → lock → install → package → check → report, with a dependency cache.
+
+`build()` is the one entry point the CLI, the builder Lambda and the benchmarks share. It takes
+explicit arguments, touches only its work directory, the cache and the output path, and either
+produces a complete layer zip and report or raises a named error leaving no output behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, bytecode, check, limits, lock, project, slim, unpack
+from .cache import DEPS_ZIP, TREE, CachedDeps, DependencyCache, cache_key
+from .errors import DiskFullError, InputError, LayerBuildError, OutOfTimeError
+from .install import Installer
+from .package import MANIFEST_NAME, content_hash, layer_entries, manifest, tree_entries
+from .report import BuildReport, Timings, owners_from_dist_info, package_sizes
+from .target import Target
+from .zipwriter import raw_entries, write_zip
+
+Progress = Callable[[str], None]
+#: Top-level entries uv writes into --target that do not belong in a layer.
+NOT_IN_LAYER = ("bin",)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: Path
+    output: Path
+    target: Target = field(default_factory=Target)
+    index: lock.IndexPolicy = field(default_factory=lock.IndexPolicy)
+    allow_sdist: frozenset[str] = frozenset()
+    layer_prefix: str = ""
+    #: The upload's file name when `source` is a temporary copy (naming uses it).
+    source_name: str = ""
+    cache_dir: Path | None = None
+    #: time.monotonic() by which the build must have finished, or None.
+    deadline: float | None = None
+    environ: Mapping[str, str] | None = None
+    use_uv: bool = True
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    report: BuildReport
+
+
+def _remaining(deadline: float | None, phase: str) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise OutOfTimeError(f"No time left before {phase}: the build stopped before publishing "
+                             "anything. Retry, or give the builder a longer timeout.")
+    return left
+
+
+def _source_root(request: BuildRequest, work: Path, report: BuildReport | None) -> tuple[Path, list[str]]:
+    if request.source.is_dir():
+        return request.source, []
+    if not request.source.is_file():
+        raise InputError(f"{request.source} does not exist: give a project directory, .zip or .tar.gz.")
+    result = unpack.unpack(request.source, work / "src")
+    return result.root, list(result.warnings)
+
+
+def _dist_infos(tree: Path) -> list[tuple[str, str, str]]:
+    found = []
+    for dist_info in sorted(tree.glob("*.dist-info")):
+        metadata, record = dist_info / "METADATA", dist_info / "RECORD"
+        found.append((dist_info.name,
+                      metadata.read_text(encoding="utf-8", errors="replace") if metadata.is_file() else "",
+                      record.read_text(encoding="utf-8", errors="replace") if record.is_file() else ""))
+    return found
+
+
+def _build_dependencies(request: BuildRequest, locked: lock.LockedProject, config: project.ProjectConfig,
+                        python: str | None, staging: Path, timings: Timings,
+                        progress: Progress) -> dict:
+    """Install, slim, compile and deflate the dependencies into staging/deps.zip."""
+    tree = staging / TREE
+    installer = Installer(cache_dir=Path(request.cache_dir or staging) / "uv",
+                          home=staging / "home", python=python, environ=request.environ,
+                          use_uv=request.use_uv)
+    with timings.phase("install"):
+        progress(f"Installing {len(locked.requirements)} locked packages with {installer.name}")
+        installed = installer.install(locked, request.target, tree, allow_sdist=request.allow_sdist,
+                                      timeout=_remaining(request.deadline, "install"),
+                                      source_python=python)
+        shutil.rmtree(staging / "home", ignore_errors=True)
+        for name in NOT_IN_LAYER:
+            shutil.rmtree(tree / name, ignore_errors=True)
+    removals = []
+    if config.slim:
+        with timings.phase("slim"):
+            removals = slim.slim(tree, request.target.python_version, config.slim_exclude)
+    with timings.phase("check_binaries"):
+        binaries = check.check_binaries(check.tree_headers(tree), request.target)
+    failed: list[str] = []
+    if python and config.bytecode != "none":
+        with timings.phase("bytecode"):
+            _remaining(request.deadline, "compiling bytecode")
+            progress("Compiling bytecode for the target Python")
+            failed = bytecode.compile_tree(python, tree)
+    with timings.phase("compress"):
+        _remaining(request.deadline, "compressing")
+        written = write_zip(staging / DEPS_ZIP, tree_entries(tree))
+    return {
+        "installer": installed.installer,
+        "warnings": list(installed.warnings),
+        "built_from_source": list(installed.built_from_source),
+        "slimmed": [{"rule": r.rule, "files": r.files, "bytes": r.bytes} for r in removals],
+        "binaries_checked": binaries,
+        "bytecode_failed": [str(Path(f).relative_to(tree)) for f in failed if f.startswith(str(tree))],
+        "owners": owners_from_dist_info(_dist_infos(tree)),
+        "sha256": {w.name: w.sha256 for w in written},
+    }
+
+
+def build(request: BuildRequest, progress: Progress = lambda message: None) -> BuildResult:
+    target = request.target
+    timings = Timings()
+    work = Path(tempfile.mkdtemp(prefix="layer-build-"))
+    partial = request.output.with_name(f".{request.output.name}.partial")
+    try:
+        with timings.phase("unpack"):
+            progress(f"Reading {request.source_name or request.source.name}")
+            root, warnings = _source_root(request, work, None)
+        with timings.phase("lock"):
+            source_name = request.source_name or request.source.name
+            config = project.load_config(root, source_name)
+            locked = lock.read_lock(root, target, request.index)
+            code = project.detect_code(root, config)
+        warnings += config.warnings + locked.warnings
+        python = bytecode.find_interpreter(target, request.environ)
+        if python is None:
+            warnings.append(f"No {target.runtime} interpreter on this machine: the layer ships without "
+                            "bytecode and every cold start compiles its modules.")
+        name = project.layer_name(config.name, request.layer_prefix)
+        report = BuildReport(
+            layer_name=name, layer_version=config.version, description=config.description,
+            runtime=target.runtime, arch=target.arch, platform=target.uv_platform,
+            builder_version=__version__, lock_hash=locked.lock_sha256,
+            packages=[{"name": r.name, "version": r.version} for r in locked.requirements],
+            skipped_by_marker=[{"name": n, "markers": m} for n, m in locked.skipped],
+        )
+
+        cache = DependencyCache(request.cache_dir)
+        key = cache_key(locked, target, config, python, request.allow_sdist)
+        deps = cache.lookup(key)
+        report.dependency_cache = "off" if request.cache_dir is None else ("hit" if deps else "miss")
+        if deps is None:
+            staging = (request.cache_dir or work) / f".staging-{os.getpid()}-{key[:12]}-{time.time_ns()}"
+            staging.mkdir(parents=True)
+            try:
+                meta = _build_dependencies(request, locked, config, python, staging, timings, progress)
+                deps = cache.store(key, staging, meta)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        else:
+            progress("Dependencies unchanged: reusing the cached build")
+        meta = deps.meta
+        warnings += meta["warnings"]
+
+        with timings.phase("package"):
+            own_tree = work / "own"
+            own_tree.mkdir()
+            own_names = project.copy_code(code, own_tree)
+            clash = sorted(set(own_names) & {Path(n).parts[1] for n in meta["sha256"]})
+            if clash:
+                raise InputError(f"The project's own {', '.join(clash)} clashes with a dependency of the "
+                                 "same name: rename the package or drop the dependency.")
+            failed = bytecode.compile_tree(python, own_tree) if python and config.bytecode != "none" else []
+            failed += meta["bytecode_failed"]
+        if failed:
+            warnings.append(f"{len(failed)} source files do not compile for {target.runtime} and ship "
+                            f"without bytecode, e.g. {failed[0]}.")
+        own_entries = tree_entries(own_tree)
+        deps_entries = raw_entries(deps.zip_path, meta["sha256"])
+
+        with timings.phase("check"):
+            owners = dict(meta["owners"]) | {n: f"{n} (own)" for n in own_names}
+            files = [(e.name.split("/", 1)[1], e.file_size) for e in deps_entries]
+            files += [(e.name.split("/", 1)[1], e.path.stat().st_size) for e in own_entries]
+            sizes = package_sizes(files, owners)
+            check.check_size(sum(size for _, size in files), sizes)
+            check.check_binaries(check.tree_headers(own_tree), target)
+            import_status = "skipped: no target interpreter"
+            if python and target.machine == os.uname().machine:
+                check.check_imports(python, [own_tree, deps.tree()], own_names)
+                import_status = f"ok: {', '.join(own_names)}" if own_names else "no own packages"
+            elif python:
+                import_status = f"skipped: cannot run {target.machine} code on {os.uname().machine}"
+
+        digest = content_hash(deps_entries, own_entries)
+        report.content_hash = digest
+        report.own_packages = own_names
+        report.sizes = sizes
+        report.slimmed = meta["slimmed"]
+        report.installer = meta["installer"]
+        report.built_from_source = meta["built_from_source"]
+        report.bytecode = {"interpreter": f"CPython {target.python_version}" if python else None, "mode": config.bytecode if python else "none",
+                           "invalidation": "unchecked-hash", "failed": len(failed)}
+        report.checks = {"binaries": f"{meta['binaries_checked']} shared objects for {target.machine}",
+                         "imports": import_status, "size": "within limit"}
+        manifest_path = work / MANIFEST_NAME
+        manifest_path.write_text(manifest(report), encoding="utf-8")
+
+        with timings.phase("zip"):
+            _remaining(request.deadline, "writing the zip")
+            progress("Writing the layer zip")
+            request.output.parent.mkdir(parents=True, exist_ok=True)
+            written = write_zip(partial, layer_entries(deps_entries, own_entries, manifest_path))
+            os.replace(partial, request.output)
+        report.files = len(written)
+        report.unzipped_bytes = sum(w.file_size for w in written)
+        report.zipped_bytes = request.output.stat().st_size
+        report.publish_via_s3 = report.zipped_bytes > limits.MAX_DIRECT_UPLOAD_BYTES
+        report.sizes = package_sizes([(w.name.split("/", 1)[1], w.file_size) for w in written], owners)
+        report.warnings = list(dict.fromkeys(warnings))
+        report.timings = timings.seconds
+        return BuildResult(request.output, report)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(f"The disk filled up during the build ({exc.filename or 'work dir'}): "
+                                "give the builder more ephemeral storage.") from None
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def inspect_zip(path: Path, target: Target | None = None) -> dict:
+    """Size breakdown and target check of any existing layer zip."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path} is not a readable zip: {exc}") from None
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        prefix = f"{limits.LAYER_PYTHON_DIR}/"
+        outside = [i.filename for i in infos if not i.filename.startswith(prefix)]
+        rel = {i.filename: i.filename[len(prefix):] for i in infos if i.filename.startswith(prefix)}
+        dist_infos = {}
+        for info in infos:
+            parts = rel.get(info.filename, "").split("/")
+            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in ("METADATA", "RECORD"):
+                dist_infos.setdefault(parts[0], {})[parts[1]] = zf.read(info).decode("utf-8", "replace")
+        owners = owners_from_dist_info(
+            (d, v.get("METADATA", ""), v.get("RECORD", "")) for d, v in sorted(dist_infos.items()))
+        sizes = package_sizes([(rel[i.filename], i.file_size) for i in infos if i.filename in rel], owners)
+        shared = [(i.filename, zf.open(i).read(20)) for i in infos if check.is_shared_object(i.filename)]
+    machines = {}
+    for name, header in shared:
+        machine = check.machine_name(check.elf_machine(header))
+        machines[machine] = machines.get(machine, 0) + 1
+    unzipped = sum(i.file_size for i in infos)
+    result = {
+        "path": str(path), "files": len(infos), "zipped_bytes": path.stat().st_size,
+        "unzipped_bytes": unzipped, "limit_bytes": limits.MAX_UNZIPPED_BYTES,
+        "fits": unzipped <= limits.MAX_UNZIPPED_BYTES,
+        "publish_via_s3": path.stat().st_size > limits.MAX_DIRECT_UPLOAD_BYTES,
+        "outside_python_dir": outside[:20], "binaries": machines, "sizes": sizes,
+    }
+    if target is not None:
+        try:
+            check.check_binaries(shared, target)
+            result["target_ok"], result["target_check"] = True, f"ok for {target.machine}"
+        except LayerBuildError as exc:
+            result["target_ok"], result["target_check"] = False, str(exc)
+    return result

@@ -1,0 +1,183 @@
+"""The project's own settings, layer naming and own code.
+
+A project configures the builder in `pyproject.toml` under `[tool.layer-builder]`:
+
+    name = "aws-emr-launcher"        # layer name (Lambda's rules apply)
+    description = "..."
+    packages = ["emrlauncher"]       # own top-level packages/modules; detected when absent
+    slim = true                      # safe slimming of dependencies
+    slim_exclude = ["*.md"]          # extra patterns to leave out of dependencies
+    bytecode = "auto"                # auto | all | none
+    license = "MIT"
+
+Without a name, it comes from `[project]` metadata, `setup.cfg`, then the archive's file name.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import limits
+from .errors import ProjectError
+
+CONFIG_TABLE = "layer-builder"
+#: Top-level names that are never the project's runtime code.
+NOT_CODE = frozenset({
+    "tests", "test", "testing", "docs", "doc", "examples", "example", "samples", "scripts",
+    "script", "bin", "build", "dist", "bench", "benchmarks", "tools", "ci", "site", "htmlcov",
+    "venv", "env", "node_modules", "setup", "conftest", "noxfile", "tasks", "fabfile",
+    "manage", "__pycache__", "typings",
+})
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
+_NAME_VERSION = re.compile(r"^(?P<name>.+?)[-_](?P<version>v?\d+(?:\.\d+)*(?:[._+-]?[a-z0-9]+)*)$", re.I)
+_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BYTECODE_MODES = ("auto", "all", "none")
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    name: str
+    version: str
+    description: str
+    packages: tuple[str, ...] | None = None
+    slim: bool = True
+    slim_exclude: tuple[str, ...] = ()
+    bytecode: str = "auto"
+    license: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+
+def layer_name(raw: str, prefix: str = "") -> str:
+    """A name Lambda accepts: [a-zA-Z0-9-_]+, at most 140 characters."""
+    cleaned = _INVALID_NAME_CHARS.sub("-", raw).strip("-_")
+    if not cleaned:
+        raise ProjectError(
+            f"Cannot derive a layer name from {raw!r}: set `name` under [tool.{CONFIG_TABLE}] "
+            "in pyproject.toml.")
+    name = (_INVALID_NAME_CHARS.sub("-", prefix) + cleaned)[: limits.MAX_LAYER_NAME_LENGTH]
+    return name
+
+
+def split_archive_name(filename: str) -> tuple[str, str]:
+    """`aws-emr-launcher-0.1.0.zip` → ("aws-emr-launcher", "0.1.0"); no version → ""."""
+    stem = filename
+    for suffix in _ARCHIVE_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    match = _NAME_VERSION.match(stem)
+    if match:
+        return match["name"], match["version"].lstrip("vV")
+    return stem, ""
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"{path.name} is not valid TOML: {exc}") from None
+
+
+def _setup_cfg_metadata(root: Path) -> dict[str, str]:
+    path = root / "setup.cfg"
+    if not path.is_file():
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"))
+    except (configparser.Error, UnicodeDecodeError):
+        return {}
+    return dict(parser["metadata"]) if parser.has_section("metadata") else {}
+
+
+def _str_list(value: object, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProjectError(f"[tool.{CONFIG_TABLE}] {key} must be a list of strings in pyproject.toml.")
+    return tuple(value)
+
+
+def load_config(root: Path, source_name: str) -> ProjectConfig:
+    """Read the project's settings; `source_name` is the archive or directory name."""
+    pyproject = _read_toml(root / "pyproject.toml") if (root / "pyproject.toml").is_file() else {}
+    tool = pyproject.get("tool", {}).get(CONFIG_TABLE, {})
+    project = pyproject.get("project", {})
+    setup_cfg = _setup_cfg_metadata(root)
+    archive_name, archive_version = split_archive_name(source_name)
+
+    raw_name = tool.get("name") or project.get("name") or setup_cfg.get("name") or archive_name
+    version = str(project.get("version") or setup_cfg.get("version") or archive_version or "")
+    description = tool.get("description") or project.get("description") or setup_cfg.get("description") or ""
+    if version and f"version {version}" not in description.lower():
+        description = f"{description} Version: {version}".strip() if description else f"Version: {version}"
+
+    packages = _str_list(tool["packages"], "packages") if "packages" in tool else None
+    bytecode = tool.get("bytecode", "auto")
+    if bytecode not in BYTECODE_MODES:
+        raise ProjectError(f"[tool.{CONFIG_TABLE}] bytecode must be one of {', '.join(BYTECODE_MODES)}.")
+    slim = tool.get("slim", True)
+    if not isinstance(slim, bool):
+        raise ProjectError(f"[tool.{CONFIG_TABLE}] slim must be true or false in pyproject.toml.")
+    return ProjectConfig(
+        name=layer_name(raw_name),
+        version=version,
+        description=description[: limits.MAX_DESCRIPTION_LENGTH],
+        packages=packages,
+        slim=slim,
+        slim_exclude=_str_list(tool.get("slim_exclude", []), "slim_exclude"),
+        bytecode=bytecode,
+        license=str(tool.get("license") or "")[: limits.MAX_LICENSE_INFO_LENGTH],
+    )
+
+
+def _code_root(root: Path) -> Path:
+    """`src/` layouts keep their packages one level down."""
+    src = root / "src"
+    return src if src.is_dir() and any(src.glob("*/__init__.py")) else root
+
+
+def detect_code(root: Path, config: ProjectConfig) -> list[Path]:
+    """The project's own top-level packages and modules."""
+    base = _code_root(root)
+    if config.packages is not None:
+        found = []
+        for name in config.packages:
+            candidates = [base / name, base / f"{name}.py", root / name, root / f"{name}.py"]
+            match = next((c for c in candidates if c.exists()), None)
+            if match is None or not _IDENTIFIER.match(name):
+                raise ProjectError(
+                    f"Package {name!r} named in [tool.{CONFIG_TABLE}] packages is not a directory or "
+                    f"module at the project root: fix the name or remove it from the list.")
+            found.append(match)
+        return found
+    found = []
+    for entry in sorted(base.iterdir()):
+        stem = entry.name[:-3] if entry.name.endswith(".py") else entry.name
+        if stem.lower() in NOT_CODE or stem.startswith((".", "_")) or not _IDENTIFIER.match(stem):
+            continue
+        if entry.is_dir() and (entry / "__init__.py").is_file():
+            found.append(entry)
+        elif entry.is_file() and entry.suffix == ".py":
+            found.append(entry)
+    return found
+
+
+_IGNORED_IN_CODE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "tests", "test")
+
+
+def copy_code(paths: list[Path], dest: Path) -> list[str]:
+    """Copy own packages/modules into dest; returns their top-level names."""
+    names = []
+    for path in paths:
+        if path.is_dir():
+            shutil.copytree(path, dest / path.name, ignore=_IGNORED_IN_CODE, symlinks=False)
+            names.append(path.name)
+        else:
+            shutil.copyfile(path, dest / path.name)
+            names.append(path.stem)
+    return names

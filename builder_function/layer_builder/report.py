@@ -1,0 +1,102 @@
+"""Report step: who owns which bytes, and the JSON report the CLI prints and the Lambda stores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from email.parser import HeaderParser
+from pathlib import PurePosixPath
+from typing import Any
+
+from . import limits
+
+UNOWNED = "(other)"
+
+
+def owners_from_dist_info(records: Iterable[tuple[str, str, str]]) -> dict[str, str]:
+    """Top-level path → distribution name, from (dist-info dir, METADATA, RECORD) triples."""
+    owners: dict[str, str] = {}
+    for dist_info, metadata, record in records:
+        name = HeaderParser().parsestr(metadata).get("Name") or dist_info.split("-")[0]
+        owners[dist_info] = name
+        for row in csv.reader(io.StringIO(record)):
+            if row and row[0] and not row[0].startswith(".."):
+                owners.setdefault(PurePosixPath(row[0]).parts[0], name)
+    return owners
+
+
+def package_sizes(files: Iterable[tuple[str, int]], owners: dict[str, str]) -> dict[str, int]:
+    """Bytes per distribution (or own package) for paths relative to python/."""
+    sizes: dict[str, int] = {}
+    for path, size in files:
+        parts = PurePosixPath(path).parts
+        # Bytecode of top-level modules sits in __pycache__/<module>.cpython-3X.pyc.
+        top = f"{parts[1].split('.')[0]}.py" if parts[0] == "__pycache__" and len(parts) > 1 else parts[0]
+        owner = owners.get(top) or owners.get(top.removesuffix(".py")) or UNOWNED
+        sizes[owner] = sizes.get(owner, 0) + size
+    return dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0) + time.perf_counter() - start, 3)
+
+
+@dataclass
+class BuildReport:
+    layer_name: str
+    layer_version: str
+    description: str
+    runtime: str
+    arch: str
+    platform: str
+    builder_version: str
+    content_hash: str = ""
+    lock_hash: str = ""
+    zipped_bytes: int = 0
+    unzipped_bytes: int = 0
+    limit_bytes: int = limits.MAX_UNZIPPED_BYTES
+    publish_via_s3: bool = False
+    files: int = 0
+    packages: list[dict[str, str]] = field(default_factory=list)
+    own_packages: list[str] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    slimmed: list[dict[str, Any]] = field(default_factory=list)
+    bytecode: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+    installer: str = ""
+    dependency_cache: str = "off"
+    built_from_source: list[str] = field(default_factory=list)
+    skipped_by_marker: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def top_packages(self, count: int = limits.TOP_PACKAGES_SHOWN) -> list[tuple[str, int]]:
+        return list(self.sizes.items())[:count]
+
+
+def human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
