@@ -110,7 +110,7 @@ def _build(args: argparse.Namespace) -> int:
     target = Target(args.runtime, args.arch)
     output = args.output
     if output is None:
-        stem = args.source.name
+        stem = args.source.resolve().name  # `build .` names the zip after the directory
         for suffix in (".tar.gz", ".tgz", ".zip"):
             stem = stem.removesuffix(suffix)
         output = Path(f"{stem}-{target.runtime}-{target.arch}.zip")

@@ -40,9 +40,12 @@ _NO_WHEEL = ("has no usable wheels", "no wheels with a matching", "building from
              "no matching distribution", "only has source distributions")
 _NOT_FOUND = ("not found in the package registry", "there is no version of",
               "could not find a version that satisfies")
+#: Phrases, never single words: a package may be called "network" or "networkx".
 _NETWORK = ("failed to fetch", "error sending request", "could not connect", "dns error",
             "timed out", "connection reset", "connection refused", "too many requests",
-            "503 service", "502 bad gateway", "500 internal", "504 gateway", "network")
+            "503 service", "502 bad gateway", "500 internal", "504 gateway",
+            "network is unreachable", "connection broken", "failed to establish a new connection",
+            "temporary failure in name resolution", "name or service not known")
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
@@ -109,7 +112,9 @@ def _uv_command(uv: str, target: Target, dest: Path, requirements: Path, python:
 def _pip_command(target: Target, dest: Path, requirements: Path) -> list[str]:
     # pip needs the whole platform tag ladder and still evaluates markers for the host (pip#11664);
     # the lock step has already evaluated them for the target.
-    cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--quiet",
+    # Not --isolated: it makes pip ignore PIP_INDEX_URL, the only way the index reaches it
+    # (config files are off through PIP_CONFIG_FILE=/dev/null in installer_environment).
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet",
            "--target", str(dest), "--python-version", target.python_version,
            "--implementation", "cp", "--abi", f"cp{''.join(target.python_version.split('.'))}",
            "--only-binary", ":all:", "--require-hashes", "--no-deps", "--no-compile",
@@ -144,6 +149,11 @@ def classify_failure(stderr: str, requirements: list[Requirement], target: Targe
             f"The downloaded file of {which} does not match the hashes in Pipfile.lock: the lock "
             "was tampered with or the index serves other files. Re-run `pipenv lock` against a "
             "trusted index.")
+    tail = "\n".join(text.strip().splitlines()[-6:])
+    # Before the no-wheel and not-found checks: pip ends an unreachable index with
+    # "No matching distribution found", which would otherwise be refused as permanent.
+    if any(s in lowered for s in _NETWORK):
+        return IndexUnreachableError(f"The package index could not be reached (will retry): {tail}")
     if any(s in lowered for s in _NO_WHEEL):
         return NoWheelError(
             f"No wheel of {which} for {target.describe()}: the package publishes only source or "
@@ -153,9 +163,6 @@ def classify_failure(stderr: str, requirements: list[Requirement], target: Targe
         return PackageNotFoundError(
             f"{which} was not found on the package index: check the name and version in the "
             "Pipfile and the configured index, then re-run `pipenv lock`.")
-    tail = "\n".join(text.strip().splitlines()[-6:])
-    if any(s in lowered for s in _NETWORK):
-        return IndexUnreachableError(f"The package index could not be reached (will retry): {tail}")
     return LayerBuildError(f"The installer failed: {tail}")
 
 

@@ -11,7 +11,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import plette
 from packaging.markers import InvalidMarker, Marker
@@ -26,6 +25,8 @@ PIPFILE_LOCK = "Pipfile.lock"
 UNPINNABLE_KEYS = ("git", "hg", "svn", "bzr", "path", "file", "editable")
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: scheme://user:password@ — everything up to the netloc's last @.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,8 @@ class IndexPolicy:
 
 def redact(url: str) -> str:
     """The URL without user:password, for logs, reports and errors."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    # A regex, not urlsplit: .port and IPv6 parsing raise ValueError on a hostile lock's URL.
+    return _USERINFO.sub(r"\1***@", url)
 
 
 def _load_pipfile(project: Path) -> plette.Pipfile:
@@ -108,6 +104,9 @@ def _load_lock(project: Path) -> dict:
         raise ProjectError(f"{PIPFILE_LOCK} is not valid JSON: {exc}. Re-run `pipenv lock`.") from None
     if not isinstance(data, dict) or not isinstance(data.get("default"), dict):
         raise ProjectError(f"{PIPFILE_LOCK} has no `default` section: re-run `pipenv lock`.")
+    if not isinstance(data.get("_meta"), dict):
+        # plette would fail later with a bare AttributeError("meta").
+        raise ProjectError(f"{PIPFILE_LOCK} has no `_meta` section: re-run `pipenv lock`.")
     try:
         plette.Lockfile.validate(data)
     except Exception as exc:
@@ -205,7 +204,7 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
         if markers:
             try:
                 applies = Marker(markers).evaluate(environment)
-            except InvalidMarker as exc:
+            except (InvalidMarker, TypeError) as exc:  # TypeError: markers is not a string
                 raise LockError(f"{PIPFILE_LOCK} entry {name!r} has an invalid marker: {exc}") from None
             if not applies:
                 skipped.append((canonicalize_name(name), markers))

@@ -27,8 +27,11 @@ from .target import Target
 from .zipwriter import raw_entries, write_zip
 
 Progress = Callable[[str], None]
-#: Top-level entries uv writes into --target that do not belong in a layer.
-NOT_IN_LAYER = ("bin",)
+#: Top-level entries uv writes into --target that do not belong in a layer (scripts, its lock file).
+NOT_IN_LAYER = ("bin", ".lock")
+#: uv adds this to the dist-info of wheels from local paths (file:// indexes, find-links); it
+#: holds the time uv cached the wheel, which would make every such layer differ.
+UV_CACHE_INFO = "uv_cache.json"
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,22 @@ def _source_root(request: BuildRequest, work: Path, report: BuildReport | None) 
         return request.source, []
     if not request.source.is_file():
         raise InputError(f"{request.source} does not exist: give a project directory, .zip or .tar.gz.")
-    result = unpack.unpack(request.source, work / "src")
+    dest = work / "src"
+    dest.mkdir()  # unpack() wants an existing, empty directory
+    result = unpack.unpack(request.source, dest)
     return result.root, list(result.warnings)
+
+
+def _drop_uv_cache_info(tree: Path) -> None:
+    """Remove dist-info/uv_cache.json and its RECORD row, so equal wheels give equal layers."""
+    for info in tree.glob(f"*.dist-info/{UV_CACHE_INFO}"):
+        info.unlink()
+        record = info.parent / "RECORD"
+        if record.is_file():
+            row = f"{info.parent.name}/{UV_CACHE_INFO},"
+            lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+            record.write_text("".join(line for line in lines if not line.startswith(row)),
+                              encoding="utf-8")
 
 
 def _dist_infos(tree: Path) -> list[tuple[str, str, str]]:
@@ -98,7 +115,11 @@ def _build_dependencies(request: BuildRequest, locked: lock.LockedProject, confi
                                       source_python=python)
         shutil.rmtree(staging / "home", ignore_errors=True)
         for name in NOT_IN_LAYER:
-            shutil.rmtree(tree / name, ignore_errors=True)
+            if (tree / name).is_dir():
+                shutil.rmtree(tree / name, ignore_errors=True)
+            else:
+                (tree / name).unlink(missing_ok=True)
+        _drop_uv_cache_info(tree)
     removals = []
     if config.slim:
         with timings.phase("slim"):
@@ -133,10 +154,11 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
     partial = request.output.with_name(f".{request.output.name}.partial")
     try:
         with timings.phase("unpack"):
-            progress(f"Reading {request.source_name or request.source.name}")
+            # resolve(): "." has no name of its own, the directory it points at has.
+            source_name = request.source_name or request.source.resolve().name
+            progress(f"Reading {source_name}")
             root, warnings = _source_root(request, work, None)
         with timings.phase("lock"):
-            source_name = request.source_name or request.source.name
             config = project.load_config(root, source_name)
             locked = lock.read_lock(root, target, request.index)
             code = project.detect_code(root, config)
@@ -176,7 +198,8 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             own_tree = work / "own"
             own_tree.mkdir()
             own_names = project.copy_code(code, own_tree)
-            clash = sorted(set(own_names) & {Path(n).parts[1] for n in meta["sha256"]})
+            # python/six.py, python/six/ and python/six.cpython-313-….so all claim the name `six`.
+            clash = sorted(set(own_names) & {Path(n).parts[1].split(".")[0] for n in meta["sha256"]})
             if clash:
                 raise InputError(f"The project's own {', '.join(clash)} clashes with a dependency of the "
                                  "same name: rename the package or drop the dependency.")

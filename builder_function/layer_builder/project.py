@@ -102,6 +102,17 @@ def _str_list(value: object, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _with_version(description: str, version: str) -> str:
+    """The description, ending with the version unless it names it, within Lambda's cap."""
+    limit = limits.MAX_DESCRIPTION_LENGTH
+    if not version or re.search(rf"\bversion:? v?{re.escape(version)}(?!\.?\w)", description, re.I):
+        return description[:limit]
+    suffix = f"Version: {version}"[:limit]
+    # Cut the text, not the suffix: a long description must not lose the version.
+    head = description[: max(0, limit - len(suffix) - 1)].rstrip()
+    return f"{head} {suffix}" if head else suffix
+
+
 def load_config(root: Path, source_name: str) -> ProjectConfig:
     """Read the project's settings; `source_name` is the archive or directory name."""
     pyproject = _read_toml(root / "pyproject.toml") if (root / "pyproject.toml").is_file() else {}
@@ -113,8 +124,10 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
     raw_name = tool.get("name") or project.get("name") or setup_cfg.get("name") or archive_name
     version = str(project.get("version") or setup_cfg.get("version") or archive_version or "")
     description = tool.get("description") or project.get("description") or setup_cfg.get("description") or ""
-    if version and f"version {version}" not in description.lower():
-        description = f"{description} Version: {version}".strip() if description else f"Version: {version}"
+    for key, value in (("name", raw_name), ("description", description)):
+        if not isinstance(value, str):
+            raise ProjectError(f"`{key}` in pyproject.toml must be a string, not {value!r}.")
+    description = _with_version(description, version)
 
     packages = _str_list(tool["packages"], "packages") if "packages" in tool else None
     bytecode = tool.get("bytecode", "auto")
@@ -126,7 +139,7 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
     return ProjectConfig(
         name=layer_name(raw_name),
         version=version,
-        description=description[: limits.MAX_DESCRIPTION_LENGTH],
+        description=description,
         packages=packages,
         slim=slim,
         slim_exclude=_str_list(tool.get("slim_exclude", []), "slim_exclude"),

@@ -68,11 +68,19 @@ class Target:
 
     @property
     def pip_platforms(self) -> list[str]:
-        """pip needs the whole tag ladder as repeated --platform flags (newest first)."""
+        """pip needs the whole tag ladder as repeated --platform flags (newest first).
+
+        As packaging.tags builds it: down to glibc 2.5 on x86_64 (2.17 on aarch64, whose first
+        policy was manylinux2014), each legacy alias right after the glibc it stands for.
+        """
         major, top = self.glibc
-        tags = [f"manylinux_{major}_{minor}_{self.machine}" for minor in range(top, 16, -1)]
+        oldest = 5 if self.machine == "x86_64" else 17
         legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-        tags += [f"{name}_{self.machine}" for minor, name in legacy.items() if minor <= top]
+        tags = []
+        for minor in range(top, oldest - 1, -1):
+            tags.append(f"manylinux_{major}_{minor}_{self.machine}")
+            if minor in legacy:
+                tags.append(f"{legacy[minor]}_{self.machine}")
         return tags
 
     def marker_environment(self) -> dict[str, str]:

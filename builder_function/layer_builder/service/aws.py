@@ -1,0 +1,254 @@
+"""Thin boto3 adapters behind the service's protocols. Clients are created once per container.
+
+botocore's standard retry mode retries throttling, 5xx and timeouts with backoff; what is left
+after that becomes a TransientError (Lambda retries the event) or a permanent error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .. import limits
+from ..errors import ConfigurationError, InputError, TransientError
+from .attach import AttachedLayer, ConcurrentUpdate, FunctionState
+from .publish import PublishedLayer
+from .settings import Settings
+from .uploads import Upload
+
+RETRY_CONFIG = Config(retries={"max_attempts": 6, "mode": "standard"},
+                      connect_timeout=5, read_timeout=60)
+_MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+_PERMISSION = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+_CONFLICT = {"ResourceConflictException", "PreconditionFailedException"}
+ORDER_PREFIX = "layer-order#"
+
+
+@contextmanager
+def aws_errors(action: str) -> Iterator[None]:
+    """Name the action at fault; permissions are permanent, the rest is worth a retry."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", "")
+        if code in _PERMISSION:
+            raise ConfigurationError(f"{action} was denied ({code}): grant the builder's role this "
+                                     "permission (see template.yaml).") from None
+        raise TransientError(f"{action} failed: {code} {message}".strip()) from None
+    except BotoCoreError as exc:
+        raise TransientError(f"{action} failed: {exc}") from None
+
+
+@dataclass
+class Clients:
+    s3: Any
+    lambda_: Any
+    ssm: Any
+    dynamodb: Any
+    events: Any
+
+    @classmethod
+    def create(cls, session: boto3.session.Session | None = None) -> Clients:
+        session = session or boto3.session.Session()
+        make = lambda service: session.client(service, config=RETRY_CONFIG)  # noqa: E731
+        return cls(make("s3"), make("lambda"), make("ssm"), make("dynamodb"), make("events"))
+
+
+class S3Artifacts:
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def download(self, upload: Upload, dest: Path) -> Path:
+        """Exactly the announced object version, streamed, with the size capped."""
+        args = {"Bucket": upload.bucket, "Key": upload.key}
+        if upload.version_id:
+            args["VersionId"] = upload.version_id
+        try:
+            response = self.s3.get_object(**args)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in _MISSING:
+                raise InputError(f"s3://{upload.bucket}/{upload.key} (version {upload.version_id or '-'}) "
+                                 "no longer exists: upload it again.") from None
+            with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"):
+                raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"), open(dest, "wb") as f:
+            for chunk in response["Body"].iter_chunks(1 << 20):
+                written += len(chunk)
+                if written > limits.MAX_UNPACKED_BYTES:
+                    raise InputError(f"{upload.key} is larger than {limits.MAX_UNPACKED_BYTES:,} bytes: "
+                                     "upload the project's sources only, not installed packages.")
+                f.write(chunk)
+        return dest
+
+    def put_file(self, key: str, path: Path) -> None:
+        with aws_errors(f"Uploading s3://{self.bucket}/{key}"):
+            self.s3.upload_file(str(path), self.bucket, key)
+
+    def put_json(self, key: str, data: dict) -> None:
+        with aws_errors(f"Writing s3://{self.bucket}/{key}"):
+            self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/json",
+                               Body=json.dumps(data, indent=2, default=str).encode())
+
+
+class LambdaLayers:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def _published(self, response: dict, reused: bool = False) -> PublishedLayer:
+        return PublishedLayer(response["LayerArn"], response["LayerVersionArn"], response["Version"],
+                              response["Content"]["CodeSha256"], response["Content"]["CodeSize"], reused)
+
+    def latest(self, layer_name: str) -> PublishedLayer | None:
+        with aws_errors(f"Listing versions of layer {layer_name}"):
+            try:
+                versions = self.client.list_layer_versions(LayerName=layer_name, MaxItems=1)["LayerVersions"]
+            except self.client.exceptions.ResourceNotFoundException:
+                return None
+            if not versions:
+                return None
+            response = self.client.get_layer_version(LayerName=layer_name,
+                                                     VersionNumber=versions[0]["Version"])
+        return self._published(response, reused=True)
+
+    def publish(self, layer_name: str, *, bucket: str, key: str, description: str, runtime: str,
+                arch: str, license_info: str) -> PublishedLayer:
+        args: dict[str, Any] = {
+            "LayerName": layer_name, "Description": description,
+            "Content": {"S3Bucket": bucket, "S3Key": key},
+            "CompatibleRuntimes": [runtime], "CompatibleArchitectures": [arch]}
+        if license_info:
+            args["LicenseInfo"] = license_info
+        with aws_errors(f"Publishing layer {layer_name}"):
+            return self._published(self.client.publish_layer_version(**args))
+
+    def discard(self, layer: PublishedLayer) -> None:
+        with aws_errors(f"Deleting {layer.version_arn}"):
+            self.client.delete_layer_version(LayerName=layer.layer_arn, VersionNumber=layer.version)
+
+
+class LambdaFunctions:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def get(self, name: str) -> FunctionState:
+        with aws_errors(f"Reading function {name}"):
+            try:
+                config = self.client.get_function_configuration(FunctionName=name)
+            except self.client.exceptions.ResourceNotFoundException:
+                raise InputError(f"Consumer function {name} does not exist: fix CONSUMER_FUNCTIONS "
+                                 "(ConsumerFunctionNames).") from None
+        layers = tuple(AttachedLayer(item["Arn"], item.get("CodeSize", 0)) for item in config.get("Layers", []))
+        return FunctionState(name, layers, config.get("CodeSize", 0), config.get("RevisionId", ""))
+
+    def set_layers(self, state: FunctionState, layers: list[str]) -> None:
+        waiter = self.client.get_waiter("function_updated_v2")
+        with aws_errors(f"Updating the layers of {state.name}"):
+            try:
+                args: dict[str, Any] = {"FunctionName": state.name, "Layers": layers}
+                if state.revision_id:
+                    args["RevisionId"] = state.revision_id
+                self.client.update_function_configuration(**args)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in _CONFLICT:
+                    waiter.wait(FunctionName=state.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+                    raise ConcurrentUpdate(state.name) from None
+                if code == "InvalidParameterValueException":
+                    raise InputError(f"Lambda refused the layers for {state.name}: "
+                                     f"{exc.response['Error'].get('Message', '')}") from None
+                raise
+            waiter.wait(FunctionName=state.name, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+
+
+class DynamoOrderBook:
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def claim(self, layer_name: str, order: str, version_arn: str) -> bool:
+        with aws_errors(f"Recording the newest upload of {layer_name}"):
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={"id": {"S": ORDER_PREFIX + layer_name}, "upload_order": {"S": order},
+                          "version_arn": {"S": version_arn}, "updated": {"N": str(int(time.time()))}},
+                    ConditionExpression="attribute_not_exists(id) OR upload_order <= :order",
+                    ExpressionAttributeValues={":order": {"S": order}})
+                return True
+            except self.client.exceptions.ConditionalCheckFailedException:
+                return False
+
+    def newest(self, layer_name: str) -> str | None:
+        with aws_errors(f"Reading the newest upload of {layer_name}"):
+            item = self.client.get_item(TableName=self.table, ConsistentRead=True,
+                                        Key={"id": {"S": ORDER_PREFIX + layer_name}}).get("Item")
+        return item["version_arn"]["S"] if item else None
+
+
+class SsmPointer:
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def name(self, layer_name: str) -> str:
+        return f"{self.prefix}/{layer_name}"
+
+    def get(self, layer_name: str) -> str | None:
+        with aws_errors(f"Reading parameter {self.name(layer_name)}"):
+            try:
+                return self.client.get_parameter(Name=self.name(layer_name))["Parameter"]["Value"]
+            except self.client.exceptions.ParameterNotFound:
+                return None
+
+    def put(self, layer_name: str, version_arn: str) -> None:
+        with aws_errors(f"Writing parameter {self.name(layer_name)}"):
+            self.client.put_parameter(Name=self.name(layer_name), Value=version_arn, Type="String",
+                                      Overwrite=True,
+                                      Description=f"Latest good version of layer {layer_name}")
+
+
+class EventBridgeNotifier:
+    SOURCE = "layer-builder"
+
+    def __init__(self, client: Any, bus: str) -> None:
+        self.client = client
+        self.bus = bus
+
+    def emit(self, detail_type: str, detail: dict) -> None:
+        with aws_errors(f"Sending '{detail_type}' to EventBridge"):
+            response = self.client.put_events(Entries=[{
+                "Source": self.SOURCE, "DetailType": detail_type, "EventBusName": self.bus,
+                "Detail": json.dumps(detail, default=str)}])
+            if response.get("FailedEntryCount"):
+                raise TransientError(f"EventBridge refused the event: {response['Entries']}")
+
+
+@dataclass
+class Adapters:
+    artifacts: S3Artifacts
+    layers: LambdaLayers
+    functions: LambdaFunctions
+    book: DynamoOrderBook
+    pointer: SsmPointer
+    notifier: EventBridgeNotifier
+
+    @classmethod
+    def create(cls, settings: Settings, clients: Clients | None = None) -> Adapters:
+        c = clients or Clients.create()
+        return cls(S3Artifacts(c.s3, settings.artifact_bucket), LambdaLayers(c.lambda_),
+                   LambdaFunctions(c.lambda_), DynamoOrderBook(c.dynamodb, settings.idempotency_table),
+                   SsmPointer(c.ssm, settings.pointer_parameter_prefix),
+                   EventBridgeNotifier(c.events, settings.event_bus_name))

@@ -1,0 +1,73 @@
+"""Publish step: a new layer version only when the bytes differ from the latest version's.
+
+Our zips are reproducible, so equal content gives an equal zip and an equal CodeSha256.
+Always published from the artifact bucket, so the 50 MB direct-upload cap never applies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import TransientError
+from ..report import BuildReport
+
+
+@dataclass(frozen=True)
+class PublishedLayer:
+    layer_arn: str
+    version_arn: str
+    version: int
+    code_sha256: str
+    code_size: int
+    reused: bool = False
+
+
+class LayerRegistry(Protocol):
+    def latest(self, layer_name: str) -> PublishedLayer | None: ...
+
+    def publish(self, layer_name: str, *, bucket: str, key: str, description: str,
+                runtime: str, arch: str, license_info: str) -> PublishedLayer: ...
+
+    def discard(self, layer: PublishedLayer) -> None: ...
+
+
+class ArtifactStore(Protocol):
+    bucket: str
+
+    def put_file(self, key: str, path: Path) -> None: ...
+
+
+def code_sha256(path: Path) -> str:
+    """Lambda's CodeSha256: base64 of the zip's sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def layer_key(report: BuildReport) -> str:
+    return f"layers/{report.layer_name}/{report.content_hash}.zip"
+
+
+def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
+            store: ArtifactStore, license_info: str = "") -> PublishedLayer:
+    ours = code_sha256(zip_path)
+    latest = registry.latest(report.layer_name)
+    if latest is not None and latest.code_sha256 == ours:
+        return replace(latest, reused=True)
+    key = layer_key(report)
+    store.put_file(key, zip_path)
+    published = registry.publish(
+        report.layer_name, bucket=store.bucket, key=key, description=report.description,
+        runtime=report.runtime, arch=report.arch, license_info=license_info)
+    if published.code_sha256 != ours:
+        registry.discard(published)  # never attached anywhere: leave no wrong version behind
+        raise TransientError(
+            f"Lambda stored {published.version_arn} with CodeSha256 {published.code_sha256}, not the "
+            f"built zip's {ours}: the upload to s3://{store.bucket}/{key} was incomplete. Retrying.")
+    return published

@@ -1,0 +1,131 @@
+"""One upload, end to end: fetch → build → publish → attach → report.
+
+Success and failure alike leave a report in the artifact bucket and an EventBridge event.
+Permanent errors return a "refused" outcome (Lambda does not retry); transient ones are raised
+after reporting, so Lambda retries and the idempotency record is released.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import LayerBuildError
+from ..lock import IndexPolicy
+from ..pipeline import BuildRequest, build
+from ..report import BuildReport
+from .attach import attach
+from .aws import Adapters
+from .publish import PublishedLayer, publish
+from .settings import Settings
+from .uploads import Upload
+
+SUCCEEDED, FAILED = "Layer Build Succeeded", "Layer Build Failed"
+
+
+@dataclass
+class Outcome:
+    status: str  # published | reused | superseded | refused | failed
+    upload: Upload
+    layer_name: str = ""
+    version_arn: str = ""
+    published: bool = False
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    build: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] = field(default_factory=dict)
+    report_key: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "layer_name": self.layer_name, "version_arn": self.version_arn,
+            "published": self.published, "source": self.upload.identity(),
+            "ordering": {"compared": "S3 eventTime, then sequencer", "value": self.upload.order},
+            "attachments": self.attachments, "error": self.error, "report": self.report_key,
+            "build": self.build,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        data = self.to_dict()
+        data.pop("build")
+        data["content_hash"] = self.build.get("content_hash", "")
+        data["unzipped_bytes"] = self.build.get("unzipped_bytes", 0)
+        data["zipped_bytes"] = self.build.get("zipped_bytes", 0)
+        data["build_seconds"] = round(sum(self.build.get("timings", {}).values()), 3)
+        return data
+
+
+def report_key(upload: Upload, layer_name: str) -> str:
+    stamp = upload.event_time.replace("-", "").replace(":", "")
+    ident = hashlib.sha256(f"{upload.bucket}/{upload.key}@{upload.version_id}".encode()).hexdigest()[:12]
+    return f"reports/{layer_name or '_unnamed'}/{stamp}-{ident}.json"
+
+
+def build_request(upload: Upload, archive: Path, output: Path, settings: Settings,
+                  environ: Mapping[str, str], deadline: float | None) -> BuildRequest:
+    return BuildRequest(
+        source=archive, output=output, target=settings.target,
+        # An upload cannot pick an index: the operator's URL, or the installer's default.
+        index=IndexPolicy(override=settings.package_index_url, environ={}, allow_lock_urls=False),
+        allow_sdist=settings.allow_sdist, layer_prefix=settings.layer_name_prefix,
+        source_name=upload.filename, cache_dir=Path(settings.cache_dir), deadline=deadline,
+        environ=environ)
+
+
+def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
+                   environ: Mapping[str, str], deadline: float | None = None) -> Outcome:
+    scratch = Path(tempfile.mkdtemp(prefix="upload-"))
+    outcome = Outcome(status="failed", upload=upload)
+    report: BuildReport | None = None
+    published: PublishedLayer | None = None
+    try:
+        archive = adapters.artifacts.download(upload, scratch / "source" / upload.filename)
+        result = build(build_request(upload, archive, scratch / "layer.zip", settings, environ, deadline))
+        report = result.report
+        outcome.layer_name, outcome.build = report.layer_name, report.to_dict()
+        published = publish(result.output, report, adapters.layers, adapters.artifacts)
+        outcome.version_arn, outcome.published = published.version_arn, not published.reused
+        state, attachments = attach(report.layer_name, upload.order, published.version_arn,
+                                    report.unzipped_bytes, settings.consumer_functions,
+                                    adapters.functions, adapters.book, adapters.pointer)
+        outcome.attachments = [vars(a) for a in attachments]
+        outcome.status = "superseded" if state == "superseded" else (
+            "published" if outcome.published else "reused")
+        _finish(outcome, adapters, SUCCEEDED)
+        return outcome
+    except LayerBuildError as exc:
+        outcome.status = "refused" if exc.permanent else "failed"
+        outcome.error = {"kind": exc.kind, "message": str(exc), "retryable": str(not exc.permanent)}
+        _report_failure(outcome, adapters)
+        if exc.permanent:
+            return outcome
+        raise
+    except Exception as exc:
+        outcome.error = {"kind": type(exc).__name__, "message": str(exc), "retryable": "True"}
+        _report_failure(outcome, adapters)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _finish(outcome: Outcome, adapters: Adapters, detail_type: str) -> None:
+    outcome.report_key = report_key(outcome.upload, outcome.layer_name)
+    adapters.artifacts.put_json(outcome.report_key, outcome.to_dict())
+    adapters.notifier.emit(detail_type, outcome.summary())
+
+
+def _report_failure(outcome: Outcome, adapters: Adapters) -> None:
+    """Best effort: a failure to report must not hide the original error."""
+    try:
+        _finish(outcome, adapters, FAILED)
+    except LayerBuildError as exc:
+        outcome.error["report_error"] = str(exc)
+
+
+def deadline_from(remaining_ms: int, margin_s: float) -> float:
+    return time.monotonic() + remaining_ms / 1000 - margin_s

@@ -1,0 +1,66 @@
+"""The builder's one settings object, read from the environment at the edge; fails fast."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import ConfigurationError
+from ..target import Target
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(sorted({n.strip() for n in raw.split(",") if n.strip()}))
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifact_bucket: str
+    idempotency_table: str
+    pointer_parameter_prefix: str
+    target: Target
+    source_prefix: str = "incoming/"
+    layer_name_prefix: str = ""
+    consumer_functions: tuple[str, ...] = ()
+    package_index_url: str = ""
+    allow_sdist: frozenset[str] = frozenset()
+    event_bus_name: str = "default"
+    #: Local dependency cache; survives warm invocations, bounded by cache_max_bytes.
+    cache_dir: str = "/tmp/layer-builder-cache"
+    cache_max_bytes: int = 2 * 1024**3
+    #: Time kept back from the Lambda's budget for publish, attach and the report.
+    finish_margin_s: float = 60.0
+
+    REQUIRED = ("ARTIFACT_BUCKET", "IDEMPOTENCY_TABLE", "POINTER_PARAMETER_PREFIX")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        missing = [name for name in cls.REQUIRED if not environ.get(name)]
+        if missing:
+            raise ConfigurationError(
+                f"The builder is missing environment variables {', '.join(missing)}: "
+                "deploy it with template.yaml, which sets them.")
+        try:
+            target = Target(environ.get("TARGET_RUNTIME", "python3.13"),
+                            environ.get("TARGET_ARCH", "x86_64"))
+            margin = float(environ.get("FINISH_MARGIN_SECONDS", "60"))
+            cache_max = int(environ.get("CACHE_MAX_BYTES", str(2 * 1024**3)))
+        except ValueError as exc:
+            raise ConfigurationError(f"Invalid builder setting: {exc}") from None
+        except Exception as exc:  # Target raises InputError for unsupported values
+            raise ConfigurationError(f"Invalid TARGET_RUNTIME/TARGET_ARCH: {exc}") from None
+        return cls(
+            artifact_bucket=environ["ARTIFACT_BUCKET"],
+            idempotency_table=environ["IDEMPOTENCY_TABLE"],
+            pointer_parameter_prefix=environ["POINTER_PARAMETER_PREFIX"].rstrip("/"),
+            target=target,
+            source_prefix=environ.get("SOURCE_PREFIX", "incoming/"),
+            layer_name_prefix=environ.get("LAYER_NAME_PREFIX", ""),
+            consumer_functions=_names(environ.get("CONSUMER_FUNCTIONS", "")),
+            package_index_url=environ.get("PACKAGE_INDEX_URL", ""),
+            allow_sdist=frozenset(n.lower().replace("_", "-") for n in _names(environ.get("ALLOW_SDIST", ""))),
+            event_bus_name=environ.get("EVENT_BUS_NAME", "default"),
+            cache_dir=environ.get("CACHE_DIR", "/tmp/layer-builder-cache"),
+            cache_max_bytes=cache_max,
+            finish_margin_s=margin,
+        )

@@ -1,0 +1,216 @@
+"""EMR trigger: start the data-load clusters for one dataset, day and environment, once per event.
+
+`emrlauncher` comes from the emr-launcher layer (/opt/python); none of it is vendored here.
+The event is either the criteria themselves (direct invoke) or an EventBridge event whose
+`detail` holds them (a schedule rule). A retried or duplicated event starts no second cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+
+
+class LayerMissingError(ImportError):
+    """The emr-launcher layer is not attached (an ImportError, so Lambda reports it as one)."""
+
+
+class SettingsError(RuntimeError):
+    """The function's environment variables are missing or wrong."""
+
+
+class InvalidTriggerEvent(ValueError):
+    """The event does not hold valid criteria. Retrying the same event cannot help."""
+
+
+try:
+    from emrlauncher import LaunchError
+    from emrlauncher.data_loader import trigger_data_load
+except ModuleNotFoundError as exc:
+    # yaml ships in the same layer: without it the layer is attached but incomplete
+    if (exc.name or "").split(".")[0] not in {"emrlauncher", "yaml"}:
+        raise
+    raise LayerMissingError(
+        f"Cannot import {exc.name}: attach the emr-launcher layer to this function (stack parameter "
+        "EmrLauncherLayerArn, or let layer-builder attach its latest build); it provides /opt/python."
+    ) from exc
+
+CONFIG_DIR = Path(__file__).parent / "config"
+REGION_NAME = r"^[a-z]{2}(-[a-z]+)+-\d+$"
+VARIABLE_NAME = r"^[A-Z][A-Z0-9_]*$"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The function's environment; each field is read from the upper-cased variable of its name."""
+
+    idempotency_table: str
+    emr_service_role: str
+    emr_job_flow_role: str
+    emr_log_uri: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values = {f.name: os.environ.get(f.name.upper(), "").strip() for f in fields(cls)}
+        missing = [name.upper() for name, value in values.items() if not value]
+        if missing:
+            raise SettingsError(
+                f"Missing environment variable(s) {', '.join(missing)}: set them on the function "
+                "(template.yaml, EmrTriggerFunction Environment)."
+            )
+        if not values["emr_log_uri"].startswith("s3://"):
+            raise SettingsError(f"EMR_LOG_URI must be an s3:// URI, not {values['emr_log_uri']!r}.")
+        return cls(**values)
+
+    def variables(self) -> dict[str, str]:
+        """Placeholders the config files may use: EMR_SERVICE_ROLE, EMR_JOB_FLOW_ROLE, EMR_LOG_URI."""
+        return {f.name.upper(): getattr(self, f.name) for f in fields(self) if f.name.startswith("emr_")}
+
+
+#: Placeholders the function fills itself; an event may not override them.
+RESERVED = {"DATASET", "RUN_DATE", "ENVIRONMENT", "REGION", "EMR_SERVICE_ROLE", "EMR_JOB_FLOW_ROLE", "EMR_LOG_URI"}
+
+
+class TriggerCriteria(BaseModel):
+    """What to load. `environment` picks config/<environment>.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    run_date: date
+    environment: Literal["dev", "prod"]
+    regions: Annotated[list[Annotated[str, Field(pattern=REGION_NAME)]], Field(min_length=1)]
+    variables: dict[Annotated[str, Field(pattern=VARIABLE_NAME)], str] = Field(default_factory=dict)
+
+    @field_validator("run_date", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        # pydantic would read a number as a Unix timestamp
+        if not isinstance(value, str | date):
+            raise ValueError("use an ISO date such as 2026-11-27")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_sorted(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("list each region once")
+        return sorted(value)  # the idempotency key then ignores the order
+
+    @field_validator("variables")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
+        if clash := sorted(RESERVED & set(value)):
+            raise ValueError(f"{', '.join(clash)} cannot be set in variables: the function sets them")
+        return value
+
+    def launch_variables(self, settings: Settings) -> dict[str, str]:
+        return {
+            **self.variables,
+            **settings.variables(),
+            "DATASET": self.dataset,
+            "RUN_DATE": self.run_date.isoformat(),
+            "ENVIRONMENT": self.environment,
+        }
+
+
+class ScheduledTrigger(BaseModel):
+    """An EventBridge event whose detail holds the criteria. `version` is not required, so the
+    event `sam local generate-event cloudwatch scheduled-event` makes is accepted too."""
+
+    source: str
+    detail_type: str = Field(alias="detail-type")
+    detail: TriggerCriteria
+
+
+TriggerEvent = Annotated[
+    Annotated[TriggerCriteria, Tag("direct")] | Annotated[ScheduledTrigger, Tag("eventbridge")],
+    Discriminator(lambda event: "eventbridge" if isinstance(event, dict) and "detail" in event else "direct"),
+]
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+settings = Settings.from_env()
+#: One session for the sandbox's life: EMR clients then share its loaded API models.
+session = boto3.session.Session()
+persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table, boto3_session=session)
+idempotency = IdempotencyConfig(
+    event_key_jmespath="[dataset, run_date, environment, regions]",
+    # the same key with other variables is refused, not answered with the first event's clusters
+    payload_validation_jmespath="variables",
+    raise_on_no_idempotency_key=True,
+)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency.register_lambda_context(context)
+    criteria = parse_criteria(event)
+    metrics.add_metric(name="TriggerEventsAccepted", unit=MetricUnit.Count, value=1)
+    logger.append_keys(dataset=criteria.dataset, run_date=criteria.run_date.isoformat(), environment=criteria.environment)
+    result = launch(criteria=criteria)
+    logger.info("EMR data load triggered", extra=result)
+    return {
+        "dataset": criteria.dataset,
+        "run_date": criteria.run_date.isoformat(),
+        "environment": criteria.environment,
+        **result,
+    }
+
+
+def parse_criteria(event: Any) -> TriggerCriteria:
+    try:
+        parsed = parse(event=event, model=TriggerEvent)
+    except ValidationError as exc:
+        # loc[0] is the union tag (direct/eventbridge); the rest is the field path
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'][1:])) or 'event'}: {error['msg']}" for error in exc.errors()
+        )
+        raise InvalidTriggerEvent(
+            f"Invalid trigger event: {problems}. Send dataset, run_date, environment, regions and "
+            "variables directly, or as the detail of an EventBridge event."
+        ) from exc
+    return parsed.detail if isinstance(parsed, ScheduledTrigger) else parsed
+
+
+@idempotent_function(data_keyword_argument="criteria", persistence_store=persistence, config=idempotency)
+def launch(criteria: TriggerCriteria) -> dict[str, Any]:
+    """Runs once per dataset, run_date, environment and regions; a repeat gets the stored result."""
+    try:
+        clusters = trigger_data_load(
+            regions=criteria.regions,
+            cluster_config_path=CONFIG_DIR / "configurations.json",
+            default_config_path=CONFIG_DIR / "default.yaml",
+            env_config_path=CONFIG_DIR / f"{criteria.environment}.yaml",
+            input_vars=criteria.launch_variables(settings),
+            session=session,
+        )
+        error = None
+    except LaunchError as exc:
+        if not exc.launched:
+            raise  # nothing runs: the record is dropped and a retry may try again
+        # Some clusters run: keep this result, so a retry cannot start them a second time.
+        logger.error("EMR refused a region; not retrying the others", extra={"error": str(exc)})
+        clusters, error = exc.launched, str(exc)
+    not_started = [region for region in criteria.regions if region not in clusters]
+    metrics.add_metric(name="ClustersStarted", unit=MetricUnit.Count, value=len(clusters))
+    metrics.add_metric(name="RegionsNotStarted", unit=MetricUnit.Count, value=len(not_started))
+    return {"clusters": clusters, "not_started": not_started, "error": error}

@@ -1,0 +1,159 @@
+"""Moto on loopback: a local stand-in for AWS that subprocesses can reach too.
+
+`LocalAws` runs moto's `ThreadedMotoServer` in this process on 127.0.0.1 (a free port), so a
+Lambda runtime process started by `tools.lambda_runtime.LocalLambda`, the demo, or a test all talk
+to the same fake account through `env()` (for subprocesses) or `client()` (in-process).
+
+What it changes in the parent process, and nothing else:
+- importing moto appends moto's (disabled) botocore stubber to botocore's built-in handlers; it
+  does nothing unless `mock_aws` is active. Do not use `mock_aws` while a LocalAws is running:
+  both share moto's in-process backends and `mock_aws` resets them on exit.
+- the "werkzeug" logger is set to WARNING so the server does not log every request.
+The parent's os.environ is never modified; `env()` returns a dict for the caller to pass on.
+
+Standalone: `python -m tools.local_aws` serves until Ctrl-C and prints the variables to export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.request
+from types import TracebackType
+from typing import Any, Self
+
+import boto3
+from botocore.config import Config
+
+DEFAULT_REGION = "us-east-1"
+# moto's fixed account id; ARNs built by the harness use it so they match what moto returns.
+ACCOUNT_ID = "123456789012"
+FAKE_CREDENTIAL = "testing"
+LOOPBACK = "127.0.0.1"
+
+
+class LocalAwsError(RuntimeError):
+    """The local AWS stand-in was used before start() or after stop()."""
+
+
+class LocalAws:
+    """Moto server on 127.0.0.1; use as a context manager or call start()/stop()."""
+
+    def __init__(self, region: str = DEFAULT_REGION, port: int = 0) -> None:
+        self.region = region
+        self._port = port  # 0 = let the OS pick a free port
+        self._server: Any = None  # moto.server.ThreadedMotoServer once started
+        self._endpoint_url: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Self:
+        if self._server is not None:
+            return self
+        # Imported here: moto takes ~2 s to import, and importing this module should stay cheap.
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = ThreadedMotoServer(ip_address=LOOPBACK, port=self._port, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        self._server = server
+        self._endpoint_url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        server, self._server, self._endpoint_url = self._server, None, None
+        if server is None:
+            return
+        server.stop()
+        # ThreadedMotoServer.stop() shuts the loop down but leaves the listening socket open.
+        if server._server is not None:
+            server._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- access ------------------------------------------------------------------------------
+    @property
+    def endpoint_url(self) -> str:
+        if self._endpoint_url is None:
+            raise LocalAwsError("LocalAws is not running: use `with LocalAws() as aws:` or start()")
+        return self._endpoint_url
+
+    def env(self) -> dict[str, str]:
+        """Variables that point boto3 in a subprocess at this server, with fake credentials.
+
+        AWS_ENDPOINT_URL is honoured by every boto3/botocore client (botocore >= 1.31).
+        The config/credential files are blanked so a developer's real profile is never read,
+        and instance metadata is disabled so a missing credential fails fast instead of probing.
+        """
+        no_proxy = [p for p in os.environ.get("NO_PROXY", "").split(",") if p]
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": FAKE_CREDENTIAL,
+            "AWS_SECRET_ACCESS_KEY": FAKE_CREDENTIAL,
+            "AWS_SESSION_TOKEN": FAKE_CREDENTIAL,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "NO_PROXY": ",".join([*no_proxy, LOOPBACK, "localhost"]),
+        }
+
+    def session(self) -> boto3.session.Session:
+        """A boto3 session with the fake credentials; independent of os.environ and profiles."""
+        return boto3.session.Session(
+            aws_access_key_id=FAKE_CREDENTIAL,
+            aws_secret_access_key=FAKE_CREDENTIAL,
+            aws_session_token=FAKE_CREDENTIAL,
+            region_name=self.region,
+        )
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client for `service` against this server.
+
+        botocore's parameter validation stays on (its default): a malformed request fails here
+        exactly as it would against AWS. Retries are off by default because moto never
+        throttles, so a retry would only slow down a failing test. Extra kwargs go to
+        `Session.client`.
+        """
+        kwargs.setdefault("config", Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+        return self.session().client(service, endpoint_url=self.endpoint_url, **kwargs)
+
+    def reset(self) -> None:
+        """Forget every resource (moto's /moto-api/reset), e.g. between tests sharing a server."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+
+def main() -> int:
+    """Serve until interrupted, printing the environment a shell needs to use it."""
+    stop = threading.Event()
+    # SIGTERM too: a backgrounded job ignores Ctrl-C's SIGINT.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalAws() as aws:
+        for key, value in aws.env().items():
+            print(f"export {key}={json.dumps(value)}", flush=True)
+        print(f"# moto listening on {aws.endpoint_url}; Ctrl-C to stop", file=sys.stderr)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
