@@ -1,9 +1,7 @@
-"""Tiny wheels, a PEP 503 "simple" index on disk, and Pipfile projects locked against them.
+"""Tiny wheels and a PEP 503 "simple" index on disk, for builds without any network.
 
-Hermetic tests install from `file:///…/simple` built here, so they need neither the network nor
-any package from an index. `write_locked_project` also writes locks for names and versions that
-live on the real index (sdist-only pins, missing packages), with a Pipfile hash computed by
-pipenv's own model, so the lock is never stale unless a test makes it so.
+Hermetic tests install from `file:///…/simple` built here; `lock_entry` gives the lock entries
+(real sha256 of the wheels) that tests/lockfactory.py turns into a Pipfile + Pipfile.lock.
 """
 
 from __future__ import annotations
@@ -11,22 +9,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import io
-import json
 import shutil
 import subprocess
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import plette
+from typing import Any
 
 #: A fixed timestamp keeps every wheel, and so every hash in a lock, the same from run to run.
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 #: A shared library with one function, loaded with ctypes (no Python headers needed).
 TINY_C = "int tiny_add(int a, int b) { return a + b; }\n"
-INDEX_SOURCE = "${PIP_INDEX_URL}"
 
 
 @dataclass(frozen=True)
@@ -110,55 +104,18 @@ def simple_index(root: Path, wheels: list[Wheel]) -> Path:
     return simple
 
 
-@dataclass(frozen=True)
-class Pin:
-    version: str
-    hashes: tuple[str, ...]  # hex sha256 digests
-    markers: str | None = None
+def lock_entry(*wheels: Wheel) -> dict[str, Any]:
+    """The Pipfile.lock entry of one release made of these wheels (for lockfactory.make_project)."""
+    versions = {w.version for w in wheels}
+    assert len(versions) == 1, f"one release per entry, got {versions}"
+    return {"version": f"=={versions.pop()}", "hashes": sorted(f"sha256:{w.sha256}" for w in wheels),
+            "index": "pypi"}
 
 
-def write_locked_project(project: Path, pins: Mapping[str, Pin], *,
-                         code: Mapping[str, str] | None = None, python_version: str = "3.13") -> Path:
-    """Pipfile + Pipfile.lock (pipfile-spec 6, up to date) for exact pins, plus own code files."""
-    project.mkdir(parents=True, exist_ok=True)
-    lines = ["[[source]]", 'name = "pypi"', f'url = "{INDEX_SOURCE}"', "verify_ssl = true", "",
-             "[packages]"]
-    for name, pin in pins.items():
-        if pin.markers:
-            lines.append(f'{name} = {{version = "=={pin.version}", markers = "{pin.markers}"}}')
-        else:
-            lines.append(f'{name} = "=={pin.version}"')
-    lines += ["", "[dev-packages]", "", "[requires]", f'python_version = "{python_version}"', ""]
-    pipfile = "\n".join(lines)
-    (project / "Pipfile").write_text(pipfile)
-
-    default = {}
-    for name, pin in pins.items():
-        entry = {"hashes": [f"sha256:{h}" for h in sorted(pin.hashes)], "index": "pypi",
-                 "version": f"=={pin.version}"}
-        if pin.markers:
-            entry["markers"] = pin.markers
-        default[name.lower()] = entry
-    lock = {
-        "_meta": {
-            "hash": {"sha256": plette.Pipfile.load(io.StringIO(pipfile)).get_hash().value},
-            "pipfile-spec": 6,
-            "requires": {"python_version": python_version},
-            "sources": [{"name": "pypi", "url": INDEX_SOURCE, "verify_ssl": True}],
-        },
-        "default": default,
-        "develop": {},
-    }
-    (project / "Pipfile.lock").write_text(json.dumps(lock, indent=4, sort_keys=True) + "\n")
-    for relative, text in (code or {}).items():
+def write_code(project: Path, code: Mapping[str, str]) -> Path:
+    """The project's own files, e.g. {"app/__init__.py": "..."}."""
+    for relative, text in code.items():
         path = project / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return project
-
-
-def pin(*wheels: Wheel) -> Pin:
-    """The lock entry of one release made of these wheels."""
-    versions = {w.version for w in wheels}
-    assert len(versions) == 1, f"one release per pin, got {versions}"
-    return Pin(versions.pop(), tuple(w.sha256 for w in wheels))

@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import queue
+import re
 import shutil
 import stat
 import subprocess
@@ -50,6 +51,7 @@ ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 # moto's fixed account id, so the function ARN matches what a LocalAws server reports.
 ACCOUNT_ID = "123456789012"
 LAMBDA_PYTHON = (3, 13)  # the functions' runtime, python3.13
+INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase (imports, module-level code)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Keys the harness owns; a caller setting them would silently break the emulation.
 HARNESS_ENV_KEYS = frozenset(
@@ -82,7 +84,7 @@ class InvocationResult:
     request_id: str
     payload: Any
     error: dict[str, Any] | None
-    duration_s: float
+    duration_s: float  # from the runtime taking the event to its answer (Lambda's Duration)
     cold_start: bool
     logs: str  # what the runtime process wrote to stdout/stderr during this invocation
 
@@ -99,8 +101,11 @@ class InvocationResult:
 class _Invocation:
     request_id: str
     body: bytes
-    deadline_ms: int
+    timeout_s: float
     trace_id: str
+    # Set when the runtime takes the event: like Lambda, init time does not count against it.
+    picked_at: float | None = None  # time.monotonic()
+    deadline_ms: int = 0  # epoch ms, sent as Lambda-Runtime-Deadline-Ms
     done: threading.Event = field(default_factory=threading.Event)
     response: bytes = b""
     failed: bool = False
@@ -145,6 +150,8 @@ class _RuntimeApiServer(ThreadingHTTPServer):
                         self.pending.put(invocation)  # at most one is queued, so order is kept
                         return None
                     self.in_flight[invocation.request_id] = invocation
+                invocation.deadline_ms = int((time.time() + invocation.timeout_s) * 1000)
+                invocation.picked_at = time.monotonic()
                 return invocation
             return None
         finally:
@@ -265,13 +272,18 @@ def _error_document(body: bytes, error_type: str | None) -> dict[str, Any]:
 def find_python313() -> str:
     """The interpreter for the runtime process: Python 3.13 like the functions' runtime.
 
-    This interpreter when it is 3.13 (the project venv), else a python3.13 from pyenv or PATH,
-    else sys.executable (then the venv's compiled packages may not load; the error says so).
+    This interpreter when it is 3.13 (the project venv), else the newest pyenv 3.13 or a
+    python3.13 on PATH, else sys.executable (the venv's compiled modules then fail to load, which
+    shows in LocalLambda.logs()).
     """
     if sys.version_info[:2] == LAMBDA_PYTHON:
         return sys.executable
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = sorted(pyenv_root.glob("versions/3.13*/bin/python3.13"), reverse=True)
+    candidates = sorted(
+        pyenv_root.glob("versions/3.13*/bin/python3.13"),
+        key=lambda p: [int(n) for n in re.findall(r"\d+", p.parts[-3])],  # 3.13.10 > 3.13.9
+        reverse=True,
+    )
     on_path = shutil.which("python3.13")
     for candidate in [*map(str, candidates), *([on_path] if on_path else [])]:
         if os.access(candidate, os.X_OK):
@@ -398,6 +410,11 @@ class LocalLambda:
                   A list of requirement strings: only those distributions, their dependencies and
                   the managed runtime's own (awslambdaric, boto3) are visible, as in Lambda.
     timeout_s     the function timeout; on expiry the process is killed like Lambda does
+
+    The process environment is built from scratch, not inherited: Lambda's own variables, PATH,
+    then `env`. HOME is unset as in Lambda, so tools needing a cache dir must be given one.
+    The interpreter runs with -S, so sys.path is exactly code, layers, runtime packages and the
+    standard library (.pth files are not processed).
     """
 
     def __init__(
@@ -498,7 +515,11 @@ class LocalLambda:
 
     # -- invoking ----------------------------------------------------------------------------
     def invoke(self, event: Any) -> InvocationResult:
-        """Run one event through the handler and wait for its answer (at most timeout_s)."""
+        """Run one event through the handler and wait for its answer.
+
+        The handler gets timeout_s from the moment the runtime takes the event; a cold start's
+        init phase gets INIT_TIMEOUT_S on top, as in Lambda.
+        """
         if self._api is None or self._workdir is None:
             raise RuntimeNotRunningError("call invoke() inside `with LocalLambda(...) as fn:`")
         with self._lock:  # one sandbox handles one event at a time
@@ -508,16 +529,16 @@ class LocalLambda:
             assert process is not None
             cold = not self._warm
             log_offset = self._log_path.stat().st_size
-            started = time.monotonic()
             invocation = _Invocation(
                 request_id=str(uuid.uuid4()),
                 body=json.dumps(event).encode(),
-                deadline_ms=int((time.time() + self.timeout_s) * 1000),
+                timeout_s=self.timeout_s,
                 trace_id=f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
             )
             api.pending.put(invocation)
-            error = self._wait(invocation, process, started)
-            duration = time.monotonic() - started
+            error = self._wait(invocation, process)
+            picked_at = invocation.picked_at
+            duration = 0.0 if picked_at is None else time.monotonic() - picked_at
             self._warm = True  # a replacement process (after a crash or timeout) resets it
             if error is None:
                 payload: Any = json.loads(invocation.response) if invocation.response else None
@@ -527,9 +548,10 @@ class LocalLambda:
         return InvocationResult(invocation.request_id, payload, error, duration, cold, logs)
 
     def _wait(
-        self, invocation: _Invocation, process: subprocess.Popen[bytes], started: float
+        self, invocation: _Invocation, process: subprocess.Popen[bytes]
     ) -> dict[str, Any] | None:
         assert self._api is not None
+        queued_at = time.monotonic()
         while not invocation.done.wait(0.05):
             if process.poll() is not None:
                 self._api.drop_pending()
@@ -541,13 +563,18 @@ class LocalLambda:
                     "errorMessage": f"RequestId: {invocation.request_id} Error: Runtime exited "
                     f"with error: exit status {process.returncode}",
                 }
-            if time.monotonic() - started > self.timeout_s:
+            picked_at = invocation.picked_at
+            if picked_at is None:
+                phase, elapsed, limit = "Init phase", time.monotonic() - queued_at, INIT_TIMEOUT_S
+            else:
+                phase, elapsed, limit = "Task", time.monotonic() - picked_at, self.timeout_s
+            if elapsed > limit:
                 self._stop_process()  # Lambda discards the sandbox after a timeout
                 self._api.drop_pending()
                 return {
                     "errorType": "Sandbox.Timedout",
-                    "errorMessage": f"RequestId: {invocation.request_id} Error: Task timed out "
-                    f"after {self.timeout_s:.2f} seconds",
+                    "errorMessage": f"RequestId: {invocation.request_id} Error: {phase} timed "
+                    f"out after {limit:.2f} seconds",
                 }
         if invocation.failed:
             return _error_document(invocation.response, None)

@@ -5,9 +5,11 @@ Lambda runtime process started by `tools.lambda_runtime.LocalLambda`, the demo, 
 to the same fake account through `env()` (for subprocesses) or `client()` (in-process).
 
 What it changes in the parent process, and nothing else:
+- moto keeps its fake resources in process-wide backends. start() empties them, so every
+  LocalAws begins with a fresh account; hence run one LocalAws at a time per process, and do
+  not use `mock_aws` while one runs (it shares and resets the same backends).
 - importing moto appends moto's (disabled) botocore stubber to botocore's built-in handlers; it
-  does nothing unless `mock_aws` is active. Do not use `mock_aws` while a LocalAws is running:
-  both share moto's in-process backends and `mock_aws` resets them on exit.
+  does nothing unless `mock_aws` is active.
 - the "werkzeug" logger is set to WARNING so the server does not log every request.
 The parent's os.environ is never modified; `env()` returns a dict for the caller to pass on.
 
@@ -62,6 +64,7 @@ class LocalAws:
         host, port = server.get_host_and_port()
         self._server = server
         self._endpoint_url = f"http://{host}:{port}"
+        self.reset()  # resources left by an earlier LocalAws or mock_aws in this process
         return self
 
     def stop(self) -> None:

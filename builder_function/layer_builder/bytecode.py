@@ -19,6 +19,9 @@ from . import limits
 from .target import Target
 
 LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
+#: compileall's worker pool starts a forkserver (~0.7 s here); below this many sources one
+#: process is faster (measured: 77 botocore modules 1.8 s alone vs 2.3 s pooled on 2 cores).
+PARALLEL_MIN_SOURCES = 200
 
 
 def _version_of(python: str) -> tuple[int, int] | None:
@@ -53,6 +56,9 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
 
 def compile_tree(python: str, tree: Path, jobs: int = 0, only: list[Path] | None = None) -> list[str]:
     """Compile every .py under tree (or only the given files); returns files that failed."""
+    if jobs == 0:
+        sources = len(only) if only is not None else sum(1 for _ in tree.rglob("*.py"))
+        jobs = 0 if sources >= PARALLEL_MIN_SOURCES else 1
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
            "SOURCE_DATE_EPOCH": "315532800"}
     cmd = [python, "-I", "-m", "compileall", "-q", "-j", str(jobs),

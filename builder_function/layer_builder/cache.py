@@ -19,7 +19,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import __version__
 from .lock import LockedProject
@@ -71,19 +71,58 @@ class CachedDeps:
         return tree
 
 
+class RemoteCache(Protocol):
+    """A second level shared between machines (the builder Lambda's artifact bucket)."""
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        """Download deps.zip and meta.json of `key` into dest; False when absent."""
+
+    def push(self, key: str, source: Path) -> None:
+        """Upload deps.zip and meta.json from source."""
+
+
 class DependencyCache:
     """A directory of entries; None as root means no cache (entries live in the work dir)."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, remote: RemoteCache | None = None) -> None:
         self.root = root
+        self.remote = remote if root is not None else None
 
     def lookup(self, key: str) -> CachedDeps | None:
         if self.root is None:
             return None
         path = self.root / key
         if (path / DEPS_ZIP).is_file() and (path / META).is_file():
+            os.utime(path / META)  # recently used: evicted last
             return CachedDeps(path)
+        if self.remote is not None:
+            staging = self.root / f".fetch-{uuid.uuid4().hex}"
+            staging.mkdir(parents=True)
+            try:
+                if self.remote.fetch(key, staging):
+                    try:
+                        os.replace(staging, path)
+                    except OSError:  # fetched concurrently
+                        pass
+                    if (path / META).is_file():
+                        return CachedDeps(path)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return None
+
+    def evict(self, max_bytes: int) -> list[str]:
+        """Drop least recently used entries (and uv's download cache first) above max_bytes."""
+        if self.root is None or not self.root.is_dir():
+            return []
+        entries = sorted((p for p in self.root.iterdir() if (p / META).is_file()),
+                         key=lambda p: (p / META).stat().st_mtime)
+        removed = []
+        candidates = [self.root / "uv", *entries]
+        while candidates and _tree_size(self.root) > max_bytes:
+            victim = candidates.pop(0)
+            shutil.rmtree(victim, ignore_errors=True)
+            removed.append(victim.name)
+        return removed
 
     def store(self, key: str, staging: Path, meta: dict[str, Any]) -> CachedDeps:
         """Move a finished staging dir (deps.zip + tree/) into the cache atomically."""
@@ -99,4 +138,17 @@ class DependencyCache:
             if not (final / META).is_file():
                 shutil.copytree(staging, final, dirs_exist_ok=True)
             shutil.rmtree(staging, ignore_errors=True)
+        if self.remote is not None:
+            self.remote.push(key, final)
         return CachedDeps(final)
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total

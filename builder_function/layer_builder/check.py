@@ -7,6 +7,7 @@ import os
 import re
 import struct
 import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -73,33 +74,46 @@ def check_size(unzipped: int, by_package: Mapping[str, int], what: str = "The la
         "Drop or split dependencies, or move the largest into a layer of their own.")
 
 
-def runtime_provided_paths() -> list[str]:
-    """Directories holding the builder's own copies of what the Lambda runtime provides."""
+def runtime_provided_paths() -> list[Path]:
+    """The builder's own copies of what the Lambda runtime provides: package dirs and modules."""
     paths = []
     for name in RUNTIME_PROVIDED:
         spec = importlib.util.find_spec(name)
         if spec and spec.origin:
-            parent = str(Path(spec.origin).parent.parent)
-            if parent not in paths:
-                paths.append(parent)
+            origin = Path(spec.origin)
+            paths.append(origin.parent if spec.submodule_search_locations is not None else origin)
     return paths
+
+
+def _runtime_shim(dest: Path) -> Path:
+    """A directory holding links to the runtime-provided packages only.
+
+    Their parent is the builder's whole site-packages: putting that on the path would let an
+    import the layer cannot satisfy succeed here.
+    """
+    dest.mkdir()
+    for path in runtime_provided_paths():
+        (dest / path.name).symlink_to(path, target_is_directory=path.is_dir())
+    return dest
 
 
 def check_imports(python: str, paths: list[Path], modules: list[str], timeout: float = 120) -> None:
     """Import the project's own packages from the built tree under the target interpreter."""
     if not modules:
         return
-    # -S -I: nothing of the builder's site-packages leaks in; only the layer and runtime copies.
-    search = [str(p) for p in paths] + runtime_provided_paths()
     code = ("import importlib, sys; sys.path[:0] = sys.argv[1].split(sys.argv[2]); "
             "[importlib.import_module(m) for m in sys.argv[3:]]")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        done = subprocess.run([python, "-S", "-I", "-c", code, os.pathsep.join(search), os.pathsep, *modules],
-                              env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise InputError(f"Importing {', '.join(modules)} took over {timeout:.0f} s: "
-                         "import-time work in the project must be light.") from None
+    with tempfile.TemporaryDirectory(prefix="runtime-shim-") as tmp:
+        # -S -I: nothing of the builder's site-packages leaks in; only the layer and runtime copies.
+        search = [str(p) for p in paths] + [str(_runtime_shim(Path(tmp) / "runtime"))]
+        try:
+            done = subprocess.run(
+                [python, "-S", "-I", "-c", code, os.pathsep.join(search), os.pathsep, *modules],
+                env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise InputError(f"Importing {', '.join(modules)} took over {timeout:.0f} s: "
+                             "import-time work in the project must be light.") from None
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         raise InputError(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, bytecode, check, limits, lock, project, slim, unpack
-from .cache import DEPS_ZIP, TREE, CachedDeps, DependencyCache, cache_key
+from .cache import DEPS_ZIP, TREE, CachedDeps, DependencyCache, RemoteCache, cache_key
 from .errors import DiskFullError, InputError, LayerBuildError, OutOfTimeError
 from .install import Installer
 from .package import MANIFEST_NAME, content_hash, layer_entries, manifest, tree_entries
@@ -45,6 +45,8 @@ class BuildRequest:
     #: The upload's file name when `source` is a temporary copy (naming uses it).
     source_name: str = ""
     cache_dir: Path | None = None
+    #: A shared second cache level (the Lambda's artifact bucket); needs cache_dir.
+    remote_cache: RemoteCache | None = None
     #: time.monotonic() by which the build must have finished, or None.
     deadline: float | None = None
     environ: Mapping[str, str] | None = None
@@ -176,7 +178,7 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             skipped_by_marker=[{"name": n, "markers": m} for n, m in locked.skipped],
         )
 
-        cache = DependencyCache(request.cache_dir)
+        cache = DependencyCache(request.cache_dir, request.remote_cache)
         key = cache_key(locked, target, config, python, request.allow_sdist)
         deps = cache.lookup(key)
         report.dependency_cache = "off" if request.cache_dir is None else ("hit" if deps else "miss")

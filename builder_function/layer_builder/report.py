@@ -96,7 +96,8 @@ class BuildReport:
 
 def human(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
+        # Compare what is printed: 999,999 B is "1.0 MB", not "1000.0 KB".
+        if round(size, 1) < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} GB"

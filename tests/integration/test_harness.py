@@ -112,6 +112,26 @@ def test_timeout_kills_the_sandbox_and_the_next_invocation_is_cold(echo: LocalLa
     assert fresh.payload["pid"] != warm_pid
 
 
+def test_init_time_does_not_count_against_the_function_timeout(tmp_path: Path) -> None:
+    code = write_function(
+        tmp_path / "slow_init",
+        """
+        import time
+        time.sleep(0.8)  # module-level work: Lambda's init phase
+
+        def handler(event, context):
+            return {"remaining_ms": context.get_remaining_time_in_millis()}
+        """,
+    )
+    with LocalLambda(code, timeout_s=0.5) as function:
+        result = function.invoke({})
+
+    assert result.ok, result.error
+    assert result.cold_start
+    assert 0 < result.payload["remaining_ms"] <= 500
+    assert result.duration_s < 0.5
+
+
 def test_import_failure_is_reported_as_an_init_error(tmp_path: Path) -> None:
     code = write_function(tmp_path / "broken", "import module_that_does_not_exist\n")
     with LocalLambda(code, timeout_s=5) as function:
@@ -161,6 +181,13 @@ def test_local_aws_keeps_botocore_validation_and_fake_credentials(aws: LocalAws)
     assert "AWS_ENDPOINT_URL" not in os.environ  # the parent's environment is left alone
 
 
+def test_each_local_aws_starts_with_an_empty_account() -> None:
+    with LocalAws() as first:
+        first.client("s3").create_bucket(Bucket="left-behind")
+    with LocalAws() as second:
+        assert second.client("s3").list_buckets()["Buckets"] == []
+
+
 def make_layer_zip(path: Path) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("python/harness_layer_mod/__init__.py", "MARKER = 'from the layer'\n")
@@ -190,11 +217,11 @@ def test_layer_is_importable_read_only_and_ahead_of_the_venv(tmp_path: Path) -> 
     assert result.ok, result.error
     assert result.payload["marker"] == "from the layer"
     assert result.payload["doubled"] == 42
-    assert Path(result.payload["file"]).is_relative_to(opt_python)
+    assert Path(result.payload["file"]).is_relative_to(opt_python.resolve())
     sys_path = result.payload["sys_path"]
     assert (
-        sys_path.index(str(code))
-        < sys_path.index(str(opt_python))
+        sys_path.index(str(code.resolve()))
+        < sys_path.index(str(opt_python.resolve()))
         < sys_path.index(str(project_site_packages()))
     )
     for path in [opt_python, *opt_python.rglob("*")]:

@@ -28,10 +28,20 @@ PSEUDO = {
     "AWS::StackName": "layer-builder",
 }
 BUILDER_ENV = {
-    "ARTIFACT_BUCKET", "SOURCE_PREFIX", "LAYER_NAME_PREFIX", "CONSUMER_FUNCTIONS",
-    "PACKAGE_INDEX_URL", "ALLOW_SDIST", "TARGET_RUNTIME", "TARGET_ARCH", "IDEMPOTENCY_TABLE",
-    "POINTER_PARAMETER_PREFIX", "EVENT_BUS_NAME", "POWERTOOLS_SERVICE_NAME",
-    "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL",
+    "ARTIFACT_BUCKET",
+    "SOURCE_PREFIX",
+    "LAYER_NAME_PREFIX",
+    "CONSUMER_FUNCTIONS",
+    "PACKAGE_INDEX_URL",
+    "ALLOW_SDIST",
+    "TARGET_RUNTIME",
+    "TARGET_ARCH",
+    "IDEMPOTENCY_TABLE",
+    "POINTER_PARAMETER_PREFIX",
+    "EVENT_BUS_NAME",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
 }
 UPLOAD_RULES = {("incoming/", ".zip"), ("incoming/", ".tar.gz"), ("incoming/", ".tgz")}
 GUARDED_SERVICES = ("lambda", "s3", "iam")
@@ -93,7 +103,7 @@ def evaluate(value: Any, params: dict[str, Any], conditions: dict[str, bool]) ->
         return value
     if len(value) != 1:
         return {key: ev(v) for key, v in value.items()}
-    (fn, arg), = value.items()
+    ((fn, arg),) = value.items()
     names = {**PSEUDO, **params}
     match fn:
         case "Ref":
@@ -134,7 +144,7 @@ def resolve(template: dict[str, Any], value: Any, **overrides: Any) -> Any:
 
 
 def policy_documents(resources: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every policy document in the template: SAM function policies, roles, policies, resource policies."""
+    """Every policy document: SAM function policies, roles, policies and resource policies."""
     for name, resource in resources.items():
         props = resource.get("Properties", {})
         kind = resource["Type"]
@@ -148,7 +158,9 @@ def policy_documents(resources: dict[str, Any]) -> Iterator[tuple[str, dict[str,
             yield name, props["PolicyDocument"]
 
 
-def statements(resources: dict[str, Any], effect: str = "Allow") -> list[tuple[str, dict[str, Any]]]:
+def statements(
+    resources: dict[str, Any], effect: str = "Allow"
+) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for name, document in policy_documents(resources):
         for statement in as_list(document["Statement"]):
@@ -163,7 +175,7 @@ def resource_strings(value: Any) -> list[str]:
         return [value]
     if isinstance(value, list):
         return [text for item in value for text in resource_strings(item)]
-    (fn, arg), = value.items()
+    ((fn, arg),) = value.items()
     if fn == "Fn::Sub":
         return [arg if isinstance(arg, str) else arg[0]]
     if fn == "Fn::If":
@@ -262,7 +274,11 @@ def test_builder_cannot_write_to_the_source_bucket(resources):
     for name, statement in statements(resources):
         if name != "BuilderFunction":
             continue
-        writes = [a for a in actions(statement) if a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List"))]
+        writes = [
+            a
+            for a in actions(statement)
+            if a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List"))
+        ]
         for arn in resource_strings(statement["Resource"]) if writes else []:
             assert "-source-" not in arn, f"{statement.get('Sid')}: {writes} on the source bucket"
 
@@ -282,7 +298,9 @@ def test_pass_role_only_for_emr_roles_and_services(resources):
         )
         allowed = [value for values in services.values() for value in values]
         for arn in resource_strings(statement["Resource"]):
-            role = re.fullmatch(r"arn:\$\{AWS::Partition\}:iam::\$\{AWS::AccountId\}:role/(\$\{\w+\})", arn)
+            role = re.fullmatch(
+                r"arn:\$\{AWS::Partition\}:iam::\$\{AWS::AccountId\}:role/(\$\{\w+\})", arn
+            )
             assert role and role[1] in expected, f"{name}: iam:PassRole on {arn!r}"
             assert all(value.startswith(expected[role[1]]) for value in allowed), (
                 f"{role[1]} may be passed to {allowed}, expected only {expected[role[1]]}"
@@ -293,14 +311,15 @@ def test_pass_role_only_for_emr_roles_and_services(resources):
 
 def test_consumers_are_repointed_only_to_this_accounts_layers(resources):
     repoint = [
-        statement for name, statement in statements(resources)
+        statement
+        for name, statement in statements(resources)
         if "lambda:UpdateFunctionConfiguration" in actions(statement)
     ]
     assert repoint, "the builder needs lambda:UpdateFunctionConfiguration on its consumers"
     for statement in repoint:
         layers = condition_values(statement, "lambda:Layer")
         assert layers and all(op.startswith("ForAllValues:") for op in layers), (
-            f"{statement.get('Sid')}: UpdateFunctionConfiguration needs a ForAllValues lambda:Layer condition"
+            f"{statement.get('Sid')}: no ForAllValues condition on lambda:Layer"
         )
         patterns = [resource_strings(value)[0] for values in layers.values() for value in values]
         assert all(":${AWS::AccountId}:layer:" in p for p in patterns), patterns
@@ -308,11 +327,16 @@ def test_consumers_are_repointed_only_to_this_accounts_layers(resources):
 
 
 def test_consumer_functions_are_named_not_wildcarded(resources):
-    for name, statement in statements(resources):
-        if not any(a.startswith(("lambda:GetFunction", "lambda:UpdateFunction")) for a in actions(statement)):
+    for _, statement in statements(resources):
+        if not any(
+            a.startswith(("lambda:GetFunction", "lambda:UpdateFunction"))
+            for a in actions(statement)
+        ):
             continue
         for arn in resource_strings(statement["Resource"]):
-            assert re.fullmatch(r"function:[^*:]+", resource_part(arn)), f"{statement.get('Sid')}: {arn}"
+            assert re.fullmatch(r"function:[^*:]+", resource_part(arn)), (
+                f"{statement.get('Sid')}: {arn}"
+            )
 
 
 @pytest.mark.parametrize(
@@ -322,9 +346,15 @@ def test_consumer_functions_are_named_not_wildcarded(resources):
 )
 def test_consumer_grants_follow_consumer_function_names(template, resources, names):
     builder = resources["BuilderFunction"]["Properties"]
-    [repoint] = [s for s in builder["Policies"][0]["Statement"] if s.get("Sid") == "RepointConsumerLayers"]
+    [repoint] = [
+        s for s in builder["Policies"][0]["Statement"] if s.get("Sid") == "RepointConsumerLayers"
+    ]
     arns = resolve(template, repoint["Resource"], ConsumerFunctionNames=names)
-    env = resolve(template, builder["Environment"]["Variables"]["CONSUMER_FUNCTIONS"], ConsumerFunctionNames=names)
+    env = resolve(
+        template,
+        builder["Environment"]["Variables"]["CONSUMER_FUNCTIONS"],
+        ConsumerFunctionNames=names,
+    )
 
     given = [n for n in names if n]
     prefix = "arn:aws:lambda:us-east-1:123456789012:function:"
@@ -340,34 +370,50 @@ def test_consumer_grants_follow_consumer_function_names(template, resources, nam
 def test_bucket_is_private_encrypted_and_tls_only(template, resources, bucket):
     props = resources[bucket]["Properties"]
     assert props["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True, "BlockPublicPolicy": True,
-        "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
     }
     [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms", "aws:kms:dsse"}
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {
+        "AES256",
+        "aws:kms",
+        "aws:kms:dsse",
+    }
 
     policies = [
-        r["Properties"]["PolicyDocument"] for r in resources.values()
+        r["Properties"]["PolicyDocument"]
+        for r in resources.values()
         if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket}
     ]
     assert len(policies) == 1, f"{bucket} needs exactly one bucket policy"
     bucket_arn = "arn:${AWS::Partition}:s3:::" + props["BucketName"]["Fn::Sub"]
     tls_only = [
-        s for s in as_list(policies[0]["Statement"])
-        if s["Effect"] == "Deny" and s["Principal"] in ("*", {"AWS": "*"}) and "s3:*" in actions(s)
+        s
+        for s in as_list(policies[0]["Statement"])
+        if s["Effect"] == "Deny"
+        and s["Principal"] in ("*", {"AWS": "*"})
+        and "s3:*" in actions(s)
         and condition_values(s, "aws:SecureTransport").get("Bool") in (["false"], [False])
         and set(resource_strings(s["Resource"])) >= {bucket_arn, bucket_arn + "/*"}
     ]
-    assert tls_only, f"{bucket}: no Deny of s3:* on the bucket and its objects when aws:SecureTransport is false"
+    assert tls_only, f"{bucket}: no Deny of s3:* on bucket and objects without aws:SecureTransport"
 
 
 def test_source_bucket_is_versioned(resources):
-    assert resources["SourceBucket"]["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert resources["SourceBucket"]["Properties"]["VersioningConfiguration"] == {
+        "Status": "Enabled"
+    }
 
 
 def test_artifact_lifecycle_expires_zips_and_cache_and_keeps_reports_longer(resources):
     rules = resources["ArtifactBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
-    days = {r["Prefix"]: r["ExpirationInDays"] for r in rules if r["Status"] == "Enabled" and "Prefix" in r}
+    days = {
+        r["Prefix"]: r["ExpirationInDays"]
+        for r in rules
+        if r["Status"] == "Enabled" and "Prefix" in r
+    }
     assert {"layers/", "cache/", "reports/"} <= set(days)
     assert days["reports/"] > max(days["layers/"], days["cache/"])
 
@@ -386,7 +432,8 @@ def test_layer_pointer_parameter(template, resources):
     props = resources["LayerPointerParameter"]["Properties"]
     assert (props["Type"], props["Value"]) == ("String", "none")
     assert resolve(template, props["Name"]) == "/layer-builder/layers/emr-launcher"
-    assert resolve(template, props["Name"], LayerNamePrefix="acme-") == "/layer-builder/layers/acme-emr-launcher"
+    prefixed = resolve(template, props["Name"], LayerNamePrefix="acme-")
+    assert prefixed == "/layer-builder/layers/acme-emr-launcher"
 
 
 # ---------------------------------------------------------------- events and async invocation
@@ -419,7 +466,9 @@ def test_sample_s3_events_would_trigger_the_builder(template, resources):
         for record in json.loads(sample.read_text(encoding="utf-8"))["Records"]:
             assert record["s3"]["bucket"]["name"] == bucket, sample.name
             key = unquote_plus(record["s3"]["object"]["key"])
-            assert any(key.startswith(p) and key.endswith(s) for p, s in rules), f"{sample.name}: {key}"
+            assert any(key.startswith(p) and key.endswith(s) for p, s in rules), (
+                f"{sample.name}: {key}"
+            )
 
 
 def test_failed_builds_are_bounded_and_kept(resources):
@@ -427,7 +476,8 @@ def test_failed_builds_are_bounded_and_kept(resources):
     assert 0 <= config["MaximumRetryAttempts"] <= 2
     assert 60 <= config["MaximumEventAgeInSeconds"] < 6 * 3600  # below Lambda's 6 h default
     assert config["DestinationConfig"]["OnFailure"] == {
-        "Type": "SQS", "Destination": {"Fn::GetAtt": ["BuildFailureQueue", "Arn"]},
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["BuildFailureQueue", "Arn"]},
     }
     queue = resources["BuildFailureQueue"]["Properties"]
     assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
@@ -530,8 +580,15 @@ def test_parameters_follow_the_contract(template):
 
 def test_outputs_name_every_contract_resource(template):
     referenced = json.dumps(template["Outputs"])
-    for name in ("SourceBucket", "ArtifactBucket", "BuilderFunction", "EmrTriggerFunction",
-                 "BuildFailureQueue", "IdempotencyTable", "LayerPointerParameter"):
+    for name in (
+        "SourceBucket",
+        "ArtifactBucket",
+        "BuilderFunction",
+        "EmrTriggerFunction",
+        "BuildFailureQueue",
+        "IdempotencyTable",
+        "LayerPointerParameter",
+    ):
         assert f'"{name}"' in referenced, f"no output for {name}"
 
 
@@ -555,7 +612,8 @@ def test_samconfig_deploys_the_template_safely(template):
     overrides = dict(re.findall(r'(\w+)="([^"]*)"', deploy["parameter_overrides"]))
     assert set(overrides) == {"Architecture", "LayerNamePrefix"}
     assert overrides["Architecture"] in template["Parameters"]["Architecture"]["AllowedValues"]
-    assert re.fullmatch(template["Parameters"]["LayerNamePrefix"]["AllowedPattern"], overrides["LayerNamePrefix"])
+    prefix_pattern = template["Parameters"]["LayerNamePrefix"]["AllowedPattern"]
+    assert re.fullmatch(prefix_pattern, overrides["LayerNamePrefix"])
     assert config["default"]["validate"]["parameters"]["lint"] is True
     build = config["default"]["build"]["parameters"]
     assert build["cached"] is True and build["parallel"] is True

@@ -6,6 +6,7 @@ after that becomes a TransientError (Lambda retries the event) or a permanent er
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import limits
+from ..cache import DEPS_ZIP, META
 from ..errors import ConfigurationError, InputError, TransientError
 from .attach import AttachedLayer, ConcurrentUpdate, FunctionState
 from .publish import PublishedLayer
@@ -31,6 +33,8 @@ _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 _PERMISSION = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
 _CONFLICT = {"ResourceConflictException", "PreconditionFailedException"}
 ORDER_PREFIX = "layer-order#"
+MEMO_PREFIX = "source#"
+MEMO_TTL_S = 30 * 24 * 3600
 
 
 @contextmanager
@@ -69,8 +73,8 @@ class S3Artifacts:
         self.s3 = s3
         self.bucket = bucket
 
-    def download(self, upload: Upload, dest: Path) -> Path:
-        """Exactly the announced object version, streamed, with the size capped."""
+    def download(self, upload: Upload, dest: Path) -> tuple[Path, str]:
+        """Exactly the announced object version, streamed, with the size capped; and its sha256."""
         args = {"Bucket": upload.bucket, "Key": upload.key}
         if upload.version_id:
             args["VersionId"] = upload.version_id
@@ -83,15 +87,16 @@ class S3Artifacts:
             with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"):
                 raise
         dest.parent.mkdir(parents=True, exist_ok=True)
-        written = 0
+        written, digest = 0, hashlib.sha256()
         with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"), open(dest, "wb") as f:
             for chunk in response["Body"].iter_chunks(1 << 20):
                 written += len(chunk)
                 if written > limits.MAX_UNPACKED_BYTES:
                     raise InputError(f"{upload.key} is larger than {limits.MAX_UNPACKED_BYTES:,} bytes: "
                                      "upload the project's sources only, not installed packages.")
+                digest.update(chunk)
                 f.write(chunk)
-        return dest
+        return dest, digest.hexdigest()
 
     def put_file(self, key: str, path: Path) -> None:
         with aws_errors(f"Uploading s3://{self.bucket}/{key}"):
@@ -133,6 +138,15 @@ class LambdaLayers:
             args["LicenseInfo"] = license_info
         with aws_errors(f"Publishing layer {layer_name}"):
             return self._published(self.client.publish_layer_version(**args))
+
+    def exists(self, version_arn: str) -> bool:
+        layer, _, version = version_arn.rpartition(":")
+        with aws_errors(f"Reading {version_arn}"):
+            try:
+                self.client.get_layer_version(LayerName=layer, VersionNumber=int(version))
+                return True
+            except self.client.exceptions.ResourceNotFoundException:
+                return False
 
     def discard(self, layer: PublishedLayer) -> None:
         with aws_errors(f"Deleting {layer.version_arn}"):
@@ -198,6 +212,57 @@ class DynamoOrderBook:
         return item["version_arn"]["S"] if item else None
 
 
+class DynamoSourceMemo:
+    """What an upload's exact bytes built into, so re-uploading them answers without a build."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self.client = client
+        self.table = table
+
+    def get(self, fingerprint: str) -> dict | None:
+        with aws_errors("Reading the build memo"):
+            item = self.client.get_item(TableName=self.table, ConsistentRead=True,
+                                        Key={"id": {"S": MEMO_PREFIX + fingerprint}}).get("Item")
+        return json.loads(item["result"]["S"]) if item else None
+
+    def put(self, fingerprint: str, result: dict) -> None:
+        with aws_errors("Writing the build memo"):
+            self.client.put_item(TableName=self.table, Item={
+                "id": {"S": MEMO_PREFIX + fingerprint}, "result": {"S": json.dumps(result)},
+                "expiration": {"N": str(int(time.time()) + MEMO_TTL_S)}})
+
+
+class S3DependencyCache:
+    """cache/<key>/ in the artifact bucket: a second level shared by all builder containers.
+
+    Best effort: a failure only costs a rebuild, so it is recorded, never raised."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str = "cache/") -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+        self.errors: list[str] = []
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        try:
+            for name in (META, DEPS_ZIP):
+                self.s3.download_file(self.bucket, f"{self.prefix}{key}/{name}", str(dest / name))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in _MISSING:
+                self.errors.append(f"cache fetch: {exc}")
+        except BotoCoreError as exc:
+            self.errors.append(f"cache fetch: {exc}")
+        return False
+
+    def push(self, key: str, source: Path) -> None:
+        try:  # meta.json last: its presence means deps.zip is complete
+            for name in (DEPS_ZIP, META):
+                self.s3.upload_file(str(source / name), self.bucket, f"{self.prefix}{key}/{name}")
+        except (ClientError, BotoCoreError) as exc:
+            self.errors.append(f"cache push: {exc}")
+
+
 class SsmPointer:
     def __init__(self, client: Any, prefix: str) -> None:
         self.client = client
@@ -244,6 +309,8 @@ class Adapters:
     book: DynamoOrderBook
     pointer: SsmPointer
     notifier: EventBridgeNotifier
+    memo: DynamoSourceMemo
+    cache: S3DependencyCache
 
     @classmethod
     def create(cls, settings: Settings, clients: Clients | None = None) -> Adapters:
@@ -251,4 +318,6 @@ class Adapters:
         return cls(S3Artifacts(c.s3, settings.artifact_bucket), LambdaLayers(c.lambda_),
                    LambdaFunctions(c.lambda_), DynamoOrderBook(c.dynamodb, settings.idempotency_table),
                    SsmPointer(c.ssm, settings.pointer_parameter_prefix),
-                   EventBridgeNotifier(c.events, settings.event_bus_name))
+                   EventBridgeNotifier(c.events, settings.event_bus_name),
+                   DynamoSourceMemo(c.dynamodb, settings.idempotency_table),
+                   S3DependencyCache(c.s3, settings.artifact_bucket))

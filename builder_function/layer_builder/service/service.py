@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
+from ..cache import DependencyCache
 from ..errors import LayerBuildError
 from ..lock import IndexPolicy
 from ..pipeline import BuildRequest, build
-from ..report import BuildReport
 from .attach import attach
 from .aws import Adapters
-from .publish import PublishedLayer, publish
+from .publish import publish
 from .settings import Settings
 from .uploads import Upload
 
@@ -31,7 +32,7 @@ SUCCEEDED, FAILED = "Layer Build Succeeded", "Layer Build Failed"
 
 @dataclass
 class Outcome:
-    status: str  # published | reused | superseded | refused | failed
+    status: str  # published | reused | unchanged | superseded | refused | failed
     upload: Upload
     layer_name: str = ""
     version_arn: str = ""
@@ -66,37 +67,60 @@ def report_key(upload: Upload, layer_name: str) -> str:
     return f"reports/{layer_name or '_unnamed'}/{stamp}-{ident}.json"
 
 
+def source_fingerprint(archive_sha256: str, settings: Settings) -> str:
+    """Everything that decides the layer before the archive is opened: its bytes and our settings."""
+    material = [archive_sha256, __version__, settings.target.runtime, settings.target.arch,
+                hashlib.sha256(settings.package_index_url.encode()).hexdigest(),
+                ",".join(sorted(settings.allow_sdist)), settings.layer_name_prefix]
+    return hashlib.sha256("|".join(material).encode()).hexdigest()
+
+
 def build_request(upload: Upload, archive: Path, output: Path, settings: Settings,
-                  environ: Mapping[str, str], deadline: float | None) -> BuildRequest:
+                  environ: Mapping[str, str], deadline: float | None,
+                  remote_cache=None) -> BuildRequest:
     return BuildRequest(
         source=archive, output=output, target=settings.target,
         # An upload cannot pick an index: the operator's URL, or the installer's default.
         index=IndexPolicy(override=settings.package_index_url, environ={}, allow_lock_urls=False),
         allow_sdist=settings.allow_sdist, layer_prefix=settings.layer_name_prefix,
         source_name=upload.filename, cache_dir=Path(settings.cache_dir), deadline=deadline,
-        environ=environ)
+        environ=environ, remote_cache=remote_cache)
 
 
 def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
                    environ: Mapping[str, str], deadline: float | None = None) -> Outcome:
     scratch = Path(tempfile.mkdtemp(prefix="upload-"))
     outcome = Outcome(status="failed", upload=upload)
-    report: BuildReport | None = None
-    published: PublishedLayer | None = None
     try:
-        archive = adapters.artifacts.download(upload, scratch / "source" / upload.filename)
-        result = build(build_request(upload, archive, scratch / "layer.zip", settings, environ, deadline))
-        report = result.report
-        outcome.layer_name, outcome.build = report.layer_name, report.to_dict()
-        published = publish(result.output, report, adapters.layers, adapters.artifacts)
-        outcome.version_arn, outcome.published = published.version_arn, not published.reused
-        state, attachments = attach(report.layer_name, upload.order, published.version_arn,
-                                    report.unzipped_bytes, settings.consumer_functions,
+        archive, digest = adapters.artifacts.download(upload, scratch / "source" / upload.filename)
+        fingerprint = source_fingerprint(digest, settings)
+        remembered = adapters.memo.get(fingerprint)
+        if remembered and adapters.layers.exists(remembered["version_arn"]):
+            # The same bytes were built before: answer at once, no build, no new version.
+            outcome.layer_name, outcome.version_arn = remembered["layer_name"], remembered["version_arn"]
+            outcome.build = {**remembered["build"], "reused_report": remembered["report"]}
+        else:
+            remembered = None
+            result = build(build_request(upload, archive, scratch / "layer.zip", settings, environ,
+                                         deadline, adapters.cache))
+            report = result.report
+            report.warnings += adapters.cache.errors
+            adapters.cache.errors.clear()
+            outcome.layer_name, outcome.build = report.layer_name, report.to_dict()
+            published = publish(result.output, report, adapters.layers, adapters.artifacts)
+            outcome.version_arn, outcome.published = published.version_arn, not published.reused
+        state, attachments = attach(outcome.layer_name, upload.order, outcome.version_arn,
+                                    outcome.build.get("unzipped_bytes", 0), settings.consumer_functions,
                                     adapters.functions, adapters.book, adapters.pointer)
         outcome.attachments = [vars(a) for a in attachments]
-        outcome.status = "superseded" if state == "superseded" else (
-            "published" if outcome.published else "reused")
+        outcome.status = ("superseded" if state == "superseded" else "unchanged" if remembered
+                          else "published" if outcome.published else "reused")
         _finish(outcome, adapters, SUCCEEDED)
+        if not remembered:
+            adapters.memo.put(fingerprint, {
+                "layer_name": outcome.layer_name, "version_arn": outcome.version_arn,
+                "report": outcome.report_key, "build": {k: outcome.build.get(k) for k in (
+                    "content_hash", "unzipped_bytes", "zipped_bytes", "runtime", "arch")}})
         return outcome
     except LayerBuildError as exc:
         outcome.status = "refused" if exc.permanent else "failed"
@@ -111,6 +135,7 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        DependencyCache(Path(settings.cache_dir)).evict(settings.cache_max_bytes)
 
 
 def _finish(outcome: Outcome, adapters: Adapters, detail_type: str) -> None:

@@ -41,7 +41,12 @@ def edit_yaml(path: Path, change) -> None:
     path.write_text(yaml.safe_dump(document))
 
 
+#: Shared, so each launch does not load the EMR API model again.
+SESSION = boto3.session.Session()
+
+
 def launch(files, regions=REGIONS, variables=VARIABLES, **kwargs) -> dict[str, str]:
+    kwargs.setdefault("session", SESSION)
     return trigger_data_load(
         regions=regions,
         cluster_config_path=files["configurations"],
@@ -75,7 +80,7 @@ def test_environment_is_deep_merged_over_default(files):
 
 
 def test_launches_every_region_with_its_own_client(aws, files):
-    result = launch(files, session=boto3.session.Session())
+    result = launch(files, session=None)  # the library's own default session
 
     assert list(result) == REGIONS
     for region, cluster_id in result.items():

@@ -1,0 +1,284 @@
+"""The `layer-builder` command as a user runs it: a real process, piped output, exit codes.
+
+Refusals exit 2 with one `layer-builder: refused: …` line and leave nothing behind (no zip, no
+.partial, no work dir in TMPDIR, no staging dir in the cache); transient failures exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from layer_builder.report import human
+from lockfactory import fake_hashes, make_project
+
+pytestmark = pytest.mark.network
+
+CLI = Path(sys.executable).parent / "layer-builder"
+MIXED = Path(__file__).parents[1] / "fixtures" / "projects" / "mixed"
+DEFAULT_ZIP = "mixed-python3.13-x86_64.zip"
+#: Phases a build that installs (a dependency-cache miss) reports timings for.
+PHASES = {"unpack", "lock", "install", "slim", "check_binaries", "bytecode", "compress", "package",
+          "check", "zip"}
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    tmpdir: Path
+
+    @property
+    def messages(self) -> list[str]:
+        """stderr lines that are the CLI's verdict (not progress)."""
+        return [line for line in self.stderr.splitlines() if line.startswith("layer-builder:")]
+
+
+def run_cli(*args: str | Path, cwd: Path, tmpdir: Path) -> Run:
+    """The installed entry point, stdout and stderr piped, TMPDIR private so leftovers show."""
+    assert CLI.is_file(), f"{CLI} is missing: install the project (make venv)"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([str(CLI), *map(str, args)], cwd=cwd, env={**os.environ, "TMPDIR": str(tmpdir)},
+                          capture_output=True, text=True, timeout=300, check=False)
+    return Run(done.returncode, done.stdout, done.stderr, tmpdir)
+
+
+def assert_nothing_left(run: Run, output: Path, cache: Path | None = None) -> None:
+    assert not output.exists(), f"{output} was written by a failed build"
+    assert not list(output.parent.glob(f".{output.name}*")), "a .partial file was left"
+    assert not list(run.tmpdir.glob("layer-build-*")), "the work directory was left in TMPDIR"
+    if cache is not None:
+        assert not list(cache.glob(".staging-*")), "a staging directory was left in the cache"
+
+
+@dataclass(frozen=True)
+class Built:
+    """One CLI build of the mixed project with the default output name and a report."""
+
+    project: Path
+    cwd: Path
+    cache: Path
+    run: Run
+    zip: Path
+    report: dict
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, make_cache_dir: Callable[[Path], Path]) -> Built:
+    base = tmp_path_factory.mktemp("cli")
+    project = Path(shutil.copytree(MIXED, base / "mixed"))
+    cache = make_cache_dir(base / "cache")
+    cwd = base / "work"
+    cwd.mkdir()
+    run = run_cli("build", project, "--cache-dir", cache, "--report", base / "report.json",
+                  cwd=cwd, tmpdir=base / "tmp")
+    assert run.returncode == 0, run.stderr
+    return Built(project, cwd, cache, run, cwd / DEFAULT_ZIP,
+                 json.loads((base / "report.json").read_text()))
+
+
+# --- builds -------------------------------------------------------------------------------------
+
+def test_default_output_is_named_after_the_project_runtime_and_arch(built: Built) -> None:
+    assert sorted(p.name for p in built.cwd.iterdir()) == [DEFAULT_ZIP]
+    assert zipfile.ZipFile(built.zip).testzip() is None
+    assert not list(built.run.tmpdir.iterdir()), "the build left files in TMPDIR"
+
+
+def test_piped_output_is_plain_lines_ending_with_the_summary(built: Built) -> None:
+    run = built.run
+    assert "\r" not in run.stdout + run.stderr and "\x1b" not in run.stdout + run.stderr
+    progress = run.stderr.splitlines()
+    assert progress and all(re.match(r"^\[\d+\.\d+s\] \S", line) for line in progress), progress
+    assert any("Installing 2 locked packages" in line for line in progress)
+
+    report = built.report
+    lines = run.stdout.rstrip("\n").splitlines()
+    assert lines[0] == "Built layer mixed"
+    assert lines[1] == "  target     python3.13 x86_64 (x86_64-manylinux_2_34)"
+    assert lines[2] == f"  zip        {DEFAULT_ZIP} ({human(built.zip.stat().st_size)})"  # as named
+    assert lines[3].startswith(f"  unzipped   {human(report['unzipped_bytes'])} of 262.1 MB allowed, ")
+    assert f"content    sha256:{report['content_hash']}" in run.stdout
+    table = lines[lines.index("Largest packages:") + 1:]
+    assert [row.split()[0] for row in table] == list(report["sizes"])[: len(table)]
+    assert table[0].split()[0] == "MarkupSafe" and "six" in run.stdout and "mixedpkg (own)" in run.stdout
+
+
+def test_report_has_timings_sizes_warnings_and_the_content_hash(built: Built) -> None:
+    report = built.report
+    assert set(report["timings"]) == PHASES
+    assert all(isinstance(v, float) and v >= 0 for v in report["timings"].values())
+    with zipfile.ZipFile(built.zip) as zf:
+        manifest = json.loads(zf.read("python/.layer-builder.json"))
+        unzipped = sum(i.file_size for i in zf.infolist())
+        files = len(zf.infolist())
+    assert report["content_hash"] == manifest["content_hash"]
+    assert (report["zipped_bytes"], report["unzipped_bytes"], report["files"]) == (
+        built.zip.stat().st_size, unzipped, files)
+    assert sum(report["sizes"].values()) == unzipped
+    assert {"MarkupSafe", "six", "mixedpkg (own)", "mixedutil (own)"} <= set(report["sizes"])
+    assert report["warnings"] == []
+    assert report["dependency_cache"] == "miss"
+    assert (report["layer_name"], report["runtime"], report["arch"]) == ("mixed", "python3.13", "x86_64")
+
+
+def test_json_prints_the_report_on_stdout(built: Built, tmp_path: Path) -> None:
+    output = tmp_path / "again.zip"
+    run = run_cli("build", built.project, "--cache-dir", built.cache, "-o", output, "--json",
+                  cwd=tmp_path, tmpdir=tmp_path / "tmp")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["dependency_cache"] == "hit"
+    assert report["content_hash"] == built.report["content_hash"]
+    assert output.read_bytes() == built.zip.read_bytes()
+
+
+def test_build_dot_names_the_layer_after_the_directory(built: Built, tmp_path: Path) -> None:
+    project = Path(shutil.copytree(built.project, tmp_path / "mixed"))
+    run = run_cli("build", ".", "--cache-dir", built.cache, cwd=project, tmpdir=tmp_path / "tmp")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("Built layer mixed\n")
+    assert (project / DEFAULT_ZIP).read_bytes() == built.zip.read_bytes()
+
+
+def _archive(project: Path, out: Path, root: str) -> Path:
+    """The project inside a wrapping folder, as `zip -r` or `tar czf` of its parent would do."""
+    files = sorted(p for p in project.rglob("*") if p.is_file())
+    if out.name.endswith(".zip"):
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                zf.write(path, f"{root}/{path.relative_to(project).as_posix()}")
+    else:
+        with tarfile.open(out, "w:gz") as tf:
+            tf.add(project, arcname=root)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
+def test_archive_builds_like_the_directory(built: Built, tmp_path: Path, suffix: str) -> None:
+    archive = _archive(built.project, tmp_path / f"mixed-1.2.0{suffix}", "mixed-1.2.0")
+    run = run_cli("build", archive, "--cache-dir", built.cache, "--json", cwd=tmp_path,
+                  tmpdir=tmp_path / "tmp")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["content_hash"] == built.report["content_hash"]
+    assert (report["layer_name"], report["layer_version"]) == ("mixed", "1.2.0")
+    assert (tmp_path / "mixed-1.2.0-python3.13-x86_64.zip").is_file()
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+# --- inspect ------------------------------------------------------------------------------------
+
+def test_inspect_prints_the_breakdown(built: Built, tmp_path: Path) -> None:
+    run = run_cli("inspect", built.zip, "--arch", "x86_64", cwd=tmp_path, tmpdir=tmp_path / "tmp")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"{built.zip}: {built.report['files']} files, ")
+    assert "(fits Lambda's 262.1 MB)" in lines[0]
+    assert "Binaries: 1 x86_64" in lines
+    assert "Target check: ok for x86_64" in lines
+    table = lines[lines.index("Largest packages:") + 1:]
+    assert [row.split()[0] for row in table][:2] == ["MarkupSafe", "six"]
+
+    as_json = run_cli("inspect", built.zip, "--json", cwd=tmp_path, tmpdir=tmp_path / "tmp")
+    assert as_json.returncode == 0
+    result = json.loads(as_json.stdout)
+    assert result["binaries"] == {"x86_64": 1} and result["outside_python_dir"] == []
+    assert result["unzipped_bytes"] == built.report["unzipped_bytes"]
+
+
+def test_inspect_for_the_wrong_arch_exits_2(built: Built, tmp_path: Path) -> None:
+    run = run_cli("inspect", built.zip, "--arch", "arm64", cwd=tmp_path, tmpdir=tmp_path / "tmp")
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert re.search(r"^Target check: 1 binaries are not built for aarch64: "
+                     r"python/markupsafe/_speedups\.cpython-313-x86_64-linux-gnu\.so \(x86_64\)",
+                     run.stdout, re.M), run.stdout
+
+
+# --- refusals and failures ----------------------------------------------------------------------
+
+def _tampered_hash(project: Path, tmp_path: Path) -> Path:
+    lock = json.loads((project / "Pipfile.lock").read_text())
+    six = lock["default"]["six"]
+    six["hashes"] = [h[:-1] + ("1" if h[-1] == "0" else "0") for h in six["hashes"]]
+    (project / "Pipfile.lock").write_text(json.dumps(lock, indent=4))
+    return project
+
+
+def _stale_lock(project: Path, tmp_path: Path) -> Path:
+    pipfile = project / "Pipfile"
+    pipfile.write_text(pipfile.read_text().replace('six = "==1.17.0"', 'six = "==1.16.0"'))
+    return project
+
+
+def _missing_lock(project: Path, tmp_path: Path) -> Path:
+    (project / "Pipfile.lock").unlink()
+    return project
+
+
+def _sdist_only(project: Path, tmp_path: Path) -> Path:
+    # pyyaml 5.2 ships an sdist and Windows wheels only; uv refuses before downloading anything,
+    # so well-formed stand-in hashes are enough.
+    entry = {"version": "==5.2", "hashes": fake_hashes("pyyaml", "5.2"), "index": "pypi"}
+    return make_project(tmp_path / "sdistonly", {"pyyaml": entry}).root
+
+
+def _unknown_package(project: Path, tmp_path: Path) -> Path:
+    name = "layer-builder-test-no-such-package-7f3a9c"
+    entry = {"version": "==1.0.0", "hashes": fake_hashes(name, "1.0.0"), "index": "pypi"}
+    return make_project(tmp_path / "unknown", {name: entry}).root
+
+
+REFUSALS = {
+    "tampered-hash": (_tampered_hash, "The downloaded file of six==1.17.0 does not match the hashes"),
+    "stale-lock": (_stale_lock, "Pipfile.lock is out of date with the Pipfile"),
+    "missing-lock": (_missing_lock, "Pipfile.lock not found next to the Pipfile"),
+    "sdist-only": (_sdist_only, "No wheel of pyyaml==5.2 for python3.13/x86_64"),
+    "unknown-package": (_unknown_package,
+                        "layer-builder-test-no-such-package-7f3a9c==1.0.0 was not found on the package index"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusal_exits_2_with_one_line_and_leaves_nothing(
+        case: str, mixed_project: Path, tmp_path: Path, cache_dir: Path) -> None:
+    make, expected = REFUSALS[case]
+    source = make(mixed_project, tmp_path)
+    output = tmp_path / "out" / "layer.zip"
+    run = run_cli("build", source, "-o", output, "--cache-dir", cache_dir, cwd=tmp_path,
+                  tmpdir=tmp_path / "tmp")
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+    assert len(run.messages) == 1 and run.stderr.rstrip("\n").splitlines()[-1] == run.messages[0]
+    assert run.messages[0].startswith(f"layer-builder: refused: {expected}"), run.messages
+    assert_nothing_left(run, output, cache_dir)
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["uv"], "a refused build cached something"
+
+
+def test_unreachable_index_exits_1_without_traceback(mixed_project: Path, tmp_path: Path,
+                                                     cache_dir: Path) -> None:
+    output = tmp_path / "out" / "layer.zip"
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
+    run = run_cli("build", mixed_project, "-o", output, "--cache-dir", cache_dir,
+                  "--index-url", "http://127.0.0.1:9/simple", cwd=tmp_path, tmpdir=tmp_path / "tmp")
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and run.stdout == ""
+    assert len(run.messages) == 1
+    assert run.messages[0].startswith(
+        "layer-builder: failed: The package index could not be reached (will retry)")
+    assert "127.0.0.1:9" in run.stderr
+    assert_nothing_left(run, output, cache_dir)

