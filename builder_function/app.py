@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from layer_builder.errors import InputError
-from layer_builder.service.aws import Adapters
+from layer_builder.service.aws import Adapters, Clients
 from layer_builder.service.service import deadline_from, process_upload
 from layer_builder.service.settings import Settings
 from layer_builder.service.uploads import Upload, parse_uploads
@@ -21,13 +21,18 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 settings = Settings.from_env(os.environ)
-adapters = Adapters.create(settings)
+clients = Clients.create()
+adapters = Adapters.create(settings, clients)
+# The idempotency store shares the adapters' DynamoDB client, so it gets the same standard retries
+# (Powertools would otherwise build its own client with botocore's legacy retry mode).
+persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table,
+                                       boto3_client=clients.dynamodb)
 idempotency = IdempotencyConfig(event_key_jmespath="[bucket, key, version_id]",
                                 raise_on_no_idempotency_key=True, expires_after_seconds=24 * 3600)
 
 
 @idempotent_function(data_keyword_argument="upload", config=idempotency,
-                     persistence_store=DynamoDBPersistenceLayer(table_name=settings.idempotency_table))
+                     persistence_store=persistence)
 def build_upload(upload: dict, deadline: float) -> dict:
     outcome = process_upload(Upload.from_identity(upload), settings, adapters, os.environ, deadline)
     return outcome.summary()

@@ -81,7 +81,8 @@ def runtime_provided_paths() -> list[Path]:
         spec = importlib.util.find_spec(name)
         if spec and spec.origin:
             origin = Path(spec.origin)
-            paths.append(origin.parent if spec.submodule_search_locations is not None else origin)
+            # By file name: six.py sets __path__ = [] and so looks like a package once imported.
+            paths.append(origin.parent if origin.stem == "__init__" else origin)
     return paths
 
 

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from . import __version__
 from .errors import LayerBuildError
 from .install import scrub
@@ -117,7 +119,7 @@ def _build(args: argparse.Namespace) -> int:
     request = BuildRequest(
         source=args.source, output=output.resolve(), target=target,
         index=IndexPolicy(override=args.index_url, environ=dict(os.environ), allow_lock_urls=True),
-        allow_sdist=frozenset(n.lower().replace("_", "-") for n in args.allow_sdist),
+        allow_sdist=frozenset(canonicalize_name(n) for n in args.allow_sdist),
         layer_prefix=args.layer_prefix,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
     )
@@ -127,6 +129,7 @@ def _build(args: argparse.Namespace) -> int:
     finally:
         progress.done()
     if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)  # e.g. --report out/report.json
         args.report.write_text(result.report.to_json() + "\n", encoding="utf-8")
     print(result.report.to_json() if args.json else summary(result.report, output))
     return EXIT_OK

@@ -17,15 +17,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
+from .check import is_shared_object
 from .errors import (
     DiskFullError,
     HashMismatchError,
     IndexUnreachableError,
-    InputError,
     LayerBuildError,
     NoWheelError,
     OutOfTimeError,
     PackageNotFoundError,
+    TargetMismatchError,
 )
 from .lock import LockedProject, Requirement
 from .target import Target
@@ -46,6 +49,9 @@ _NETWORK = ("failed to fetch", "error sending request", "could not connect", "dn
             "503 service", "502 bad gateway", "500 internal", "504 gateway",
             "network is unreachable", "connection broken", "failed to establish a new connection",
             "temporary failure in name resolution", "name or service not known")
+
+#: Version names a shared object needs from glibc, e.g. b"GLIBC_2.34".
+_GLIBC = re.compile(rb"GLIBC_2\.(\d+)")
 
 Runner = Callable[..., subprocess.CompletedProcess]
 
@@ -191,27 +197,51 @@ class Installer:
         warnings: list[str] = []
         if not self.uv:
             warnings.append("uv was not found: installed with pip, which is slower.")
-        built: list[str] = []
+        unknown = sorted(allow_sdist - {r.name for r in locked.requirements})
+        if unknown:
+            warnings.append(f"Allowed to build from source but not installed for {target.runtime}: "
+                            f"{', '.join(unknown)} (not in the lock's default packages, or skipped by "
+                            "a marker); check the spelling of --allow-sdist / AllowSdist.")
+        built: list[Requirement] = []
         for index, reqs in sorted(locked.by_index().items()):
             wheels = [r for r in reqs if r.name not in allow_sdist]
-            sources = [r for r in reqs if r.name in allow_sdist]
+            allowed = [r for r in reqs if r.name in allow_sdist]
             if wheels:
                 self._run(wheels, index, target, dest, binary_only=True, timeout=timeout)
-            if sources:
-                if not self.uv or source_python is None:
-                    raise InputError(
-                        f"Building {', '.join(r.name for r in sources)} from source needs uv and a "
-                        f"{target.runtime} interpreter on the builder for {target.machine}; neither "
-                        "is available here. Pin versions with wheels instead.")
-                self._run(sources, index, target, dest, binary_only=False, timeout=timeout,
-                          python=source_python)
-                built += [f"{r.name}=={r.version}" for r in sources]
+            if allowed:
+                built += self._install_allowed(allowed, index, target, dest, timeout, source_python)
         if built:
-            warnings.append(f"Built from source (operator allowed): {', '.join(built)}.")
-        return InstallResult(self.name, tuple(warnings), tuple(built))
+            _refuse_newer_glibc(dest, built, target)
+        names = tuple(f"{r.name}=={r.version}" for r in built)
+        if names:
+            warnings.append(f"Built from source (operator allowed): {', '.join(names)}.")
+        return InstallResult(self.name, tuple(warnings), names)
+
+    def _install_allowed(self, reqs: list[Requirement], index: str, target: Target, dest: Path,
+                         timeout: float | None, python: str | None) -> list[Requirement]:
+        """Wheels where the index has them; only the rest is built. Returns what was built."""
+        missing: list[Requirement] = []
+        remaining = list(reqs)
+        while remaining:  # the installer names one package without a wheel per run
+            try:
+                self._run(remaining, index, target, dest, binary_only=True, timeout=timeout,
+                          name_every_missing=False)
+                break
+            except NoWheelError as exc:
+                named = _mentioned(str(exc), remaining)
+                if not named:
+                    raise
+                missing += named
+                remaining = [r for r in remaining if r not in named]
+        if missing:
+            _check_can_build(missing, target, self.uv, python)
+            self._run(missing, index, target, dest, binary_only=False, timeout=timeout,
+                      python=python)
+        return missing
 
     def _run(self, reqs: list[Requirement], index: str, target: Target, dest: Path, *,
-             binary_only: bool, timeout: float | None, python: str | None = None) -> None:
+             binary_only: bool, timeout: float | None, python: str | None = None,
+             name_every_missing: bool = True) -> None:
         requirements = self.home / "requirements.txt"
         requirements.write_text("".join(r.line() + "\n" for r in reqs), encoding="utf-8")
         env = installer_environment(self.environ, self.home, self.cache_dir)
@@ -236,7 +266,7 @@ class Installer:
             requirements.unlink(missing_ok=True)
         if done.returncode != 0:
             error = classify_failure(done.stderr or done.stdout or "", reqs, target)
-            if isinstance(error, NoWheelError) and binary_only:
+            if isinstance(error, NoWheelError) and binary_only and name_every_missing:
                 error = self._all_without_wheels(error, reqs, index, target, timeout)
             raise error
 
@@ -248,7 +278,8 @@ class Installer:
         probe = self.home / "probe"
         while missing and remaining:
             try:
-                self._run(remaining, index, target, probe, binary_only=True, timeout=timeout)
+                self._run(remaining, index, target, probe, binary_only=True, timeout=timeout,
+                          name_every_missing=False)
                 break
             except NoWheelError as more:
                 newly = [r for r in _mentioned(str(more), remaining)]
@@ -265,3 +296,52 @@ class Installer:
             f"No wheel for {target.describe()} of: {names}. Pin versions that ship manylinux "
             f"wheels for {target.machine}, or allow building them from source "
             "(--allow-sdist NAME / AllowSdist).")
+
+
+def _check_can_build(reqs: list[Requirement], target: Target, uv: str | None, python: str | None) -> None:
+    """Source builds run here, for this machine: refuse unless that is the target.
+
+    uv builds with the given interpreter and this machine's compiler, so the wheels are for the
+    host's architecture (uv refuses them for another one only after running their build code).
+    """
+    names = ", ".join(f"{r.name}=={r.version}" for r in reqs)
+    pin = f"or pin versions that ship manylinux wheels for {target.machine}"
+    host = os.uname().machine
+    if not uv:
+        raise NoWheelError(f"No wheel of {names} for {target.describe()}, and building from source "
+                           f"needs uv, which is not installed with this builder: install it, {pin}.")
+    if host != target.machine:
+        raise NoWheelError(
+            f"No wheel of {names} for {target.describe()}, and a source build on this {host} machine "
+            f"makes {host} binaries, not {target.machine}: build on {target.machine} (e.g. the builder Lambda "
+            f"with Architecture={target.arch}), {pin}.")
+    if python is None:
+        raise NoWheelError(
+            f"No wheel of {names} for {target.describe()}, and building from source needs a Python "
+            f"{target.python_version} interpreter, which was not found (PATH, pyenv): install one, {pin}.")
+
+
+def _refuse_newer_glibc(tree: Path, built: list[Requirement], target: Target) -> None:
+    """Shared objects built here must not need a newer glibc than the target runtime has.
+
+    Source builds link against this machine's glibc; manylinux wheels are checked by their tag.
+    The versions a library needs (GLIBC_2.NN) are plain strings in its dynamic string table.
+    """
+    wanted = {r.name for r in built}
+    too_new = []
+    for record in tree.glob("*.dist-info/RECORD"):
+        if canonicalize_name(record.parent.name[:-len(".dist-info")].rsplit("-", 1)[0]) not in wanted:
+            continue
+        for row in record.read_text(encoding="utf-8", errors="replace").splitlines():
+            relative = Path(row.split(",", 1)[0])
+            path = tree / relative
+            if (is_shared_object(path.name) and not relative.is_absolute()
+                    and ".." not in relative.parts and path.is_file()):
+                need = max((int(m) for m in _GLIBC.findall(path.read_bytes())), default=0)
+                if need > target.glibc[1]:
+                    too_new.append(f"{path.relative_to(tree)} (GLIBC_2.{need})")
+    if too_new:
+        raise TargetMismatchError(
+            f"Built from source on this machine, {', '.join(too_new[:5])} needs a newer glibc than "
+            f"{target.describe()} provides (2.{target.glibc[1]}): build on Amazon Linux 2023 (the "
+            "builder Lambda), or pin versions that ship manylinux wheels.")

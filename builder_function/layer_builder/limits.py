@@ -25,6 +25,9 @@ RATIO_GRACE_BYTES = 1 * 1024 * 1024
 MAX_PATH_DEPTH = 64
 MAX_PATH_LENGTH = 1024
 
+#: Room kept for the project's own code and the function when choosing how much bytecode fits.
+BYTECODE_BUDGET_RESERVE = 10 * 1024 * 1024
+
 # --- Reproducible zip ---
 #: The earliest timestamp a zip can store; used for every entry.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)

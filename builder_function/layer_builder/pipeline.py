@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import shutil
 import tempfile
 import time
@@ -129,11 +130,17 @@ def _build_dependencies(request: BuildRequest, locked: lock.LockedProject, confi
     with timings.phase("check_binaries"):
         binaries = check.check_binaries(check.tree_headers(tree), request.target)
     failed: list[str] = []
+    coverage: dict = {"choice": "none", "kept": 0, "dropped": 0, "dropped_bytes": 0}
     if python and config.bytecode != "none":
         with timings.phase("bytecode"):
             _remaining(request.deadline, "compiling bytecode")
             progress("Compiling bytecode for the target Python")
             failed = bytecode.compile_tree(python, tree)
+            runnable = request.target.machine == os.uname().machine
+            budget = (limits.MAX_UNZIPPED_BYTES - limits.BYTECODE_BUDGET_RESERVE
+                      if config.bytecode == "auto" else sys.maxsize)
+            coverage = bytecode.fit_budget(
+                tree, budget, lambda: bytecode.startup_sources(python, tree) if runnable else None)
     with timings.phase("compress"):
         _remaining(request.deadline, "compressing")
         written = write_zip(staging / DEPS_ZIP, tree_entries(tree))
@@ -143,6 +150,7 @@ def _build_dependencies(request: BuildRequest, locked: lock.LockedProject, confi
         "built_from_source": list(installed.built_from_source),
         "slimmed": [{"rule": r.rule, "files": r.files, "bytes": r.bytes} for r in removals],
         "binaries_checked": binaries,
+        "bytecode_coverage": coverage,
         "bytecode_failed": [str(Path(f).relative_to(tree)) for f in failed if f.startswith(str(tree))],
         "owners": owners_from_dist_info(_dist_infos(tree)),
         "sha256": {w.name: w.sha256 for w in written},
@@ -235,7 +243,8 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         report.installer = meta["installer"]
         report.built_from_source = meta["built_from_source"]
         report.bytecode = {"interpreter": f"CPython {target.python_version}" if python else None, "mode": config.bytecode if python else "none",
-                           "invalidation": "unchecked-hash", "failed": len(failed)}
+                           "invalidation": "unchecked-hash", "failed": len(failed),
+                           **{k: v for k, v in meta.get("bytecode_coverage", {}).items()}}
         report.checks = {"binaries": f"{meta['binaries_checked']} shared objects for {target.machine}",
                          "imports": import_status, "size": "within limit"}
         manifest_path = work / MANIFEST_NAME

@@ -11,6 +11,9 @@ Decisions:
 - Zip names without the UTF-8 flag are legacy-encoded (cp437 by the spec). Pure ASCII passes;
   otherwise the raw bytes are accepted if they are valid UTF-8 (many zip tools write UTF-8
   without setting the flag) and refused if not, rather than guessing a code page.
+- macOS metadata (`__MACOSX/…` and AppleDouble `._name` files, added by Finder's "Compress" and
+  by tar on a Mac) is skipped with a warning: it is never project content, and a `__MACOSX/`
+  folder next to the project folder would otherwise hide the single wrapping folder.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ def unpack(archive: Path, dest: Path) -> UnpackResult:
             raise out.refuse(out.current, "clashes with a path already written",
                              "rename it") from exc
         raise
+    if out.skipped:
+        warnings.append(f"{archive.name}: skipped {out.skipped} macOS metadata members "
+                        "(__MACOSX/, ._*); they are not part of the project")
     children = list(dest.iterdir())
     only_dir = len(children) == 1 and children[0].is_dir() and not children[0].is_symlink()
     return UnpackResult(
@@ -140,17 +146,30 @@ class _Extractor:
         self.seen: set[str] = set()  # normalised names of members, to spot duplicates
         self.dirs: set[str] = {""}  # directories created, explicitly or as parents
         self.file_names: set[str] = set()
+        self.skipped = 0  # macOS metadata members left out
 
     def refuse(self, name: object, problem: str, fix: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(f"{self.archive.name}: member {name!r} {problem}: {fix}")
 
-    def claim(self, name: str, is_dir: bool) -> tuple[str, ...]:
-        """Validate one member name; return its normalised parts (empty for the root itself)."""
+    def _count(self, name: str) -> None:
         self.current = name
         self.entries += 1
         if self.entries > limits.MAX_ARCHIVE_MEMBERS:
             raise self.refuse(name, f"is past the limit of {limits.MAX_ARCHIVE_MEMBERS} members",
                               "upload only the project (Pipfile, Pipfile.lock, sources)")
+
+    def skip_macos_metadata(self, name: str) -> bool:
+        """True (and counted against the member cap) for __MACOSX/… and ._name members."""
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if not parts or not (parts[0] == "__MACOSX" or parts[-1].startswith("._")):
+            return False
+        self._count(name)
+        self.skipped += 1
+        return True
+
+    def claim(self, name: str, is_dir: bool) -> tuple[str, ...]:
+        """Validate one member name; return its normalised parts (empty for the root itself)."""
+        self._count(name)
         parts = self._safe_parts(name)
         key = "/".join(parts)
         if not parts and is_dir:
@@ -244,6 +263,8 @@ def _unpack_zip(out: _Extractor) -> None:
             mode = info.external_attr >> 16 if info.create_system == 3 else 0  # 3 = Unix
             is_dir = info.is_dir() or stat.S_ISDIR(mode)
             name = _zip_name(out, info)
+            if out.skip_macos_metadata(name):
+                continue
             parts = out.claim(name, is_dir)
             if is_dir:
                 out.make_dirs(parts)
@@ -298,6 +319,8 @@ def _unpack_tar(out: _Extractor) -> None:
         with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8") as tf:
             for member in tf:
                 out.current = member.name
+                if out.skip_macos_metadata(member.name):
+                    continue
                 if not (member.isfile() or member.isdir()):
                     link = member.issym() or member.islnk()
                     raise out.refuse(member.name, _tar_kind(member),

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from layer_builder.report import human
 from lockfactory import fake_hashes, make_project
 
@@ -44,6 +43,14 @@ class Run:
     def messages(self) -> list[str]:
         """stderr lines that are the CLI's verdict (not progress)."""
         return [line for line in self.stderr.splitlines() if line.startswith("layer-builder:")]
+
+
+def table(lines: list[str]) -> list[str]:
+    """Package names of the "Largest packages:" rows (`  name   89.1 KB   52.1 %`)."""
+    rows = lines[lines.index("Largest packages:") + 1:]
+    names = [re.fullmatch(r"  (.+?) +[\d.]+ [KMG]?B +[\d.]+ %", row) for row in rows]
+    assert all(names), rows
+    return [m.group(1) for m in names]
 
 
 def run_cli(*args: str | Path, cwd: Path, tmpdir: Path) -> Run:
@@ -111,9 +118,8 @@ def test_piped_output_is_plain_lines_ending_with_the_summary(built: Built) -> No
     assert lines[2] == f"  zip        {DEFAULT_ZIP} ({human(built.zip.stat().st_size)})"  # as named
     assert lines[3].startswith(f"  unzipped   {human(report['unzipped_bytes'])} of 262.1 MB allowed, ")
     assert f"content    sha256:{report['content_hash']}" in run.stdout
-    table = lines[lines.index("Largest packages:") + 1:]
-    assert [row.split()[0] for row in table] == list(report["sizes"])[: len(table)]
-    assert table[0].split()[0] == "MarkupSafe" and "six" in run.stdout and "mixedpkg (own)" in run.stdout
+    assert table(lines) == list(report["sizes"])
+    assert table(lines)[:2] == ["MarkupSafe", "six"] and "mixedpkg (own)" in table(lines)
 
 
 def test_report_has_timings_sizes_warnings_and_the_content_hash(built: Built) -> None:
@@ -136,10 +142,12 @@ def test_report_has_timings_sizes_warnings_and_the_content_hash(built: Built) ->
 
 def test_json_prints_the_report_on_stdout(built: Built, tmp_path: Path) -> None:
     output = tmp_path / "again.zip"
+    report_file = tmp_path / "reports" / "report.json"  # a directory that does not exist yet
     run = run_cli("build", built.project, "--cache-dir", built.cache, "-o", output, "--json",
-                  cwd=tmp_path, tmpdir=tmp_path / "tmp")
+                  "--report", report_file, cwd=tmp_path, tmpdir=tmp_path / "tmp")
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
+    assert json.loads(report_file.read_text()) == report
     assert report["dependency_cache"] == "hit"
     assert report["content_hash"] == built.report["content_hash"]
     assert output.read_bytes() == built.zip.read_bytes()
@@ -189,8 +197,7 @@ def test_inspect_prints_the_breakdown(built: Built, tmp_path: Path) -> None:
     assert "(fits Lambda's 262.1 MB)" in lines[0]
     assert "Binaries: 1 x86_64" in lines
     assert "Target check: ok for x86_64" in lines
-    table = lines[lines.index("Largest packages:") + 1:]
-    assert [row.split()[0] for row in table][:2] == ["MarkupSafe", "six"]
+    assert table(lines)[:2] == ["MarkupSafe", "six"]
 
     as_json = run_cli("inspect", built.zip, "--json", cwd=tmp_path, tmpdir=tmp_path / "tmp")
     assert as_json.returncode == 0
@@ -236,8 +243,11 @@ def _sdist_only(project: Path, tmp_path: Path) -> Path:
     return make_project(tmp_path / "sdistonly", {"pyyaml": entry}).root
 
 
+UNKNOWN = "layer-builder-test-no-such-package-7f3a9c"
+
+
 def _unknown_package(project: Path, tmp_path: Path) -> Path:
-    name = "layer-builder-test-no-such-package-7f3a9c"
+    name = UNKNOWN
     entry = {"version": "==1.0.0", "hashes": fake_hashes(name, "1.0.0"), "index": "pypi"}
     return make_project(tmp_path / "unknown", {name: entry}).root
 
@@ -247,8 +257,7 @@ REFUSALS = {
     "stale-lock": (_stale_lock, "Pipfile.lock is out of date with the Pipfile"),
     "missing-lock": (_missing_lock, "Pipfile.lock not found next to the Pipfile"),
     "sdist-only": (_sdist_only, "No wheel of pyyaml==5.2 for python3.13/x86_64"),
-    "unknown-package": (_unknown_package,
-                        "layer-builder-test-no-such-package-7f3a9c==1.0.0 was not found on the package index"),
+    "unknown-package": (_unknown_package, f"{UNKNOWN}==1.0.0 was not found on the package index"),
 }
 
 

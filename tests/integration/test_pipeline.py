@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 import layer_builder
+import pytest
 from layer_builder import limits
 from layer_builder.errors import LayerTooLargeError
 from layer_builder.pipeline import BuildRequest, BuildResult, build

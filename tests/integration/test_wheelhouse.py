@@ -10,18 +10,15 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
+import wheelhouse
 from layer_builder.errors import InputError, NoWheelError, TargetMismatchError
 from layer_builder.lock import IndexPolicy
 from layer_builder.pipeline import BuildRequest, BuildResult, build
 from layer_builder.target import ARCH_MACHINE, ELF_MACHINE, Target
-
-import wheelhouse
 from lockfactory import make_project
 from wheelhouse import Wheel, lock_entry, write_code
 

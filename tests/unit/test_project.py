@@ -52,6 +52,9 @@ def config(**overrides) -> ProjectConfig:
         ("py3-utils.tar.gz", ("py3-utils", "")),
         ("project", ("project", "")),
     ],
+    # Explicit ids: the names contain "emr", which `pytest -k "not emr"` would deselect.
+    ids=["zip", "tar.gz", "tgz", "upper-suffix", "v-prefix", "underscores", "pre-release",
+         "digits-in-name", "no-version", "branch-name", "py3-name", "directory"],
 )
 def test_split_archive_name(filename, expected):
     assert split_archive_name(filename) == expected
@@ -70,6 +73,8 @@ def test_split_archive_name(filename, expected):
         ("x" * 200, "", "x" * 140),
         ("y" * 200, "dev_", "dev_" + "y" * 136),
     ],
+    ids=["plain", "underscores", "spaces", "non-ascii", "edges", "prefix", "prefix-sanitised",
+         "capped", "capped-with-prefix"],
 )
 def test_layer_name(raw, prefix, expected):
     name = layer_name(raw, prefix)
@@ -144,6 +149,8 @@ def test_name_and_version_fallbacks(tmp_path, files, source, name, version):
         ("Launcher (Version: 0.1.0).", "0.1.0", "Launcher (Version: 0.1.0)."),
         ("Launcher version 0.1.0.1", "0.1.0", "Launcher version 0.1.0.1 Version: 0.1.0"),
     ],
+    ids=["appended", "only-version", "no-version", "already-named", "already-named-colon",
+         "longer-version-named"],
 )
 def test_description_names_the_version(tmp_path, description, version, expected):
     write(tmp_path, {"pyproject.toml": f'[project]\nname = "p"\nversion = "{version}"\n'

@@ -1,4 +1,9 @@
-"""template.yaml and samconfig.toml: lint, least privilege, storage safety and the contract."""
+"""template.yaml and samconfig.toml: lint, least privilege, storage safety and the contract.
+
+The template is read with tools.cfn, the reader the local stack uses: a YAML loader that keeps
+CloudFormation short tags, and a resolver that evaluates intrinsics for given parameter values.
+IAM checks run on resolved policies, for the defaults and for a set that takes every Fn::If.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +18,20 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
-import yaml
 from pip._internal.models.index import PyPI  # the public index's hosts, so this file names none
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
-SAMCONFIG = ROOT / "samconfig.toml"
+from tools.cfn import ROOT, TEMPLATE, Resolver, load_template
 
-# What CloudFormation would substitute for the sample stack in events/.
-PSEUDO = {
-    "AWS::Partition": "aws",
-    "AWS::Region": "us-east-1",
-    "AWS::AccountId": "123456789012",
-    "AWS::StackName": "layer-builder",
+SAMCONFIG = ROOT / "samconfig.toml"
+ACCOUNT = "123456789012"  # the Resolver's account, region us-east-1, stack layer-builder
+EVERYTHING = {
+    "LayerNamePrefix": "acme-",
+    "ConsumerFunctionNames": "orders,billing,c4,c5,c6",
+    "EmrServiceRoleName": "svc-role",
+    "EmrJobFlowRoleName": "jobflow-role",
+    "EmrLauncherLayerArn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:emr-launcher:3",
 }
+PARAMETER_SETS = pytest.mark.parametrize("overrides", [{}, EVERYTHING], ids=["defaults", "all-set"])
 BUILDER_ENV = {
     "ARTIFACT_BUCKET",
     "SOURCE_PREFIX",
@@ -47,34 +52,9 @@ UPLOAD_RULES = {("incoming/", ".zip"), ("incoming/", ".tar.gz"), ("incoming/", "
 GUARDED_SERVICES = ("lambda", "s3", "iam")
 
 
-# ---------------------------------------------------------------- loading
-
-
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns CloudFormation short tags (!Sub, !Ref ...) into their long form."""
-
-
-def _construct_intrinsic(loader: CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix in ("Ref", "Condition"):
-        return {suffix: value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=CfnLoader)
+    return load_template(TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -84,60 +64,6 @@ def resources(template: dict[str, Any]) -> dict[str, Any]:
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
-
-
-# ---------------------------------------------------------------- a small CloudFormation model
-
-_NO_VALUE = object()
-
-
-def evaluate(value: Any, params: dict[str, Any], conditions: dict[str, bool]) -> Any:
-    """Resolve the intrinsics this template uses, for given parameter values."""
-
-    def ev(v: Any) -> Any:
-        return evaluate(v, params, conditions)
-
-    if isinstance(value, list):
-        return [item for item in map(ev, value) if item is not _NO_VALUE]
-    if not isinstance(value, dict):
-        return value
-    if len(value) != 1:
-        return {key: ev(v) for key, v in value.items()}
-    ((fn, arg),) = value.items()
-    names = {**PSEUDO, **params}
-    match fn:
-        case "Ref":
-            return _NO_VALUE if arg == "AWS::NoValue" else names[arg]
-        case "Fn::Sub":
-            text, extra = (arg, {}) if isinstance(arg, str) else arg
-            names |= {key: ev(v) for key, v in extra.items()}
-            return re.sub(r"\$\{([^}!]+)\}", lambda m: names[m[1]], text)
-        case "Fn::Join":
-            return arg[0].join(ev(arg[1]))
-        case "Fn::Split":
-            return ev(arg[1]).split(arg[0])
-        case "Fn::Select":
-            return ev(arg[1])[int(arg[0])]
-        case "Fn::If":
-            return ev(arg[1] if conditions[arg[0]] else arg[2])
-        case "Fn::Equals":
-            return ev(arg[0]) == ev(arg[1])
-        case "Fn::Not":
-            return not ev(arg[0])
-    return {fn: ev(arg)}
-
-
-def resolve(template: dict[str, Any], value: Any, **overrides: Any) -> Any:
-    params: dict[str, Any] = {}
-    for name, spec in template["Parameters"].items():
-        default = spec.get("Default", "")
-        params[name] = default.split(",") if spec["Type"] == "CommaDelimitedList" else default
-    params |= {name: f"<{name}>" for name in template["Resources"]}  # Ref of a resource
-    params |= overrides
-    conditions: dict[str, bool] = {}
-    for name, expr in template["Conditions"].items():
-        conditions[name] = evaluate(expr, params, conditions)
-    return evaluate(value, params, conditions)
 
 
 # ---------------------------------------------------------------- IAM helpers
@@ -158,42 +84,23 @@ def policy_documents(resources: dict[str, Any]) -> Iterator[tuple[str, dict[str,
             yield name, props["PolicyDocument"]
 
 
-def statements(
-    resources: dict[str, Any], effect: str = "Allow"
+def allow_statements(
+    template: dict[str, Any], overrides: dict[str, str]
 ) -> list[tuple[str, dict[str, Any]]]:
+    """(owner, statement) for every Allow statement, resolved for the given parameters."""
+    resolver = Resolver(template, overrides=overrides)
     found = []
-    for name, document in policy_documents(resources):
-        for statement in as_list(document["Statement"]):
-            if statement["Effect"] == effect:
+    for name, document in policy_documents(template["Resources"]):
+        for statement in as_list(resolver.resolve(document)["Statement"]):
+            if statement["Effect"] == "Allow":
                 found.append((name, statement))
     return found
 
 
-def resource_strings(value: Any) -> list[str]:
-    """Every string a Resource entry can become, with ${...} placeholders left in."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [text for item in value for text in resource_strings(item)]
-    ((fn, arg),) = value.items()
-    if fn == "Fn::Sub":
-        return [arg if isinstance(arg, str) else arg[0]]
-    if fn == "Fn::If":
-        return resource_strings(arg[1]) + resource_strings(arg[2])
-    if fn == "Ref" and arg == "AWS::NoValue":
-        return []
-    if fn == "Fn::GetAtt":
-        return [f"<{'.'.join(arg)}>"]  # the ARN of one resource of this template
-    raise AssertionError(f"Resource uses {fn}; teach resource_strings() what it can become")
-
-
 def resource_part(arn: str) -> str:
-    """What follows arn:partition:service:region:account: (placeholders count as names)."""
-    text = re.sub(r"\$\{[^}]*\}", "X", arn)
-    if not text.startswith("arn:"):
-        return text
-    parts = text.split(":", 5)
-    return parts[5] if len(parts) == 6 else ""
+    """What follows arn:partition:service:region:account: ("" if that is not an ARN)."""
+    parts = arn.split(":", 5)
+    return parts[5] if arn.startswith("arn:") and len(parts) == 6 else ""
 
 
 def condition_values(statement: dict[str, Any], key: str) -> dict[str, list[Any]]:
@@ -234,18 +141,19 @@ def test_function_policies_are_inline_statements(resources):
                 )
 
 
-def test_guarded_actions_have_no_wildcard(resources):
+@PARAMETER_SETS
+def test_guarded_actions_have_no_wildcard(template, overrides):
     checked = 0
-    for name, statement in statements(resources):
+    for name, statement in allow_statements(template, overrides):
         guarded = [a for a in actions(statement) if a.split(":")[0] in GUARDED_SERVICES or a == "*"]
         if not guarded:
             continue
         for action in guarded:
             assert "*" not in action, f"{name} {statement.get('Sid')}: wildcard action {action}"
-        for arn in resource_strings(statement["Resource"]):
+        for arn in as_list(statement["Resource"]):
             checked += 1
             part = resource_part(arn)
-            assert arn != "*" and part not in ("", "*") and not part.startswith("*"), (
+            assert part and part != "*" and not part.startswith("*"), (
                 f"{name} {statement.get('Sid')}: {guarded} on {arn!r} is a wildcard resource"
             )
     assert checked > 10, "expected the functions' lambda/s3/iam statements to be found"
@@ -269,50 +177,49 @@ def test_triggered_function_policies_never_reference_their_bucket(resources):
     assert checked
 
 
-def test_builder_cannot_write_to_the_source_bucket(resources):
+@PARAMETER_SETS
+def test_builder_cannot_write_to_the_source_bucket(template, overrides):
     # Anything it wrote under incoming/ would start another build: the builder must only read there.
-    for name, statement in statements(resources):
-        if name != "BuilderFunction":
-            continue
+    source = Resolver(template, overrides=overrides).arn("SourceBucket")
+    for name, statement in allow_statements(template, overrides):
         writes = [
             a
             for a in actions(statement)
             if a.startswith("s3:") and not a.startswith(("s3:Get", "s3:List"))
         ]
-        for arn in resource_strings(statement["Resource"]) if writes else []:
-            assert "-source-" not in arn, f"{statement.get('Sid')}: {writes} on the source bucket"
+        if name == "BuilderFunction" and writes:
+            for arn in as_list(statement["Resource"]):
+                assert not arn.startswith(source), f"{statement.get('Sid')}: {writes} on {arn}"
 
 
-def test_pass_role_only_for_emr_roles_and_services(resources):
+def test_pass_role_only_for_emr_roles_and_services(template):
+    role = f"arn:aws:iam::{ACCOUNT}:role/"
     expected = {
-        "${EmrServiceRoleName}": "elasticmapreduce.amazonaws.com",
-        "${EmrJobFlowRoleName}": "ec2.amazonaws.com",
+        role + EVERYTHING["EmrServiceRoleName"]: "elasticmapreduce.amazonaws.com",
+        role + EVERYTHING["EmrJobFlowRoleName"]: "ec2.amazonaws.com",
     }
     seen = set()
-    for name, statement in statements(resources):
+    for name, statement in allow_statements(template, EVERYTHING):
         if "iam:PassRole" not in actions(statement):
             continue
         services = condition_values(statement, "iam:PassedToService")
-        assert set(services) <= {"StringEquals", "StringLike"} and services, (
+        assert services and set(services) <= {"StringEquals", "StringLike"}, (
             f"{name} {statement.get('Sid')}: iam:PassRole without an iam:PassedToService condition"
         )
         allowed = [value for values in services.values() for value in values]
-        for arn in resource_strings(statement["Resource"]):
-            role = re.fullmatch(
-                r"arn:\$\{AWS::Partition\}:iam::\$\{AWS::AccountId\}:role/(\$\{\w+\})", arn
+        for arn in as_list(statement["Resource"]):
+            assert arn in expected, f"{name}: iam:PassRole on {arn!r}"
+            assert all(value.startswith(expected[arn]) for value in allowed), (
+                f"{arn} may be passed to {allowed}, expected only {expected[arn]}"
             )
-            assert role and role[1] in expected, f"{name}: iam:PassRole on {arn!r}"
-            assert all(value.startswith(expected[role[1]]) for value in allowed), (
-                f"{role[1]} may be passed to {allowed}, expected only {expected[role[1]]}"
-            )
-            seen.add(role[1])
+            seen.add(arn)
     assert seen == set(expected)
 
 
-def test_consumers_are_repointed_only_to_this_accounts_layers(resources):
+def test_consumers_are_repointed_only_to_this_accounts_layers(template):
     repoint = [
         statement
-        for name, statement in statements(resources)
+        for _, statement in allow_statements(template, EVERYTHING)
         if "lambda:UpdateFunctionConfiguration" in actions(statement)
     ]
     assert repoint, "the builder needs lambda:UpdateFunctionConfiguration on its consumers"
@@ -321,19 +228,21 @@ def test_consumers_are_repointed_only_to_this_accounts_layers(resources):
         assert layers and all(op.startswith("ForAllValues:") for op in layers), (
             f"{statement.get('Sid')}: no ForAllValues condition on lambda:Layer"
         )
-        patterns = [resource_strings(value)[0] for values in layers.values() for value in values]
-        assert all(":${AWS::AccountId}:layer:" in p for p in patterns), patterns
-        assert any("layer:${LayerNamePrefix}" in p for p in patterns), patterns
+        patterns = [pattern for values in layers.values() for pattern in values]
+        own = f"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:"
+        assert all(p.startswith(own) for p in patterns), patterns
+        assert own + EVERYTHING["LayerNamePrefix"] + "*:*" in patterns
 
 
-def test_consumer_functions_are_named_not_wildcarded(resources):
-    for _, statement in statements(resources):
+@PARAMETER_SETS
+def test_consumer_functions_are_named_not_wildcarded(template, overrides):
+    for _, statement in allow_statements(template, overrides):
         if not any(
             a.startswith(("lambda:GetFunction", "lambda:UpdateFunction"))
             for a in actions(statement)
         ):
             continue
-        for arn in resource_strings(statement["Resource"]):
+        for arn in as_list(statement["Resource"]):
             assert re.fullmatch(r"function:[^*:]+", resource_part(arn)), (
                 f"{statement.get('Sid')}: {arn}"
             )
@@ -341,26 +250,23 @@ def test_consumer_functions_are_named_not_wildcarded(resources):
 
 @pytest.mark.parametrize(
     "names",
-    [[""], ["orders"], ["a", "b", "c", "d", "e"], ["a", "b", "c", "d", "e", "f"]],
+    [[], ["orders"], ["a", "b", "c", "d", "e"], ["a", "b", "c", "d", "e", "f"]],
     ids=["none", "one", "five", "six"],
 )
 def test_consumer_grants_follow_consumer_function_names(template, resources, names):
+    resolver = Resolver(template, overrides={"ConsumerFunctionNames": ",".join(names)})
     builder = resources["BuilderFunction"]["Properties"]
     [repoint] = [
         s for s in builder["Policies"][0]["Statement"] if s.get("Sid") == "RepointConsumerLayers"
     ]
-    arns = resolve(template, repoint["Resource"], ConsumerFunctionNames=names)
-    env = resolve(
-        template,
-        builder["Environment"]["Variables"]["CONSUMER_FUNCTIONS"],
-        ConsumerFunctionNames=names,
-    )
-
-    given = [n for n in names if n]
-    prefix = "arn:aws:lambda:us-east-1:123456789012:function:"
+    prefix = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:"
     # IAM covers the EMR trigger plus at most five extra names (see ConsumerFunctionNames).
-    assert arns == [f"{prefix}layer-builder-emr-trigger"] + [prefix + n for n in given[:5]]
-    assert env == ",".join(["layer-builder-emr-trigger", *given])
+    assert resolver.resolve(repoint["Resource"]) == [
+        prefix + "layer-builder-emr-trigger",
+        *(prefix + name for name in names[:5]),
+    ]
+    env = resolver.function_environment("BuilderFunction")
+    assert env["CONSUMER_FUNCTIONS"] == ",".join(["layer-builder-emr-trigger", *names])
 
 
 # ---------------------------------------------------------------- storage
@@ -382,13 +288,14 @@ def test_bucket_is_private_encrypted_and_tls_only(template, resources, bucket):
         "aws:kms:dsse",
     }
 
+    resolver = Resolver(template)
     policies = [
-        r["Properties"]["PolicyDocument"]
+        resolver.resolve(r["Properties"]["PolicyDocument"])
         for r in resources.values()
         if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket}
     ]
     assert len(policies) == 1, f"{bucket} needs exactly one bucket policy"
-    bucket_arn = "arn:${AWS::Partition}:s3:::" + props["BucketName"]["Fn::Sub"]
+    bucket_arn = resolver.arn(bucket)
     tls_only = [
         s
         for s in as_list(policies[0]["Statement"])
@@ -396,15 +303,14 @@ def test_bucket_is_private_encrypted_and_tls_only(template, resources, bucket):
         and s["Principal"] in ("*", {"AWS": "*"})
         and "s3:*" in actions(s)
         and condition_values(s, "aws:SecureTransport").get("Bool") in (["false"], [False])
-        and set(resource_strings(s["Resource"])) >= {bucket_arn, bucket_arn + "/*"}
+        and set(as_list(s["Resource"])) >= {bucket_arn, bucket_arn + "/*"}
     ]
     assert tls_only, f"{bucket}: no Deny of s3:* on bucket and objects without aws:SecureTransport"
 
 
 def test_source_bucket_is_versioned(resources):
-    assert resources["SourceBucket"]["Properties"]["VersioningConfiguration"] == {
-        "Status": "Enabled"
-    }
+    versioning = resources["SourceBucket"]["Properties"]["VersioningConfiguration"]
+    assert versioning == {"Status": "Enabled"}
 
 
 def test_artifact_lifecycle_expires_zips_and_cache_and_keeps_reports_longer(resources):
@@ -431,9 +337,12 @@ def test_idempotency_table_matches_powertools_defaults(resources):
 def test_layer_pointer_parameter(template, resources):
     props = resources["LayerPointerParameter"]["Properties"]
     assert (props["Type"], props["Value"]) == ("String", "none")
-    assert resolve(template, props["Name"]) == "/layer-builder/layers/emr-launcher"
-    prefixed = resolve(template, props["Name"], LayerNamePrefix="acme-")
-    assert prefixed == "/layer-builder/layers/acme-emr-launcher"
+    name = Resolver(template).physical_name("LayerPointerParameter")
+    assert name == "/layer-builder/layers/emr-launcher"
+    prefixed = Resolver(template, overrides={"LayerNamePrefix": "acme-"})
+    assert (
+        prefixed.physical_name("LayerPointerParameter") == "/layer-builder/layers/acme-emr-launcher"
+    )
 
 
 # ---------------------------------------------------------------- events and async invocation
@@ -458,7 +367,7 @@ def test_uploads_under_incoming_trigger_the_builder(resources):
 
 
 def test_sample_s3_events_would_trigger_the_builder(template, resources):
-    bucket = resolve(template, resources["SourceBucket"]["Properties"]["BucketName"])
+    bucket = Resolver(template).physical_name("SourceBucket")
     rules = upload_rules(resources)
     samples = sorted((ROOT / "events").glob("s3-*.json"))
     assert samples
@@ -488,31 +397,32 @@ def test_emr_schedule_is_optional_and_carries_criteria(resources):
     [event] = resources["EmrTriggerFunction"]["Properties"]["Events"].values()
     assert event["Type"] == "Schedule"
     assert event["Properties"]["State"] == "DISABLED"
-    assert "criteria" in json.loads(event["Properties"]["Input"])
+    # the Input is a direct invoke's criteria, shaped like the EMR trigger's sample
+    direct = json.loads((ROOT / "events" / "emr-direct.json").read_text(encoding="utf-8"))
+    assert set(json.loads(event["Properties"]["Input"])) == set(direct)
 
 
 # ---------------------------------------------------------------- the contract
 
 
-def function_env(template: dict[str, Any], name: str) -> dict[str, Any]:
-    shared = template["Globals"]["Function"].get("Environment", {}).get("Variables", {})
-    own = template["Resources"][name]["Properties"]["Environment"]["Variables"]
-    return {**shared, **own}
-
-
-def test_builder_environment_is_exactly_the_contract(template):
-    env = function_env(template, "BuilderFunction")
-    assert set(env) == BUILDER_ENV
-    fixed = {key: value for key, value in env.items() if key != "CONSUMER_FUNCTIONS"}
-    assert resolve(template, fixed, LayerNamePrefix="acme-", Architecture="arm64") == {
-        "ARTIFACT_BUCKET": "layer-builder-artifacts-123456789012-us-east-1",
+def test_builder_environment_is_exactly_the_contract(template, resources):
+    raw = {
+        **template["Globals"]["Function"]["Environment"]["Variables"],
+        **resources["BuilderFunction"]["Properties"]["Environment"]["Variables"],
+    }
+    assert set(raw) == BUILDER_ENV
+    assert raw["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
+    resolver = Resolver(template, overrides={"LayerNamePrefix": "acme-", "Architecture": "arm64"})
+    assert resolver.function_environment("BuilderFunction") == {
+        "ARTIFACT_BUCKET": f"layer-builder-artifacts-{ACCOUNT}-us-east-1",
         "SOURCE_PREFIX": "incoming/",
         "LAYER_NAME_PREFIX": "acme-",
+        "CONSUMER_FUNCTIONS": "layer-builder-emr-trigger",
         "PACKAGE_INDEX_URL": "",
         "ALLOW_SDIST": "",
         "TARGET_RUNTIME": "python3.13",
         "TARGET_ARCH": "arm64",
-        "IDEMPOTENCY_TABLE": "<IdempotencyTable>",
+        "IDEMPOTENCY_TABLE": resolver.physical_name("IdempotencyTable"),
         "POINTER_PARAMETER_PREFIX": "/layer-builder/layers",
         "EVENT_BUS_NAME": "default",
         "POWERTOOLS_SERVICE_NAME": "layer-builder",
@@ -522,12 +432,13 @@ def test_builder_environment_is_exactly_the_contract(template):
 
 
 def test_emr_trigger_environment_follows_the_contract(template):
-    env = resolve(template, function_env(template, "EmrTriggerFunction"))
+    resolver = Resolver(template)
+    env = resolver.function_environment("EmrTriggerFunction")
     expected = {
-        "IDEMPOTENCY_TABLE": "<IdempotencyTable>",
+        "IDEMPOTENCY_TABLE": resolver.physical_name("IdempotencyTable"),
         "EMR_SERVICE_ROLE": "EMR_DefaultRole",
         "EMR_JOB_FLOW_ROLE": "EMR_EC2_DefaultRole",
-        "EMR_LOG_URI": "s3://layer-builder-artifacts-123456789012-us-east-1/emr-logs/",
+        "EMR_LOG_URI": f"s3://layer-builder-artifacts-{ACCOUNT}-us-east-1/emr-logs/",
         "POWERTOOLS_SERVICE_NAME": "emr-trigger",
         "POWERTOOLS_METRICS_NAMESPACE": "LayerBuilder",
     }
@@ -542,19 +453,21 @@ def test_emr_trigger_environment_follows_the_contract(template):
     ],
 )
 def test_functions_follow_the_contract(template, name, code_uri, function_name):
-    props = template["Globals"]["Function"] | template["Resources"][name]["Properties"]
-    assert props["CodeUri"] == code_uri
-    assert (props["Runtime"], props["Handler"]) == ("python3.13", "app.handler")
-    assert props["Architectures"] == [{"Ref": "Architecture"}]
-    assert props["Tracing"] == "Active"
-    assert resolve(template, props["FunctionName"]) == function_name
+    resolver = Resolver(template, overrides={"Architecture": "arm64"})
+    assert resolver.function_property(name, "CodeUri") == code_uri
+    assert resolver.function_property(name, "Runtime") == "python3.13"
+    assert resolver.function_property(name, "Handler") == "app.handler"
+    assert resolver.function_property(name, "Architectures") == ["arm64"]
+    assert resolver.function_property(name, "Tracing") == "Active"
+    assert resolver.physical_name(name) == function_name
 
 
-def test_emr_trigger_layer_is_optional(template, resources):
-    layers = resources["EmrTriggerFunction"]["Properties"]["Layers"]
-    arn = "arn:aws:lambda:us-east-1:123456789012:layer:emr-launcher:3"
-    assert resolve(template, layers) == []
-    assert resolve(template, layers, EmrLauncherLayerArn=arn) == [arn]
+def test_emr_trigger_layer_is_optional(template):
+    arn = EVERYTHING["EmrLauncherLayerArn"]
+    assert Resolver(template).function_property("EmrTriggerFunction", "Layers") == []
+    with_layer = Resolver(template, overrides={"EmrLauncherLayerArn": arn})
+    assert with_layer.function_property("EmrTriggerFunction", "Layers") == [arn]
+    assert re.fullmatch(template["Parameters"]["EmrLauncherLayerArn"]["AllowedPattern"], arn)
 
 
 def test_parameters_follow_the_contract(template):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from packaging.utils import canonicalize_name
+
 from ..errors import ConfigurationError
 from ..target import Target
 
@@ -58,7 +60,7 @@ class Settings:
             layer_name_prefix=environ.get("LAYER_NAME_PREFIX", ""),
             consumer_functions=_names(environ.get("CONSUMER_FUNCTIONS", "")),
             package_index_url=environ.get("PACKAGE_INDEX_URL", ""),
-            allow_sdist=frozenset(n.lower().replace("_", "-") for n in _names(environ.get("ALLOW_SDIST", ""))),
+            allow_sdist=frozenset(canonicalize_name(n) for n in _names(environ.get("ALLOW_SDIST", ""))),
             event_bus_name=environ.get("EVENT_BUS_NAME", "default"),
             cache_dir=environ.get("CACHE_DIR", "/tmp/layer-builder-cache"),
             cache_max_bytes=cache_max,

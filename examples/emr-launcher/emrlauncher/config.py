@@ -85,7 +85,7 @@ def substitute(value: Any, variables: Mapping[str, str], path: str, file: str) -
         def fill(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in variables:
-                return match.group(0)
+                raise PlaceholderError(name, f"{path} in {file}", sorted(variables))
             return variables[name]
 
         return PLACEHOLDER.sub(fill, value)

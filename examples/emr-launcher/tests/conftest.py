@@ -3,7 +3,9 @@
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws  # before any boto3 client exists, so every client routes to moto
 
 EXAMPLE = Path(__file__).resolve().parents[1]
 if str(EXAMPLE) not in sys.path:
@@ -12,9 +14,7 @@ if str(EXAMPLE) not in sys.path:
 
 @pytest.fixture
 def aws(monkeypatch):
-    """Fake credentials, so nothing can reach a real account, and an in-process moto."""
-    from moto import mock_aws
-
+    """An in-process moto with fake credentials; yields a session for the code under test."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -24,4 +24,4 @@ def aws(monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
-        yield
+        yield boto3.session.Session()

@@ -16,14 +16,15 @@ from emrlauncher import ConfigError, LaunchError, PlaceholderError, RequestError
 from emrlauncher.config import LaunchConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
-REGIONS = ["us-east-1", "eu-west-1"]
-VARIABLES = {
+REGIONS = ("us-east-1", "eu-west-1")
+# read-only, so no test (or library bug) can leak a change into another test
+VARIABLES = MappingProxyType({
     "ENVIRONMENT": "prod",
     "DATASET": "sales",
     "LOG_BUCKET": "example-logs",
     "CODE_BUCKET": "example-code",
     "VERSION": "1.4.2",
-}
+})
 
 
 @pytest.fixture
@@ -41,19 +42,14 @@ def edit_yaml(path: Path, change) -> None:
     path.write_text(yaml.safe_dump(document))
 
 
-#: Shared, so each launch does not load the EMR API model again.
-SESSION = boto3.session.Session()
-
-
-def launch(files, regions=REGIONS, variables=VARIABLES, **kwargs) -> dict[str, str]:
-    kwargs.setdefault("session", SESSION)
+def launch(files, session=None, regions=REGIONS, variables=VARIABLES) -> dict[str, str]:
     return trigger_data_load(
         regions=regions,
         cluster_config_path=files["configurations"],
         default_config_path=files["default"],
         env_config_path=files["environment"],
         input_vars=variables,
-        **kwargs,
+        session=session,
     )
 
 
@@ -80,9 +76,9 @@ def test_environment_is_deep_merged_over_default(files):
 
 
 def test_launches_every_region_with_its_own_client(aws, files):
-    result = launch(files, session=None)  # the library's own default session
+    result = launch(files)  # the library's own default session, under moto
 
-    assert list(result) == REGIONS
+    assert list(result) == list(REGIONS)
     for region, cluster_id in result.items():
         assert clusters(region) == [cluster_id]
         cluster = boto3.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)["Cluster"]
@@ -95,7 +91,7 @@ def test_launches_every_region_with_its_own_client(aws, files):
 
 
 def test_steps_are_part_of_the_cluster(aws, files):
-    result = launch(files, regions=["us-east-1"])
+    result = launch(files, aws, regions=["us-east-1"])
 
     steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])["Steps"]
     assert [s["Name"] for s in steps] == ["Load sales"]
@@ -110,7 +106,7 @@ def test_full_hadoop_jar_steps_pass_through(aws, files):
     full = {"Name": "Custom jar", "HadoopJarStep": {"Jar": "s3://example-code/etl.jar", "Args": ["${DATASET}"]}}
     edit_yaml(files["default"], lambda d: d["Emr"]["Steps"].append(full))
 
-    result = launch(files, regions=["us-east-1"])
+    result = launch(files, aws, regions=["us-east-1"])
 
     steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])["Steps"]
     custom = next(s for s in steps if s["Name"] == "Custom jar")
@@ -119,7 +115,7 @@ def test_full_hadoop_jar_steps_pass_through(aws, files):
 
 
 def test_placeholders_are_filled_per_region(aws, files):
-    result = launch(files)
+    result = launch(files, aws)
 
     for region, cluster_id in result.items():
         emr = boto3.client("emr", region_name=region)
@@ -149,7 +145,7 @@ def test_unknown_placeholder_names_it_and_where_it_is(aws, files):
     variables = {k: v for k, v in VARIABLES.items() if k != "VERSION"}
 
     with pytest.raises(PlaceholderError) as caught:
-        launch(files, variables=variables)
+        launch(files, aws, variables=variables)
 
     assert caught.value.placeholder == "VERSION"
     assert "${VERSION} at Emr.Steps[0].Args[3] in default.yaml" in str(caught.value)
@@ -175,7 +171,7 @@ def test_invalid_config_names_the_field_and_starts_nothing(aws, files, file, cha
     edit_yaml(files[file], change)
 
     with pytest.raises(ConfigError) as caught:
-        launch(files)
+        launch(files, aws)
 
     assert message in str(caught.value)
     # us-east-1 is valid, but nothing starts until every region's request is sound
@@ -222,24 +218,22 @@ def test_bad_arguments_are_refused(files, regions, variables, message):
 
 
 def test_callers_variables_are_not_modified(aws, files):
-    variables = dict(VARIABLES)
-    before = copy.deepcopy(variables)
+    given = dict(VARIABLES)
+    before = copy.deepcopy(given)
 
-    launch(files, variables=variables)
-    launch(files, variables=MappingProxyType(variables), regions=["us-east-1"])  # read-only works too
+    launch(files, aws, variables=given)
+    assert given == before
 
-    assert variables == before
-    assert "REGION" not in variables
+    launch(files, aws, variables=MappingProxyType(given), regions=["us-east-1"])  # read-only works too
+    assert given == before
 
 
 def test_a_refused_launch_reports_the_clusters_already_started(aws, files):
-    session = boto3.session.Session()
-
     class HalfBrokenSession:
         """eu-west-1's EMR refuses; us-east-1's is moto."""
 
         def client(self, service_name: str, region_name: str):
-            client = session.client(service_name, region_name=region_name)
+            client = aws.client(service_name, region_name=region_name)
             if region_name == "eu-west-1":
                 stubber = Stubber(client)
                 stubber.add_client_error("run_job_flow", "ValidationException", "Subnet not found")

@@ -1,0 +1,1 @@
+"""Benchmarks: build speed, layer size and cold start against the seed script (`python -m bench.run`)."""

@@ -1,0 +1,246 @@
+"""Delivery semantics: S3 delivers at least once and unordered; Lambda retries async invocations.
+
+Each test runs the real builder handler in-process against moto over HTTP (see service_env.py)
+and checks what AWS holds afterwards: layer versions, the consumer function's layers, the SSM
+pointer, the idempotency records.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+from layer_builder import limits
+from tests.reliability.service_env import (  # noqa: F401 (fixtures)
+    Service,
+    builder_cache,
+    local_aws,
+    make_service,
+    service,
+)
+from tests.reliability.table import record
+from tools.stack import EVENTS
+
+DUPLICATES = 10
+
+
+def only(result: dict) -> dict:
+    assert len(result["results"]) == 1, result
+    return result["results"][0]
+
+
+def concurrently(calls: list, workers: int | None = None) -> list:
+    """Run the calls at once (a barrier releases them together); results in call order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait()
+        try:
+            return call()
+        except Exception as exc:  # a function error, as Lambda would record it
+            return exc
+
+    with ThreadPoolExecutor(workers or len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_duplicate_events_in_sequence_publish_one_version(service: Service) -> None:
+    event = service.upload(service.archive("dup-seq"))
+
+    with service.faults() as calls:
+        results = [only(service.deliver(event)) for _ in range(DUPLICATES)]
+
+    first = results[0]
+    assert first["status"] == "published" and first["published"]
+    # Every duplicate gets the stored result of the one build, not a build of its own.
+    assert all(r == first for r in results[1:])
+    assert service.versions(first["layer_name"]) == [1]
+    assert calls.attempts("lambda", "PublishLayerVersion") == 1
+    assert calls.attempts("lambda", "UpdateFunctionConfiguration") == 1
+    assert service.layers_of().count(first["version_arn"]) == 1
+    assert service.pointer(first["layer_name"]) == first["version_arn"]
+    assert len(service.idempotency_records()) == 1
+    record(f"{DUPLICATES} duplicate events, one after another",
+           f"survived: 1 layer version, 1 publish, 1 attach; {DUPLICATES - 1} duplicates got the "
+           "stored result", duplicates=DUPLICATES)
+
+
+def test_duplicate_events_at_once_publish_one_version(service: Service) -> None:
+    event = service.upload(service.archive("dup-concurrent"))
+
+    with service.faults() as calls:
+        first_round = concurrently([lambda: service.deliver(event)] * DUPLICATES)
+        in_progress = [r for r in first_round if isinstance(r, Exception)]
+        # Lambda retries a function error; by then the one build has finished.
+        retried = [service.deliver(event) for _ in in_progress]
+
+    assert all(isinstance(e, IdempotencyAlreadyInProgressError) for e in in_progress), in_progress
+    results = [only(r) for r in first_round if not isinstance(r, Exception)] + [only(r) for r in retried]
+    assert len(results) == DUPLICATES
+    built = results[0]
+    assert all(r == built for r in results)
+    assert built["status"] == "published"
+    assert service.versions(built["layer_name"]) == [1]
+    assert calls.attempts("lambda", "PublishLayerVersion") == 1
+    assert calls.attempts("lambda", "UpdateFunctionConfiguration") == 1
+    assert service.layers_of().count(built["version_arn"]) == 1
+    assert len(service.idempotency_records()) == 1
+    record(f"{DUPLICATES} duplicate events at once (threads)",
+           f"survived: 1 layer version, 1 attach; {len(in_progress)} got 'already in progress' "
+           "and their retry got the stored result", duplicates=DUPLICATES)
+
+
+def test_url_encoded_key_with_spaces_plus_and_unicode_is_decoded(service: Service) -> None:
+    key = "incoming/my team+layer é-1.0.0.zip"
+    event = service.upload(service.archive("encoded"), key=key, template="s3-put-encoded-key.json")
+    # Exactly how S3 writes this key into the event (events/s3-put-encoded-key.json).
+    assert event["Records"][0]["s3"]["object"]["key"] == "incoming/my+team%2Blayer+%C3%A9-1.0.0.zip"
+
+    result = only(service.deliver(event))
+
+    assert result["status"] == "published", result["error"]
+    assert result["source"]["key"] == key  # the object it read, so GetObject found it
+    assert service.versions(result["layer_name"]) == [1]
+    record("S3 key with space, '+' and 'é' (URL-encoded)",
+           f"survived: decoded to {key!r}, layer {result['layer_name']} published")
+
+
+def _multiple_records_event(service: Service, uploads: dict[str, dict]) -> dict:
+    """events/s3-put-multiple.json with its keys, versions and sizes made real.
+
+    The file holds three records: an upload, another upload, and the first one again.
+    """
+    event = json.loads((EVENTS / "s3-put-multiple.json").read_text(encoding="utf-8"))
+    for item in event["Records"]:
+        source = uploads[item["s3"]["object"]["key"]]["Records"][0]
+        item["s3"]["bucket"] = copy.deepcopy(source["s3"]["bucket"])
+        item["s3"]["object"] = copy.deepcopy(source["s3"]["object"])
+    return event
+
+
+def test_event_with_several_records_processes_each_upload_once(service: Service) -> None:
+    emr = EVENTS.parent / "examples" / "emr-launcher"
+    uploads = {
+        "incoming/aws-emr-launcher-0.1.0.zip":
+            service.upload(service.archive("multi-a", "aws-emr-launcher-0.1.0.zip", source=emr)),
+        "incoming/data-tools-2.3.1.tar.gz": service.upload(service.archive("multi-b", "data-tools-2.3.1.tar.gz")),
+    }
+    event = _multiple_records_event(service, uploads)
+    keys = [r["s3"]["object"]["key"] for r in event["Records"]]
+    assert keys[0] == keys[2] != keys[1]  # the file's shape: the first upload delivered twice
+
+    with service.faults() as calls:
+        results = service.deliver(event)["results"]
+
+    assert len(results) == 3
+    assert [r["status"] for r in results] == ["published"] * 3, [r["error"] for r in results]
+    assert results[2] == results[0]  # the repeated record got the stored result
+    layers = {r["layer_name"] for r in results}
+    assert layers == {"emr-launcher", "data-tools"}
+    for name in layers:
+        assert service.versions(name) == [1]
+    assert calls.attempts("lambda", "PublishLayerVersion") == 2
+    assert calls.attempts("lambda", "UpdateFunctionConfiguration") == 2
+    assert sorted(service.layers_of()) == sorted({r["version_arn"] for r in results})
+    assert len(service.idempotency_records()) == 2
+    record("one event, 3 records (events/s3-put-multiple.json: .zip, .tar.gz, .zip again)",
+           "survived: 2 builds, 1 version per layer; the repeated record got the stored result",
+           duplicates=2)
+
+
+def _orders(events: list[dict]) -> list[tuple[str, str]]:
+    return [(e["Records"][0]["eventTime"], e["Records"][0]["s3"]["object"]["sequencer"]) for e in events]
+
+
+def _new_uploads(service: Service, count: int) -> list[dict]:
+    """`count` uploads of new content to the same key (so the same layer), oldest first."""
+    events = [service.upload(service.archive(f"release-{n}")) for n in range(count)]
+    assert _orders(events) == sorted(_orders(events)) and len(set(_orders(events))) == count
+    return events
+
+
+def test_new_uploads_at_once_each_publish_and_end_on_the_newest(service: Service) -> None:
+    events = _new_uploads(service, 5)
+    shuffled = list(range(5))
+    random.Random(5).shuffle(shuffled)
+
+    outcomes = concurrently([lambda n=n: service.deliver(events[n]) for n in shuffled])
+
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    assert not failed, failed
+    results = {n: only(o) for n, o in zip(shuffled, outcomes)}
+    newest = results[4]
+    layer = newest["layer_name"]
+    assert all(r["published"] for r in results.values())
+    assert len({r["version_arn"] for r in results.values()}) == 5
+    assert service.versions(layer) == [1, 2, 3, 4, 5]
+    assert [arn for arn in service.layers_of() if f":layer:{layer}:" in arn] == [newest["version_arn"]]
+    assert service.pointer(layer) == newest["version_arn"]
+    assert newest["status"] == "published"
+    compared = newest["ordering"]["compared"]
+    record("5 new uploads of one layer at once, shuffled",
+           f"survived: 5 versions, each published once; consumer and SSM pointer on the newest "
+           f"upload (compared: {compared})")
+
+
+def test_older_build_finishing_after_the_newest_does_not_overwrite_it(service: Service) -> None:
+    events = _new_uploads(service, 5)
+
+    with service.faults() as calls:
+        newest = only(service.deliver(events[-1]))
+        older = [only(service.deliver(e)) for e in reversed(events[:-1])]
+
+    layer = newest["layer_name"]
+    assert newest["status"] == "published"
+    assert [r["status"] for r in older] == ["superseded"] * 4
+    assert all(r["published"] and r["attachments"] == [] for r in older)
+    assert service.versions(layer) == [1, 2, 3, 4, 5]
+    assert calls.attempts("lambda", "UpdateFunctionConfiguration") == 1
+    assert calls.attempts("ssm", "PutParameter") == 1
+    assert [arn for arn in service.layers_of() if f":layer:{layer}:" in arn] == [newest["version_arn"]]
+    assert service.pointer(layer) == newest["version_arn"]
+    record("newest upload built first, 4 older ones finish later",
+           f"survived: the 4 older builds published but were superseded; consumer and pointer stay "
+           f"on the newest (compared: {newest['ordering']['compared']})")
+
+
+def test_attach_keeps_the_functions_other_layers(service: Service) -> None:
+    other = service.publish_other_layer("team-tools")
+    service.set_layers([other])
+
+    first = only(service.deliver(service.upload(service.archive("keep-1"))))
+    after_first = service.layers_of()
+    second = only(service.deliver(service.upload(service.archive("keep-2"))))
+
+    assert after_first == [other, first["version_arn"]]
+    assert service.layers_of() == [other, second["version_arn"]]
+    assert first["version_arn"] != second["version_arn"]
+    record("consumer already uses another layer",
+           "survived: it keeps that layer in place; only our older version was replaced")
+
+
+def test_function_at_the_layer_limit_is_refused_and_left_alone(service: Service) -> None:
+    others = [service.publish_other_layer(f"team-{n}") for n in range(limits.MAX_LAYERS_PER_FUNCTION)]
+    service.set_layers(others)
+    lam = service.aws.client("lambda")
+    before = lam.get_function_configuration(FunctionName=service.consumer)
+
+    with service.faults() as calls:
+        result = only(service.deliver(service.upload(service.archive("full"))))
+
+    after = lam.get_function_configuration(FunctionName=service.consumer)
+    (attachment,) = result["attachments"]
+    assert attachment["function"] == service.consumer and attachment["status"] == "refused"
+    assert f"allows {limits.MAX_LAYERS_PER_FUNCTION}" in attachment["reason"]
+    assert calls.attempts("lambda", "UpdateFunctionConfiguration") == 0
+    assert after["Layers"] == before["Layers"] and after["RevisionId"] == before["RevisionId"]
+    (report,) = [r for r in service.reports() if r["report"] == result["report"]]
+    assert report["attachments"] == result["attachments"]
+    record(f"consumer already at {limits.MAX_LAYERS_PER_FUNCTION} layers",
+           f"refused for that function: {attachment['reason']} (function unchanged; the report says so)")
