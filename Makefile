@@ -9,8 +9,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: help venv test unit integration lint reliability demo bench sam-build clean
+.PHONY: help venv test unit integration lint reliability demo bench sam-build sam-validate clean
 
 help:
 	@echo "make demo         the whole flow on a local AWS stand-in (moto on loopback)"
@@ -48,8 +50,17 @@ demo: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
-sam-build: venv
-	PATH="$(dir $(PYTHON)):$$PATH" sam build
+# SAM CLI is large, so it lives in its own venv and only these targets install it.
+$(SAM): 
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q aws-sam-cli
+
+# `sam build` without Docker needs a python3.13 on PATH matching the runtime: use pyenv's.
+sam-build: $(SAM)
+	PATH="$(dir $(PYTHON)):$$PATH" $(SAM) build
+
+sam-validate: $(SAM)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache out
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache out

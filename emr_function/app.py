@@ -23,7 +23,15 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 
 class LayerMissingError(ImportError):
@@ -46,8 +54,9 @@ except ModuleNotFoundError as exc:
     if (exc.name or "").split(".")[0] not in {"emrlauncher", "yaml"}:
         raise
     raise LayerMissingError(
-        f"Cannot import {exc.name}: attach the emr-launcher layer to this function (stack parameter "
-        "EmrLauncherLayerArn, or let layer-builder attach its latest build); it provides /opt/python."
+        f"Cannot import {exc.name}: attach the emr-launcher layer to this function (stack "
+        "parameter EmrLauncherLayerArn, or let layer-builder attach its latest build); it "
+        "provides /opt/python."
     ) from exc
 
 CONFIG_DIR = Path(__file__).parent / "config"
@@ -78,12 +87,22 @@ class Settings:
         return cls(**values)
 
     def variables(self) -> dict[str, str]:
-        """Placeholders the config files may use: EMR_SERVICE_ROLE, EMR_JOB_FLOW_ROLE, EMR_LOG_URI."""
-        return {f.name.upper(): getattr(self, f.name) for f in fields(self) if f.name.startswith("emr_")}
+        """Placeholders for the config files: EMR_SERVICE_ROLE, EMR_JOB_FLOW_ROLE, EMR_LOG_URI."""
+        return {
+            f.name.upper(): getattr(self, f.name) for f in fields(self) if f.name.startswith("emr_")
+        }
 
 
 #: Placeholders the function fills itself; an event may not override them.
-RESERVED = {"DATASET", "RUN_DATE", "ENVIRONMENT", "REGION", "EMR_SERVICE_ROLE", "EMR_JOB_FLOW_ROLE", "EMR_LOG_URI"}
+RESERVED = {
+    "DATASET",
+    "RUN_DATE",
+    "ENVIRONMENT",
+    "REGION",
+    "EMR_SERVICE_ROLE",
+    "EMR_JOB_FLOW_ROLE",
+    "EMR_LOG_URI",
+}
 
 
 class TriggerCriteria(BaseModel):
@@ -116,7 +135,9 @@ class TriggerCriteria(BaseModel):
     @classmethod
     def _not_reserved(cls, value: dict[str, str]) -> dict[str, str]:
         if clash := sorted(RESERVED & set(value)):
-            raise ValueError(f"{', '.join(clash)} cannot be set in variables: the function sets them")
+            raise ValueError(
+                f"{', '.join(clash)} cannot be set in variables: the function sets them"
+            )
         return value
 
     def launch_variables(self, settings: Settings) -> dict[str, str]:
@@ -140,7 +161,9 @@ class ScheduledTrigger(BaseModel):
 
 TriggerEvent = Annotated[
     Annotated[TriggerCriteria, Tag("direct")] | Annotated[ScheduledTrigger, Tag("eventbridge")],
-    Discriminator(lambda event: "eventbridge" if isinstance(event, dict) and "detail" in event else "direct"),
+    Discriminator(
+        lambda event: "eventbridge" if isinstance(event, dict) and "detail" in event else "direct"
+    ),
 ]
 
 logger = Logger()
@@ -165,7 +188,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
     criteria = parse_criteria(event)
     metrics.add_metric(name="TriggerEventsAccepted", unit=MetricUnit.Count, value=1)
-    logger.append_keys(dataset=criteria.dataset, run_date=criteria.run_date.isoformat(), environment=criteria.environment)
+    logger.append_keys(
+        dataset=criteria.dataset,
+        run_date=criteria.run_date.isoformat(),
+        environment=criteria.environment,
+    )
     result = launch(criteria=criteria)
     logger.info("EMR data load triggered", extra=result)
     return {
@@ -182,7 +209,8 @@ def parse_criteria(event: Any) -> TriggerCriteria:
     except ValidationError as exc:
         # loc[0] is the union tag (direct/eventbridge); the rest is the field path
         problems = "; ".join(
-            f"{'.'.join(map(str, error['loc'][1:])) or 'event'}: {error['msg']}" for error in exc.errors()
+            f"{'.'.join(map(str, error['loc'][1:])) or 'event'}: {error['msg']}"
+            for error in exc.errors()
         )
         raise InvalidTriggerEvent(
             f"Invalid trigger event: {problems}. Send dataset, run_date, environment, regions and "
@@ -191,7 +219,9 @@ def parse_criteria(event: Any) -> TriggerCriteria:
     return parsed.detail if isinstance(parsed, ScheduledTrigger) else parsed
 
 
-@idempotent_function(data_keyword_argument="criteria", persistence_store=persistence, config=idempotency)
+@idempotent_function(
+    data_keyword_argument="criteria", persistence_store=persistence, config=idempotency
+)
 def launch(criteria: TriggerCriteria) -> dict[str, Any]:
     """Runs once per dataset, run_date, environment and regions; a repeat gets the stored result."""
     try:

@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         return _build(args) if args.command == "build" else _inspect(args)
     except LayerBuildError as exc:
         kind = "refused" if exc.permanent else "failed"
-        print(f"layer-builder: {kind}: {scrub(str(exc))}", file=sys.stderr)
+        message = scrub(str(exc))
+        if exc.permanent:  # a refusal is one line, even when a parser added a caret diagram
+            message = " ".join(message.split())
+        print(f"layer-builder: {kind}: {message}", file=sys.stderr)
         return EXIT_REFUSED if exc.permanent else EXIT_FAILED
     except KeyboardInterrupt:
         return 130

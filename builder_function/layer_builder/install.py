@@ -11,8 +11,10 @@ import errno
 import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,13 +73,29 @@ def scrub(text: str) -> str:
 @functools.cache
 def find_uv() -> str | None:
     try:
-        from uv import find_uv_bin
+        import uv
     except ImportError:
         return None
     try:
-        return find_uv_bin()
+        return uv.find_uv_bin()
     except FileNotFoundError:
-        return None
+        pass
+    # `sam build` (aws-lambda-builders) leaves a wheel's scripts in <name>.data/scripts.
+    for candidate in sorted(Path(uv.__file__).resolve().parent.parent.glob("uv-*.data/scripts/uv")):
+        return _executable(candidate)
+    return None
+
+
+def _executable(path: Path) -> str:
+    """The path itself, or a copy with the exec bit in /tmp (Lambda's /var/task is read-only)."""
+    if os.access(path, os.X_OK):
+        return str(path)
+    copy = Path(tempfile.gettempdir()) / "layer-builder-bin" / path.name
+    if not os.access(copy, os.X_OK):
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+        copy.chmod(0o755)
+    return str(copy)
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""The EMR trigger's handler, in-process against moto, with the emr-launcher example as its layer."""
+"""The EMR trigger's handler, in-process against moto, with the emr-launcher example as layer."""
 
 from __future__ import annotations
 
@@ -125,7 +125,9 @@ def test_scheduled_event_uses_the_detail(app, aws):
     assert sorted(result["clusters"]) == ["eu-west-1", "us-east-1"]
     for region, cluster_id in result["clusters"].items():
         assert [c["Id"] for c in clusters(region)] == [cluster_id]
-        cluster = boto3.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)["Cluster"]
+        cluster = boto3.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)[
+            "Cluster"
+        ]
         assert cluster["Name"] == "prod-sales-2026-11-27"
 
 
@@ -162,12 +164,18 @@ def test_same_key_with_other_variables_is_refused(app, aws):
     [
         (lambda e: e.pop("dataset"), "dataset: Field required"),
         (lambda e: e.update(regions=[]), "regions: List should have at least 1 item"),
-        (lambda e: e.update(regions=["us-east-1", "us-east-1"]), "regions: Value error, list each region once"),
+        (
+            lambda e: e.update(regions=["us-east-1", "us-east-1"]),
+            "regions: Value error, list each region once",
+        ),
         (lambda e: e.update(regions=["Mars"]), "regions.0: String should match pattern"),
         (lambda e: e.update(environment="qa"), "environment: Input should be 'dev' or 'prod'"),
         (lambda e: e.update(run_date=20261127), "run_date: Value error, use an ISO date"),
         (lambda e: e.update(run_date="2026-13-40"), "run_date: Input should be a valid date"),
-        (lambda e: e["variables"].update(EMR_SERVICE_ROLE="admin"), "EMR_SERVICE_ROLE cannot be set in variables"),
+        (
+            lambda e: e["variables"].update(EMR_SERVICE_ROLE="admin"),
+            "EMR_SERVICE_ROLE cannot be set in variables",
+        ),
         (lambda e: e.update(surprise=1), "surprise: Extra inputs are not permitted"),
     ],
 )
@@ -195,7 +203,9 @@ def test_unknown_placeholder_starts_nothing_and_can_be_retried(app, aws):
     bad = event("direct")
     bad["variables"] = {}
 
-    with pytest.raises(Exception, match=r"\$\{JOB_SCRIPT\} at Emr.Steps\[0\].Args\[3\] in default.yaml"):
+    with pytest.raises(
+        Exception, match=r"\$\{JOB_SCRIPT\} at Emr.Steps\[0\].Args\[3\] in default.yaml"
+    ):
         app.handler(bad, Context())
     assert clusters("us-east-1") == [] and clusters("us-west-2") == []
     # the failed run left no record, so the corrected event runs
@@ -209,7 +219,9 @@ def test_partial_failure_is_kept_so_a_retry_starts_nothing_twice(app, aws, monke
         made = real_client(self, service_name, *args, region_name=region_name, **kwargs)
         if service_name == "emr" and region_name == "us-west-2":
             stubber = Stubber(made)
-            stubber.add_client_error("run_job_flow", "ValidationException", "Subnet is in another VPC")
+            stubber.add_client_error(
+                "run_job_flow", "ValidationException", "Subnet is in another VPC"
+            )
             stubber.activate()
         return made
 
@@ -245,7 +257,9 @@ def test_missing_settings_fail_at_import(monkeypatch):
     monkeypatch.setenv("EMR_JOB_FLOW_ROLE", " ")
     monkeypatch.syspath_prepend(str(LAYER_SOURCE))
 
-    with pytest.raises(RuntimeError, match="Missing environment variable.*IDEMPOTENCY_TABLE, EMR_JOB_FLOW_ROLE"):
+    with pytest.raises(
+        RuntimeError, match="Missing environment variable.*IDEMPOTENCY_TABLE, EMR_JOB_FLOW_ROLE"
+    ):
         load_app("emr_trigger_app_without_settings")
 
 
@@ -258,4 +272,6 @@ def test_function_ships_config_for_every_environment_and_no_library(app):
     lines = (FUNCTION_DIR / "requirements.txt").read_text().lower().splitlines()
     requirements = "\n".join(line for line in lines if not line.startswith("#"))
     assert "aws-lambda-powertools[parser,tracer]" in requirements
-    assert not any(name in requirements for name in ("pyyaml", "boto3", "emrlauncher", "emr-launcher"))
+    assert not any(
+        name in requirements for name in ("pyyaml", "boto3", "emrlauncher", "emr-launcher")
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,3 +500,34 @@ def test_find_uv_finds_the_dependency():
     install.find_uv.cache_clear()
     uv = install.find_uv()
     assert uv is not None and Path(uv).name == "uv" and Path(uv).is_file()
+
+
+def test_find_uv_uses_the_script_sam_build_leaves_in_the_data_dir(tmp_path, monkeypatch):
+    """aws-lambda-builders installs wheels without their scripts: uv sits in uv-X.data/scripts,
+    without the exec bit, in a read-only /var/task. The builder copies it to /tmp once."""
+    import types
+
+    from layer_builder import install
+
+    package = tmp_path / "task" / "uv"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    script = tmp_path / "task" / "uv-0.13.9.data" / "scripts" / "uv"
+    script.parent.mkdir(parents=True)
+    script.write_bytes(b"#!/bin/sh\necho uv 0.0\n")
+    script.chmod(0o644)
+
+    def not_found():
+        raise FileNotFoundError("no uv on the usual paths")
+
+    fake = types.SimpleNamespace(__file__=str(package / "__init__.py"), find_uv_bin=not_found)
+    monkeypatch.setitem(sys.modules, "uv", fake)
+    monkeypatch.setattr(install.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    install.find_uv.cache_clear()
+    try:
+        found = install.find_uv()
+    finally:
+        install.find_uv.cache_clear()
+    assert found == str(tmp_path / "tmp" / "layer-builder-bin" / "uv")
+    assert os.access(found, os.X_OK)
+    assert Path(found).read_bytes() == script.read_bytes()

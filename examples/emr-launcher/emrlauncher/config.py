@@ -39,21 +39,28 @@ class LaunchConfig:
     configurations_file: str
 
     @classmethod
-    def load(cls, default: str | Path, environment: str | Path, configurations: str | Path) -> LaunchConfig:
+    def load(
+        cls, default: str | Path, environment: str | Path, configurations: str | Path
+    ) -> LaunchConfig:
         default_name, environment_name = Path(default).name, Path(environment).name
         default_emr = _emr_section(_load_yaml(default), default_name)
         regions = _emr_section(_load_yaml(environment), environment_name)
         confs = _load_json(configurations)
-        if not isinstance(confs, list) or not all(isinstance(c, dict) and "Classification" in c for c in confs):
+        if not isinstance(confs, list) or not all(
+            isinstance(c, dict) and "Classification" in c for c in confs
+        ):
             raise ConfigError(
                 f"{Path(configurations).name} must hold a JSON list of EMR configurations, "
                 'each with a "Classification".'
             )
         if "Configurations" in default_emr:
             raise ConfigError(
-                f"Emr.Configurations is set in {default_name}: move it to {Path(configurations).name}."
+                f"Emr.Configurations is set in {default_name}: "
+                f"move it to {Path(configurations).name}."
             )
-        return cls(default_emr, regions, confs, default_name, environment_name, Path(configurations).name)
+        return cls(
+            default_emr, regions, confs, default_name, environment_name, Path(configurations).name
+        )
 
     def job_flow_request(self, region: str, variables: Mapping[str, str]) -> dict[str, Any]:
         """The complete, validated RunJobFlow arguments for one region."""
@@ -61,8 +68,8 @@ class LaunchConfig:
         if not isinstance(block, dict):
             known = ", ".join(sorted(self.regions)) or "none"
             raise ConfigError(
-                f"Region {region} is not configured in {self.environment_file}: add Emr.{region} with "
-                f"{', '.join(REGION_FIELDS)} (configured regions: {known})."
+                f"Region {region} is not configured in {self.environment_file}: add "
+                f"Emr.{region} with {', '.join(REGION_FIELDS)} (configured regions: {known})."
             )
         values = {**variables, "REGION": region}
         request = deep_merge(
@@ -73,7 +80,9 @@ class LaunchConfig:
         request["Steps"] = [_step(step) for step in request["Steps"]]
         if isinstance(request.get("Tags"), dict):
             request["Tags"] = [{"Key": k, "Value": str(v)} for k, v in request["Tags"].items()]
-        request["Configurations"] = substitute(self.configurations, values, "", self.configurations_file)
+        request["Configurations"] = substitute(
+            self.configurations, values, "", self.configurations_file
+        )
         request.setdefault("VisibleToAllUsers", True)
         return request
 
@@ -92,12 +101,14 @@ def substitute(value: Any, variables: Mapping[str, str], path: str, file: str) -
     if isinstance(value, list):
         return [substitute(item, variables, f"{path}[{i}]", file) for i, item in enumerate(value)]
     if isinstance(value, dict):
-        return {key: substitute(item, variables, f"{path}.{key}", file) for key, item in value.items()}
+        return {
+            key: substitute(item, variables, f"{path}.{key}", file) for key, item in value.items()
+        }
     return value
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; anything else in `override` (lists too) replaces the base value."""
+    """Mappings merge key by key; anything else in `override` (lists too) replaces the base."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(merged.get(key), Mapping) and isinstance(value, Mapping):
@@ -131,7 +142,9 @@ def _emr_section(document: Any, file: str) -> dict[str, Any]:
     return document["Emr"]
 
 
-def _validate(request: dict[str, Any], block: dict[str, Any], region: str, config: LaunchConfig) -> None:
+def _validate(
+    request: dict[str, Any], block: dict[str, Any], region: str, config: LaunchConfig
+) -> None:
     def where(field: str) -> str:
         root = field.split(".")[0].split("[")[0]
         if root in block or root in REGION_FIELDS:
@@ -167,7 +180,7 @@ def _validate(request: dict[str, Any], block: dict[str, Any], region: str, confi
 
 
 def _step(step: dict[str, Any]) -> dict[str, Any]:
-    """Seed shorthand {Name, ActionOnFailure, Args} becomes a command-runner step; full steps pass."""
+    """Shorthand {Name, ActionOnFailure, Args} becomes a command-runner step; full steps pass."""
     if "HadoopJarStep" in step:
         return step
     full = {key: value for key, value in step.items() if key != "Args"}

@@ -67,10 +67,14 @@ def _regions(regions: Sequence[str]) -> list[str]:
         raise RequestError("regions must be a non-empty list of region names, e.g. ['us-east-1'].")
     bad = [r for r in regions if not isinstance(r, str) or not r]
     if bad:
-        raise RequestError(f"regions holds invalid entries {bad!r}: use region names such as us-east-1.")
+        raise RequestError(
+            f"regions holds invalid entries {bad!r}: use region names such as us-east-1."
+        )
     duplicates = sorted({r for r in regions if list(regions).count(r) > 1})
     if duplicates:
-        raise RequestError(f"regions lists {', '.join(duplicates)} more than once: list each region once.")
+        raise RequestError(
+            f"regions lists {', '.join(duplicates)} more than once: list each region once."
+        )
     return list(regions)
 
 
@@ -79,12 +83,17 @@ def _variables(input_vars: Mapping[str, Any] | None) -> dict[str, str]:
     for name, value in (input_vars or {}).items():
         if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
             raise RequestError(
-                f"Variable name {name!r} cannot match a placeholder: use upper-case letters, digits and _."
+                f"Variable name {name!r} cannot match a placeholder: "
+                "use upper-case letters, digits and _."
             )
         if name == "REGION":
-            raise RequestError("Do not pass REGION in the variables: it is set to each launched region.")
+            raise RequestError(
+                "Do not pass REGION in the variables: it is set to each launched region."
+            )
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise RequestError(f"Variable {name} must be a string or a number, not {type(value).__name__}.")
+            raise RequestError(
+                f"Variable {name} must be a string or a number, not {type(value).__name__}."
+            )
         variables[name] = str(value)
     return variables
 

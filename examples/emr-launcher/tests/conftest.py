@@ -1,4 +1,4 @@
-"""Make `emrlauncher` importable for these tests only, as the layer makes it importable in Lambda."""
+"""Make `emrlauncher` importable for these tests only, as the layer does in Lambda."""
 
 import sys
 from pathlib import Path

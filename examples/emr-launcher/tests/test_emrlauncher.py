@@ -11,26 +11,31 @@ import boto3
 import pytest
 import yaml
 from botocore.stub import Stubber
-
 from emrlauncher import ConfigError, LaunchError, PlaceholderError, RequestError, trigger_data_load
 from emrlauncher.config import LaunchConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 REGIONS = ("us-east-1", "eu-west-1")
 # read-only, so no test (or library bug) can leak a change into another test
-VARIABLES = MappingProxyType({
-    "ENVIRONMENT": "prod",
-    "DATASET": "sales",
-    "LOG_BUCKET": "example-logs",
-    "CODE_BUCKET": "example-code",
-    "VERSION": "1.4.2",
-})
+VARIABLES = MappingProxyType(
+    {
+        "ENVIRONMENT": "prod",
+        "DATASET": "sales",
+        "LOG_BUCKET": "example-logs",
+        "CODE_BUCKET": "example-code",
+        "VERSION": "1.4.2",
+    }
+)
 
 
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
     """A private copy of the sample config, so a test may edit it."""
-    names = {"default": "default.yaml", "environment": "prod.yaml", "configurations": "configurations.json"}
+    names = {
+        "default": "default.yaml",
+        "environment": "prod.yaml",
+        "configurations": "configurations.json",
+    }
     for name in names.values():
         shutil.copy(CONFIG / name, tmp_path / name)
     return {key: tmp_path / name for key, name in names.items()}
@@ -81,34 +86,48 @@ def test_launches_every_region_with_its_own_client(aws, files):
     assert list(result) == list(REGIONS)
     for region, cluster_id in result.items():
         assert clusters(region) == [cluster_id]
-        cluster = boto3.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)["Cluster"]
+        cluster = boto3.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)[
+            "Cluster"
+        ]
         assert cluster["Name"] == "prod-sales-loader"
         assert cluster["ServiceRole"] == "EMR_DefaultRole"
         assert cluster["Ec2InstanceAttributes"]["IamInstanceProfile"] == "EMR_EC2_DefaultRole"
         assert cluster["LogUri"] == "s3://example-logs/emr-logs/sales/"
-    west = boto3.client("emr", region_name="eu-west-1").describe_cluster(ClusterId=result["eu-west-1"])
+    west = boto3.client("emr", region_name="eu-west-1").describe_cluster(
+        ClusterId=result["eu-west-1"]
+    )
     assert west["Cluster"]["ReleaseLabel"] == "emr-7.3.0"
 
 
 def test_steps_are_part_of_the_cluster(aws, files):
     result = launch(files, aws, regions=["us-east-1"])
 
-    steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])["Steps"]
+    steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])[
+        "Steps"
+    ]
     assert [s["Name"] for s in steps] == ["Load sales"]
     assert steps[0]["ActionOnFailure"] == "TERMINATE_CLUSTER"
     assert steps[0]["Config"]["Jar"] == "command-runner.jar"
     assert steps[0]["Config"]["Args"][:4] == [
-        "spark-submit", "--deploy-mode", "cluster", "s3://example-code/jobs/load-1.4.2.py"
+        "spark-submit",
+        "--deploy-mode",
+        "cluster",
+        "s3://example-code/jobs/load-1.4.2.py",
     ]
 
 
 def test_full_hadoop_jar_steps_pass_through(aws, files):
-    full = {"Name": "Custom jar", "HadoopJarStep": {"Jar": "s3://example-code/etl.jar", "Args": ["${DATASET}"]}}
+    full = {
+        "Name": "Custom jar",
+        "HadoopJarStep": {"Jar": "s3://example-code/etl.jar", "Args": ["${DATASET}"]},
+    }
     edit_yaml(files["default"], lambda d: d["Emr"]["Steps"].append(full))
 
     result = launch(files, aws, regions=["us-east-1"])
 
-    steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])["Steps"]
+    steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])[
+        "Steps"
+    ]
     custom = next(s for s in steps if s["Name"] == "Custom jar")
     assert custom["Config"]["Jar"] == "s3://example-code/etl.jar"
     assert custom["Config"]["Args"] == ["sales"]
@@ -155,16 +174,39 @@ def test_unknown_placeholder_names_it_and_where_it_is(aws, files):
 @pytest.mark.parametrize(
     ("file", "change", "message"),
     [
-        ("default", lambda d: d["Emr"].pop("ReleaseLabel"), "Emr.ReleaseLabel is missing in default.yaml"),
+        (
+            "default",
+            lambda d: d["Emr"].pop("ReleaseLabel"),
+            "Emr.ReleaseLabel is missing in default.yaml",
+        ),
         ("default", lambda d: d["Emr"].pop("Name"), "Emr.Name is missing in default.yaml"),
-        ("default", lambda d: d["Emr"]["Steps"][0].pop("Args"), "Emr.Steps[0].Args is missing in default.yaml"),
-        ("default", lambda d: d["Emr"].update(Steps=[]), "Emr.Steps in default.yaml must be a non-empty list"),
+        (
+            "default",
+            lambda d: d["Emr"]["Steps"][0].pop("Args"),
+            "Emr.Steps[0].Args is missing in default.yaml",
+        ),
+        (
+            "default",
+            lambda d: d["Emr"].update(Steps=[]),
+            "Emr.Steps in default.yaml must be a non-empty list",
+        ),
         ("default", lambda d: d.pop("Emr"), "Emr is missing in default.yaml"),
-        ("environment", lambda d: d["Emr"]["eu-west-1"].pop("ServiceRole"),
-         "Emr.eu-west-1.ServiceRole is missing in prod.yaml"),
-        ("environment", lambda d: d["Emr"].pop("eu-west-1"), "Region eu-west-1 is not configured in prod.yaml"),
-        ("environment", lambda d: d["Emr"]["eu-west-1"].update(Bogus=1),
-         'The EMR request for eu-west-1 is invalid: Parameter validation failed:\nUnknown parameter in input: "Bogus"'),
+        (
+            "environment",
+            lambda d: d["Emr"]["eu-west-1"].pop("ServiceRole"),
+            "Emr.eu-west-1.ServiceRole is missing in prod.yaml",
+        ),
+        (
+            "environment",
+            lambda d: d["Emr"].pop("eu-west-1"),
+            "Region eu-west-1 is not configured in prod.yaml",
+        ),
+        (
+            "environment",
+            lambda d: d["Emr"]["eu-west-1"].update(Bogus=1),
+            "The EMR request for eu-west-1 is invalid: Parameter validation failed:\n"
+            'Unknown parameter in input: "Bogus"',
+        ),
     ],
 )
 def test_invalid_config_names_the_field_and_starts_nothing(aws, files, file, change, message):
@@ -224,7 +266,9 @@ def test_callers_variables_are_not_modified(aws, files):
     launch(files, aws, variables=given)
     assert given == before
 
-    launch(files, aws, variables=MappingProxyType(given), regions=["us-east-1"])  # read-only works too
+    launch(
+        files, aws, variables=MappingProxyType(given), regions=["us-east-1"]
+    )  # read-only works too
     assert given == before
 
 
@@ -245,5 +289,6 @@ def test_a_refused_launch_reports_the_clusters_already_started(aws, files):
 
     assert caught.value.region == "eu-west-1"
     assert caught.value.launched == {"us-east-1": clusters("us-east-1")[0]}
-    assert "Subnet not found" in str(caught.value) and "Already started: us-east-1=j-" in str(caught.value)
-
+    assert "Subnet not found" in str(caught.value) and "Already started: us-east-1=j-" in str(
+        caught.value
+    )
