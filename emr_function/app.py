@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -111,7 +111,8 @@ class TriggerCriteria(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-    run_date: date
+    #: None: the day the event fires (EventBridge `time`), else today (UTC).
+    run_date: date | None = None
     environment: Literal["dev", "prod"]
     regions: Annotated[list[Annotated[str, Field(pattern=REGION_NAME)]], Field(min_length=1)]
     variables: dict[Annotated[str, Field(pattern=VARIABLE_NAME)], str] = Field(default_factory=dict)
@@ -120,7 +121,7 @@ class TriggerCriteria(BaseModel):
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
         # pydantic would read a number as a Unix timestamp
-        if not isinstance(value, str | date):
+        if value is not None and not isinstance(value, str | date):
             raise ValueError("use an ISO date such as 2026-11-27")
         return value
 
@@ -156,7 +157,13 @@ class ScheduledTrigger(BaseModel):
 
     source: str
     detail_type: str = Field(alias="detail-type")
+    time: datetime | None = None
     detail: TriggerCriteria
+
+    def criteria(self) -> TriggerCriteria:
+        if self.detail.run_date is None and self.time is not None:
+            return self.detail.model_copy(update={"run_date": self.time.date()})
+        return self.detail
 
 
 TriggerEvent = Annotated[
@@ -216,7 +223,10 @@ def parse_criteria(event: Any) -> TriggerCriteria:
             f"Invalid trigger event: {problems}. Send dataset, run_date, environment, regions and "
             "variables directly, or as the detail of an EventBridge event."
         ) from exc
-    return parsed.detail if isinstance(parsed, ScheduledTrigger) else parsed
+    criteria = parsed.criteria() if isinstance(parsed, ScheduledTrigger) else parsed
+    if criteria.run_date is None:
+        criteria = criteria.model_copy(update={"run_date": datetime.now(UTC).date()})
+    return criteria
 
 
 @idempotent_function(

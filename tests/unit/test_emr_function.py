@@ -34,6 +34,8 @@ ENV = {
     "POWERTOOLS_SERVICE_NAME": "emr-trigger",
     "POWERTOOLS_METRICS_NAMESPACE": "LayerBuilder",
     "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+    # EMR makes moto build an EC2 backend per region; skipping its AMI catalogue halves the time
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
 }
 
 
@@ -66,8 +68,12 @@ def event(name: str) -> dict:
     return json.loads((EVENTS / f"emr-{name}.json").read_text())
 
 
+#: The tests' own clients share one session: each new one would load the API models again.
+SESSION = boto3.session.Session()
+
+
 def clusters(region: str) -> list[dict]:
-    return boto3.client("emr", region_name=region).list_clusters()["Clusters"]
+    return SESSION.client("emr", region_name=region).list_clusters()["Clusters"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +93,7 @@ def aws(app, monkeypatch):
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
-        boto3.client("dynamodb").create_table(
+        SESSION.client("dynamodb", region_name="us-east-1").create_table(
             TableName=TABLE,
             KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
             AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
@@ -103,7 +109,7 @@ def test_direct_invoke_starts_a_cluster_per_region(app, aws):
     assert sorted(result["clusters"]) == ["us-east-1", "us-west-2"]
     assert result["not_started"] == [] and result["error"] is None
     for region, cluster_id in result["clusters"].items():
-        emr = boto3.client("emr", region_name=region)
+        emr = SESSION.client("emr", region_name=region)
         cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
         assert cluster["Name"] == "dev-sales-2026-11-27"
         # the roles and log bucket come from the function's environment
@@ -125,7 +131,7 @@ def test_scheduled_event_uses_the_detail(app, aws):
     assert sorted(result["clusters"]) == ["eu-west-1", "us-east-1"]
     for region, cluster_id in result["clusters"].items():
         assert [c["Id"] for c in clusters(region)] == [cluster_id]
-        cluster = boto3.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)[
+        cluster = SESSION.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)[
             "Cluster"
         ]
         assert cluster["Name"] == "prod-sales-2026-11-27"
@@ -188,15 +194,25 @@ def test_invalid_event_is_refused_clearly(app, aws, change, message):
 
     assert message in str(caught.value)
     assert clusters("us-east-1") == []
-    assert boto3.client("dynamodb").scan(TableName=TABLE)["Count"] == 0
+    assert SESSION.client("dynamodb", region_name="us-east-1").scan(TableName=TABLE)["Count"] == 0
 
 
 def test_invalid_scheduled_detail_names_the_nested_field(app, aws):
     bad = event("scheduled")
-    del bad["detail"]["run_date"]
+    del bad["detail"]["dataset"]
 
-    with pytest.raises(app.InvalidTriggerEvent, match="detail.run_date: Field required"):
+    with pytest.raises(app.InvalidTriggerEvent, match="detail.dataset: Field required"):
         app.handler(bad, Context())
+
+
+def test_schedule_without_run_date_loads_the_day_it_fired(app, aws):
+    nightly = event("scheduled")
+    del nightly["detail"]["run_date"]
+
+    result = app.handler(nightly, Context())
+
+    assert result["run_date"] == nightly["time"][:10]
+    assert set(result["clusters"]) == set(nightly["detail"]["regions"])
 
 
 def test_unknown_placeholder_starts_nothing_and_can_be_retried(app, aws):

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 from types import MappingProxyType
 
-import boto3
 import pytest
 import yaml
 from botocore.stub import Stubber
@@ -58,8 +57,8 @@ def launch(files, session=None, regions=REGIONS, variables=VARIABLES) -> dict[st
     )
 
 
-def clusters(region: str) -> list[str]:
-    return [c["Id"] for c in boto3.client("emr", region_name=region).list_clusters()["Clusters"]]
+def clusters(session, region: str) -> list[str]:
+    return [c["Id"] for c in session.client("emr", region_name=region).list_clusters()["Clusters"]]
 
 
 def test_environment_is_deep_merged_over_default(files):
@@ -85,15 +84,15 @@ def test_launches_every_region_with_its_own_client(aws, files):
 
     assert list(result) == list(REGIONS)
     for region, cluster_id in result.items():
-        assert clusters(region) == [cluster_id]
-        cluster = boto3.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)[
+        assert clusters(aws, region) == [cluster_id]
+        cluster = aws.client("emr", region_name=region).describe_cluster(ClusterId=cluster_id)[
             "Cluster"
         ]
         assert cluster["Name"] == "prod-sales-loader"
         assert cluster["ServiceRole"] == "EMR_DefaultRole"
         assert cluster["Ec2InstanceAttributes"]["IamInstanceProfile"] == "EMR_EC2_DefaultRole"
         assert cluster["LogUri"] == "s3://example-logs/emr-logs/sales/"
-    west = boto3.client("emr", region_name="eu-west-1").describe_cluster(
+    west = aws.client("emr", region_name="eu-west-1").describe_cluster(
         ClusterId=result["eu-west-1"]
     )
     assert west["Cluster"]["ReleaseLabel"] == "emr-7.3.0"
@@ -102,7 +101,7 @@ def test_launches_every_region_with_its_own_client(aws, files):
 def test_steps_are_part_of_the_cluster(aws, files):
     result = launch(files, aws, regions=["us-east-1"])
 
-    steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])[
+    steps = aws.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])[
         "Steps"
     ]
     assert [s["Name"] for s in steps] == ["Load sales"]
@@ -125,7 +124,7 @@ def test_full_hadoop_jar_steps_pass_through(aws, files):
 
     result = launch(files, aws, regions=["us-east-1"])
 
-    steps = boto3.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])[
+    steps = aws.client("emr", region_name="us-east-1").list_steps(ClusterId=result["us-east-1"])[
         "Steps"
     ]
     custom = next(s for s in steps if s["Name"] == "Custom jar")
@@ -137,7 +136,7 @@ def test_placeholders_are_filled_per_region(aws, files):
     result = launch(files, aws)
 
     for region, cluster_id in result.items():
-        emr = boto3.client("emr", region_name=region)
+        emr = aws.client("emr", region_name=region)
         args = emr.list_steps(ClusterId=cluster_id)["Steps"][0]["Config"]["Args"]
         assert args[-2:] == ["--region", region]
         bootstrap = emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"][0]
@@ -168,7 +167,7 @@ def test_unknown_placeholder_names_it_and_where_it_is(aws, files):
 
     assert caught.value.placeholder == "VERSION"
     assert "${VERSION} at Emr.Steps[0].Args[3] in default.yaml" in str(caught.value)
-    assert all(clusters(region) == [] for region in REGIONS)
+    assert all(clusters(aws, region) == [] for region in REGIONS)
 
 
 @pytest.mark.parametrize(
@@ -217,7 +216,7 @@ def test_invalid_config_names_the_field_and_starts_nothing(aws, files, file, cha
 
     assert message in str(caught.value)
     # us-east-1 is valid, but nothing starts until every region's request is sound
-    assert all(clusters(region) == [] for region in REGIONS)
+    assert all(clusters(aws, region) == [] for region in REGIONS)
 
 
 @pytest.mark.parametrize(
@@ -288,7 +287,7 @@ def test_a_refused_launch_reports_the_clusters_already_started(aws, files):
         launch(files, session=HalfBrokenSession())
 
     assert caught.value.region == "eu-west-1"
-    assert caught.value.launched == {"us-east-1": clusters("us-east-1")[0]}
+    assert caught.value.launched == {"us-east-1": clusters(aws, "us-east-1")[0]}
     assert "Subnet not found" in str(caught.value) and "Already started: us-east-1=j-" in str(
         caught.value
     )
