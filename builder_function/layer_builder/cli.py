@@ -21,6 +21,7 @@ from .lock import IndexPolicy
 from .pipeline import BuildRequest, build, inspect_zip
 from .report import BuildReport, human
 from .target import ARCH_MACHINE, DEFAULT_ARCH, DEFAULT_RUNTIME, RUNTIME_GLIBC, Target
+from .unpack import strip_archive_suffix
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2
 
@@ -112,9 +113,8 @@ def _build(args: argparse.Namespace) -> int:
     target = Target(args.runtime, args.arch)
     output = args.output
     if output is None:
-        stem = args.source.resolve().name  # `build .` names the zip after the directory
-        for suffix in (".tar.gz", ".tgz", ".zip"):
-            stem = stem.removesuffix(suffix)
+        # `build .` names the zip after the directory
+        stem = strip_archive_suffix(args.source.resolve().name)
         output = Path(f"{stem}-{target.runtime}-{target.arch}.zip")
     request = BuildRequest(
         source=args.source, output=output.resolve(), target=target,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import limits
 from .errors import ProjectError
+from .unpack import strip_archive_suffix
 
 CONFIG_TABLE = "layer-builder"
 #: Top-level names that are never the project's runtime code.
@@ -33,7 +34,6 @@ NOT_CODE = frozenset({
     "venv", "env", "node_modules", "setup", "conftest", "noxfile", "tasks", "fabfile",
     "manage", "__pycache__", "typings",
 })
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 _NAME_VERSION = re.compile(r"^(?P<name>.+?)[-_](?P<version>v?\d+(?:\.\d+)*(?:[._+-]?[a-z0-9]+)*)$", re.I)
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -66,11 +66,7 @@ def layer_name(raw: str, prefix: str = "") -> str:
 
 def split_archive_name(filename: str) -> tuple[str, str]:
     """`aws-emr-launcher-0.1.0.zip` → ("aws-emr-launcher", "0.1.0"); no version → ""."""
-    stem = filename
-    for suffix in _ARCHIVE_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = strip_archive_suffix(filename)
     match = _NAME_VERSION.match(stem)
     if match:
         return match["name"], match["version"].lstrip("vV")

@@ -45,6 +45,16 @@ _ZIP_ENCRYPTED_FLAG = 0x1
 _DATA_FILTER = getattr(tarfile, "data_filter", None)
 _CORRUPT = (zlib.error, EOFError, zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile)
 _FORMATS = {"zip": (".zip",), "tar.gz": (".tar.gz", ".tgz")}
+#: What an upload may be called (the template's S3 filters use the same suffixes).
+ARCHIVE_SUFFIXES = tuple(suffix for suffixes in _FORMATS.values() for suffix in suffixes)
+
+
+def strip_archive_suffix(filename: str) -> str:
+    """`aws-emr-launcher-0.1.0.tar.gz` → `aws-emr-launcher-0.1.0`"""
+    for suffix in ARCHIVE_SUFFIXES:
+        if filename.lower().endswith(suffix):
+            return filename[: -len(suffix)]
+    return filename
 _LINK_FIX = "replace it with a copy of the file (`zip` without -y, or `tar --dereference`)"
 _BOMB_FIX = "this looks like a decompression bomb: upload only the project"
 _UTF8_FIX = "rename it with UTF-8 (or ASCII) characters"
