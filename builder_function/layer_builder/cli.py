@@ -144,6 +144,11 @@ def _inspect(args: argparse.Namespace) -> int:
              f"{human(result['unzipped_bytes'])} unzipped "
              f"({'fits' if result['fits'] else 'OVER'} Lambda's {human(result['limit_bytes'])})",
              "Binaries: " + (", ".join(f"{n} {m}" for m, n in result["binaries"].items()) or "none")]
+    manifest = result["manifest"]
+    if manifest:
+        lines.insert(1, f"Layer {manifest.get('layer')} {manifest.get('version', '')} for "
+                        f"{manifest.get('runtime')}/{manifest.get('architecture')}, built by layer-builder "
+                        f"{manifest.get('builder_version')}, content sha256:{manifest.get('content_hash')}")
     if "target_check" in result:
         lines.append(f"Target check: {result['target_check']}")
     if result["outside_python_dir"]:

@@ -8,6 +8,7 @@ produces a complete layer zip and report or raises a named error leaving no outp
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sys
 import shutil
@@ -274,6 +275,15 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _read_manifest(zf: zipfile.ZipFile, name: str) -> dict:
+    """The manifest of a layer this builder made; {} for any other layer."""
+    try:
+        data = json.loads(zf.read(name))
+    except (KeyError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def inspect_zip(path: Path, target: Target | None = None) -> dict:
     """Size breakdown and target check of any existing layer zip."""
     try:
@@ -292,6 +302,8 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
                 dist_infos.setdefault(parts[0], {})[parts[1]] = zf.read(info).decode("utf-8", "replace")
         owners = owners_from_dist_info(
             (d, v.get("METADATA", ""), v.get("RECORD", "")) for d, v in sorted(dist_infos.items()))
+        manifest_data = _read_manifest(zf, prefix + MANIFEST_NAME)
+        owners |= {n: f"{n} (own)" for n in manifest_data.get("own_packages", [])}
         sizes = package_sizes([(rel[i.filename], i.file_size) for i in infos if i.filename in rel], owners)
         shared = [(i.filename, zf.open(i).read(20)) for i in infos if check.is_shared_object(i.filename)]
     machines = {}
@@ -305,6 +317,7 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         "fits": unzipped <= limits.MAX_UNZIPPED_BYTES,
         "publish_via_s3": path.stat().st_size > limits.MAX_DIRECT_UPLOAD_BYTES,
         "outside_python_dir": outside[:20], "binaries": machines, "sizes": sizes,
+        "manifest": manifest_data,
     }
     if target is not None:
         try:
