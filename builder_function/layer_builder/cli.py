@@ -146,7 +146,7 @@ def _inspect(args: argparse.Namespace) -> int:
              "Binaries: " + (", ".join(f"{n} {m}" for m, n in result["binaries"].items()) or "none")]
     manifest = result["manifest"]
     if manifest:
-        lines.insert(1, f"Layer {manifest.get('layer')} {manifest.get('version', '')} for "
+        lines.insert(1, f"Layer {manifest.get('layer')} {manifest.get('version') or '(no version)'} for "
                         f"{manifest.get('runtime')}/{manifest.get('architecture')}, built by layer-builder "
                         f"{manifest.get('builder_version')}, content sha256:{manifest.get('content_hash')}")
     if "target_check" in result:
@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_REFUSED if exc.permanent else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `layer-builder inspect x.zip | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
