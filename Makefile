@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The reliability table prints at the end of every run that recorded cases.
 test: venv
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -p tests.reliability.table $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 
 from .check import is_shared_object
 from .errors import (
+    ConfigurationError,
     DiskFullError,
     HashMismatchError,
     IndexUnreachableError,
@@ -41,6 +42,8 @@ PASSTHROUGH_ENV = (
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 )
 _CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/@\s]+@")
+_UNAUTHORIZED = ("401 unauthorized", "403 forbidden", "status code 401", "status code 403",
+                 "http status client error (401", "http status client error (403")
 _NO_WHEEL = ("has no usable wheels", "no wheels with a matching", "building from source is disabled",
              "no matching distribution", "only has source distributions")
 _NOT_FOUND = ("not found in the package registry", "there is no version of",
@@ -100,7 +103,9 @@ def _executable(path: Path) -> str:
 
 @functools.cache
 def _uv_version(uv: str) -> str:
-    out = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False)
+    # Even `--version` gets no secrets: only PATH, like every other installer run.
+    out = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False,
+                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     return out.stdout.strip() or "uv"
 
 
@@ -168,6 +173,10 @@ def classify_failure(stderr: str, requirements: list[Requirement], target: Targe
     if "no space left on device" in lowered:
         return DiskFullError(f"The disk filled up while installing {which}: give the builder more "
                              "ephemeral storage or slim the lock.")
+    if any(s in lowered for s in _UNAUTHORIZED):
+        return ConfigurationError(
+            "The package index refused the credentials (HTTP 401/403): check the index URL and its "
+            "token (--index-url, PackageIndexUrl).")
     if "hash mismatch" in lowered or "do not match the hashes" in lowered:
         return HashMismatchError(
             f"The downloaded file of {which} does not match the hashes in Pipfile.lock: the lock "
@@ -217,9 +226,10 @@ class Installer:
             warnings.append("uv was not found: installed with pip, which is slower.")
         unknown = sorted(allow_sdist - {r.name for r in locked.requirements})
         if unknown:
-            warnings.append(f"Allowed to build from source but not installed for {target.runtime}: "
-                            f"{', '.join(unknown)} (not in the lock's default packages, or skipped by "
-                            "a marker); check the spelling of --allow-sdist / AllowSdist.")
+            warnings.append(
+                f"Allowed to build from source but not installed for {target.runtime}: "
+                f"{', '.join(unknown)} (not in the lock's default packages, or skipped by a "
+                "marker); check the spelling of --allow-sdist / AllowSdist.")
         built: list[Requirement] = []
         for index, reqs in sorted(locked.by_index().items()):
             wheels = [r for r in reqs if r.name not in allow_sdist]
@@ -316,7 +326,8 @@ class Installer:
             "(--allow-sdist NAME / AllowSdist).")
 
 
-def _check_can_build(reqs: list[Requirement], target: Target, uv: str | None, python: str | None) -> None:
+def _check_can_build(reqs: list[Requirement], target: Target, uv: str | None,
+                     python: str | None) -> None:
     """Source builds run here, for this machine: refuse unless that is the target.
 
     uv builds with the given interpreter and this machine's compiler, so the wheels are for the
@@ -326,17 +337,19 @@ def _check_can_build(reqs: list[Requirement], target: Target, uv: str | None, py
     pin = f"or pin versions that ship manylinux wheels for {target.machine}"
     host = os.uname().machine
     if not uv:
-        raise NoWheelError(f"No wheel of {names} for {target.describe()}, and building from source "
-                           f"needs uv, which is not installed with this builder: install it, {pin}.")
+        raise NoWheelError(
+            f"No wheel of {names} for {target.describe()}, and building from source needs uv, "
+            f"which is not installed with this builder: install it, {pin}.")
     if host != target.machine:
         raise NoWheelError(
-            f"No wheel of {names} for {target.describe()}, and a source build on this {host} machine "
-            f"makes {host} binaries, not {target.machine}: build on {target.machine} (e.g. the builder Lambda "
-            f"with Architecture={target.arch}), {pin}.")
+            f"No wheel of {names} for {target.describe()}, and a source build on this {host} "
+            f"machine makes {host} binaries, not {target.machine}: build on {target.machine} (e.g. "
+            f"the builder Lambda with Architecture={target.arch}), {pin}.")
     if python is None:
         raise NoWheelError(
             f"No wheel of {names} for {target.describe()}, and building from source needs a Python "
-            f"{target.python_version} interpreter, which was not found (PATH, pyenv): install one, {pin}.")
+            f"{target.python_version} interpreter, which was not found (PATH, pyenv): install one, "
+            f"{pin}.")
 
 
 def _refuse_newer_glibc(tree: Path, built: list[Requirement], target: Target) -> None:
@@ -348,7 +361,8 @@ def _refuse_newer_glibc(tree: Path, built: list[Requirement], target: Target) ->
     wanted = {r.name for r in built}
     too_new = []
     for record in tree.glob("*.dist-info/RECORD"):
-        if canonicalize_name(record.parent.name[:-len(".dist-info")].rsplit("-", 1)[0]) not in wanted:
+        distribution = record.parent.name.removesuffix(".dist-info").rsplit("-", 1)[0]
+        if canonicalize_name(distribution) not in wanted:
             continue
         for row in record.read_text(encoding="utf-8", errors="replace").splitlines():
             relative = Path(row.split(",", 1)[0])

@@ -81,8 +81,9 @@ def redact(url: str) -> str:
 def _load_pipfile(project: Path) -> plette.Pipfile:
     path = project / PIPFILE
     if not path.is_file():
+        found = sorted(p.name + ("/" if p.is_dir() else "") for p in project.iterdir())[:8]
         raise ProjectError(
-            f"{PIPFILE} not found at the project root ({path.parent.name or '.'}): "
+            f"{PIPFILE} not found at the project root (it holds {', '.join(found) or 'nothing'}): "
             "upload the project with Pipfile and Pipfile.lock at its top level."
         )
     try:
@@ -205,7 +206,8 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
             try:
                 applies = Marker(markers).evaluate(environment)
             except (InvalidMarker, TypeError) as exc:  # TypeError: markers is not a string
-                raise LockError(f"{PIPFILE_LOCK} entry {name!r} has an invalid marker: {exc}") from None
+                raise LockError(f"{PIPFILE_LOCK} entry {name!r} has an invalid marker: "
+                               f"{str(exc).splitlines()[0]}. Re-run `pipenv lock`.") from None
             if not applies:
                 skipped.append((canonicalize_name(name), markers))
                 continue

@@ -10,13 +10,16 @@ import dataclasses
 import functools
 import http.server
 import io
+import json
 import os
 import re
+import subprocess
 import sys
 import tarfile
 import tempfile
 import textwrap
 import threading
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -107,7 +110,6 @@ def run_cli(sandbox: Sandbox, capsys: pytest.CaptureFixture[str]) -> Callable[..
 @pytest.fixture
 def run_cli_process(sandbox: Sandbox) -> Callable[..., CliRun]:
     """The installed `layer-builder` console script in a subprocess, TMPDIR set to the sandbox."""
-    import subprocess
 
     def run(source: Path, *args: str, env: Mapping[str, str] | None = None) -> CliRun:
         environ = {**os.environ, **(env or {}), "TMPDIR": str(sandbox.tmp)}
@@ -192,7 +194,8 @@ _BACKEND = textwrap.dedent('''\
                 json.dump({{"environ": dict(os.environ), "cwd": os.getcwd()}}, f)
         info = NAME.replace("-", "_") + "-" + VERSION + ".dist-info"
         members = {{path: text.encode("latin-1") for path, text in FILES.items()}}
-        members[info + "/METADATA"] = f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n".encode()
+        metadata = f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n"
+        members[info + "/METADATA"] = metadata.encode()
         pure = "true" if TAG.endswith("-none-any") else "false"
         members[info + "/WHEEL"] = (f"Wheel-Version: 1.0\\nGenerator: test-backend\\n"
                                     f"Root-Is-Purelib: {{pure}}\\nTag: {{TAG}}\\n").encode()
@@ -285,6 +288,10 @@ class IndexServer:
         self._server.server_close()
         self._thread.join(timeout=10)
 
+    def authorized(self) -> int:
+        """Requests that carried the right credentials."""
+        return sum(1 for _, auth in self.seen if auth == self._server.expected)
+
     def url(self, user: str | None = None, password: str | None = None) -> str:
         user, password = user or self.user, password or self.password
         auth = f"{user}:{password}@" if password else ""
@@ -313,7 +320,8 @@ class Service:
         [upload], _ = parse_uploads(event, self.settings.source_prefix)
         return upload
 
-    def process(self, upload: Any, environ: Mapping[str, str] | None = None, **settings: Any) -> Any:
+    def process(self, upload: Any, environ: Mapping[str, str] | None = None,
+                **settings: Any) -> Any:
         """service.process_upload with these settings changed (e.g. allow_sdist)."""
         from layer_builder.service.aws import Adapters
         from layer_builder.service.service import process_upload
@@ -323,8 +331,6 @@ class Service:
                               self.environ if environ is None else environ)
 
     def report(self, key: str) -> dict[str, Any]:
-        import json
-
         body = self.clients.s3.get_object(Bucket=self.settings.artifact_bucket, Key=key)["Body"]
         return json.loads(body.read())
 
@@ -332,18 +338,20 @@ class Service:
         """Everything a refused upload must leave as it was."""
         lam, s3, ssm = self.clients.lambda_, self.clients.s3, self.clients.ssm
         layers = {layer["LayerName"]: [v["Version"] for v in lam.list_layer_versions(
-            LayerName=layer["LayerName"])["LayerVersions"]] for layer in lam.list_layers()["Layers"]}
+            LayerName=layer["LayerName"])["LayerVersions"]]
+            for layer in lam.list_layers()["Layers"]}
         consumers = {name: [x["Arn"] for x in lam.get_function_configuration(
             FunctionName=name).get("Layers", [])] for name in self.settings.consumer_functions}
         pointers = {p["Name"]: p["Value"] for p in ssm.get_parameters_by_path(
             Path=self.settings.pointer_parameter_prefix, Recursive=True)["Parameters"]}
         head = s3.head_object(Bucket=upload.bucket, Key=upload.key, VersionId=upload.version_id)
-        versions = s3.list_object_versions(Bucket=upload.bucket, Prefix=upload.key).get("Versions", [])
+        versions = s3.list_object_versions(Bucket=upload.bucket,
+                                           Prefix=upload.key).get("Versions", [])
         source = (head["ETag"], head["ContentLength"], len(versions))
         return {"layers": layers, "consumers": consumers, "pointers": pointers, "source": source}
 
     def assert_refused(self, upload: Any, outcome: Any, before: dict[str, Any]) -> str:
-        """Refused, reported, nothing published or attached, source untouched; returns the message."""
+        """Refused, reported, nothing published or attached, source untouched; returns why."""
         assert outcome.status == "refused", outcome.to_dict()
         assert not outcome.published and not outcome.version_arn
         report = self.report(outcome.report_key)
@@ -353,25 +361,58 @@ class Service:
         assert self.state(upload) == before
         return outcome.error["message"]
 
+    def alive(self) -> bool:
+        """False once something reset moto's shared backends (e.g. another test's mock_aws)."""
+        from botocore.exceptions import ClientError
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, house: House) -> Iterator[Service]:
-    """template.yaml's resources in moto; the builder installs from the hermetic index.
+        try:
+            self.clients.s3.head_bucket(Bucket=self.settings.artifact_bucket)
+            for name in self.settings.consumer_functions:
+                self.clients.lambda_.get_function(FunctionName=name)
+        except ClientError:
+            return False
+        return True
 
-    Module scope: moto's in-process backends are shared with `mock_aws`, so the server lives only
-    while this module's tests run, and starts from (and leaves) an empty account.
+
+@pytest.fixture(scope="session")
+def shared_moto() -> Iterator[Any]:
+    """One moto server on loopback per test process (its import alone takes seconds)."""
+    from tools.local_aws import LocalAws
+
+    with LocalAws() as aws:
+        yield aws
+
+
+@pytest.fixture(scope="session")
+def _services() -> dict[str, Service]:
+    return {}
+
+
+@pytest.fixture
+def service(shared_moto: Any, house: House, tmp_path_factory: pytest.TempPathFactory,
+            _services: dict[str, Service]) -> Service:
+    """template.yaml's resources in moto under a stack name of their own; the builder installs
+    from the hermetic index.
+
+    moto's backends are global to the process and shared with `mock_aws` and other servers, so
+    nothing here resets them: the stack has a unique name, and is provisioned again should
+    someone else's reset have removed it.
     """
+    current = _services.get("stack")
+    if current is None or not current.alive():
+        current = _provision(shared_moto, house, tmp_path_factory)
+        _services["stack"] = current
+    return current
+
+
+def _provision(aws: Any, house: House, tmp_path_factory: pytest.TempPathFactory) -> Service:
     from layer_builder.service.aws import Clients
     from layer_builder.service.settings import Settings
-    from tools.local_aws import LocalAws
+
     from tools.stack import provision
 
-    cache = tmp_path_factory.mktemp("service-cache")
-    with LocalAws() as aws:
-        aws.reset()
-        stack = provision(aws)
-        env = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache),
-                                                      "PACKAGE_INDEX_URL": house.url}
-        clients = Clients(*(aws.client(name) for name in ("s3", "lambda", "ssm", "dynamodb", "events")))
-        yield Service(aws, stack, Settings.from_env(env), clients)
-        aws.reset()
+    stack = provision(aws, stack_name=f"rel-{uuid.uuid4().hex[:10]}")
+    env = stack.environment("BuilderFunction") | {
+        "CACHE_DIR": str(tmp_path_factory.mktemp("service-cache")), "PACKAGE_INDEX_URL": house.url}
+    clients = Clients(*(aws.client(name) for name in ("s3", "lambda", "ssm", "dynamodb", "events")))
+    return Service(aws, stack, Settings.from_env(env), clients)

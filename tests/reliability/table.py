@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -80,7 +79,8 @@ class _Table:
         recorded = {row["test"] for row in rows}
         # A reliability test that failed before recording anything still shows up.
         for nodeid, status in sorted(self.results.items()):
-            if status in ("failed", "error") and "reliability/" in nodeid and nodeid not in recorded:
+            failed = status in ("failed", "error")
+            if failed and "reliability/" in nodeid and nodeid not in recorded:
                 rows.append({"case": nodeid.split("::", 1)[-1], "outcome": "(nothing recorded)",
                              "test": nodeid, "duplicates": 0})
         for row in rows:

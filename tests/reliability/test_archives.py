@@ -71,8 +71,10 @@ def tar_bomb() -> bytes:
 
 
 @pytest.mark.parametrize(("filename", "build", "member", "reason"), [
-    pytest.param("bomb.zip", zip_bomb, "data/bomb.bin", "expands more than 200 times", id="zip-bomb"),
-    pytest.param("bomb.tar.gz", tar_bomb, "data/bomb.bin", "past 200 times its size", id="tar-bomb"),
+    pytest.param("bomb.zip", zip_bomb, "data/bomb.bin", "expands more than 200 times",
+                 id="zip-bomb"),
+    pytest.param("bomb.tar.gz", tar_bomb, "data/bomb.bin", "past 200 times its size",
+                 id="tar-bomb"),
     pytest.param("evil.zip", lambda: zip_bytes(E("../../etc/cron.d/evil", b"* * * * * root x")),
                  "../../etc/cron.d/evil", "points outside", id="zip-traversal"),
     pytest.param("link.tgz", lambda: tar_bytes(E("Pipfile"), E("keys", kind="symlink",
@@ -108,7 +110,8 @@ def test_console_script_refuses_with_real_limits(
                  "hl", "is a hard link", id="tar-hardlink"),
     pytest.param("dup.zip", lambda: zip_bytes(E("Pipfile"), E("./Pipfile")), "./Pipfile",
                  "duplicates", id="zip-duplicate"),
-    pytest.param("bomb.zip", zip_bomb, "data/bomb.bin", "expands more than 200 times", id="zip-bomb"),
+    pytest.param("bomb.zip", zip_bomb, "data/bomb.bin", "expands more than 200 times",
+                 id="zip-bomb"),
     pytest.param("cut.tar.gz", lambda: tar_bytes(E("Pipfile", os.urandom(30_000)))[:-2000],
                  "Pipfile", "corrupt or truncated", id="tar-truncated"),
     pytest.param("empty.zip", lambda: zip_bytes(), None, "contains no files", id="zip-empty"),
@@ -159,7 +162,8 @@ def test_valid_archive_variants_build(tmp_path: Path, sandbox: Sandbox, house: H
     project = tmp_path / "project"
     pure_project(project, house, code=None if own_code else {})
     if extra == "tar":  # a .tar.gz someone named .zip: unpacked by its content, with a warning
-        archive = archive_dir(project, tmp_path / "upload.tar.gz", wrap=wrap).rename(tmp_path / name)
+        archive = archive_dir(project, tmp_path / "upload.tar.gz", wrap=wrap)
+        archive = archive.rename(tmp_path / name)
     else:
         archive = archive_dir(project, tmp_path / name, wrap=wrap, extra=extra)
     report_path = sandbox.out / "report.json"
@@ -186,7 +190,7 @@ def test_valid_archive_variants_build(tmp_path: Path, sandbox: Sandbox, house: H
 
 def test_single_member_tar_without_folder_entries_and_dot_prefix_builds(
         tmp_path: Path, sandbox: Sandbox, house: House, run_cli: Callable[..., CliRun]) -> None:
-    # `tar czf p.tgz -C project .` writes "./" and "./Pipfile": one wrapping "." folder, not two roots.
+    # `tar czf p.tgz -C project .` writes "./" and "./Pipfile": the project is the root.
     project = tmp_path / "project"
     pure_project(project, house)
     archive = tmp_path / "dot.tgz"

@@ -38,7 +38,8 @@ from .table import record
 TARGET = Target().describe()  # python3.13/x86_64 (manylinux_2_34)
 HOST_ARCH = {machine: arch for arch, machine in ARCH_MACHINE.items()}.get(os.uname().machine, "")
 OTHER_ARCH = {"x86_64": "arm64", "arm64": "x86_64"}.get(HOST_ARCH, "")
-needs_lambda_arch = pytest.mark.skipif(not HOST_ARCH, reason="this machine is no Lambda architecture")
+needs_lambda_arch = pytest.mark.skipif(not HOST_ARCH,
+                                       reason="this machine is no Lambda architecture")
 
 # Real releases that publish no Linux wheel, with every file hash as `pipenv lock` records them.
 PYYAML_52 = {"version": "==5.2", "index": "pypi", "hashes": [f"sha256:{h}" for h in (
@@ -185,7 +186,8 @@ def test_python_version_mismatch_is_only_a_warning(
     assert warning in json.loads(report_path.read_text())["warnings"]
     assert f"warning: {warning}" in run.stdout
     assert (sandbox.out / "layer.zip").is_file()
-    record("project python_version 3.9 for a python3.13 layer", f"accepted with a warning: {warning}")
+    record("project python_version 3.9 for a python3.13 layer",
+           f"accepted with a warning: {warning}")
 
 
 # ---------------------------------------------------------------- no wheel for the target
@@ -194,7 +196,7 @@ def test_python_version_mismatch_is_only_a_warning(
 def sdist_only_project(root: Path) -> PipenvProject:
     """The seed's own pin (pyyaml 5.2) and docopt 0.6.2: both ship only an sdist for Linux."""
     project = make_project(root, {"pyyaml": PYYAML_52, "docopt": DOCOPT_062})
-    write_code(root, {"app/__init__.py": "import docopt\nimport yaml\n\nVERSION = yaml.__version__\n"})
+    write_code(root, {"app/__init__.py": "import docopt\nimport yaml\n\nV = yaml.__version__\n"})
     return project
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from layer_builder import install
 from layer_builder.errors import (
+    ConfigurationError,
     DiskFullError,
     HashMismatchError,
     IndexUnreachableError,
@@ -129,7 +130,7 @@ PIP_REFUSED = (
         (PIP_NO_DIST, NoWheelError, "pyyaml==6.0.3"),
         (UV_NOT_FOUND, PackageNotFoundError, "six==1.17.0"),
         (UV_NO_VERSION, PackageNotFoundError, "six==1.17.0"),
-        (UV_UNAUTHORIZED, PackageNotFoundError, "six==1.17.0"),
+        (UV_UNAUTHORIZED, ConfigurationError, "401"),
         (UV_REFUSED, IndexUnreachableError, "Connection refused"),
         (UV_DNS, IndexUnreachableError, "dns error"),
         (UV_503, IndexUnreachableError, "503 Service Unavailable"),
@@ -145,7 +146,8 @@ def test_classify_failure(stderr, kind, names):
     error = classify_failure(stderr, REQS, X86)
     assert type(error) is kind
     assert names in str(error)
-    assert error.permanent is (kind in (HashMismatchError, NoWheelError, PackageNotFoundError))
+    assert error.permanent is (kind in (HashMismatchError, NoWheelError, PackageNotFoundError,
+                                        ConfigurationError))
 
 
 def test_no_wheel_message_says_what_to_do():
