@@ -124,9 +124,10 @@ def _pyc_source(pyc: Path) -> Path:
     return pyc.parent.parent / f"{pyc.name.split('.')[0]}.py"
 
 
-def fit_budget(tree: Path, budget: int,
+def fit_budget(tree: Path, budget: int, limit: int,
                find_startup: Callable[[], set[Path] | None]) -> dict[str, int | str]:
-    """Keep bytecode within `budget` bytes for the whole tree, start-up modules first.
+    """Keep bytecode within `budget` bytes for the whole tree (`limit` if the tree without
+    bytecode leaves no room below the budget), start-up modules first.
 
     Bytecode makes cold starts several times faster but adds about a fifth to a layer. When all
     of it fits, all of it stays. Otherwise the modules the packages load at import time keep
@@ -136,7 +137,12 @@ def fit_budget(tree: Path, budget: int,
     sizes = {p: p.stat().st_size for p in tree.rglob("*") if p.is_file()}
     pycs = sorted(p for p in sizes if p.suffix == ".pyc" and p.parent.name == "__pycache__")
     total, pyc_total = sum(sizes.values()), sum(sizes[p] for p in pycs)
-    if total <= budget or total - pyc_total > budget:
+    if total <= budget:
+        return {"choice": "all", "kept": len(pycs), "dropped": 0, "dropped_bytes": 0}
+    if total - pyc_total > budget:
+        # Without bytecode the tree already eats the headroom: use what is left below the limit.
+        budget = limit
+    if total - pyc_total > budget:  # over even without bytecode: the size gate refuses it
         return {"choice": "all", "kept": len(pycs), "dropped": 0, "dropped_bytes": 0}
     room = budget - (total - pyc_total)
     startup = find_startup()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import __version__
+from . import __version__, limits
 from .lock import LockedProject
 from .project import ProjectConfig
 from .target import Target
@@ -40,6 +40,9 @@ def cache_key(locked: LockedProject, target: Target, config: ProjectConfig,
         "slim": [config.slim, list(config.slim_exclude)],
         "bytecode": [config.bytecode, bool(interpreter)],
         "sdist": sorted(allow_sdist),
+        # what else decides the cached bytes
+        "zip_level": limits.ZIP_COMPRESS_LEVEL,
+        "budget": [limits.MAX_UNZIPPED_BYTES, limits.BYTECODE_BUDGET_RESERVE, limits.OWN_CODE_MIN_RESERVE],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

@@ -27,13 +27,17 @@ MAX_PATH_LENGTH = 1024
 
 #: Room kept for the project's own code and the function when choosing how much bytecode fits.
 BYTECODE_BUDGET_RESERVE = 10 * 1024 * 1024
+#: When dependencies alone leave less than that, bytecode may fill up to this close to the limit.
+OWN_CODE_MIN_RESERVE = 1024 * 1024
 
 # --- Reproducible zip ---
 #: The earliest timestamp a zip can store; used for every entry.
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 ZIP_FILE_MODE = 0o644
 ZIP_EXEC_MODE = 0o755
-ZIP_COMPRESS_LEVEL = 6
+#: Measured on the heavy data-science fixture (2 cores): level 6 took 17.5 s for 84.3 MB, level 3
+#: 7.6 s for 90.5 MB, level 1 5.3 s for 95.1 MB. Level 3 buys most of the speed for 7 % more bytes.
+ZIP_COMPRESS_LEVEL = 3
 
 # --- Size report ---
 TOP_PACKAGES_SHOWN = 10

@@ -138,10 +138,11 @@ def _build_dependencies(request: BuildRequest, locked: lock.LockedProject, confi
             progress("Compiling bytecode for the target Python")
             failed = bytecode.compile_tree(python, tree)
             runnable = request.target.machine == os.uname().machine
-            budget = (limits.MAX_UNZIPPED_BYTES - limits.BYTECODE_BUDGET_RESERVE
-                      if config.bytecode == "auto" else sys.maxsize)
+            auto = config.bytecode == "auto"
+            budget = limits.MAX_UNZIPPED_BYTES - limits.BYTECODE_BUDGET_RESERVE if auto else sys.maxsize
+            limit = limits.MAX_UNZIPPED_BYTES - limits.OWN_CODE_MIN_RESERVE if auto else sys.maxsize
             coverage = bytecode.fit_budget(
-                tree, budget, lambda: bytecode.startup_sources(python, tree) if runnable else None)
+                tree, budget, limit, lambda: bytecode.startup_sources(python, tree) if runnable else None)
     with timings.phase("compress"):
         _remaining(request.deadline, "compressing")
         written = write_zip(staging / DEPS_ZIP, tree_entries(tree))
