@@ -1,0 +1,41 @@
+"""settings: one typed object from the environment; fails fast and names what is missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from layer_builder.errors import ConfigurationError
+from layer_builder.service.settings import Settings
+from tools.cfn import Resolver, load_template
+
+REQUIRED = {"ARTIFACT_BUCKET": "art", "IDEMPOTENCY_TABLE": "tbl", "POINTER_PARAMETER_PREFIX": "/s/layers/"}
+
+
+def test_the_template_environment_makes_valid_settings():
+    env = Resolver(load_template()).function_environment("BuilderFunction")
+    settings = Settings.from_env(env)
+    assert settings.target.runtime == "python3.13"
+    assert settings.consumer_functions == ("layer-builder-emr-trigger",)
+    assert settings.package_index_url == ""
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_missing_required_variables_are_named(missing):
+    env = {k: v for k, v in REQUIRED.items() if k != missing}
+    with pytest.raises(ConfigurationError, match=missing):
+        Settings.from_env(env)
+
+
+def test_lists_are_trimmed_deduplicated_and_names_canonical():
+    settings = Settings.from_env(REQUIRED | {"CONSUMER_FUNCTIONS": " b, a ,,b",
+                                             "ALLOW_SDIST": "PyYAML, zope.interface"})
+    assert settings.consumer_functions == ("a", "b")
+    assert settings.allow_sdist == frozenset({"pyyaml", "zope-interface"})
+    assert settings.pointer_parameter_prefix == "/s/layers"
+
+
+@pytest.mark.parametrize("name, value", [("TARGET_ARCH", "sparc"), ("TARGET_RUNTIME", "python2.7"),
+                                         ("FINISH_MARGIN_SECONDS", "soon")])
+def test_invalid_values_fail_fast(name, value):
+    with pytest.raises(ConfigurationError):
+        Settings.from_env(REQUIRED | {name: value})
