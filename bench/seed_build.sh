@@ -7,7 +7,7 @@
 #    blog hard-codes aws-emr-launcher, `python setup.py --version` and emrlauncher/; the fixtures
 #    have no setup.py). Without them the script behaves exactly as the blog's.
 #  - `pip3 install pipenv` is skipped when SEED_PIPENV_PREINSTALLED=1: the benchmark installs
-#    pipenv once, untimed, into bench/.venv and puts it first on PATH.
+#    pipenv once, untimed, into its own venv and puts it first on PATH.
 # Like the original there is no `set -e`: a failed step does not stop the script. The benchmark
 # checks the zip it leaves behind instead.
 

@@ -2,7 +2,7 @@
 
 Benchmarks are not timed tests: nothing here asserts a duration or a ratio. The run needs the
 package index (uv and pip download the fixture's two wheels) and, the first time, installs pipenv
-into bench/.venv for the seed script.
+into ~/.cache/layer-builder-bench/seed-venv for the seed script.
 """
 
 from __future__ import annotations
@@ -21,8 +21,23 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 def test_harness_runs_every_contender_on_the_mixed_fixture(tmp_path: Path) -> None:
     out, work = tmp_path / "out", tmp_path / "work"
 
-    assert run.main(["--fixture", "mixed", "--reps", "1", "--import-runs", "1",
-                     "--out", str(out), "--work", str(work)]) == 0
+    assert (
+        run.main(
+            [
+                "--fixture",
+                "mixed",
+                "--reps",
+                "1",
+                "--import-runs",
+                "1",
+                "--out",
+                str(out),
+                "--work",
+                str(work),
+            ]
+        )
+        == 0
+    )
 
     table = (out / "latest-mixed.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and " s | " in line]
