@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.cfn import ROOT
-from tools.lambda_runtime import LocalLambda, extract_layer_readonly
+from tools.lambda_runtime import InvocationResult, LocalLambda, extract_layer_readonly
 from tools.local_aws import LocalAws
 from tools.stack import EVENTS, LocalStack, provision
 
@@ -39,7 +39,7 @@ def zip_project(project: Path, dest: Path) -> Path:
     return dest
 
 
-def run_builder(stack: LocalStack, events: list[dict[str, Any]], cache_dir: Path) -> list[Any]:
+def run_builder(stack: LocalStack, events: list[dict[str, Any]], cache_dir: Path) -> list[InvocationResult]:
     env = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache_dir)}
     with LocalLambda(stack.code_dir("BuilderFunction"), env=env, packages=BUILDER_PACKAGES,
                      **stack.function_settings("BuilderFunction")) as builder:
@@ -48,7 +48,7 @@ def run_builder(stack: LocalStack, events: list[dict[str, Any]], cache_dir: Path
             result = builder.invoke(event)
             if not result.ok:
                 raise SystemExit(f"builder failed: {result.error}\n{result.logs[-3000:]}")
-            results.append(result.payload)
+            results.append(result)
         return results
 
 
@@ -85,8 +85,10 @@ def main() -> int:
         print(f"Uploaded {archive.name} ({archive.stat().st_size:,} bytes) to "
               f"s3://{stack.name('SourceBucket')}/{key}")
 
-        print("Builder: delivering the S3 event twice (S3 delivers at least once)...")
-        first, again = (r["results"][0] for r in run_builder(stack, [event, event], work / "cache"))
+        reupload = stack.upload(archive, key)  # the same bytes again: a new object version
+        print("Builder: the S3 event twice (S3 delivers at least once), then a re-upload of the same bytes...")
+        runs = run_builder(stack, [event, event, reupload], work / "cache")
+        first, again, unchanged = (run.payload["results"][0] for run in runs)
         layer_zip = fetch_layer(stack, first["report"], work / "layer.zip")
         layer_dir = extract_layer_readonly(layer_zip, work / "opt")
 
@@ -105,7 +107,8 @@ def main() -> int:
         print(f"Layer size          {first['zipped_bytes']:,} bytes zipped, "
               f"{first['unzipped_bytes']:,} unzipped")
         print(f"Build time          {first['build_seconds']:.2f} s (engine phases)")
-        print(f"Second delivery     {again['status']}, versions of the layer: {len(versions)}")
+        print(f"Second delivery     {again['status']} (idempotent replay), versions of the layer: {len(versions)}")
+        print(f"Same bytes again    {unchanged['status']} in {runs[2].duration_s:.2f} s, no new version")
         print(f"EMR function layers {', '.join(emr_layers)}")
         print(f"SSM pointer         {pointer}")
         for region, cluster in sorted(emr.get("clusters", emr).items()):

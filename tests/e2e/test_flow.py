@@ -34,7 +34,7 @@ def flow(tmp_path_factory):
         archive = zip_project(EXAMPLE, work / "aws-emr-launcher-0.1.0.zip")
         event = stack.upload(archive, f"incoming/{archive.name}")
         reupload = stack.upload(archive, f"incoming/{archive.name}")  # same bytes, new object version
-        first, again, unchanged = (r["results"][0] for r in run_builder(
+        first, again, unchanged = (r.payload["results"][0] for r in run_builder(
             stack, [event, event, reupload], work / "cache"))
         layer_dir = extract_layer_readonly(fetch_layer(stack, first["report"], work / "layer.zip"),
                                            work / "opt")
