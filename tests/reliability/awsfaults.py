@@ -180,7 +180,8 @@ class FaultInjector:
 
     def delivered(self, service: str, operation: str) -> list[Call]:
         """Calls that reached the server and whose response reached the client."""
-        return [c for c in self.calls if (c.service, c.operation) == (service, operation) and not c.fault]
+        return [c for c in self.calls
+                if (c.service, c.operation) == (service, operation) and not c.fault]
 
     def injected(self) -> int:
         return sum(rule.injected for rule in self.rules)

@@ -1,11 +1,22 @@
 """The builder Lambda, run in-process against LocalAws (moto over HTTP on 127.0.0.1).
 
-`service` (a fixture) provisions what template.yaml declares into a freshly reset moto, sets the
-builder's environment exactly as the template would (plus CACHE_DIR), and loads a fresh copy of
-builder_function/app.py, the real handler, as a new container would. `Service.deliver(event)`
-invokes it with a Lambda context whose remaining time the test chooses.
+`builder` (a fixture) provisions what template.yaml declares into moto under a stack name and a
+layer-name prefix of its own, sets the builder's environment exactly as the template would (plus
+CACHE_DIR), and loads a fresh copy of builder_function/app.py, the real handler, as a new
+container would. `Builder.deliver(event)` invokes it with a Lambda context whose remaining time
+the test chooses.
 
-Test modules import the fixtures they use: `from tests.reliability.service_env import service`.
+moto's backends are global to the process and shared with other tests' servers and `mock_aws`,
+so nothing here resets them: every test gets its own stack (buckets, table, functions,
+parameters) and its own layer names, and leaves the others' alone.
+
+Test modules import the fixtures (pytest finds them among the module's names):
+
+    from tests.reliability.service_env import (  # noqa: F401 (fixtures)
+        builder_cache_fixture, builder_fixture, make_builder_fixture, reliability_aws_fixture)
+
+and ask for them as `builder` (a stack and a loaded builder), `make_builder` (the same, with
+another dependency cache), `builder_cache` and `reliability_aws`.
 
 Two things make moto behave like AWS where our code relies on it, and speed up the set-up:
 - moto applies a DynamoDB conditional write as "check, then write" with no lock, so two threads
@@ -30,6 +41,7 @@ import threading
 import time
 import uuid
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,8 +137,8 @@ def _atomic_dynamodb() -> Iterator[None]:
             setattr(DynamoDBBackend, name, method)
 
 
-@pytest.fixture(scope="session")
-def local_aws(request: pytest.FixtureRequest) -> LocalAws:
+@pytest.fixture(scope="session", name="reliability_aws")
+def reliability_aws_fixture(request: pytest.FixtureRequest) -> LocalAws:
     """One moto server per test process, shared by every module that imports this fixture."""
     if "aws" not in _SERVER:
         atomic = _atomic_dynamodb()
@@ -143,9 +155,9 @@ def local_aws(request: pytest.FixtureRequest) -> LocalAws:
     return _SERVER["aws"]
 
 
-@pytest.fixture(scope="session")
-def builder_cache(tmp_path_factory: pytest.TempPathFactory,
-                  make_cache_dir: Callable[[Path], Path]) -> Path:
+@pytest.fixture(scope="session", name="builder_cache")
+def builder_cache_fixture(tmp_path_factory: pytest.TempPathFactory,
+                          make_cache_dir: Callable[[Path], Path]) -> Path:
     """The builder's CACHE_DIR for the whole session: dependencies are installed once."""
     return make_cache_dir(tmp_path_factory.mktemp("builder") / "cache")
 
@@ -169,13 +181,20 @@ class FakeContext:
 
 
 @dataclass
-class Service:
+class Builder:
+    """The builder Lambda of one test's stack, loaded in this process, and what AWS holds."""
+
     aws: LocalAws
     stack: LocalStack
     app: ModuleType
     cache_dir: Path
     work: Path
+    #: LAYER_NAME_PREFIX of this test's stack: every layer it builds is named prefix + name.
+    prefix: str
     _projects: Iterator[int] = field(default_factory=count)
+
+    def layer(self, name: str = "mixed") -> str:
+        return self.prefix + name
 
     # -- the function ---------------------------------------------------------------------
     @property
@@ -183,12 +202,12 @@ class Service:
         return self.stack.name("EmrTriggerFunction")
 
     @property
-    def builder(self) -> str:
+    def function_name(self) -> str:
         return self.stack.name("BuilderFunction")
 
     def deliver(self, event: dict, remaining_ms: int = FULL_BUDGET_MS) -> dict:
         """One invocation, as Lambda makes it; raises what the handler raises."""
-        return self.app.handler(event, FakeContext(remaining_ms, function_name=self.builder))
+        return self.app.handler(event, FakeContext(remaining_ms, function_name=self.function_name))
 
     def attempt(self, event: dict, remaining_ms: int = FULL_BUDGET_MS) -> dict | Exception:
         try:
@@ -210,7 +229,8 @@ class Service:
             yield injector
 
     # -- uploads ----------------------------------------------------------------------------
-    def project(self, marker: str, source: Path = MIXED, broken: dict[str, str] | None = None) -> Path:
+    def project(self, marker: str, source: Path = MIXED,
+                broken: dict[str, str] | None = None) -> Path:
         """A copy of a fixture project whose own code carries `marker` (so its layer differs).
 
         `broken` overwrites files (relative path → text) to make a bad project.
@@ -256,7 +276,8 @@ class Service:
         return sorted(v["Version"] for v in found)
 
     def layers_of(self, function: str | None = None) -> list[str]:
-        config = self.aws.client("lambda").get_function_configuration(FunctionName=function or self.consumer)
+        lam = self.aws.client("lambda")
+        config = lam.get_function_configuration(FunctionName=function or self.consumer)
         return [layer["Arn"] for layer in config.get("Layers", [])]
 
     def pointer(self, layer_name: str) -> str | None:
@@ -273,6 +294,11 @@ class Service:
         found = s3.list_objects_v2(Bucket=bucket, Prefix="reports/").get("Contents", [])
         return [json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
                 for item in sorted(found, key=lambda i: i["Key"])]
+
+    def report(self, key: str) -> dict:
+        s3 = self.aws.client("s3")
+        body = s3.get_object(Bucket=self.stack.name("ArtifactBucket"), Key=key)["Body"].read()
+        return json.loads(body)
 
     def table_items(self) -> list[dict]:
         ddb = self.aws.client("dynamodb")
@@ -305,8 +331,17 @@ def temp_entries(root: Path, exclude: Path | None = None) -> list[str]:
     return sorted(found)
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> Counter[str]:
+    """This process's open descriptors by kind: socket, pipe, anon_inode or file."""
+    kinds: Counter[str] = Counter()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
+        kind = target.split(":", 1)[0]
+        kinds[kind if kind in ("socket", "pipe", "anon_inode") else "file"] += 1
+    return kinds
 
 
 def child_processes() -> list[int]:
@@ -327,31 +362,33 @@ def enospc() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-ServiceFactory = Callable[..., Service]
+BuilderFactory = Callable[..., Builder]
 
 
-@pytest.fixture
-def make_service(local_aws: LocalAws, builder_cache: Path, tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> ServiceFactory:
-    """Reset moto, provision the stack, set the builder's environment, load a fresh builder.
+@pytest.fixture(name="make_builder")
+def make_builder_fixture(reliability_aws: LocalAws, builder_cache: Path, tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch) -> BuilderFactory:
+    """Provision a stack of its own, set the builder's environment, load a fresh builder.
 
     os.environ is restored after the test (monkeypatch).
     """
 
-    def make(cache_dir: Path | None = None, env: dict[str, str] | None = None) -> Service:
-        local_aws.reset()
-        stack = provision(local_aws)
+    def make(cache_dir: Path | None = None) -> Builder:
+        unique = uuid.uuid4().hex[:8]
+        prefix = f"t{unique}-"
+        stack = provision(reliability_aws, overrides={"LayerNamePrefix": prefix},
+                          stack_name=f"lb-{unique}")
         cache = cache_dir or builder_cache
-        variables = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache)} | (env or {})
+        variables = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache)}
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
-        return Service(local_aws, stack, load_builder_app(), cache, work)
+        return Builder(reliability_aws, stack, load_builder_app(), cache, work, prefix)
 
     return make
 
 
-@pytest.fixture
-def service(make_service: ServiceFactory) -> Service:
-    return make_service()
+@pytest.fixture(name="builder")
+def builder_fixture(make_builder: BuilderFactory) -> Builder:
+    return make_builder()

@@ -6,6 +6,7 @@ after that becomes a TransientError (Lambda retries the event) or a permanent er
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import time
@@ -16,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import limits
 from ..cache import DEPS_ZIP, META
-from ..errors import ConfigurationError, InputError, TransientError
+from ..errors import ConfigurationError, DiskFullError, InputError, TransientError
 from .attach import AttachedLayer, ConcurrentUpdate, FunctionState
 from .publish import PublishedLayer
 from .settings import Settings
@@ -37,6 +39,11 @@ MEMO_PREFIX = "source#"
 MEMO_TTL_S = 30 * 24 * 3600
 
 
+def _denied(action: str, code: str) -> ConfigurationError:
+    return ConfigurationError(f"{action} was denied ({code}): grant the builder's role this "
+                              "permission (see template.yaml).")
+
+
 @contextmanager
 def aws_errors(action: str) -> Iterator[None]:
     """Name the action at fault; permissions are permanent, the rest is worth a retry."""
@@ -46,10 +53,14 @@ def aws_errors(action: str) -> Iterator[None]:
         code = exc.response.get("Error", {}).get("Code", "")
         message = exc.response.get("Error", {}).get("Message", "")
         if code in _PERMISSION:
-            raise ConfigurationError(f"{action} was denied ({code}): grant the builder's role this "
-                                     "permission (see template.yaml).") from None
+            raise _denied(action, code) from None
         raise TransientError(f"{action} failed: {code} {message}".strip()) from None
-    except BotoCoreError as exc:
+    except (BotoCoreError, Boto3Error) as exc:  # upload_file wraps a ClientError in a Boto3Error
+        cause = exc.__context__
+        code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) \
+            else ""
+        if code in _PERMISSION:
+            raise _denied(action, code) from None
         raise TransientError(f"{action} failed: {exc}") from None
 
 
@@ -78,24 +89,33 @@ class S3Artifacts:
         args = {"Bucket": upload.bucket, "Key": upload.key}
         if upload.version_id:
             args["VersionId"] = upload.version_id
-        try:
-            response = self.s3.get_object(**args)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") in _MISSING:
-                raise InputError(f"s3://{upload.bucket}/{upload.key} (version {upload.version_id or '-'}) "
-                                 "no longer exists: upload it again.") from None
-            with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"):
+        with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"):
+            try:
+                response = self.s3.get_object(**args)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code", "") in _MISSING:
+                    raise InputError(f"s3://{upload.bucket}/{upload.key} (version "
+                                     f"{upload.version_id or '-'}) no longer exists: upload it again."
+                                     ) from None
                 raise
-        dest.parent.mkdir(parents=True, exist_ok=True)
         written, digest = 0, hashlib.sha256()
-        with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"), open(dest, "wb") as f:
-            for chunk in response["Body"].iter_chunks(1 << 20):
-                written += len(chunk)
-                if written > limits.MAX_UNPACKED_BYTES:
-                    raise InputError(f"{upload.key} is larger than {limits.MAX_UNPACKED_BYTES:,} bytes: "
-                                     "upload the project's sources only, not installed packages.")
-                digest.update(chunk)
-                f.write(chunk)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"), open(dest, "wb") as f:
+                for chunk in response["Body"].iter_chunks(1 << 20):
+                    written += len(chunk)
+                    if written > limits.MAX_UNPACKED_BYTES:
+                        raise InputError(
+                            f"{upload.key} is larger than {limits.MAX_UNPACKED_BYTES:,} bytes: "
+                            "upload the project's sources only, not installed packages.")
+                    digest.update(chunk)
+                    f.write(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise DiskFullError(
+                f"The disk filled up while downloading {upload.key} ({written:,} bytes written): "
+                "give the builder more ephemeral storage.") from None
         return dest, digest.hexdigest()
 
     def put_file(self, key: str, path: Path) -> None:
@@ -138,6 +158,14 @@ class LambdaLayers:
             args["LicenseInfo"] = license_info
         with aws_errors(f"Publishing layer {layer_name}"):
             return self._published(self.client.publish_layer_version(**args))
+
+    def version(self, layer_arn: str, number: int) -> PublishedLayer | None:
+        with aws_errors(f"Reading {layer_arn}:{number}"):
+            try:
+                response = self.client.get_layer_version(LayerName=layer_arn, VersionNumber=number)
+            except self.client.exceptions.ResourceNotFoundException:
+                return None
+        return self._published(response)
 
     def exists(self, version_arn: str) -> bool:
         layer, _, version = version_arn.rpartition(":")
@@ -251,7 +279,7 @@ class S3DependencyCache:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") not in _MISSING:
                 self.errors.append(f"cache fetch: {exc}")
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:  # download_file: RetriesExceededError
             self.errors.append(f"cache fetch: {exc}")
         return False
 
@@ -259,7 +287,7 @@ class S3DependencyCache:
         try:  # meta.json last: its presence means deps.zip is complete
             for name in (DEPS_ZIP, META):
                 self.s3.upload_file(str(source / name), self.bucket, f"{self.prefix}{key}/{name}")
-        except (ClientError, BotoCoreError) as exc:
+        except (ClientError, BotoCoreError, Boto3Error) as exc:  # upload_file: S3UploadFailedError
             self.errors.append(f"cache push: {exc}")
 
 

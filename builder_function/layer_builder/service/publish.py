@@ -15,6 +15,10 @@ from typing import Protocol
 from ..errors import TransientError
 from ..report import BuildReport
 
+#: How many versions below ours may be a twin (publishes that raced ours); bounds the look-back
+#: when the versions seen before publishing were deleted.
+TWIN_WINDOW = 20
+
 
 @dataclass(frozen=True)
 class PublishedLayer:
@@ -31,6 +35,8 @@ class LayerRegistry(Protocol):
 
     def publish(self, layer_name: str, *, bucket: str, key: str, description: str,
                 runtime: str, arch: str, license_info: str) -> PublishedLayer: ...
+
+    def version(self, layer_arn: str, number: int) -> PublishedLayer | None: ...
 
     def discard(self, layer: PublishedLayer) -> None: ...
 
@@ -70,4 +76,22 @@ def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
         raise TransientError(
             f"Lambda stored {published.version_arn} with CodeSha256 {published.code_sha256}, not the "
             f"built zip's {ours}: the upload to s3://{store.bucket}/{key} was incomplete. Retrying.")
+    return _without_twin(published, latest, registry)
+
+
+def _without_twin(published: PublishedLayer, seen: PublishedLayer | None,
+                  registry: LayerRegistry) -> PublishedLayer:
+    """One version per content, even when a publish was sent twice.
+
+    A PublishLayerVersion whose response was lost still made a version, and botocore's retry
+    makes another. Versions newer than the one seen before publishing that hold the same bytes
+    are such twins (or a concurrent build of the same bytes): keep the earliest, delete ours,
+    which nothing references yet.
+    """
+    floor = max(seen.version if seen else 0, published.version - TWIN_WINDOW - 1)
+    for number in range(floor + 1, published.version):
+        twin = registry.version(published.layer_arn, number)
+        if twin is not None and twin.code_sha256 == published.code_sha256:
+            registry.discard(published)
+            return replace(twin, reused=False)
     return published

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,7 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
                    environ: Mapping[str, str], deadline: float | None = None) -> Outcome:
     scratch = Path(tempfile.mkdtemp(prefix="upload-"))
     outcome = Outcome(status="failed", upload=upload)
+    adapters.cache.errors.clear()  # a failed build's cache errors are not this build's
     try:
         archive, digest = adapters.artifacts.download(upload, scratch / "source" / upload.filename)
         fingerprint = source_fingerprint(digest, settings)
@@ -112,7 +113,9 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
         state, attachments = attach(outcome.layer_name, upload.order, outcome.version_arn,
                                     outcome.build.get("unzipped_bytes", 0), settings.consumer_functions,
                                     adapters.functions, adapters.book, adapters.pointer)
-        outcome.attachments = [vars(a) for a in attachments]
+        # Copies, not vars(a): on CPython 3.13.0 the GC emptied a layer list reached only through
+        # an Attachment's materialised __dict__ (3.13 managed-dict bugs, python/cpython#130327).
+        outcome.attachments = [asdict(a) for a in attachments]
         outcome.status = ("superseded" if state == "superseded" else "unchanged" if remembered
                           else "published" if outcome.published else "reused")
         _finish(outcome, adapters, SUCCEEDED)
@@ -145,11 +148,17 @@ def _finish(outcome: Outcome, adapters: Adapters, detail_type: str) -> None:
 
 
 def _report_failure(outcome: Outcome, adapters: Adapters) -> None:
-    """Best effort: a failure to report must not hide the original error."""
+    """Best effort: a failure to report must not hide the original error, and a report that
+    cannot be written must not stop the event (failures stay visible)."""
+    outcome.report_key = report_key(outcome.upload, outcome.layer_name)
     try:
-        _finish(outcome, adapters, FAILED)
+        adapters.artifacts.put_json(outcome.report_key, outcome.to_dict())
     except LayerBuildError as exc:
-        outcome.error["report_error"] = str(exc)
+        outcome.error["report_error"], outcome.report_key = str(exc), ""
+    try:
+        adapters.notifier.emit(FAILED, outcome.summary())
+    except LayerBuildError as exc:
+        outcome.error["event_error"] = str(exc)
 
 
 def deadline_from(remaining_ms: int, margin_s: float) -> float:
