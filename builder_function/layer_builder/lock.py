@@ -15,6 +15,7 @@ from pathlib import Path
 import plette
 from packaging.markers import InvalidMarker, Marker
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from .errors import LockError, ProjectError
 from .target import Target
@@ -25,6 +26,7 @@ PIPFILE_LOCK = "Pipfile.lock"
 UNPINNABLE_KEYS = ("git", "hg", "svn", "bzr", "path", "file", "editable")
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 #: scheme://user:password@ — everything up to the netloc's last @.
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
@@ -153,6 +155,10 @@ def _resolve_sources(meta: dict, policy: IndexPolicy) -> dict[str, str]:
 
 def _requirement(name: str, entry: object, sources: dict[str, str], default_index: str) -> Requirement:
     where = f"{PIPFILE_LOCK} default entry {name!r}"
+    if not _NAME.fullmatch(name):
+        # Names and versions end up in the installer's requirements file: nothing but a
+        # PEP 508 name and a PEP 440 version may reach it (no options such as --index-url).
+        raise LockError(f"{where} is not a valid package name: re-run `pipenv lock`.")
     if not isinstance(entry, dict):
         raise LockError(f"{where} is not a table: re-run `pipenv lock`.")
     kind = next((k for k in UNPINNABLE_KEYS if entry.get(k)), None)
@@ -166,14 +172,22 @@ def _requirement(name: str, entry: object, sources: dict[str, str], default_inde
         raise LockError(
             f"{where} is not pinned with == (got {version or 'nothing'!r}): re-run `pipenv lock`."
         )
+    try:
+        if any(c.isspace() for c in version):
+            raise InvalidVersion(version)
+        Version(version[2:])
+    except InvalidVersion:
+        raise LockError(f"{where} pins {version!r}, which is not a valid version: re-run `pipenv lock`.") from None
     hashes = entry.get("hashes") or []
+    if not isinstance(hashes, list):
+        raise LockError(f"{where} has hashes that are not a list: re-run `pipenv lock`.")
     if not hashes:
         raise LockError(f"{where} has no hashes: re-run `pipenv lock` (hashes must be kept).")
     bad = [h for h in hashes if not isinstance(h, str) or not _HASH.match(h)]
     if bad:
         raise LockError(f"{where} has a malformed hash {bad[0]!r}: re-run `pipenv lock`.")
     index_name = entry.get("index")
-    if index_name is not None and index_name not in sources:
+    if index_name is not None and (not isinstance(index_name, str) or index_name not in sources):
         raise LockError(
             f"{where} names the index {index_name!r}, which is not among the lock's sources "
             f"({', '.join(sources) or 'none'}): fix the Pipfile's [[source]] and re-run `pipenv lock`."
@@ -214,7 +228,8 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
         requirements.append(_requirement(name, entry, sources, default_index))
 
     warnings = []
-    python_version = (meta.get("requires") or {}).get("python_version")
+    requires = meta.get("requires") or {}
+    python_version = requires.get("python_version") if isinstance(requires, dict) else None
     if python_version and python_version != target.python_version:
         warnings.append(
             f"Pipfile requires python_version {python_version}, the layer targets "

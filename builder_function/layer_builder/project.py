@@ -16,6 +16,7 @@ Without a name, it comes from `[project]` metadata, `setup.cfg`, then the archiv
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shutil
 import tomllib
@@ -109,11 +110,19 @@ def _with_version(description: str, version: str) -> str:
     return f"{head} {suffix}" if head else suffix
 
 
+def _table(data: dict, key: str, label: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ProjectError(f"{label} in pyproject.toml must be a table, not {value!r}.")
+    return value
+
+
 def load_config(root: Path, source_name: str) -> ProjectConfig:
     """Read the project's settings; `source_name` is the archive or directory name."""
     pyproject = _read_toml(root / "pyproject.toml") if (root / "pyproject.toml").is_file() else {}
-    tool = pyproject.get("tool", {}).get(CONFIG_TABLE, {})
-    project = pyproject.get("project", {})
+    tools = _table(pyproject, "tool", "[tool]")
+    tool = _table(tools, CONFIG_TABLE, f"[tool.{CONFIG_TABLE}]")
+    project = _table(pyproject, "project", "[project]")
     setup_cfg = _setup_cfg_metadata(root)
     archive_name, archive_version = split_archive_name(source_name)
 
@@ -157,7 +166,7 @@ def detect_code(root: Path, config: ProjectConfig) -> list[Path]:
         found = []
         for name in config.packages:
             candidates = [base / name, base / f"{name}.py", root / name, root / f"{name}.py"]
-            match = next((c for c in candidates if c.exists()), None)
+            match = next((c for c in candidates if c.exists() and not c.is_symlink()), None)
             if match is None or not _IDENTIFIER.match(name):
                 raise ProjectError(
                     f"Package {name!r} named in [tool.{CONFIG_TABLE}] packages is not a directory or "
@@ -166,6 +175,8 @@ def detect_code(root: Path, config: ProjectConfig) -> list[Path]:
         return found
     found = []
     for entry in sorted(base.iterdir()):
+        if entry.is_symlink():  # never pick up, or follow, a link out of the project
+            continue
         stem = entry.name[:-3] if entry.name.endswith(".py") else entry.name
         if stem.lower() in NOT_CODE or stem.startswith((".", "_")) or not _IDENTIFIER.match(stem):
             continue
@@ -179,12 +190,22 @@ def detect_code(root: Path, config: ProjectConfig) -> list[Path]:
 _IGNORED_IN_CODE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "tests", "test")
 
 
+def _ignore_or_refuse_links(directory: str, names: list[str]) -> set[str]:
+    """Leave out what never belongs in a layer; refuse links, which could pull in any file."""
+    for name in names:
+        if os.path.islink(os.path.join(directory, name)):
+            raise ProjectError(
+                f"{os.path.join(directory, name)} is a symbolic link: the layer takes the project's "
+                "own files only. Replace the link with the file or directory itself.")
+    return _IGNORED_IN_CODE(directory, names)
+
+
 def copy_code(paths: list[Path], dest: Path) -> list[str]:
     """Copy own packages/modules into dest; returns their top-level names."""
     names = []
     for path in paths:
         if path.is_dir():
-            shutil.copytree(path, dest / path.name, ignore=_IGNORED_IN_CODE, symlinks=False)
+            shutil.copytree(path, dest / path.name, ignore=_ignore_or_refuse_links, symlinks=True)
             names.append(path.name)
         else:
             shutil.copyfile(path, dest / path.name)

@@ -142,6 +142,32 @@ def test_unverifiable_entries_are_refused_by_name(tmp_path, entry, reason):
     assert "default entry 'six'" in str(caught.value)
 
 
+INJECTED_INDEX = "--index-url file:///tmp/evil/simple"
+
+
+@pytest.mark.parametrize(
+    ("name", "entry", "reason"),
+    [
+        ("six", {**GOOD, "version": f"==1.0 --hash=sha256:{'0' * 64}\n{INJECTED_INDEX}"},
+         "not a valid version"),
+        ("six", {**GOOD, "version": "==1.17.0\n"}, "not a valid version"),
+        ("six", {**GOOD, "version": "==not-a-version!"}, "not a valid version"),
+        (f"six\n{INJECTED_INDEX}", GOOD, "not a valid package name"),
+        ("-r /etc/passwd", GOOD, "not a valid package name"),
+        ("six", {**GOOD, "hashes": "sha256:" + "0" * 64}, "hashes that are not a list"),
+        ("six", {**GOOD, "index": ["pypi"]}, "names the index"),
+    ],
+    ids=["version-injects-options", "version-newline", "version-invalid", "name-injects-options",
+         "name-is-an-option", "hashes-not-a-list", "index-not-a-string"],
+)
+def test_nothing_but_a_name_and_a_version_reaches_the_installer(tmp_path, name, entry, reason):
+    """The requirements file is the installer's input: an upload must not be able to add options
+    (an index of its choosing, another requirements file) through a lock entry."""
+    make_project(tmp_path, {name: entry})
+    with pytest.raises(LockError, match=reason):
+        read(tmp_path)
+
+
 def test_vcs_entry_excluded_by_marker_is_skipped_not_refused(tmp_path):
     entry = {"git": "https://git.example/w.git", "markers": "sys_platform == 'win32'"}
     make_project(tmp_path, {"winthing": entry, "six": GOOD})

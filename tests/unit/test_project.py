@@ -273,3 +273,33 @@ def test_copy_code_of_the_fixture(tmp_path):
     assert copied == ["mixedpkg", "mixedutil"]
     assert not (tmp_path / "tests").exists()
     assert sorted(p.name for p in (tmp_path / "mixedpkg").iterdir()) == ["__init__.py", "greet.py"]
+
+
+def test_links_in_a_directory_source_are_refused_never_followed(tmp_path):
+    from layer_builder.project import copy_code
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "creds").write_text("secret")
+    project = tmp_path / "project"
+    (project / "mypkg").mkdir(parents=True)
+    (project / "mypkg" / "__init__.py").write_text("")
+    (project / "mypkg" / "creds.txt").symlink_to(outside / "creds")
+    (project / "linked").symlink_to(outside)
+    (outside / "__init__.py").write_text("")
+
+    config = load_config(project, "project")
+    code = detect_code(project, config)
+    assert [p.name for p in code] == ["mypkg"]  # the linked directory is not own code
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(ProjectError, match="creds.txt is a symbolic link"):
+        copy_code(code, dest)
+    assert not (dest / "mypkg" / "creds.txt").exists()
+
+
+@pytest.mark.parametrize("text", ["tool = 1\n", 'project = "x"\n', '[tool]\nlayer-builder = "x"\n'])
+def test_pyproject_tables_of_the_wrong_type_are_refused_by_name(tmp_path, text):
+    (tmp_path / "pyproject.toml").write_text(text)
+    with pytest.raises(ProjectError, match="must be a table"):
+        load_config(tmp_path, "x.zip")
