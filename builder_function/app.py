@@ -9,14 +9,17 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from layer_builder.errors import InputError
 from layer_builder.service.aws import Adapters, Clients
+from layer_builder.service.process import forbid_environment_reads
 from layer_builder.service.service import deadline_from, process_upload
 from layer_builder.service.settings import Settings
 from layer_builder.service.uploads import Upload, parse_uploads
 
+forbid_environment_reads()  # builds run uploaded code: keep our credentials unreadable
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
@@ -55,6 +58,11 @@ def handler(event: dict, context: LambdaContext) -> dict:
         deadline = deadline_from(context.get_remaining_time_in_millis(), settings.finish_margin_s)
         try:
             result = build_upload(upload=upload.identity(), deadline=deadline)
+        except IdempotencyAlreadyInProgressError:
+            # A duplicate delivery while the first is still building: Lambda retries it later
+            # and then gets the stored result. Not a failed build.
+            metrics.add_metric(name="BuildDuplicateInProgress", unit=MetricUnit.Count, value=1)
+            raise
         except Exception:
             metrics.add_metric(name="BuildFailed", unit=MetricUnit.Count, value=1)
             raise

@@ -11,18 +11,52 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import limits
+from .errors import OutOfTimeError
 from .target import Target
 
 LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
 #: compileall's worker pool starts a forkserver (~0.7 s here); below this many sources one
 #: process is faster (measured: 77 botocore modules 1.8 s alone vs 2.3 s pooled on 2 cores).
 PARALLEL_MIN_SOURCES = 200
+#: The start-up probe only ranks bytecode near the size limit: never let it take longer than this.
+PROBE_TIMEOUT = 300.0
+
+
+def out_of_time(step: str) -> OutOfTimeError:
+    return OutOfTimeError(f"{step} did not finish in the time left: the build stopped before "
+                          "publishing anything. Retry, or give the builder a longer timeout.")
+
+
+def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str], timeout: float | None,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """subprocess.run that, on timeout, kills the child's whole process group.
+
+    compileall's worker pool and whatever an imported package starts would otherwise outlive
+    the child and keep a warm Lambda container busy. Raises subprocess.TimeoutExpired.
+    """
+    with subprocess.Popen(cmd, env=env, text=True, start_new_session=True,
+                          stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:  # a grandchild that left the group may still hold the pipes: do not wait on it
+                proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            raise
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
 
 
 def _version_of(python: str) -> tuple[int, int] | None:
@@ -55,8 +89,12 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
     return None
 
 
-def compile_tree(python: str, tree: Path, jobs: int = 0, only: list[Path] | None = None) -> list[str]:
-    """Compile every .py under tree (or only the given files); returns files that failed."""
+def compile_tree(python: str, tree: Path, jobs: int = 0, only: list[Path] | None = None,
+                 timeout: float | None = None) -> list[str]:
+    """Compile every .py under tree (or only the given files); returns files that failed.
+
+    Raises OutOfTimeError when it takes longer than `timeout` seconds (None: no limit).
+    """
     if jobs == 0:
         sources = len(only) if only is not None else sum(1 for _ in tree.rglob("*.py"))
         jobs = 0 if sources >= PARALLEL_MIN_SOURCES else 1
@@ -64,14 +102,16 @@ def compile_tree(python: str, tree: Path, jobs: int = 0, only: list[Path] | None
            "SOURCE_DATE_EPOCH": "315532800"}
     cmd = [python, "-I", "-m", "compileall", "-q", "-j", str(jobs),
            "--invalidation-mode", "unchecked-hash", "-s", str(tree), "-p", LAYER_PATH]
-    if only is None:
-        cmd.append(str(tree))
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    else:
-        if not only:
-            return []
-        done = subprocess.run(cmd + ["-i", "-"], env=env, capture_output=True, text=True,
-                              input="".join(f"{p}\n" for p in only), check=False)
+    if only is not None and not only:
+        return []
+    try:
+        if only is None:
+            done = run_bounded([*cmd, str(tree)], env=env, timeout=timeout)
+        else:
+            done = run_bounded([*cmd, "-i", "-"], env=env, timeout=timeout,
+                               input="".join(f"{p}\n" for p in only))
+    except subprocess.TimeoutExpired:
+        raise out_of_time("Compiling bytecode") from None
     if done.returncode == 0:
         return []
     # compileall prints "*** Error compiling '<file>'..." for sources the target cannot parse
@@ -107,15 +147,25 @@ def importable_names(tree: Path) -> list[str]:
     return names
 
 
-def startup_sources(python: str, tree: Path, timeout: float = 300) -> set[Path] | None:
-    """Sources the target interpreter loads when each public top-level name is imported."""
+def startup_sources(python: str, tree: Path, timeout: float | None = None) -> set[Path] | None:
+    """Sources the target interpreter loads when each public top-level name is imported.
+
+    None when the probe fails or needs more than PROBE_TIMEOUT: ranking then falls back to the
+    shallowest modules. `timeout` is the build's time left (None: no deadline); running out of
+    that raises OutOfTimeError instead, since nothing after the probe could finish either.
+    """
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
     tree = tree.resolve()
+    limit = PROBE_TIMEOUT if timeout is None else min(timeout, PROBE_TIMEOUT)
     try:
-        done = subprocess.run([python, "-S", "-I", "-c", _STARTUP_PROBE, str(tree), *importable_names(tree)],
-                              env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        done = run_bounded([python, "-S", "-I", "-c", _STARTUP_PROBE, str(tree), *importable_names(tree)],
+                           env=env, timeout=limit)
         return {Path(p) for p in json.loads(done.stdout.strip().splitlines()[-1])}
-    except (subprocess.TimeoutExpired, ValueError, IndexError, OSError):
+    except subprocess.TimeoutExpired:
+        if timeout is not None and timeout <= PROBE_TIMEOUT:
+            raise out_of_time("The start-up import probe") from None
+        return None
+    except (ValueError, IndexError, OSError):
         return None
 
 
@@ -147,7 +197,8 @@ def fit_budget(tree: Path, budget: int, limit: int,
     room = budget - (total - pyc_total)
     startup = find_startup()
     first = [p for p in pycs if startup is not None and _pyc_source(p) in startup]
-    rest = sorted((p for p in pycs if p not in set(first)),
+    chosen = set(first)
+    rest = sorted((p for p in pycs if p not in chosen),
                   key=lambda p: (len(p.relative_to(tree).parts), p.as_posix()))
     kept = dropped = dropped_bytes = 0
     for pyc in [*first, *rest]:

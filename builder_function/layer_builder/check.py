@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from . import limits
+from .bytecode import out_of_time, run_bounded
 from .errors import InputError, LayerTooLargeError, TargetMismatchError
 from .target import ARCH_MACHINE, ELF_MACHINE, Target
 
@@ -19,6 +20,8 @@ _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
 #: What the Lambda Python runtime provides itself; an import check may use the builder's copies.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 _MACHINE_NAMES = {number: ARCH_MACHINE[arch] for arch, number in ELF_MACHINE.items()}
+#: Longer than this at import is the project's fault (Lambda's init phase allows 10 s), not time.
+IMPORT_CHECK_TIMEOUT = 120.0
 
 
 def is_shared_object(name: str) -> bool:
@@ -98,8 +101,12 @@ def _runtime_shim(dest: Path) -> Path:
     return dest
 
 
-def check_imports(python: str, paths: list[Path], modules: list[str], timeout: float = 120) -> None:
-    """Import the project's own packages from the built tree under the target interpreter."""
+def check_imports(python: str, paths: list[Path], modules: list[str], timeout: float | None = None) -> None:
+    """Import the project's own packages from the built tree under the target interpreter.
+
+    `timeout` is the build's time left (None: no deadline): running out of it is OutOfTimeError
+    (transient); an import slower than IMPORT_CHECK_TIMEOUT with time to spare is InputError.
+    """
     if not modules:
         return
     code = ("import importlib, sys; sys.path[:0] = sys.argv[1].split(sys.argv[2]); "
@@ -108,12 +115,14 @@ def check_imports(python: str, paths: list[Path], modules: list[str], timeout: f
     with tempfile.TemporaryDirectory(prefix="runtime-shim-") as tmp:
         # -S -I: nothing of the builder's site-packages leaks in; only the layer and runtime copies.
         search = [str(p) for p in paths] + [str(_runtime_shim(Path(tmp) / "runtime"))]
+        limit = IMPORT_CHECK_TIMEOUT if timeout is None else min(timeout, IMPORT_CHECK_TIMEOUT)
         try:
-            done = subprocess.run(
-                [python, "-S", "-I", "-c", code, os.pathsep.join(search), os.pathsep, *modules],
-                env=env, capture_output=True, text=True, timeout=timeout, check=False)
+            done = run_bounded([python, "-S", "-I", "-c", code, os.pathsep.join(search), os.pathsep, *modules],
+                               env=env, timeout=limit)
         except subprocess.TimeoutExpired:
-            raise InputError(f"Importing {', '.join(modules)} took over {timeout:.0f} s: "
+            if timeout is not None and timeout <= IMPORT_CHECK_TIMEOUT:
+                raise out_of_time(f"The import check of {', '.join(modules)}") from None
+            raise InputError(f"Importing {', '.join(modules)} took over {limit:.0f} s: "
                              "import-time work in the project must be light.") from None
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()

@@ -15,12 +15,13 @@ import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, bytecode, check, limits, lock, project, slim, unpack
-from .cache import DEPS_ZIP, TREE, CachedDeps, DependencyCache, RemoteCache, cache_key
+from .cache import DEPS_ZIP, STAGING_PREFIX, TREE, CachedDeps, DependencyCache, RemoteCache, cache_key
 from .errors import DiskFullError, InputError, LayerBuildError, OutOfTimeError
 from .install import Installer
 from .package import MANIFEST_NAME, content_hash, layer_entries, manifest, tree_entries
@@ -69,6 +70,11 @@ def _remaining(deadline: float | None, phase: str) -> float | None:
         raise OutOfTimeError(f"No time left before {phase}: the build stopped before publishing "
                              "anything. Retry, or give the builder a longer timeout.")
     return left
+
+
+def host_machine() -> str:
+    """The machine this build runs on: target code runs (probe, import check) only when equal."""
+    return os.uname().machine
 
 
 def _source_root(request: BuildRequest, work: Path, report: BuildReport | None) -> tuple[Path, list[str]]:
@@ -134,15 +140,21 @@ def _build_dependencies(request: BuildRequest, locked: lock.LockedProject, confi
     coverage: dict = {"choice": "none", "kept": 0, "dropped": 0, "dropped_bytes": 0}
     if python and config.bytecode != "none":
         with timings.phase("bytecode"):
-            _remaining(request.deadline, "compiling bytecode")
             progress("Compiling bytecode for the target Python")
-            failed = bytecode.compile_tree(python, tree)
-            runnable = request.target.machine == os.uname().machine
+            failed = bytecode.compile_tree(python, tree,
+                                           timeout=_remaining(request.deadline, "compiling bytecode"))
+            runnable = request.target.machine == host_machine()
             auto = config.bytecode == "auto"
             budget = limits.MAX_UNZIPPED_BYTES - limits.BYTECODE_BUDGET_RESERVE if auto else sys.maxsize
             limit = limits.MAX_UNZIPPED_BYTES - limits.OWN_CODE_MIN_RESERVE if auto else sys.maxsize
-            coverage = bytecode.fit_budget(
-                tree, budget, limit, lambda: bytecode.startup_sources(python, tree) if runnable else None)
+
+            def probe() -> set[Path] | None:
+                if not runnable:
+                    return None
+                return bytecode.startup_sources(
+                    python, tree, timeout=_remaining(request.deadline, "probing start-up imports"))
+
+            coverage = bytecode.fit_budget(tree, budget, limit, probe)
     with timings.phase("compress"):
         _remaining(request.deadline, "compressing")
         written = write_zip(staging / DEPS_ZIP, tree_entries(tree))
@@ -189,11 +201,12 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         )
 
         cache = DependencyCache(request.cache_dir, request.remote_cache)
-        key = cache_key(locked, target, config, python, request.allow_sdist)
+        key = cache_key(locked, target, config, python, request.allow_sdist, host_machine=host_machine())
         deps = cache.lookup(key)
+        warnings += cache.rejected
         report.dependency_cache = "off" if request.cache_dir is None else ("hit" if deps else "miss")
         if deps is None:
-            staging = (request.cache_dir or work) / f".staging-{os.getpid()}-{key[:12]}-{time.time_ns()}"
+            staging = (request.cache_dir or work) / f"{STAGING_PREFIX}{os.getpid()}-{key[:12]}-{time.time_ns()}"
             staging.mkdir(parents=True)
             try:
                 meta = _build_dependencies(request, locked, config, python, staging, timings, progress)
@@ -215,7 +228,10 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             if clash:
                 raise InputError(f"The project's own {', '.join(clash)} clashes with a dependency of the "
                                  "same name: rename the package or drop the dependency.")
-            failed = bytecode.compile_tree(python, own_tree) if python and config.bytecode != "none" else []
+            failed = []
+            if python and config.bytecode != "none":
+                failed = bytecode.compile_tree(
+                    python, own_tree, timeout=_remaining(request.deadline, "compiling the project's bytecode"))
             failed += meta["bytecode_failed"]
         if failed:
             warnings.append(f"{len(failed)} source files do not compile for {target.runtime} and ship "
@@ -231,11 +247,12 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             check.check_size(sum(size for _, size in files), sizes)
             check.check_binaries(check.tree_headers(own_tree), target)
             import_status = "skipped: no target interpreter"
-            if python and target.machine == os.uname().machine:
-                check.check_imports(python, [own_tree, deps.tree()], own_names)
+            if python and target.machine == host_machine():
+                check.check_imports(python, [own_tree, deps.tree()], own_names,
+                                    timeout=_remaining(request.deadline, "the import check"))
                 import_status = f"ok: {', '.join(own_names)}" if own_names else "no own packages"
             elif python:
-                import_status = f"skipped: cannot run {target.machine} code on {os.uname().machine}"
+                import_status = f"skipped: cannot run {target.machine} code on {host_machine()}"
 
         digest = content_hash(deps_entries, own_entries)
         report.content_hash = digest
@@ -276,10 +293,24 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         shutil.rmtree(work, ignore_errors=True)
 
 
+#: What reading a member of someone else's zip can raise: encrypted (RuntimeError), an unknown
+#: compression method (NotImplementedError), corrupt data (zlib.error, BadZipFile, EOFError).
+_UNREADABLE = (RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile, EOFError, OSError)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int = -1) -> bytes | None:
+    """The member's first `size` bytes (all when -1), or None when it cannot be read."""
+    try:
+        with zf.open(info) as member:
+            return member.read(size)
+    except _UNREADABLE:
+        return None
+
+
 def _read_manifest(zf: zipfile.ZipFile, name: str) -> dict:
     """The manifest of a layer this builder made; {} for any other layer."""
     try:
-        data = json.loads(zf.read(name))
+        data = json.loads(_read_member(zf, zf.getinfo(name)) or b"")
     except (KeyError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -291,6 +322,7 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         zf = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path} is not a readable zip: {exc}") from None
+    unreadable: list[str] = []
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
         prefix = f"{limits.LAYER_PYTHON_DIR}/"
@@ -300,17 +332,31 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         for info in infos:
             parts = rel.get(info.filename, "").split("/")
             if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in ("METADATA", "RECORD"):
-                dist_infos.setdefault(parts[0], {})[parts[1]] = zf.read(info).decode("utf-8", "replace")
+                data = _read_member(zf, info)
+                if data is None:
+                    unreadable.append(info.filename)
+                else:
+                    dist_infos.setdefault(parts[0], {})[parts[1]] = data.decode("utf-8", "replace")
         owners = owners_from_dist_info(
             (d, v.get("METADATA", ""), v.get("RECORD", "")) for d, v in sorted(dist_infos.items()))
         manifest_data = _read_manifest(zf, prefix + MANIFEST_NAME)
-        owners |= {n: f"{n} (own)" for n in manifest_data.get("own_packages", [])}
+        own = manifest_data.get("own_packages")
+        owners |= {n: f"{n} (own)" for n in own if isinstance(n, str)} if isinstance(own, list) else {}
         sizes = package_sizes([(rel[i.filename], i.file_size) for i in infos if i.filename in rel], owners)
-        shared = [(i.filename, zf.open(i).read(20)) for i in infos if check.is_shared_object(i.filename)]
+        shared, broken = [], []
+        for info in infos:
+            if check.is_shared_object(info.filename):
+                header = _read_member(zf, info, 20)
+                if header is None:
+                    broken.append(info.filename)
+                else:
+                    shared.append((info.filename, header))
     machines = {}
     for name, header in shared:
         machine = check.machine_name(check.elf_machine(header))
         machines[machine] = machines.get(machine, 0) + 1
+    if broken:
+        machines["unreadable"] = len(broken)
     unzipped = sum(i.file_size for i in infos)
     result = {
         "path": str(path), "files": len(infos), "zipped_bytes": path.stat().st_size,
@@ -318,9 +364,15 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         "fits": unzipped <= limits.MAX_UNZIPPED_BYTES,
         "publish_via_s3": path.stat().st_size > limits.MAX_DIRECT_UPLOAD_BYTES,
         "outside_python_dir": outside[:20], "binaries": machines, "sizes": sizes,
-        "manifest": manifest_data,
+        "manifest": manifest_data, "unreadable": sorted(unreadable + broken)[:20],
     }
-    if target is not None:
+    if broken:
+        # No machine can load a shared object that cannot be read, so this fails for any target.
+        shown = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+        result["target_ok"], result["target_check"] = False, (
+            f"{len(broken)} shared objects cannot be read (encrypted or corrupt): {shown}. "
+            "Rebuild the layer zip without encryption.")
+    elif target is not None:
         try:
             check.check_binaries(shared, target)
             result["target_ok"], result["target_check"] = True, f"ok for {target.machine}"

@@ -376,7 +376,9 @@ def make_builder_fixture(reliability_aws: LocalAws, builder_cache: Path, tmp_pat
     def make(cache_dir: Path | None = None) -> Builder:
         unique = uuid.uuid4().hex[:8]
         prefix = f"t{unique}-"
-        stack = provision(reliability_aws, overrides={"LayerNamePrefix": prefix},
+        # The consumers subscribe to the layers these tests build (CONSUMER_LAYERS).
+        stack = provision(reliability_aws, overrides={"LayerNamePrefix": prefix,
+                                                      "ConsumerLayerNames": "mixed,emr-launcher,data-tools"},
                           stack_name=f"lb-{unique}")
         cache = cache_dir or builder_cache
         variables = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache)}

@@ -259,3 +259,18 @@ def test_function_at_the_layer_limit_is_refused_and_left_alone(builder: Builder)
     short = reason.split(" (")[0] + "; " + reason.split("; ", 1)[1] if "; " in reason else reason
     record(f"consumer already at {limits.MAX_LAYERS_PER_FUNCTION} layers",
            f"refused for that function: {short} (function unchanged; the report says so)")
+
+
+def test_an_upload_naming_a_layer_the_consumers_do_not_subscribe_to_changes_no_function(
+        builder: Builder) -> None:
+    """Anyone who can upload can name any layer: it is published, but it only replaces an older
+    version of itself in a consumer, never lands in a function that does not use it."""
+    before = builder.layers_of()
+    event = builder.upload(builder.archive("rogue", "rogue-layer-1.0.0.zip"))
+    [result] = builder.deliver(event)["results"]
+    assert result["status"] == "published"
+    assert result["layer_name"] == builder.layer("rogue-layer")
+    assert [a["status"] for a in result["attachments"]] == ["not a consumer"]
+    assert builder.layers_of() == before
+    record("upload naming a layer outside CONSUMER_LAYERS",
+           "refused attach: published, no consumer function changed")

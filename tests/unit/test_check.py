@@ -173,3 +173,32 @@ def test_broken_own_code_is_refused(tmp_path):
     own = write_module(tmp_path / "own", "app", "def broken(:\n")
     with pytest.raises(InputError, match="SyntaxError"):
         check_imports(sys.executable, [own], ["app"])
+
+
+# --- import check time ------------------------------------------------------------------------
+
+def test_an_import_check_that_runs_out_of_the_builds_time_is_transient(tmp_path):
+    import time
+
+    from layer_builder.errors import OutOfTimeError
+
+    own = write_module(tmp_path / "own", "app", "import time\ntime.sleep(30)\n")
+    started = time.monotonic()
+    with pytest.raises(OutOfTimeError) as caught:
+        check_imports(sys.executable, [own], ["app"], timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert caught.value.permanent is False
+    message = str(caught.value)
+    assert "import check of app" in message and "stopped before publishing" in message
+    assert "longer timeout" in message
+
+
+def test_an_import_slower_than_the_cap_with_time_to_spare_is_refused(tmp_path, monkeypatch):
+    from layer_builder import check
+
+    monkeypatch.setattr(check, "IMPORT_CHECK_TIMEOUT", 0.5)
+    own = write_module(tmp_path / "own", "app", "import time\ntime.sleep(30)\n")
+    with pytest.raises(InputError, match="took over .* s: import-time work"):
+        check_imports(sys.executable, [own], ["app"], timeout=600)
+    with pytest.raises(InputError, match="import-time work"):
+        check_imports(sys.executable, [own], ["app"])  # no deadline

@@ -76,14 +76,18 @@ def unversioned(arn: str) -> str:
     return arn.rsplit(":", 1)[0]
 
 
-def plan_layers(state: FunctionState, version_arn: str, unzipped: int) -> list[str]:
-    """The function's new layer list, or ConsumerRefused naming the limit at fault."""
+def plan_layers(state: FunctionState, version_arn: str, unzipped: int,
+                subscribed: bool = True) -> list[str] | None:
+    """The function's new layer list; None when it neither uses nor subscribes to the layer;
+    ConsumerRefused naming the limit at fault."""
     layer = unversioned(version_arn)
     current = [item.arn for item in state.layers]
     if any(unversioned(arn) == layer for arn in current):
         planned = [version_arn if unversioned(arn) == layer else arn for arn in current]
-    else:
+    elif subscribed:
         planned = [*current, version_arn]
+    else:
+        return None
     if len(planned) > limits.MAX_LAYERS_PER_FUNCTION:
         raise ConsumerRefused(
             f"Function {state.name} already uses {len(current)} layers ({', '.join(current)}); Lambda "
@@ -98,13 +102,17 @@ def plan_layers(state: FunctionState, version_arn: str, unzipped: int) -> list[s
     return planned
 
 
-def _apply(function: str, version_arn: str, functions: Functions, unzipped: int) -> Attachment:
+def _apply(function: str, version_arn: str, functions: Functions, unzipped: int,
+           subscribed: bool) -> Attachment:
     for _ in range(CONFLICT_ATTEMPTS):
         try:
             state = functions.get(function)
             if any(item.arn == version_arn for item in state.layers):
                 return Attachment(function, "unchanged", [item.arn for item in state.layers])
-            planned = plan_layers(state, version_arn, unzipped)
+            planned = plan_layers(state, version_arn, unzipped, subscribed)
+            if planned is None:
+                return Attachment(function, "not a consumer", [item.arn for item in state.layers],
+                                  "it does not use this layer, which is not in CONSUMER_LAYERS")
             functions.set_layers(state, planned)
         except InputError as exc:  # over a limit, missing function, Lambda's own refusal
             return Attachment(function, "refused", reason=str(exc))
@@ -115,8 +123,12 @@ def _apply(function: str, version_arn: str, functions: Functions, unzipped: int)
 
 
 def attach(layer_name: str, order: str, version_arn: str, unzipped: int, consumers: tuple[str, ...],
-           functions: Functions, book: OrderBook, pointer: Pointer) -> tuple[str, list[Attachment]]:
-    """Returns ("current" | "superseded", attachments). Superseded builds change nothing."""
+           functions: Functions, book: OrderBook, pointer: Pointer,
+           subscribed: bool = True) -> tuple[str, list[Attachment]]:
+    """Returns ("current" | "superseded", attachments). Superseded builds change nothing.
+
+    `subscribed`: the consumers take this layer even where they do not use it yet. Otherwise only
+    an older version of it is replaced, so an upload cannot put a new layer into functions."""
     if not book.claim(layer_name, order, version_arn):
         return "superseded", []
     results: dict[str, Attachment] = {}
@@ -128,7 +140,7 @@ def attach(layer_name: str, order: str, version_arn: str, unzipped: int, consume
         # Another build's newer version was size-checked by that build.
         size = unzipped if newest == version_arn else 0
         for function in consumers:
-            results[function] = _apply(function, newest, functions, size)
+            results[function] = _apply(function, newest, functions, size, subscribed)
         if pointer.get(layer_name) != newest:
             pointer.put(layer_name, newest)
         applied = newest

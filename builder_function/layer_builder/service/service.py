@@ -112,7 +112,8 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
             outcome.version_arn, outcome.published = published.version_arn, not published.reused
         state, attachments = attach(outcome.layer_name, upload.order, outcome.version_arn,
                                     outcome.build.get("unzipped_bytes", 0), settings.consumer_functions,
-                                    adapters.functions, adapters.book, adapters.pointer)
+                                    adapters.functions, adapters.book, adapters.pointer,
+                                    subscribed=outcome.layer_name in settings.consumer_layers)
         # Copies, not vars(a): on CPython 3.13.0 the GC emptied a layer list reached only through
         # an Attachment's materialised __dict__ (3.13 managed-dict bugs, python/cpython#130327).
         outcome.attachments = [asdict(a) for a in attachments]

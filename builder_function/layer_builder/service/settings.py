@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigurationError
+from ..project import layer_name
 from ..target import Target
 
 
@@ -24,6 +25,9 @@ class Settings:
     source_prefix: str = "incoming/"
     layer_name_prefix: str = ""
     consumer_functions: tuple[str, ...] = ()
+    #: Layers the consumers subscribe to: added to a consumer that lacks them. Any other layer
+    #: only replaces an older version of itself that a consumer already uses.
+    consumer_layers: frozenset[str] = frozenset()
     package_index_url: str = ""
     allow_sdist: frozenset[str] = frozenset()
     event_bus_name: str = "default"
@@ -59,6 +63,8 @@ class Settings:
             source_prefix=environ.get("SOURCE_PREFIX", "incoming/"),
             layer_name_prefix=environ.get("LAYER_NAME_PREFIX", ""),
             consumer_functions=_names(environ.get("CONSUMER_FUNCTIONS", "")),
+            consumer_layers=frozenset(layer_name(n, environ.get("LAYER_NAME_PREFIX", ""))
+                                      for n in _names(environ.get("CONSUMER_LAYERS", ""))),
             package_index_url=environ.get("PACKAGE_INDEX_URL", ""),
             allow_sdist=frozenset(canonicalize_name(n) for n in _names(environ.get("ALLOW_SDIST", ""))),
             event_bus_name=environ.get("EVENT_BUS_NAME", "default"),

@@ -153,6 +153,17 @@ def test_a_consumer_over_the_limit_is_refused_and_the_others_proceed():
     assert by_name["ok"].status == "attached"
 
 
+def test_an_unsubscribed_layer_only_replaces_its_own_older_version():
+    """An upload can name any layer: it must not land in functions that do not use it."""
+    functions = FakeFunctions({"uses": [OTHER, f"{LAYER}:1"], "other": [OTHER]})
+    _, results = attach("emr-launcher", "1", f"{LAYER}:2", 10, ("uses", "other"), functions,
+                        FakeBook(), FakePointer(), subscribed=False)
+    by_name = {r.function: r for r in results}
+    assert functions.layers == {"uses": [OTHER, f"{LAYER}:2"], "other": [OTHER]}
+    assert by_name["other"].status == "not a consumer"
+    assert by_name["uses"].status == "attached"
+
+
 def test_already_attached_is_unchanged_and_writes_nothing():
     functions = FakeFunctions({"a": [f"{LAYER}:3"]})
     pointer = FakePointer()

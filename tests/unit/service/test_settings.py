@@ -16,6 +16,7 @@ def test_the_template_environment_makes_valid_settings():
     settings = Settings.from_env(env)
     assert settings.target.runtime == "python3.13"
     assert settings.consumer_functions == ("layer-builder-emr-trigger",)
+    assert settings.consumer_layers == frozenset({"emr-launcher"})
     assert settings.package_index_url == ""
 
 
@@ -24,6 +25,11 @@ def test_missing_required_variables_are_named(missing):
     env = {k: v for k, v in REQUIRED.items() if k != missing}
     with pytest.raises(ConfigurationError, match=missing):
         Settings.from_env(env)
+
+
+def test_consumer_layers_carry_the_layer_name_prefix():
+    settings = Settings.from_env(REQUIRED | {"LAYER_NAME_PREFIX": "team-", "CONSUMER_LAYERS": "emr-launcher,x"})
+    assert settings.consumer_layers == frozenset({"team-emr-launcher", "team-x"})
 
 
 def test_lists_are_trimmed_deduplicated_and_names_canonical():
