@@ -17,6 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from layer_builder.report import BuildReport
+from layer_builder.service.publish import layer_key
 from tools.cfn import ROOT
 from tools.lambda_runtime import InvocationResult, LocalLambda, extract_layer_readonly
 from tools.local_aws import LocalAws
@@ -68,7 +70,7 @@ def fetch_layer(stack: LocalStack, report_key: str, dest: Path) -> Path:
     s3 = stack.aws.client("s3")
     artifacts = stack.name("ArtifactBucket")
     report = json.loads(s3.get_object(Bucket=artifacts, Key=report_key)["Body"].read())
-    key = f"layers/{report['layer_name']}/{report['build']['content_hash']}.zip"
+    key = layer_key(BuildReport(**report["build"]))
     s3.download_file(artifacts, key, str(dest))
     return dest
 

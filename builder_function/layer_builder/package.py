@@ -31,7 +31,7 @@ def tree_entries(tree: Path) -> list[FileEntry]:
     return entries
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -42,7 +42,7 @@ def _file_sha256(path: Path) -> str:
 def content_hash(deps: Iterable[RawEntry], own: Iterable[FileEntry]) -> str:
     """sha256 over every file's name, mode and content: equal hashes mean equal layers."""
     lines = [f"{e.name}\0{int(e.executable)}\0{e.sha256}" for e in deps]
-    lines += [f"{e.name}\0{int(e.executable)}\0{_file_sha256(e.path)}" for e in own]
+    lines += [f"{e.name}\0{int(e.executable)}\0{file_sha256(e.path)}" for e in own]
     return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 

@@ -24,7 +24,7 @@ from . import __version__, bytecode, check, limits, lock, project, slim, unpack
 from .cache import DEPS_ZIP, STAGING_PREFIX, TREE, CachedDeps, DependencyCache, RemoteCache, cache_key
 from .errors import DiskFullError, InputError, LayerBuildError, OutOfTimeError
 from .install import Installer
-from .package import MANIFEST_NAME, content_hash, layer_entries, manifest, tree_entries
+from .package import MANIFEST_NAME, content_hash, file_sha256, layer_entries, manifest, tree_entries
 from .report import BuildReport, Timings, owners_from_dist_info, package_sizes
 from .target import Target
 from .zipwriter import raw_entries, write_zip
@@ -260,6 +260,7 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         report.sizes = sizes
         report.slimmed = meta["slimmed"]
         report.installer = meta["installer"]
+        report.license = config.license
         report.built_from_source = meta["built_from_source"]
         report.bytecode = {"interpreter": f"CPython {target.python_version}" if python else None, "mode": config.bytecode if python else "none",
                            "invalidation": "unchecked-hash", "failed": len(failed),
@@ -278,6 +279,7 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         report.files = len(written)
         report.unzipped_bytes = sum(w.file_size for w in written)
         report.zipped_bytes = request.output.stat().st_size
+        report.zip_sha256 = file_sha256(request.output)
         report.publish_via_s3 = report.zipped_bytes > limits.MAX_DIRECT_UPLOAD_BYTES
         report.sizes = package_sizes([(w.name.split("/", 1)[1], w.file_size) for w in written], owners)
         report.warnings = list(dict.fromkeys(warnings))

@@ -65,6 +65,9 @@ class BuildReport:
     platform: str
     builder_version: str
     content_hash: str = ""
+    #: sha256 of the zip's bytes (hex); Lambda's CodeSha256 is the same digest in base64.
+    zip_sha256: str = ""
+    license: str = ""
     lock_hash: str = ""
     zipped_bytes: int = 0
     unzipped_bytes: int = 0

@@ -7,7 +7,6 @@ Always published from the artifact bucket, so the 50 MB direct-upload cap never 
 from __future__ import annotations
 
 import base64
-import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -47,22 +46,19 @@ class ArtifactStore(Protocol):
     def put_file(self, key: str, path: Path) -> None: ...
 
 
-def code_sha256(path: Path) -> str:
-    """Lambda's CodeSha256: base64 of the zip's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return base64.b64encode(digest.digest()).decode()
+def code_sha256(zip_sha256: str) -> str:
+    """Lambda's CodeSha256: the zip's sha256 in base64 rather than hex."""
+    return base64.b64encode(bytes.fromhex(zip_sha256)).decode()
 
 
 def layer_key(report: BuildReport) -> str:
-    return f"layers/{report.layer_name}/{report.content_hash}.zip"
+    """Named by the zip's own bytes: two builds write the same key only with the same bytes."""
+    return f"layers/{report.layer_name}/{report.zip_sha256}.zip"
 
 
 def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
-            store: ArtifactStore, license_info: str = "") -> PublishedLayer:
-    ours = code_sha256(zip_path)
+            store: ArtifactStore) -> PublishedLayer:
+    ours = code_sha256(report.zip_sha256)
     latest = registry.latest(report.layer_name)
     if latest is not None and latest.code_sha256 == ours:
         return replace(latest, reused=True)
@@ -70,7 +66,7 @@ def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
     store.put_file(key, zip_path)
     published = registry.publish(
         report.layer_name, bucket=store.bucket, key=key, description=report.description,
-        runtime=report.runtime, arch=report.arch, license_info=license_info)
+        runtime=report.runtime, arch=report.arch, license_info=report.license)
     if published.code_sha256 != ours:
         registry.discard(published)  # never attached anywhere: leave no wrong version behind
         raise TransientError(

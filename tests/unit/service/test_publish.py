@@ -59,10 +59,11 @@ class Store:
         self.files[key] = path.read_bytes()
 
 
-def report() -> BuildReport:
+def report(data: bytes = b"layer bytes") -> BuildReport:
     return BuildReport(layer_name="demo", layer_version="1.0", description="d", runtime="python3.13",
                        arch="arm64", platform="aarch64-manylinux_2_34", builder_version="0",
-                       content_hash="c0ffee")
+                       content_hash="c0ffee", zip_sha256=hashlib.sha256(data).hexdigest(),
+                       license="MIT")
 
 
 @pytest.fixture
@@ -78,8 +79,8 @@ def wired(stored_bytes=None):
     return registry, store
 
 
-def test_code_sha256_is_lambdas_base64_sha256(layer_zip):
-    assert code_sha256(layer_zip) == sha(b"layer bytes")
+def test_code_sha256_is_lambdas_base64_sha256():
+    assert code_sha256(hashlib.sha256(b"layer bytes").hexdigest()) == sha(b"layer bytes")
 
 
 def test_new_content_is_uploaded_to_s3_and_published_from_there(layer_zip):
@@ -88,8 +89,9 @@ def test_new_content_is_uploaded_to_s3_and_published_from_there(layer_zip):
     assert layer.version == 1 and not layer.reused
     assert store.files == {layer_key(report()): b"layer bytes"}
     call = registry.published[0]
-    assert (call["bucket"], call["key"]) == ("artifacts", "layers/demo/c0ffee.zip")
-    assert (call["runtime"], call["arch"]) == ("python3.13", "arm64")
+    zip_sha = hashlib.sha256(b"layer bytes").hexdigest()
+    assert (call["bucket"], call["key"]) == ("artifacts", f"layers/demo/{zip_sha}.zip")
+    assert (call["runtime"], call["arch"], call["license_info"]) == ("python3.13", "arm64", "MIT")
 
 
 def test_the_same_bytes_as_the_latest_version_reuse_it(layer_zip):
