@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 
-.PHONY: help venv test unit integration lint reliability demo bench sam-build sam-validate clean
+.PHONY: help need-python313 venv test unit integration lint reliability demo bench sam-build sam-validate clean
 
 help:
 	@echo "make demo         the whole flow on a local AWS stand-in (moto on loopback)"
@@ -20,6 +20,10 @@ help:
 	@echo "make reliability  hostile input, duplicate events and fault injection, as a table"
 	@echo "make bench        build speed, layer size and cold start against the seed script"
 	@echo "make venv         .venv with the layer-builder CLI at $(BIN)/layer-builder"
+
+# The tests and the demo run handlers and import layers under the Lambda runtime's Python.
+need-python313:
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 (the Lambda runtime's) was not found on PATH or in pyenv: install it, e.g. 'pyenv install 3.13'." >&2; exit 1; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +34,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The reliability table prints at the end of every run that recorded cases.
-test: venv
+test: venv need-python313
 	$(BIN)/python -m pytest -n auto -p tests.reliability.table $(PYTEST_ARGS)
 
 unit: venv
@@ -45,7 +49,7 @@ lint: venv
 reliability: venv
 	$(BIN)/python -m pytest tests/reliability -p tests.reliability.table $(PYTEST_ARGS)
 
-demo: venv
+demo: venv need-python313
 	$(BIN)/python -m tools.demo
 
 bench: venv

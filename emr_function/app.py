@@ -185,6 +185,9 @@ idempotency = IdempotencyConfig(
     # the same key with other variables is refused, not answered with the first event's clusters
     payload_validation_jmespath="variables",
     raise_on_no_idempotency_key=True,
+    # Lambda may deliver an async event (or a retry) up to its maximum event age later: the
+    # record must outlive it, or a late duplicate starts second clusters (template: 6 h).
+    expires_after_seconds=24 * 3600,
 )
 
 

@@ -1,8 +1,10 @@
 """Create what template.yaml declares inside the local AWS stand-in (moto), and deliver events.
 
-Buckets, table, queue, parameter, IAM role, both functions (with the template's environment,
-memory, timeout, layers and async-invoke config) and the bucket notification all come from the
-template through `tools.cfn.Resolver`; nothing here repeats a name.
+Buckets, table, queue, parameter, IAM role and both functions (with the template's environment,
+memory, timeout, layers and async-invoke config) come from the template through
+`tools.cfn.Resolver`; nothing here repeats a name. The bucket notification is not configured:
+moto would try to run the function in Docker on every upload. `LocalStack.upload` returns the
+event S3 would send instead, and the caller delivers it, as issue 3 asks.
 """
 
 from __future__ import annotations

@@ -36,17 +36,18 @@ def out_of_time(step: str) -> OutOfTimeError:
 
 def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str], timeout: float | None,
                 input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """subprocess.run that, on timeout, kills the child's whole process group.
+    """subprocess.run that, on timeout (or Ctrl-C), kills the child's whole process group.
 
     compileall's worker pool and whatever an imported package starts would otherwise outlive
     the child and keep a warm Lambda container busy. Raises subprocess.TimeoutExpired.
     """
+    # A session of its own, so the group holds the child and everything it starts.
     with subprocess.Popen(cmd, env=env, text=True, start_new_session=True,
                           stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         try:
             out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # the new session no longer gets the terminal's SIGINT either
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:

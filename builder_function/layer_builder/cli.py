@@ -16,8 +16,7 @@ from packaging.utils import canonicalize_name
 
 from . import __version__
 from .errors import LayerBuildError
-from .install import scrub
-from .lock import IndexPolicy
+from .lock import IndexPolicy, redact
 from .pipeline import BuildRequest, build, inspect_zip
 from .report import BuildReport, human
 from .target import ARCH_MACHINE, DEFAULT_ARCH, DEFAULT_RUNTIME, RUNTIME_GLIBC, Target
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return _build(args) if args.command == "build" else _inspect(args)
     except LayerBuildError as exc:
         kind = "refused" if exc.permanent else "failed"
-        message = scrub(str(exc))
+        message = redact(str(exc))
         if exc.permanent:  # a refusal is one line, even when a parser added a caret diagram
             message = " ".join(message.split())
         print(f"layer-builder: {kind}: {message}", file=sys.stderr)

@@ -33,7 +33,7 @@ from .errors import (
     PackageNotFoundError,
     TargetMismatchError,
 )
-from .lock import LockedProject, Requirement
+from .lock import LockedProject, Requirement, redact
 from .target import Target
 
 #: Only these variables of the builder's environment reach the installer.
@@ -41,7 +41,6 @@ PASSTHROUGH_ENV = (
     "PATH", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 )
-_CREDENTIALS_IN_URL = re.compile(r"(?<=://)[^/@\s]+@")
 _UNAUTHORIZED = ("401 unauthorized", "403 forbidden", "status code 401", "status code 403",
                  "http status client error (401", "http status client error (403")
 _NO_WHEEL = ("has no usable wheels", "no wheels with a matching", "building from source is disabled",
@@ -66,11 +65,6 @@ class InstallResult:
     installer: str
     warnings: tuple[str, ...]
     built_from_source: tuple[str, ...]
-
-
-def scrub(text: str) -> str:
-    """Remove credentials embedded in URLs (https://user:token@host → https://***@host)."""
-    return _CREDENTIALS_IN_URL.sub("***@", text)
 
 
 @functools.cache
@@ -166,7 +160,7 @@ def _mentioned(stderr: str, requirements: Iterable[Requirement]) -> list[Require
 
 def classify_failure(stderr: str, requirements: list[Requirement], target: Target) -> LayerBuildError:
     """Turn installer output into a named, actionable error."""
-    text = scrub(stderr)
+    text = redact(stderr)
     lowered = text.lower()
     named = _mentioned(text, requirements)
     which = ", ".join(f"{r.name}=={r.version}" for r in named) or "a locked package"

@@ -28,7 +28,8 @@ _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 #: scheme://user:password@ — everything up to the netloc's last @.
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+#: scheme:// up to the last "@" of the authority: a password may hold an unencoded "@".
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,10 @@ class IndexPolicy:
     allow_lock_urls: bool = True
 
 
-def redact(url: str) -> str:
-    """The URL without user:password, for logs, reports and errors."""
+def redact(text: str) -> str:
+    """Every URL in text without its user:password, for logs, reports and errors."""
     # A regex, not urlsplit: .port and IPv6 parsing raise ValueError on a hostile lock's URL.
-    return _USERINFO.sub(r"\1***@", url)
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def _load_pipfile(project: Path) -> plette.Pipfile:

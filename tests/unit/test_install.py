@@ -28,12 +28,12 @@ from layer_builder.errors import (
     OutOfTimeError,
     PackageNotFoundError,
 )
+from layer_builder.lock import redact
 from layer_builder.install import (
     PASSTHROUGH_ENV,
     Installer,
     classify_failure,
     installer_environment,
-    scrub,
 )
 from layer_builder.lock import LockedProject, Requirement
 from layer_builder.target import Target
@@ -208,7 +208,7 @@ def test_credentials_are_scrubbed_from_messages():
     ],
 )
 def test_scrub(text, expected):
-    assert scrub(text) == expected
+    assert redact(text) == expected
 
 
 # --- the installer's environment ---------------------------------------------------------------
