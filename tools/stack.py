@@ -139,9 +139,10 @@ def provision(aws: LocalAws, overrides: dict[str, str] | None = None,
         lam.create_function(**args)
         invoke = props.get("EventInvokeConfig")
         if invoke:
-            destination = resolver.resolve(invoke["DestinationConfig"]["OnFailure"]["Destination"])
-            lam.put_function_event_invoke_config(
-                FunctionName=stack.name(logical_id), MaximumRetryAttempts=invoke["MaximumRetryAttempts"],
-                MaximumEventAgeInSeconds=invoke["MaximumEventAgeInSeconds"],
-                DestinationConfig={"OnFailure": {"Destination": destination}})
+            config: dict[str, Any] = {"MaximumRetryAttempts": invoke["MaximumRetryAttempts"],
+                                      "MaximumEventAgeInSeconds": invoke["MaximumEventAgeInSeconds"]}
+            if "DestinationConfig" in invoke:
+                destination = resolver.resolve(invoke["DestinationConfig"]["OnFailure"]["Destination"])
+                config["DestinationConfig"] = {"OnFailure": {"Destination": destination}}
+            lam.put_function_event_invoke_config(FunctionName=stack.name(logical_id), **config)
     return stack

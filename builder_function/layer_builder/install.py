@@ -90,8 +90,10 @@ def _executable(path: Path) -> str:
     copy = Path(tempfile.gettempdir()) / "layer-builder-bin" / path.name
     if not os.access(copy, os.X_OK):
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, copy)
-        copy.chmod(0o755)
+        partial = copy.with_name(f".{copy.name}.{os.getpid()}")  # concurrent first calls
+        shutil.copyfile(path, partial)
+        partial.chmod(0o755)
+        os.replace(partial, copy)
     return str(copy)
 
 

@@ -281,13 +281,11 @@ def test_a_build_on_another_host_machine_does_not_reuse_the_entry(tmp_path, monk
     proj = make_project(tmp_path / "proj", {})
     fill(proj.root / "app" / "__init__.py", 0).write_text("VALUE = 1\n")
     cache_dir = tmp_path / "cache"
-    request = BuildRequest(source=proj.root, output=tmp_path / "a.zip", target=Target(arch="x86_64"),
-                           cache_dir=cache_dir)
     real = os.uname()
-    host = "aarch64" if real.machine == "x86_64" else "x86_64"  # the one that is not the target's
-    if real.machine != "x86_64":
-        request = BuildRequest(source=proj.root, output=tmp_path / "a.zip",
-                               target=Target(arch="arm64"), cache_dir=cache_dir)
+    native = Target(arch="x86_64" if real.machine == "x86_64" else "arm64")
+    host = "aarch64" if native.machine == "x86_64" else "x86_64"  # a machine that cannot run it
+    request = BuildRequest(source=proj.root, output=tmp_path / "a.zip", target=native,
+                           cache_dir=cache_dir)
     assert build(request).report.dependency_cache == "miss"
     assert build(request).report.dependency_cache == "hit"
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +101,9 @@ class S3Artifacts:
         written, digest = 0, hashlib.sha256()
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"), open(dest, "wb") as f:
-                for chunk in response["Body"].iter_chunks(1 << 20):
+            with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"), open(dest, "wb") as f, \
+                    closing(response["Body"]) as body:
+                for chunk in body.iter_chunks(1 << 20):
                     written += len(chunk)
                     if written > limits.MAX_UNPACKED_BYTES:
                         raise InputError(

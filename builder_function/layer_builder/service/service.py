@@ -20,6 +20,7 @@ from .. import __version__
 from ..cache import DependencyCache
 from ..errors import LayerBuildError
 from ..lock import IndexPolicy
+from ..unpack import strip_archive_suffix
 from ..pipeline import BuildRequest, build
 from .attach import attach
 from .aws import Adapters
@@ -28,6 +29,8 @@ from .settings import Settings
 from .uploads import Upload
 
 SUCCEEDED, FAILED = "Layer Build Succeeded", "Layer Build Failed"
+#: File names are limited to 255 bytes; keep room for the suffixes tools add.
+MAX_LOCAL_NAME = 200
 
 
 @dataclass
@@ -67,6 +70,14 @@ def report_key(upload: Upload, layer_name: str) -> str:
     return f"reports/{layer_name or '_unnamed'}/{stamp}-{ident}.json"
 
 
+def local_name(filename: str) -> str:
+    """The upload's own name (messages name it), unless it is too long for a file name; the
+    layer's name always comes from the full key (source_name)."""
+    if len(filename.encode()) <= MAX_LOCAL_NAME:
+        return filename
+    return "upload" + filename[len(strip_archive_suffix(filename)):][:16]
+
+
 def source_fingerprint(archive_sha256: str, settings: Settings) -> str:
     """Everything that decides the layer before the archive is opened: its bytes and our settings."""
     material = [archive_sha256, __version__, settings.target.runtime, settings.target.arch,
@@ -93,7 +104,8 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
     outcome = Outcome(status="failed", upload=upload)
     adapters.cache.errors.clear()  # a failed build's cache errors are not this build's
     try:
-        archive, digest = adapters.artifacts.download(upload, scratch / "source" / upload.filename)
+        archive, digest = adapters.artifacts.download(
+            upload, scratch / "source" / local_name(upload.filename))
         fingerprint = source_fingerprint(digest, settings)
         remembered = adapters.memo.get(fingerprint)
         if remembered and adapters.layers.exists(remembered["version_arn"]):

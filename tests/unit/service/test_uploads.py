@@ -71,3 +71,11 @@ def test_order_compares_event_time_then_sequencer_as_equal_length_hex():
 def test_identity_round_trips():
     upload = Upload("b", "incoming/a b.zip", "v", "01", 12, "2026-11-27T10:00:00.000000Z")
     assert Upload.from_identity(upload.identity()) == upload
+
+
+def test_a_key_too_long_for_a_file_name_is_stored_under_a_short_one():
+    from layer_builder.service.service import local_name
+
+    long_name = "x" * 300 + "-1.0.0.tar.gz"
+    assert local_name(long_name) == "upload.tar.gz"
+    assert local_name("aws-emr-launcher-0.1.0.zip") == "aws-emr-launcher-0.1.0.zip"
