@@ -23,7 +23,6 @@ import csv
 import json
 import os
 import queue
-import re
 import shutil
 import stat
 import subprocess
@@ -41,6 +40,9 @@ from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from layer_builder.bytecode import find_interpreter
+from layer_builder.target import Target
 
 RUNTIME_PREFIX = "/2018-06-01/runtime"
 NEXT_PATH = f"{RUNTIME_PREFIX}/invocation/next"
@@ -270,25 +272,10 @@ def _error_document(body: bytes, error_type: str | None) -> dict[str, Any]:
 # Interpreter and sys.path
 # --------------------------------------------------------------------------------------------
 def find_python313() -> str:
-    """The interpreter for the runtime process: Python 3.13 like the functions' runtime.
-
-    This interpreter when it is 3.13 (the project venv), else the newest pyenv 3.13 or a
-    python3.13 on PATH, else sys.executable (the venv's compiled modules then fail to load, which
-    shows in LocalLambda.logs()).
-    """
-    if sys.version_info[:2] == LAMBDA_PYTHON:
-        return sys.executable
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates = sorted(
-        pyenv_root.glob("versions/3.13*/bin/python3.13"),
-        key=lambda p: [int(n) for n in re.findall(r"\d+", p.parts[-3])],  # 3.13.10 > 3.13.9
-        reverse=True,
-    )
-    on_path = shutil.which("python3.13")
-    for candidate in [*map(str, candidates), *([on_path] if on_path else [])]:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return sys.executable
+    """The interpreter for the runtime process: Python 3.13 like the functions' runtime, found as
+    the builder finds its target interpreter; else sys.executable (the venv's compiled modules
+    then fail to load, which shows in LocalLambda.logs())."""
+    return find_interpreter(Target("python3.13")) or sys.executable
 
 
 def project_site_packages() -> Path:

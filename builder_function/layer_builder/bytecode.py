@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,10 @@ def _version_of(python: str) -> tuple[int, int] | None:
         return None
 
 
+def _version_key(path: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", Path(path).parts[-3])]
+
+
 def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -> str | None:
     """An interpreter of the target's minor version: this one, PATH, then pyenv."""
     if sys.version_info[:2] == target.version_tuple:
@@ -82,7 +87,7 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
     candidates = [shutil.which(name, path=environ.get("PATH"))]
     pyenv_root = environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
     candidates += sorted(glob.glob(f"{pyenv_root}/versions/{target.python_version}*/bin/{name}"),
-                         reverse=True)
+                         key=_version_key, reverse=True)  # 3.13.10 before 3.13.9
     for candidate in candidates:
         # pyenv shims sit on PATH but fail when the version is not selected: run each one.
         if candidate and _version_of(candidate) == target.version_tuple:

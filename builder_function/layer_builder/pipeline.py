@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, bytecode, check, limits, lock, project, slim, unpack
-from .cache import DEPS_ZIP, STAGING_PREFIX, TREE, CachedDeps, DependencyCache, RemoteCache, cache_key
+from .cache import DEPS_ZIP, STAGING_PREFIX, TREE, DependencyCache, RemoteCache, cache_key
 from .errors import DiskFullError, InputError, LayerBuildError, OutOfTimeError
 from .install import Installer
 from .package import MANIFEST_NAME, content_hash, file_sha256, layer_entries, manifest, tree_entries
@@ -77,7 +77,7 @@ def host_machine() -> str:
     return os.uname().machine
 
 
-def _source_root(request: BuildRequest, work: Path, report: BuildReport | None) -> tuple[Path, list[str]]:
+def _source_root(request: BuildRequest, work: Path) -> tuple[Path, list[str]]:
     if request.source.is_dir():
         return request.source, []
     if not request.source.is_file():
@@ -181,7 +181,7 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             # resolve(): "." has no name of its own, the directory it points at has.
             source_name = request.source_name or request.source.resolve().name
             progress(f"Reading {source_name}")
-            root, warnings = _source_root(request, work, None)
+            root, warnings = _source_root(request, work)
         with timings.phase("lock"):
             config = project.load_config(root, source_name)
             locked = lock.read_lock(root, target, request.index)
@@ -257,14 +257,14 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         digest = content_hash(deps_entries, own_entries)
         report.content_hash = digest
         report.own_packages = own_names
-        report.sizes = sizes
         report.slimmed = meta["slimmed"]
         report.installer = meta["installer"]
         report.license = config.license
         report.built_from_source = meta["built_from_source"]
-        report.bytecode = {"interpreter": f"CPython {target.python_version}" if python else None, "mode": config.bytecode if python else "none",
+        report.bytecode = {"interpreter": f"CPython {target.python_version}" if python else None,
+                           "mode": config.bytecode if python else "none",
                            "invalidation": "unchecked-hash", "failed": len(failed),
-                           **{k: v for k, v in meta.get("bytecode_coverage", {}).items()}}
+                           **meta.get("bytecode_coverage", {})}
         report.checks = {"binaries": f"{meta['binaries_checked']} shared objects for {target.machine}",
                          "imports": import_status, "size": "within limit"}
         manifest_path = work / MANIFEST_NAME

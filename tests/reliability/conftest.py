@@ -416,3 +416,11 @@ def _provision(aws: Any, house: House, tmp_path_factory: pytest.TempPathFactory)
         "CACHE_DIR": str(tmp_path_factory.mktemp("service-cache")), "PACKAGE_INDEX_URL": house.url}
     clients = Clients(*(aws.client(name) for name in ("s3", "lambda", "ssm", "dynamodb", "events")))
     return Service(aws, stack, Settings.from_env(env), clients)
+
+# The builder fixtures live beside their helpers; re-exported here so every module sees them.
+from tests.reliability.service_env import (  # noqa: E402, F401
+    builder_cache_fixture,
+    builder_fixture,
+    make_builder_fixture,
+    reliability_aws_fixture,
+)

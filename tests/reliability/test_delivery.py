@@ -17,13 +17,9 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from layer_builder import limits
 
-from tests.reliability.service_env import (  # noqa: F401 (fixtures)
+from tests.reliability.service_env import (
     EMR_LAUNCHER,
     Builder,
-    builder_cache_fixture,
-    builder_fixture,
-    make_builder_fixture,
-    reliability_aws_fixture,
 )
 from tests.reliability.table import record
 from tools.stack import EVENTS

@@ -28,13 +28,9 @@ from tests.reliability.awsfaults import (
     FaultInjector,
     throttling,
 )
-from tests.reliability.service_env import (  # noqa: F401 (fixtures)
+from tests.reliability.service_env import (
     Builder,
-    builder_cache_fixture,
-    builder_fixture,
     enospc,
-    make_builder_fixture,
-    reliability_aws_fixture,
     temp_entries,
 )
 from tests.reliability.table import record

@@ -22,14 +22,10 @@ import pytest
 from layer_builder.errors import TransientError
 
 from tests.reliability.awsfaults import HTTP_500, HTTP_503, READ_TIMEOUT
-from tests.reliability.service_env import (  # noqa: F401 (fixtures)
+from tests.reliability.service_env import (
     Builder,
-    builder_cache_fixture,
-    builder_fixture,
     child_processes,
-    make_builder_fixture,
     open_fds,
-    reliability_aws_fixture,
     temp_entries,
 )
 from tests.reliability.table import record

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -20,9 +18,8 @@ from layer_builder.package import tree_entries
 from layer_builder.pipeline import BuildRequest, build
 from layer_builder.target import Target
 from layer_builder.zipwriter import write_zip
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from lockfactory import make_project  # noqa: E402
+from tests.lockfactory import make_project
+from tests.zippatch import patch_member
 
 HOUR = 3600
 
@@ -169,33 +166,14 @@ def _rewrite_zip(entry_dir: Path, extra: dict[str, bytes]) -> None:
             zf.writestr(name, data)
 
 
-def _patch_member(entry_dir: Path, name: str, *, crc_xor: int = 0, flags_or: int = 0) -> None:
-    """Change a member's CRC or flag bits in both its local and central headers."""
-    path = entry_dir / DEPS_ZIP
-    data = bytearray(path.read_bytes())
-    end = data.rindex(b"PK\x05\x06")
-    count, _, central = struct.unpack_from("<HII", data, end + 10)
-    for _ in range(count):
-        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, central + 28)
-        if data[central + 46:central + 46 + name_len] == name.encode():
-            local = struct.unpack_from("<I", data, central + 42)[0]
-            for flags_at, crc_at in ((local + 6, local + 14), (central + 8, central + 16)):
-                struct.pack_into("<H", data, flags_at, struct.unpack_from("<H", data, flags_at)[0] | flags_or)
-                struct.pack_into("<I", data, crc_at, struct.unpack_from("<I", data, crc_at)[0] ^ crc_xor)
-            path.write_bytes(bytes(data))
-            return
-        central += 46 + name_len + extra_len + comment_len
-    raise AssertionError(f"{name} is not in {path}")
-
-
 TAMPERING = {
     "content differs from meta": lambda e: _edit_meta(
         e, lambda m: m["sha256"].update({"python/six.py": "0" * 64})),
     "member not in meta": lambda e: _rewrite_zip(e, {"python/evil.py": b"import os\n"}),
     "meta lists a missing member": lambda e: _edit_meta(
         e, lambda m: m["sha256"].update({"python/gone.py": "0" * 64})),
-    "bad CRC, right sha256": lambda e: _patch_member(e, "python/pkg/core.py", crc_xor=0xFFFF),
-    "encrypted member": lambda e: _patch_member(e, "python/six.py", flags_or=0x1),
+    "bad CRC, right sha256": lambda e: patch_member(e / DEPS_ZIP, "python/pkg/core.py", crc_xor=0xFFFF),
+    "encrypted member": lambda e: patch_member(e / DEPS_ZIP, "python/six.py", flags_or=0x1),
     "truncated zip": lambda e: (e / DEPS_ZIP).write_bytes((e / DEPS_ZIP).read_bytes()[:100]),
     "meta not json": lambda e: (e / META).write_text("{not json"),
     "meta lacks owners": lambda e: _edit_meta(e, lambda m: m.pop("owners")),

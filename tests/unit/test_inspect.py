@@ -11,6 +11,7 @@ import pytest
 from layer_builder import cli
 from layer_builder.pipeline import inspect_zip
 from layer_builder.target import Target
+from tests.zippatch import patch_member
 
 EM_X86_64 = 62
 NATIVE = "python/pkg/_speedups.cpython-313-x86_64-linux-gnu.so"
@@ -21,30 +22,6 @@ METADATA = "python/pkg-1.0.dist-info/METADATA"
 def elf(machine: int) -> bytes:
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
     return ident + struct.pack("<HHI", 3, machine, 1) + bytes(4000)
-
-
-def patch_member(path: Path, name: str, *, flags_or: int = 0, method: int | None = None,
-                 garble: bool = False) -> None:
-    """Mark a member encrypted, give it another compression method, or garble its data."""
-    data = bytearray(path.read_bytes())
-    end = data.rindex(b"PK\x05\x06")
-    count, _, central = struct.unpack_from("<HII", data, end + 10)
-    for _ in range(count):
-        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, central + 28)
-        if data[central + 46:central + 46 + name_len] == name.encode():
-            local = struct.unpack_from("<I", data, central + 42)[0]
-            for flags_at in (local + 6, central + 8):
-                struct.pack_into("<H", data, flags_at, struct.unpack_from("<H", data, flags_at)[0] | flags_or)
-            if method is not None:
-                struct.pack_into("<H", data, local + 8, method)
-                struct.pack_into("<H", data, central + 10, method)
-            if garble:  # 0xff starts a deflate block of the reserved type 3
-                start = local + 30 + sum(struct.unpack_from("<HH", data, local + 26))
-                data[start:start + 8] = b"\xff" * 8
-            path.write_bytes(bytes(data))
-            return
-        central += 46 + name_len + extra_len + comment_len
-    raise AssertionError(f"{name} is not in {path}")
 
 
 def layer(tmp_path: Path) -> Path:

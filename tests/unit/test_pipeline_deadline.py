@@ -4,7 +4,6 @@ installer or index is involved."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -13,9 +12,7 @@ import pytest
 from layer_builder import bytecode, check
 from layer_builder.errors import OutOfTimeError
 from layer_builder.pipeline import BuildRequest, build
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from lockfactory import make_project  # noqa: E402
+from tests.lockfactory import make_project
 
 
 def project_with(root: Path, init: str = "VALUE = 1\n") -> Path:

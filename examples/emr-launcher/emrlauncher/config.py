@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,22 +118,22 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def _load_yaml(path: str | Path) -> Any:
+def _load(path: str | Path, parse: Callable[[str], Any], kind: str,
+          errors: type[Exception] | tuple[type[Exception], ...]) -> Any:
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return parse(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{Path(path).name} is not valid YAML: {exc}") from exc
+    except errors as exc:
+        raise ConfigError(f"{Path(path).name} is not valid {kind}: {exc}") from exc
+
+
+def _load_yaml(path: str | Path) -> Any:
+    return _load(path, yaml.safe_load, "YAML", yaml.YAMLError)
 
 
 def _load_json(path: str | Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}.") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{Path(path).name} is not valid JSON: {exc}") from exc
+    return _load(path, json.loads, "JSON", json.JSONDecodeError)
 
 
 def _emr_section(document: Any, file: str) -> dict[str, Any]:
