@@ -1,4 +1,4 @@
-"""pipeline.inspect_zip and `layer-builder inspect` on layer zips with members that cannot be read."""
+"""inspection.inspect_zip and `layer-builder inspect` on layer zips with members that cannot be read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from layer_builder import cli
-from layer_builder.pipeline import inspect_zip
+from layer_builder.inspection import inspect_zip
 from layer_builder.target import Target
 from tests.zippatch import patch_member
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..pipeline import inspect_zip
+from ..inspection import inspect_zip
 from ..report import human
 from ..target import ARCH_MACHINE, Target
 from .common import EXIT_OK, EXIT_REFUSED
