@@ -120,6 +120,11 @@ class Verdict:
 
 
 class Sandbox(Protocol):
+    def native(self, target: Target) -> bool:
+        """Whether check() runs on the target's own interpreter and machine. When it does not
+        (an arm64 layer on an x86_64 laptop), the pipeline checks a twin of the layer built
+        from the same lock for a machine it can run, and says so in the report."""
+
     def check(self, layer_zip: Path, spec: CheckSpec, target: Target,
               timeout: float | None) -> Verdict:
         """Import spec's modules from the layer (a zip of python/...) on the target."""
@@ -129,5 +134,6 @@ class Sandbox(Protocol):
         """Build a wheel for the target from a hash-verified sdist; returns the wheel's path."""
 
     def compile(self, sources: Path, target: Target, timeout: float | None) -> dict[str, bytes]:
-        """`sources` is a zip of .py files (layer-relative names); returns name.pyc → bytes
-        (`__pycache__/<stem>.cpython-3X.pyc` paths), unchecked-hash, paths under /opt/python."""
+        """Bytecode for a zip of sources (names relative to python/): returns the layer-relative
+        name of each .pyc (`pkg/__pycache__/mod.cpython-313.pyc`) → its bytes, `unchecked-hash`,
+        with source paths under /opt/python. Sources that do not compile are left out."""
