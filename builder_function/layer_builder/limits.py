@@ -29,6 +29,9 @@ MAX_PATH_LENGTH = 1024
 BYTECODE_BUDGET_RESERVE = 10 * 1024 * 1024
 #: When dependencies alone leave less than that, bytecode may fill up to this close to the limit.
 OWN_CODE_MIN_RESERVE = 1024 * 1024
+#: Room a layer leaves under MAX_UNZIPPED_BYTES for the function and other layers, unless the
+#: project sets `[tool.layer-builder] headroom`.
+DEFAULT_HEADROOM = 10 * 1024 * 1024
 
 # --- Reproducible zip ---
 #: The earliest timestamp a zip can store; used for every entry.

@@ -18,18 +18,18 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import LockError, ProjectError
+from .redact import redact  # re-exported until install.py imports it from .redact
 from .target import Target
+
+__all__ = ["IndexPolicy", "LockedProject", "Requirement", "read_lock", "redact"]
 
 PIPFILE = "Pipfile"
 PIPFILE_LOCK = "Pipfile.lock"
 #: Lock keys that mean "not from an index": refused because they cannot be hash-verified.
 UNPINNABLE_KEYS = ("git", "hg", "svn", "bzr", "path", "file", "editable")
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
-_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+_HASH = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch: `$` would admit a trailing newline
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
-#: scheme://user:password@ — everything up to the netloc's last @.
-#: scheme:// up to the last "@" of the authority: a password may hold an unencoded "@".
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,6 @@ class IndexPolicy:
     override: str = ""
     environ: Mapping[str, str] = field(default_factory=dict)
     allow_lock_urls: bool = True
-
-
-def redact(text: str) -> str:
-    """Every URL in text without its user:password, for logs, reports and errors."""
-    # A regex, not urlsplit: .port and IPv6 parsing raise ValueError on a hostile lock's URL.
-    return _USERINFO.sub(r"\1***@", text)
 
 
 def _load_pipfile(project: Path) -> plette.Pipfile:
@@ -184,7 +178,7 @@ def _requirement(name: str, entry: object, sources: dict[str, str], default_inde
         raise LockError(f"{where} has hashes that are not a list: re-run `pipenv lock`.")
     if not hashes:
         raise LockError(f"{where} has no hashes: re-run `pipenv lock` (hashes must be kept).")
-    bad = [h for h in hashes if not isinstance(h, str) or not _HASH.match(h)]
+    bad = [h for h in hashes if not isinstance(h, str) or not _HASH.fullmatch(h)]
     if bad:
         raise LockError(f"{where} has a malformed hash {bad[0]!r}: re-run `pipenv lock`.")
     index_name = entry.get("index")

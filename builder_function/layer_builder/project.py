@@ -9,13 +9,18 @@ A project configures the builder in `pyproject.toml` under `[tool.layer-builder]
     slim_exclude = ["*.md"]          # extra patterns to leave out of dependencies
     bytecode = "auto"                # auto | all | none
     license = "MIT"
+    targets = ["python3.13/x86_64", "python3.12/arm64"]   # else the builder's default targets
+    headroom = "10MB"                # room left under Lambda's unzipped limit (or an int of bytes)
+    startup = ["app.handler"]        # modules the functions import at start-up
 
 Without a name, it comes from `[project]` metadata, `setup.cfg`, then the archive's file name.
+Sizes are binary: 1 KB = 1,024 bytes and 1 MB = 1,048,576 bytes, as in limits.py.
 """
 
 from __future__ import annotations
 
 import configparser
+import keyword
 import os
 import re
 import shutil
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from . import limits
 from .errors import ProjectError
+from .target import ARCH_MACHINE, RUNTIME_GLIBC, Target
 from .unpack import strip_archive_suffix
 
 CONFIG_TABLE = "layer-builder"
@@ -39,6 +45,8 @@ _NAME_VERSION = re.compile(r"^(?P<name>.+?)[-_](?P<version>v?\d+(?:\.\d+)*(?:[._
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BYTECODE_MODES = ("auto", "all", "none")
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMG]i?B|B)?", re.I)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,12 @@ class ProjectConfig:
     bytecode: str = "auto"
     license: str = ""
     warnings: tuple[str, ...] = field(default=())
+    #: `targets = ["python3.13/x86_64", ...]`; None: the builder's default targets.
+    targets: tuple[Target, ...] | None = None
+    #: Bytes left free under Lambda's unzipped limit for the function and other layers.
+    headroom: int = limits.DEFAULT_HEADROOM
+    #: Modules the consumers import at start-up (dotted names), for the start-up probe.
+    startup: tuple[str, ...] = ()
 
 
 def layer_name(raw: str, prefix: str = "") -> str:
@@ -63,6 +77,15 @@ def layer_name(raw: str, prefix: str = "") -> str:
             "in pyproject.toml.")
     name = (_INVALID_NAME_CHARS.sub("-", prefix) + cleaned)[: limits.MAX_LAYER_NAME_LENGTH]
     return name
+
+
+def target_layer_name(base: str, target: Target, primary: Target) -> str:
+    """The layer name for one of a project's targets: its first target keeps `base`, every other
+    one is `<base>-py312-arm64` (runtime digits, architecture), within Lambda's 140 characters."""
+    if target == primary:
+        return base
+    suffix = f"-py{target.python_version.replace('.', '')}-{target.arch}"
+    return base[: limits.MAX_LAYER_NAME_LENGTH - len(suffix)] + suffix
 
 
 def split_archive_name(filename: str) -> tuple[str, str]:
@@ -97,6 +120,56 @@ def _str_list(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ProjectError(f"[tool.{CONFIG_TABLE}] {key} must be a list of strings in pyproject.toml.")
     return tuple(value)
+
+
+def _targets(value: object) -> tuple[Target, ...] | None:
+    key = f"[tool.{CONFIG_TABLE}] targets"
+    example = 'targets = ["python3.13/x86_64", "python3.12/arm64"]'
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise ProjectError(f"{key} in pyproject.toml must be a non-empty list such as {example}.")
+    found: list[Target] = []
+    for item in value:
+        runtime, _, arch = item.partition("/") if isinstance(item, str) else ("", "", "")
+        if runtime not in RUNTIME_GLIBC or arch not in ARCH_MACHINE:
+            raise ProjectError(
+                f"{key} entry {item!r} in pyproject.toml is not a target: write runtime/architecture "
+                f"with a runtime among {', '.join(RUNTIME_GLIBC)} and an architecture among "
+                f"{', '.join(ARCH_MACHINE)}, e.g. {example}.")
+        target = Target(runtime, arch)
+        if target in found:
+            raise ProjectError(f"{key} entry {item!r} in pyproject.toml is listed twice: keep one.")
+        found.append(target)
+    return tuple(found)
+
+
+def parse_size(value: object, key: str = "headroom") -> int:
+    """Bytes from an int or a string such as "10MB", "512KB", "1.5 GiB" (binary units)."""
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif match:
+        size = int(float(match["number"]) * _UNITS[(match["unit"] or "").upper()[:1]])
+    else:
+        size = -1
+    if not 0 <= size < limits.MAX_UNZIPPED_BYTES:
+        raise ProjectError(
+            f"[tool.{CONFIG_TABLE}] {key} = {value!r} in pyproject.toml is not a size below "
+            f"Lambda's {limits.MAX_UNZIPPED_BYTES:,}-byte limit: write bytes (10485760) or a "
+            'string such as "10MB" or "512KB".')
+    return size
+
+
+def _startup(value: object) -> tuple[str, ...]:
+    modules = _str_list(value, "startup")
+    for module in modules:
+        parts = module.split(".")
+        if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
+            raise ProjectError(
+                f"[tool.{CONFIG_TABLE}] startup entry {module!r} in pyproject.toml is not a module "
+                'name: write dotted module names such as startup = ["app.handler"].')
+    return modules
 
 
 def _with_version(description: str, version: str) -> str:
@@ -150,6 +223,9 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
         slim_exclude=_str_list(tool.get("slim_exclude", []), "slim_exclude"),
         bytecode=bytecode,
         license=str(tool.get("license") or "")[: limits.MAX_LICENSE_INFO_LENGTH],
+        targets=_targets(tool.get("targets")),
+        headroom=parse_size(tool.get("headroom", limits.DEFAULT_HEADROOM)),
+        startup=_startup(tool.get("startup", [])),
     )
 
 

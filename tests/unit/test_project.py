@@ -17,7 +17,9 @@ from layer_builder.project import (
     layer_name,
     load_config,
     split_archive_name,
+    target_layer_name,
 )
+from layer_builder.target import Target
 
 MIXED = Path(__file__).resolve().parents[1] / "fixtures" / "projects" / "mixed"
 
@@ -303,3 +305,98 @@ def test_pyproject_tables_of_the_wrong_type_are_refused_by_name(tmp_path, text):
     (tmp_path / "pyproject.toml").write_text(text)
     with pytest.raises(ProjectError, match="must be a table"):
         load_config(tmp_path, "x.zip")
+
+
+# --- targets, headroom, start-up modules ------------------------------------------------------
+
+def test_new_settings_default_when_absent(tmp_path):
+    cfg = load_config(tmp_path, "p-1.0.zip")
+    assert cfg.targets is None
+    assert cfg.headroom == limits.DEFAULT_HEADROOM == 10 * 1024 * 1024
+    assert cfg.startup == ()
+
+
+def test_targets_headroom_and_startup_are_read(tmp_path):
+    write(tmp_path, {"pyproject.toml": """
+        [tool.layer-builder]
+        targets = ["python3.13/x86_64", "python3.12/arm64"]
+        headroom = "512KB"
+        startup = ["app.handler", "pandas", "_private.mod"]
+    """})
+    cfg = load_config(tmp_path, "p-1.0.zip")
+    assert cfg.targets == (Target("python3.13", "x86_64"), Target("python3.12", "arm64"))
+    assert cfg.headroom == 512 * 1024
+    assert cfg.startup == ("app.handler", "pandas", "_private.mod")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0), (1234, 1234), ('"10MB"', 10 * 1024**2), ('"10 mb"', 10 * 1024**2),
+     ('"512KB"', 512 * 1024), ('"512KiB"', 512 * 1024), ('"1.5MB"', 1536 * 1024),
+     ('"2048"', 2048), ('"100B"', 100), ('" 100 MB "', 100 * 1024**2), ('"0.2GB"', int(0.2 * 1024**3))],
+)
+def test_headroom_accepts_bytes_or_a_size_string(tmp_path, value, expected):
+    write(tmp_path, {"pyproject.toml": f"[tool.layer-builder]\nheadroom = {value}\n"})
+    assert load_config(tmp_path, "p.zip").headroom == expected
+
+
+@pytest.mark.parametrize("value", ['"ten MB"', '"10TB"', '"-1MB"', "-5", "true", "1.5",
+                                   '"300MB"', "262144000", '"10 M B"', "[1]"])
+def test_bad_headroom_is_refused_with_what_to_write(tmp_path, value):
+    write(tmp_path, {"pyproject.toml": f"[tool.layer-builder]\nheadroom = {value}\n"})
+    with pytest.raises(ProjectError, match=r'headroom = .* is not a size .* "10MB"'):
+        load_config(tmp_path, "p.zip")
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ('["python3.9/x86_64"]', r"entry 'python3.9/x86_64' .* is not a target: .*python3.13"),
+        ('["python3.13/amd64"]', r"entry 'python3.13/amd64' .* is not a target: .*x86_64, arm64"),
+        ('["python3.13"]', r"entry 'python3.13' .* is not a target"),
+        ('["python3.13/x86_64", 3]', r"entry 3 .* is not a target"),
+        ('["python3.13/x86_64", "python3.12/arm64", "python3.13/x86_64"]',
+         r"entry 'python3.13/x86_64' .* is listed twice: keep one"),
+        ("[]", r"targets in pyproject.toml must be a non-empty list such as targets = \["),
+        ('"python3.13/x86_64"', r"must be a non-empty list"),
+    ],
+    ids=["old-runtime", "bad-arch", "no-arch", "not-a-string", "duplicate", "empty", "string"],
+)
+def test_bad_targets_are_refused_naming_the_entry(tmp_path, value, match):
+    write(tmp_path, {"pyproject.toml": f"[tool.layer-builder]\ntargets = {value}\n"})
+    with pytest.raises(ProjectError, match=match):
+        load_config(tmp_path, "p.zip")
+
+
+@pytest.mark.parametrize("value", ['"app"', '["app handler"]', '["app."]', '["1app"]',
+                                   '["app.lambda"]', '["app/handler"]', "[1]"])
+def test_bad_startup_modules_are_refused(tmp_path, value):
+    write(tmp_path, {"pyproject.toml": f"[tool.layer-builder]\nstartup = {value}\n"})
+    with pytest.raises(ProjectError, match="startup"):
+        load_config(tmp_path, "p.zip")
+
+
+PRIMARY = Target("python3.13", "x86_64")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (PRIMARY, "emr-launcher"),
+        (Target("python3.12", "arm64"), "emr-launcher-py312-arm64"),
+        (Target("python3.13", "arm64"), "emr-launcher-py313-arm64"),
+        (Target("python3.10", "x86_64"), "emr-launcher-py310-x86_64"),
+    ],
+)
+def test_target_layer_name(target, expected):
+    assert target_layer_name("emr-launcher", target, PRIMARY) == expected
+
+
+def test_target_layer_name_stays_within_lambdas_limit():
+    base = "t" * limits.MAX_LAYER_NAME_LENGTH
+    assert target_layer_name(base, PRIMARY, PRIMARY) == base
+    name = target_layer_name(base, Target("python3.12", "arm64"), PRIMARY)
+    assert len(name) == limits.MAX_LAYER_NAME_LENGTH and name.endswith("-py312-arm64")
+    assert re.fullmatch(limits.LAYER_NAME_PATTERN, name)
+    other = target_layer_name(base, Target("python3.12", "x86_64"), PRIMARY)
+    assert other != name  # each target keeps a name of its own

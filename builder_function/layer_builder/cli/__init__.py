@@ -14,7 +14,7 @@ import sys
 
 from .. import __version__
 from ..errors import LayerBuildError
-from ..lock import redact
+from ..redact import redact
 from . import build, inspect
 from .common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 
