@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import zipfile
 import zlib
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
 
 from . import check, limits
 from .errors import InputError, LayerBuildError
 from .package import MANIFEST_NAME
-from .report import owners_from_dist_info, package_sizes
+from .report import owner_of, owners_from_dist_info, package_sizes
 from .target import Target
 
 
@@ -35,6 +36,44 @@ def _read_manifest(zf: zipfile.ZipFile, name: str) -> dict:
     except (KeyError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def layer_tree(files: Iterable[tuple[str, int]], owners: Mapping[str, str]
+               ) -> dict[str, dict[str, int]]:
+    """Package → where in it → bytes, largest first.
+
+    "Where" is the package's top-level directory one level down (`numpy/_core/`, `numpy.libs/`),
+    since most packages have one top-level directory: `numpy/ (files)` for the modules directly
+    in it, `six.py` for a top-level module, and metadata directories whole (`*.dist-info/`).
+    """
+    tree: dict[str, dict[str, int]] = {}
+    for path, size in files:
+        parts = PurePosixPath(path).parts
+        if len(parts) == 1:
+            top = parts[0]
+        elif parts[0].endswith((".dist-info", ".libs")) or parts[0] == "__pycache__":
+            top = f"{parts[0]}/"
+        elif len(parts) == 2:
+            top = f"{parts[0]}/ (files)"
+        else:
+            top = f"{parts[0]}/{parts[1]}/"
+        entries = tree.setdefault(owner_of(path, owners), {})
+        entries[top] = entries.get(top, 0) + size
+    ordered = {pkg: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) for pkg, d in tree.items()}
+    return dict(sorted(ordered.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])))
+
+
+def bytecode_coverage(paths: Iterable[str]) -> dict[str, int]:
+    """How many .py modules have a .pyc for some CPython beside them (in __pycache__)."""
+    names = set(paths)
+    compiled_stems = set()
+    for name in names:
+        path = PurePosixPath(name)
+        if path.suffix == ".pyc" and path.parent.name == "__pycache__":
+            compiled_stems.add(str(path.parent.parent / path.name.split(".", 1)[0]))
+    modules = [n for n in names if n.endswith(".py")]
+    compiled = sum(1 for n in modules if str(PurePosixPath(n).with_suffix("")) in compiled_stems)
+    return {"modules": len(modules), "compiled": compiled}
 
 
 def inspect_zip(path: Path, target: Target | None = None) -> dict:
@@ -63,7 +102,8 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         manifest_data = _read_manifest(zf, prefix + MANIFEST_NAME)
         own = manifest_data.get("own_packages")
         owners |= {n: f"{n} (own)" for n in own if isinstance(n, str)} if isinstance(own, list) else {}
-        sizes = package_sizes([(rel[i.filename], i.file_size) for i in infos if i.filename in rel], owners)
+        files = [(rel[i.filename], i.file_size) for i in infos if i.filename in rel]
+        sizes = package_sizes(files, owners)
         shared, broken = [], []
         for info in infos:
             if check.is_shared_object(info.filename):
@@ -86,6 +126,7 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         "publish_via_s3": path.stat().st_size > limits.MAX_DIRECT_UPLOAD_BYTES,
         "outside_python_dir": outside[:20], "binaries": machines, "sizes": sizes,
         "manifest": manifest_data, "unreadable": sorted(unreadable + broken)[:20],
+        "tree": layer_tree(files, owners), "bytecode": bytecode_coverage(rel.values()),
     }
     if broken:
         # No machine can load a shared object that cannot be read, so this fails for any target.

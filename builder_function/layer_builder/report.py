@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
@@ -30,14 +30,19 @@ def owners_from_dist_info(records: Iterable[tuple[str, str, str]]) -> dict[str, 
     return owners
 
 
+def owner_of(path: str, owners: Mapping[str, str]) -> str:
+    """The distribution (or own package) a path relative to python/ belongs to."""
+    parts = PurePosixPath(path).parts
+    # Bytecode of top-level modules sits in __pycache__/<module>.cpython-3X.pyc.
+    top = f"{parts[1].split('.')[0]}.py" if parts[0] == "__pycache__" and len(parts) > 1 else parts[0]
+    return owners.get(top) or owners.get(top.removesuffix(".py")) or UNOWNED
+
+
 def package_sizes(files: Iterable[tuple[str, int]], owners: dict[str, str]) -> dict[str, int]:
     """Bytes per distribution (or own package) for paths relative to python/."""
     sizes: dict[str, int] = {}
     for path, size in files:
-        parts = PurePosixPath(path).parts
-        # Bytecode of top-level modules sits in __pycache__/<module>.cpython-3X.pyc.
-        top = f"{parts[1].split('.')[0]}.py" if parts[0] == "__pycache__" and len(parts) > 1 else parts[0]
-        owner = owners.get(top) or owners.get(top.removesuffix(".py")) or UNOWNED
+        owner = owner_of(path, owners)
         sizes[owner] = sizes.get(owner, 0) + size
     return dict(sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0])))
 

@@ -46,9 +46,9 @@ class Run:
 
 
 def table(lines: list[str]) -> list[str]:
-    """Package names of the "Largest packages:" rows (`  name   89.1 KB   52.1 %`)."""
+    """Package names of the "Largest packages:" rows (`  name   89.1 KB   52.1 %  ████▍`)."""
     rows = lines[lines.index("Largest packages:") + 1:]
-    names = [re.fullmatch(r"  (.+?) +[\d.]+ [KMG]?B +[\d.]+ %", row) for row in rows]
+    names = [re.fullmatch(r"  (.+?) +[\d.]+ [KMG]?B +[\d.]+ %(  [^ ]+)?", row) for row in rows]
     assert all(names), rows
     return [m.group(1) for m in names]
 
@@ -120,6 +120,36 @@ def test_piped_output_is_plain_lines_ending_with_the_summary(built: Built) -> No
     assert f"content    sha256:{report['content_hash']}" in run.stdout
     assert table(lines) == list(report["sizes"])
     assert table(lines)[:2] == ["MarkupSafe", "six"] and "mixedpkg (own)" in table(lines)
+
+
+def test_summary_draws_the_limit_and_a_bar_per_package(built: Built) -> None:
+    lines = built.run.stdout.splitlines()
+    assert lines[4].startswith("  limit      [") and "% of Lambda's 262.1 MB;" in lines[4]
+    rows = lines[lines.index("Largest packages:") + 1:]
+    bars = [len(row.split(" %  ", 1)[1]) if " %  " in row else 0 for row in rows]
+    assert bars[0] == max(bars) > 0  # the largest package has the longest bar
+
+
+def test_the_report_has_an_html_picture_beside_it(built: Built) -> None:
+    page = (built.cwd.parent / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<title>Layer mixed" in page
+    assert 'data-package="MarkupSafe"' in page and 'data-package="mixedpkg (own)"' in page
+
+
+def test_usage_errors_exit_64_and_the_environment_stands_for_flags(built: Built,
+                                                                     tmp_path: Path) -> None:
+    run = run_cli("build", built.project, "--arch", "sparc", cwd=tmp_path, tmpdir=tmp_path / "tmp")
+    assert run.returncode == 64 and "invalid choice: 'sparc'" in run.stderr and run.stdout == ""
+    env = {**os.environ, "TMPDIR": str(tmp_path), "LAYER_BUILDER_CACHE_DIR": str(built.cache),
+           "LAYER_BUILDER_OUTPUT": str(tmp_path / "env.zip"), "LAYER_BUILDER_QUIET": "1"}
+    done = subprocess.run([str(CLI), "build", str(built.project)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # -q: no progress
+    assert done.stdout.splitlines() == [f"Built layer mixed: {tmp_path / 'env.zip'} ("
+                                        f"{human(built.report['zipped_bytes'])} zipped, "
+                                        f"{human(built.report['unzipped_bytes'])} unzipped)"]
+    assert (tmp_path / "env.zip").read_bytes() == built.zip.read_bytes()  # from the env's cache
 
 
 def test_report_has_timings_sizes_warnings_and_the_content_hash(built: Built) -> None:

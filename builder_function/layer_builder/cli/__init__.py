@@ -1,46 +1,59 @@
 """`layer-builder`: build the same layer on a laptop that the builder Lambda publishes.
 
-Exit codes: 0 done, 2 input refused (one message on stderr, nothing left behind or changed),
-1 anything else (transient: a retry may succeed).
+Exit codes: 0 done; 1 failed (transient: a retry may succeed); 2 input refused (one message on
+stderr, nothing left behind or changed); 64 usage error (a wrong option or value).
 
-Each command is a module with `add_parser(subparsers)` and `run(args) -> int`.
+Each command is a module with `add_parser(subparsers)` and `run(args) -> int`; COMMANDS lists
+them. Shared habits (-q/-v, environment equivalents, exit codes) live in common.py and output.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+import traceback
 
 from .. import __version__
 from ..errors import LayerBuildError
 from ..redact import redact
 from . import build, inspect
-from .common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED
+from .common import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, UsageError, apply_environment,
+                     build_parser, verbosity)
+from .output import configure_logging
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "main"]
+__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
-COMMANDS = (build, inspect)
+COMMANDS = [build, inspect]
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layer-builder", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        command.add_parser(sub).set_defaults(run=command.run)
-    return parser
+_DESCRIPTION = ("Build the same Lambda layer on a laptop that the builder Lambda publishes. Every "
+                "option also reads LAYER_BUILDER_<OPTION> from the environment (e.g. "
+                "LAYER_BUILDER_CACHE_DIR); the command line wins. Exit codes: 0 done, 1 failed "
+                "(retry may help), 2 input refused, 64 usage error.")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = build_parser("layer-builder", _DESCRIPTION, COMMANDS, __version__)
+    try:
+        apply_environment(parser, os.environ)
+    except UsageError as exc:
+        print(f"layer-builder: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    level = verbosity(args)
+    configure_logging(level)
     try:
         return args.run(args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"layer-builder: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LayerBuildError as exc:
         kind = "refused" if exc.permanent else "failed"
         message = redact(str(exc))
         if exc.permanent:  # a refusal is one line, even when a parser added a caret diagram
             message = " ".join(message.split())
+        if level >= 2:
+            traceback.print_exc()
         print(f"layer-builder: {kind}: {message}", file=sys.stderr)
         return EXIT_REFUSED if exc.permanent else EXIT_FAILED
     except KeyboardInterrupt:

@@ -13,29 +13,46 @@ from ..lock import IndexPolicy
 from ..pipeline import BuildRequest, build
 from ..target import ARCH_MACHINE, DEFAULT_ARCH, DEFAULT_RUNTIME, RUNTIME_GLIBC, Target
 from ..unpack import strip_archive_suffix
-from .common import EXIT_OK, default_cache_dir
-from .output import Progress, summary
+from .common import EXIT_OK, default_cache_dir, verbosity
+from .output import Progress, summary, write_reports
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    b = sub.add_parser("build", help="build a layer zip from a Pipfile project (dir, .zip, .tar.gz)")
-    b.add_argument("source", type=Path)
-    b.add_argument("--output", "-o", type=Path, help="layer zip to write (default: <layer>.zip)")
-    b.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=sorted(RUNTIME_GLIBC))
-    b.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCH_MACHINE))
-    b.add_argument("--report", type=Path, help="write the JSON build report here")
-    b.add_argument("--index-url", default="", help="package index for every source of the lock")
+    b = sub.add_parser("build", help="build a layer zip from a Pipfile project (dir, .zip, .tar.gz)",
+                       description="Build a Lambda layer zip from a Pipfile project: the locked, "
+                                   "hash-verified wheels for the target, slimmed, with bytecode.")
+    b.add_argument("source", type=Path,
+                   help="the project: a directory with Pipfile and Pipfile.lock, or a .zip, "
+                        ".tar.gz or .tgz of one")
+    b.add_argument("--output", "-o", type=Path, metavar="ZIP",
+                   help="layer zip to write (default: <source name>-<runtime>-<arch>.zip in the "
+                        "current directory, the source name without its archive suffix)")
+    b.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=sorted(RUNTIME_GLIBC),
+                   help=f"target Lambda runtime: decides the Python version and glibc tag "
+                        f"(default: {DEFAULT_RUNTIME})")
+    b.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCH_MACHINE),
+                   help=f"target architecture (default: {DEFAULT_ARCH})")
+    b.add_argument("--report", type=Path, metavar="JSON",
+                   help="write the JSON build report here, and its HTML picture beside it "
+                        "(same name, .html)")
+    b.add_argument("--index-url", default="", metavar="URL",
+                   help="package index for every source of the lock (default: the lock's "
+                        "sources, ${VAR} expanded from the environment)")
     b.add_argument("--allow-sdist", action="append", default=[], metavar="NAME",
                    help="build this package from source when it has no wheel (repeatable)")
-    b.add_argument("--layer-prefix", default="", help="prefix for the layer name")
-    b.add_argument("--cache-dir", type=Path, default=None,
-                   help=f"dependency cache (default: {default_cache_dir()})")
-    b.add_argument("--no-cache", action="store_true", help="do not use the dependency cache")
-    b.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    b.add_argument("--layer-prefix", default="", metavar="PREFIX",
+                   help="prefix for the layer name (default: none)")
+    b.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help=f"dependency cache, also uv's (default: {default_cache_dir()})")
+    b.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the dependency cache")
+    b.add_argument("--json", action="store_true",
+                   help="print the report as JSON on stdout instead of the summary")
     return b
 
 
 def run(args: argparse.Namespace) -> int:
+    level = verbosity(args)
     target = Target(args.runtime, args.arch)
     output = args.output
     if output is None:
@@ -49,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
         layer_prefix=args.layer_prefix,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
     )
-    progress = Progress(sys.stderr)
+    progress = Progress(sys.stderr, level)
     try:
         result = build(request, progress)
     finally:
         progress.done()
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)  # e.g. --report out/report.json
-        args.report.write_text(result.report.to_json() + "\n", encoding="utf-8")
-    print(result.report.to_json() if args.json else summary(result.report, output))
+        write_reports(args.report, result.report.to_dict(), output)
+    if args.json:
+        print(result.report.to_json())
+    elif level > -2:
+        print(summary(result.report, output, level))
     return EXIT_OK
