@@ -14,6 +14,12 @@ Decisions:
 - macOS metadata (`__MACOSX/…` and AppleDouble `._name` files, added by Finder's "Compress" and
   by tar on a Mac) is skipped with a warning: it is never project content, and a `__MACOSX/`
   folder next to the project folder would otherwise hide the single wrapping folder.
+- Memory stays bounded whatever the upload claims. `zipfile.ZipFile()` parses the whole central
+  directory before anything can be checked, so the end-of-central-directory records (classic
+  and zip64) are read first and the listing is walked record by record (its declared count may
+  lie) before zipfile sees it. tarfile reads each pax/GNU header whole, so every byte the
+  decompressor yields is counted: headers per member, the ratio and the size cap apply to the
+  decompressed stream itself, not only to the content written.
 """
 
 from __future__ import annotations
@@ -23,21 +29,24 @@ import gzip
 import os
 import shutil
 import stat
+import struct
 import tarfile
 import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Protocol, cast
 
 from . import limits
 from .errors import DiskFullError, UnsafeArchiveError
 
 CHUNK = 1024 * 1024
-#: Tar headers and padding on top of the content: bounds what tarfile reads into memory
-#: (a huge pax header is read whole) without refusing honest archives.
+#: Tar headers and padding per member on top of the content, for the decompressed stream's cap.
 TAR_HEADER_ALLOWANCE = 4096
+#: tarfile reads its stream in records of this size: at most one record is read ahead.
+_TAR_READ_AHEAD = tarfile.RECORDSIZE
 NAME_MAX = 255
 _ZIP_UTF8_FLAG = 0x800
 _ZIP_ENCRYPTED_FLAG = 0x1
@@ -263,7 +272,66 @@ class _Extractor:
                               _BOMB_FIX)
 
 
+# The records that describe a zip's listing (APPNOTE.TXT 4.3.12-4.3.16), as zipfile reads them.
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL = struct.Struct("<4s6H3L5H2L")  # one central directory record, before its name
+_LISTING_FIX = "upload only the project (Pipfile, Pipfile.lock, sources)"
+
+
+def _check_zip_listing(out: _Extractor) -> None:
+    """Refuse a listing past the caps before zipfile parses it (~430 bytes of memory per entry).
+
+    Finds the end records where zipfile does (the last 22 bytes, else the last 64 KiB + 22), then
+    counts the records in the bytes zipfile would parse: the declared count may lie.
+    """
+    name, members, cap = out.archive.name, limits.MAX_ARCHIVE_MEMBERS, limits.MAX_ZIP_DIRECTORY_BYTES
+    with out.archive.open("rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail_start = max(0, size - _EOCD.size - 0xFFFF)
+        f.seek(tail_start)
+        tail = f.read()
+        at = len(tail) - _EOCD.size
+        if tail[at:at + 4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
+            at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < _EOCD.size:
+            raise zipfile.BadZipFile("no end of central directory record")
+        _, _, _, _, count, listing, _, _ = _EOCD.unpack_from(tail, at)
+        location = tail_start + at
+        locator_at = location - _ZIP64_LOCATOR.size
+        if locator_at - _ZIP64_EOCD.size >= 0:
+            f.seek(locator_at - _ZIP64_EOCD.size)
+            record = f.read(_ZIP64_EOCD.size + _ZIP64_LOCATOR.size)
+            if record[_ZIP64_EOCD.size:_ZIP64_EOCD.size + 4] == b"PK\x06\x07" and record[:4] == b"PK\x06\x06":
+                count, listing = _ZIP64_EOCD.unpack_from(record)[7:9]
+                location = locator_at - _ZIP64_EOCD.size
+        if count > members:
+            raise UnsafeArchiveError(f"{name}: the zip lists {count:,} members, past the limit of "
+                                     f"{members:,} members: {_LISTING_FIX}")
+        if listing > cap:
+            raise UnsafeArchiveError(f"{name}: the zip's list of members (central directory) takes "
+                                     f"{listing:,} bytes, past the limit of {cap:,} bytes: "
+                                     f"{_LISTING_FIX}")
+        if listing > location:
+            raise zipfile.BadZipFile("bad offset for central directory")
+        f.seek(location - listing)
+        data = f.read(listing)
+    offset = found = 0
+    while offset < len(data):
+        if data[offset:offset + 4] != b"PK\x01\x02" or len(data) - offset < _CENTRAL.size:
+            raise zipfile.BadZipFile("bad record in the central directory")
+        name_length, extra_length, comment_length = _CENTRAL.unpack_from(data, offset)[10:13]
+        offset += _CENTRAL.size + name_length + extra_length + comment_length
+        found += 1
+        if found > members:
+            raise UnsafeArchiveError(f"{name}: the zip lists more than {members:,} members (it "
+                                     f"declares {count:,}), past the limit of {members:,} members: "
+                                     f"{_LISTING_FIX}")
+
+
 def _unpack_zip(out: _Extractor) -> None:
+    _check_zip_listing(out)
     try:
         zf = zipfile.ZipFile(out.archive)
     except UnicodeDecodeError as exc:  # flagged UTF-8, but is not; exc.object is the raw name
@@ -305,29 +373,69 @@ def _zip_name(out: _Extractor, info: zipfile.ZipInfo) -> str:
         raise out.refuse(raw, "is not valid UTF-8 (a legacy code page?)", _UTF8_FIX) from None
 
 
-class _CappedReader:
-    """The decompressed tar stream, refused once it is larger than any allowed archive."""
+class _TarStream:
+    """The decompressed tar stream, every byte counted as the decompressor yields it.
+
+    tarfile reads a member's headers (pax, GNU long names) whole, so they are capped while being
+    read, not after. Content is credited as each member is announced, so what is left is header
+    bytes; the ratio and the size cap apply to the whole stream, headers included.
+    """
 
     def __init__(self, raw: _Readable, out: _Extractor) -> None:
-        self.raw, self.out, self.read_bytes = raw, out, 0
-        headers = TAR_HEADER_ALLOWANCE * (limits.MAX_ARCHIVE_MEMBERS + 1)
-        self.cap = limits.MAX_UNPACKED_BYTES + headers
+        self.raw, self.out = raw, out
+        self.total = 0  # bytes yielded by the decompressor
+        self.content = 0  # bytes of member data (and its padding) announced so far
+        self.run_start = 0  # header bytes before the current member's headers
+        self.after = "before the first member"
+        self.in_headers = True
+
+    def members(self, tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+        """tf's members; between two of them tarfile reads headers (and skips unread data)."""
+        while True:
+            self.in_headers = True
+            member = tf.next()
+            if member is None:
+                return
+            # tf.offset: where the next header starts, after this member's data and padding
+            self.run_start = self.total - self.content
+            self.content += tf.offset - member.offset_data
+            self.after, self.in_headers = f"after member {member.name!r}", False
+            yield member
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(CHUNK if size < 0 else min(size, CHUNK))
-        self.read_bytes += len(data)
-        if self.read_bytes > self.cap:
-            raise self.out.refuse(self.out.current, f"takes the tar stream past {self.cap} bytes",
-                                  _BOMB_FIX)
+        self.total += len(data)
+        self._check()
         return data
+
+    def _refuse(self, problem: str) -> UnsafeArchiveError:
+        who = (f"the tar headers {self.after} take" if self.in_headers
+               else f"member {self.out.current!r} takes")
+        return UnsafeArchiveError(f"{self.out.archive.name}: {who} {problem}: {_BOMB_FIX}")
+
+    def _check(self) -> None:
+        out = self.out
+        header_cap = limits.MAX_TAR_HEADER_BYTES
+        if self.total - self.content - self.run_start > header_cap + _TAR_READ_AHEAD:
+            raise self._refuse(f"more than {header_cap:,} bytes, past the limit for one member's "
+                               "headers")
+        # The grace covers the zeros that pad every tar to a 10,240-byte record.
+        ratio, grace = limits.MAX_COMPRESSION_RATIO, limits.RATIO_GRACE_BYTES + _TAR_READ_AHEAD
+        if self.total > grace and self.total > ratio * out.archive_size:
+            raise self._refuse(f"the archive past {ratio} times its size once decompressed "
+                               "(tar headers included)")
+        cap = limits.MAX_UNPACKED_BYTES + TAR_HEADER_ALLOWANCE * (out.entries + 1) + _TAR_READ_AHEAD
+        if self.total > cap:
+            raise self._refuse(f"the tar stream past {cap} bytes")
 
 
 def _unpack_tar(out: _Extractor) -> None:
     # Stream mode ("r|"): the archive is read once, front to back, and never seeked.
     with out.archive.open("rb") as f, gzip.GzipFile(fileobj=f) as gz:
-        stream = cast(IO[bytes], _CappedReader(gz, out))  # stream mode only ever calls read()
-        with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8") as tf:
-            for member in tf:
+        stream = _TarStream(gz, out)
+        # stream mode only ever calls read()
+        with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|", encoding="utf-8") as tf:
+            for member in stream.members(tf):
                 out.current = member.name
                 if out.skip_macos_metadata(member.name):
                     continue

@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,10 +24,12 @@ from tests.unit.test_unpack import (  # noqa: F401 (small_limits is a fixture us
     E,
     small_limits,
     tar_bytes,
+    write_pax_bomb,
+    write_zip_listing,
     zip_bytes,
 )
 
-from .conftest import CliRun, House, Sandbox, Service, archive_dir, pure_project
+from .conftest import LAYER_BUILDER, CliRun, House, Sandbox, Service, archive_dir, pure_project
 from .table import record
 
 Build = Callable[[], bytes]
@@ -219,3 +223,70 @@ def test_zip_of_a_zip_is_refused_as_a_project_without_pipfile(
     assert "Pipfile not found at the project root" in message
     assert sandbox.leftovers() == []
     record("archive zip inside a zip", f"refused: {message}")
+
+
+# ---------------------------------------------------------------- memory bombs (issue 9)
+
+#: What the builder may use on any bomb; the Lambda has 3 GB, but a bomb must cost no more than
+#: an honest build.
+PEAK_LIMIT_MB = 300
+
+
+def zip_listing_bomb(path: Path, entries: int, **options: Any) -> None:
+    with path.open("wb") as f:
+        write_zip_listing(f, entries, **options)
+
+
+def tar_header_bomb(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        write_pax_bomb(f, size)
+
+
+MEMORY_BOMBS = [
+    # zipfile.ZipFile() parses ~430 bytes per listed entry: a million cost ~450 MB before.
+    pytest.param("listing.zip", lambda p: zip_listing_bomb(p, 1_000_000, zip64=True),
+                 "the zip lists 1,000,000 members, past the limit of 20,000 members",
+                 id="zip64-listing-1M-entries"),
+    pytest.param("lying.zip", lambda p: zip_listing_bomb(p, 1_000_000, declared=10),
+                 "(central directory) takes 47,000,000 bytes, past the limit of 16,777,216 bytes",
+                 id="zip-listing-declares-10-lists-1M"),
+    # tarfile reads a pax header whole: 60 MB in a 61 kB upload cost 240 MB (issue 9), 100 MB
+    # cost ~400 MB, and both were accepted.
+    pytest.param("pax60.tar.gz", lambda p: tar_header_bomb(p, 60_000_000),
+                 "the tar headers before the first member take more than 1,048,576 bytes",
+                 id="tar-pax-header-60MB"),
+    pytest.param("pax100.tar.gz", lambda p: tar_header_bomb(p, 100_000_000),
+                 "the tar headers before the first member take more than 1,048,576 bytes",
+                 id="tar-pax-header-100MB"),
+]
+
+
+def run_measuring_peak(argv: list[str], sandbox: Sandbox) -> tuple[CliRun, float]:
+    """The console script in a child process; its exit code, output and peak RSS in MB."""
+    out, err = sandbox.tmp.parent / "stdout", sandbox.tmp.parent / "stderr"
+    environ = {**os.environ, "TMPDIR": str(sandbox.tmp)}
+    with out.open("w") as stdout, err.open("w") as stderr:
+        child = subprocess.Popen([str(LAYER_BUILDER), *argv], env=environ, stdout=stdout,
+                                 stderr=stderr)
+        _, status, usage = os.wait4(child.pid, 0)  # the child's own rusage, no one else's
+        child.returncode = os.waitstatus_to_exitcode(status)
+    run = CliRun(child.returncode, out.read_text(), err.read_text())
+    return run, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+@pytest.mark.parametrize(("filename", "build", "reason"), MEMORY_BOMBS)
+def test_memory_bombs_are_refused_within_bounded_memory(
+        tmp_path: Path, sandbox: Sandbox, filename: str, build: Callable[[Path], None],
+        reason: str, request: pytest.FixtureRequest) -> None:
+    archive = tmp_path / filename
+    build(archive)
+    size = archive.stat().st_size
+    run, peak = run_measuring_peak(["build", str(archive), "-o", str(sandbox.out / "layer.zip"),
+                                    "--cache-dir", str(sandbox.cache)], sandbox)
+    assert run.code == 2, run.stderr
+    message = run.problem
+    refusal_names(message, filename, None, reason)
+    assert peak < PEAK_LIMIT_MB, f"peak RSS {peak:.0f} MB on {filename}"
+    assert sandbox.leftovers() == []
+    record(f"memory bomb {request.node.callspec.id} ({size:,} bytes uploaded)",
+           f"refused at a peak of {peak:.0f} MB (limit {PEAK_LIMIT_MB} MB): {message}")

@@ -11,9 +11,10 @@ import struct
 import tarfile
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, BinaryIO, Callable
 
 import pytest
 
@@ -90,6 +91,81 @@ def patch_zip_header(data: bytes, **fields: int) -> bytes:
     return bytes(out)
 
 
+def write_zip_listing(f: BinaryIO, entries: int, *, declared: int | None = None,
+                      zip64: bool = False, name: bytes = b"a") -> None:
+    """A zip whose central directory lists `entries` members (all pointing at one real member):
+    what zipfile.ZipFile() parses before any cap can be checked. `declared`: the count the end
+    records claim; `zip64`: the zip64 end records carry the counts, as past 65,535 members."""
+    data = b"[packages]\n"
+    crc = zlib.crc32(data)
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, len(data), len(data),
+                        len(name), 0) + name + data
+    record = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, len(data),
+                         len(data), len(name), 0, 0, 0, 0, 0, 0) + name
+    f.write(local)
+    left = entries
+    while left > 0:  # in slices: a million records need not sit in memory at once
+        f.write(record * min(left, 10_000))
+        left -= 10_000
+    count, size, offset = entries if declared is None else declared, len(record) * entries, len(local)
+    if zip64:
+        f.write(struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, size, offset))
+        f.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, offset + size, 1))
+        count, size, offset = 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF
+    f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
+                        size, offset, 0))
+
+
+def zip_listing(entries: int, **options: Any) -> bytes:
+    buf = io.BytesIO()
+    write_zip_listing(buf, entries, **options)
+    return buf.getvalue()
+
+
+def write_pax_bomb(f: BinaryIO, size: int, *, before: tuple[E, ...] = ()) -> None:
+    """A .tar.gz whose pax header carries `size` bytes (tarfile reads it whole), then a Pipfile;
+    written in slices, so the test itself never holds the header."""
+    key = b" comment="
+    length = len(key) + size + 1
+    length += len(str(length + len(str(length))))  # the record's length counts its own digits
+    with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+        for e in before:
+            gz.write(_tar_member(e.name, e.data))
+        info = tarfile.TarInfo("././@PaxHeader")
+        info.type, info.size = tarfile.XHDTYPE, length
+        gz.write(info.tobuf(tarfile.USTAR_FORMAT) + str(length).encode() + key)
+        left = size
+        while left > 0:
+            gz.write(b"x" * min(left, 1 << 20))
+            left -= 1 << 20
+        gz.write(b"\n" + bytes(-length % 512) + _tar_member("Pipfile", PIPFILE) + bytes(1024))
+
+
+def _tar_member(name: str, data: bytes, pax: dict[str, str] | None = None) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.pax_headers = len(data), 0o644, pax or {}
+    fmt = tarfile.PAX_FORMAT if pax else tarfile.USTAR_FORMAT
+    return info.tobuf(fmt) + data + bytes(-len(data) % 512)
+
+
+def pax_bomb(size: int, *, before: tuple[E, ...] = ()) -> bytes:
+    buf = io.BytesIO()
+    write_pax_bomb(buf, size, before=before)
+    return buf.getvalue()
+
+
+def tar_with_pax(*members: tuple[str, bytes, dict[str, str]]) -> bytes:
+    """A .tar.gz whose members each carry their own pax header."""
+    body = b"".join(_tar_member(n, d, pax) for n, d, pax in members) + bytes(1024)
+    return gzip.compress(body, mtime=0)
+
+
+def declare_count(data: bytes, count: int) -> bytes:
+    """The same zip, its end record claiming `count` members."""
+    at = data.rindex(b"PK\x05\x06")
+    return data[:at + 8] + struct.pack("<2H", count, count) + data[at + 12:]
+
+
 @pytest.fixture
 def dest(tmp_path: Path) -> Path:
     d = tmp_path / "dest"
@@ -102,7 +178,8 @@ def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Caps small enough to trip with kilobytes."""
     for name, value in {"MAX_ARCHIVE_MEMBERS": 5, "MAX_UNPACKED_BYTES": 50_000,
                         "MAX_COMPRESSION_RATIO": 10, "RATIO_GRACE_BYTES": 1024,
-                        "MAX_PATH_DEPTH": 4, "MAX_PATH_LENGTH": 40}.items():
+                        "MAX_PATH_DEPTH": 4, "MAX_PATH_LENGTH": 40,
+                        "MAX_ZIP_DIRECTORY_BYTES": 2000, "MAX_TAR_HEADER_BYTES": 4096}.items():
         monkeypatch.setattr(limits, name, value)
     monkeypatch.setattr(unpack_mod, "CHUNK", 1024)  # much smaller than the caps, as in production
 
@@ -171,8 +248,18 @@ REFUSALS = [
     row("zip-ratio", Z, lambda: zip_bytes(E("bomb", ZEROS)), "bomb", "expands more than 10 times"),
     row("zip-total-size", Z, lambda: zip_bytes(E("a", NOISE), E("b", NOISE)), "b",
         "past 50000 bytes"),
-    row("zip-members", Z, lambda: zip_bytes(*(E(f"{i}.py") for i in range(6))), "5.py",
-        "past the limit of 5 members"),
+    # the listing is checked before zipfile parses it (~430 bytes of memory per entry)
+    row("zip-members", Z, lambda: zip_bytes(*(E(f"{i}.py") for i in range(6))), None,
+        "the zip lists 6 members, past the limit of 5 members"),
+    row("zip-listing-count-lies", Z, lambda: declare_count(zip_bytes(*(E(f"{i}.py") for i in
+                                                                       range(6))), 1),
+        None, "lists more than 5 members (it declares 1), past the limit of 5 members"),
+    row("zip64-listing", Z, lambda: zip_listing(70_000, zip64=True), None,
+        "the zip lists 70,000 members, past the limit of 5 members"),
+    row("zip64-listing-count-lies", Z, lambda: zip_listing(40, zip64=True, declared=2), None,
+        "lists more than 5 members (it declares 2)"),
+    row("zip-listing-too-large", Z, lambda: zip_listing(3, name=b"n" * 1000), None,
+        "(central directory) takes 3,138 bytes, past the limit of 2,000 bytes"),
     # headers that lie: zipfile stops at file_size (then the CRC fails) and checks overlaps;
     # without the overlap check (old interpreters) the ratio on real bytes stops it
     row("zip-header-lies-file-size", Z,
@@ -216,9 +303,16 @@ REFUSALS = [
         "past 50000 bytes"),
     row("tar-members", T, lambda: tar_bytes(*(E(f"{i}.py") for i in range(6))), "5.py",
         "past the limit of 5 members"),
-    # tarfile reads a pax header whole: the capped stream stops it before any member
+    # tarfile reads a pax header whole: the capped stream stops it while it is being read
     row("tar-pax-header-bomb", T, lambda: tar_bytes(E("Pipfile"), pax={"comment": "z" * 200_000}),
-        "(before the first member)", "tar stream past"),
+        None, "the tar headers before the first member take the archive past 10 times its size"),
+    row("tar-pax-header-bomb-later", T, lambda: pax_bomb(200_000, before=(E("Pipfile"),)), None,
+        "the tar headers after member 'Pipfile' take the archive past 10 times its size"),
+    # headers under the per-member cap still count in the ratio: 3 x 3,000 bytes from ~150
+    row("tar-headers-count-in-ratio", T,
+        lambda: tar_with_pax(*((f"{i}.py", b"", {"comment": "z" * 3000}) for i in range(3))),
+        None, "the tar headers after member '1.py' take the archive past 10 times its size once "
+              "decompressed (tar headers included)"),
     # not an archive, or a broken one
     row("empty-file", Z, lambda: b"", None, "is empty: upload"),
     row("garbage", Z, lambda: b"hello, not an archive" * 30, None, "neither a zip nor a gzip"),
@@ -374,7 +468,8 @@ def test_many_small_members_trip_the_overall_ratio(tmp_path: Path, dest: Path, f
     monkeypatch.setattr(limits, "MAX_COMPRESSION_RATIO", 5)
     monkeypatch.setattr(limits, "RATIO_GRACE_BYTES", 1024)
     archive = write(tmp_path, filename, build(*(E(f"{i}", bytes(1000)) for i in range(30))))
-    with pytest.raises(UnsafeArchiveError, match="past 5 times its size unpacked"):
+    # (the tar's stream check sees it first: "past 5 times its size once decompressed")
+    with pytest.raises(UnsafeArchiveError, match="past 5 times its size"):
         unpack(archive, dest)
     assert list(dest.iterdir()) == []
 
@@ -434,3 +529,70 @@ def test_tarfile_data_filter_is_applied_to_every_member(tmp_path: Path, dest: Pa
         unpack(write(tmp_path, "p.tgz", tar_bytes(*project())), dest)
     assert checked == [e.name for e in project()]
     assert list(dest.iterdir()) == []
+
+
+# --- memory bombs: caps checked before (or while) the library reads -------------------------
+
+@pytest.mark.parametrize("before, where", [((), "before the first member"),
+                                           ((E("Pipfile", PIPFILE),), "after member 'Pipfile'")])
+def test_tar_header_cap_stops_a_pax_header_while_it_is_read(
+        tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch, before: tuple[E, ...],
+        where: str) -> None:
+    # Real ratio and grace: 2 MB of header in ~2 kB passes neither, but the header cap is first.
+    monkeypatch.setattr(limits, "MAX_TAR_HEADER_BYTES", 64 * 1024)
+    archive = write(tmp_path, T, pax_bomb(2_000_000, before=before))
+    with pytest.raises(UnsafeArchiveError) as caught:
+        unpack(archive, dest)
+    assert str(caught.value) == (
+        f"{T}: the tar headers {where} take more than 65,536 bytes, past the limit for one "
+        "member's headers: this looks like a decompression bomb: upload only the project")
+    assert list(dest.iterdir()) == []
+
+
+def test_honest_pax_headers_and_long_names_pass(tmp_path: Path, dest: Path) -> None:
+    # pax headers on every member (long names, extended attributes, as GNU and bsdtar write them)
+    members = [(f"pkg/{'d' * 200}/{'m' * 180}_{i}.py", b"x = 1\n",
+                {"SCHILY.xattr.user.digest": os.urandom(800).hex(), "mtime": "1700000000.5"})
+               for i in range(300)]
+    result = unpack(write(tmp_path, T, tar_with_pax(("Pipfile", PIPFILE, {}), *members)), dest)
+    assert result.members == 301
+
+
+def test_skipped_metadata_content_is_not_taken_for_headers(
+        tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tarfile skips the data of members we leave out: that data is content, not header bytes.
+    monkeypatch.setattr(limits, "MAX_TAR_HEADER_BYTES", 4096)
+    archive = tar_bytes(E("._Pipfile", NOISE + NOISE), E("Pipfile", PIPFILE), E("._x", NOISE))
+    result = unpack(write(tmp_path, T, archive), dest)
+    assert result.members == 1 and (dest / "Pipfile").read_bytes() == PIPFILE
+
+
+@pytest.mark.usefixtures("small_limits")
+def test_zip_listing_at_the_limits_passes(tmp_path: Path, dest: Path) -> None:
+    result = unpack(write(tmp_path, Z, zip_bytes(*(E(f"{i}.py") for i in range(5)))), dest)
+    assert result.members == 5
+
+
+def test_zip_with_an_archive_comment_is_read(tmp_path: Path, dest: Path) -> None:
+    # the end record is then not the last 22 bytes: it is searched for, as zipfile does
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("Pipfile", PIPFILE)
+        zf.comment = b"PK made by a tool that signs its comments " * 20
+    assert unpack(write(tmp_path, Z, buf.getvalue()), dest).members == 1
+
+
+def test_zip64_listing_as_zipfile_writes_it_is_read(tmp_path: Path, dest: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", allowZip64=True) as zf:
+        zf.writestr("Pipfile", PIPFILE)
+    data = zip_listing(1, zip64=True)  # the zip64 end records, one member
+    assert zipfile.ZipFile(io.BytesIO(data)).namelist() == ["a"]
+    assert unpack(write(tmp_path, Z, data), dest).members == 1
+
+
+@pytest.mark.parametrize("cut", [b"PK\x05\x06", b"PK\x01\x02"])
+def test_broken_listing_is_corrupt_not_a_crash(tmp_path: Path, dest: Path, cut: bytes) -> None:
+    data = zip_bytes(E("Pipfile", PIPFILE))
+    with pytest.raises(UnsafeArchiveError, match=CORRUPT_TEXT):
+        unpack(write(tmp_path, Z, data.replace(cut, b"PK\x09\x09")), dest)
