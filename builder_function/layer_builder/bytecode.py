@@ -12,14 +12,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from . import limits
-from .errors import OutOfTimeError
+from .runner import out_of_time, run_bounded  # moved to runner.py; callers still import them here
 from .target import Target
 
 LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
@@ -28,37 +27,6 @@ LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
 PARALLEL_MIN_SOURCES = 200
 #: The start-up probe only ranks bytecode near the size limit: never let it take longer than this.
 PROBE_TIMEOUT = 300.0
-
-
-def out_of_time(step: str) -> OutOfTimeError:
-    return OutOfTimeError(f"{step} did not finish in the time left: the build stopped before "
-                          "publishing anything. Retry, or give the builder a longer timeout.")
-
-
-def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str], timeout: float | None,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """subprocess.run that, on timeout (or Ctrl-C), kills the child's whole process group.
-
-    compileall's worker pool and whatever an imported package starts would otherwise outlive
-    the child and keep a warm Lambda container busy. Raises subprocess.TimeoutExpired.
-    """
-    # A session of its own, so the group holds the child and everything it starts.
-    with subprocess.Popen(cmd, env=env, text=True, start_new_session=True,
-                          stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except BaseException:  # the new session no longer gets the terminal's SIGINT either
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:  # a grandchild that left the group may still hold the pipes: do not wait on it
-                proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            raise
-    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
 
 
 def _version_of(python: str) -> tuple[int, int] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import struct
@@ -14,11 +13,11 @@ from pathlib import Path
 from . import limits
 from .bytecode import out_of_time, run_bounded
 from .errors import InputError, LayerTooLargeError, TargetMismatchError
+from .runner import RUNTIME_PROVIDED, runtime_provided_paths  # noqa: F401  (moved to runner.py)
+from .runner import runtime_shim as _runtime_shim
 from .target import ARCH_MACHINE, ELF_MACHINE, Target
 
 _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
-#: What the Lambda Python runtime provides itself; an import check may use the builder's copies.
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
 _MACHINE_NAMES = {number: ARCH_MACHINE[arch] for arch, number in ELF_MACHINE.items()}
 #: Longer than this at import is the project's fault (Lambda's init phase allows 10 s), not time.
 IMPORT_CHECK_TIMEOUT = 120.0
@@ -75,30 +74,6 @@ def check_size(unzipped: int, by_package: Mapping[str, int], what: str = "The la
         f"{what} unzips to {unzipped:,} bytes, over Lambda's limit of "
         f"{limits.MAX_UNZIPPED_BYTES:,} bytes (function and all layers). Biggest: {breakdown}. "
         "Drop or split dependencies, or move the largest into a layer of their own.")
-
-
-def runtime_provided_paths() -> list[Path]:
-    """The builder's own copies of what the Lambda runtime provides: package dirs and modules."""
-    paths = []
-    for name in RUNTIME_PROVIDED:
-        spec = importlib.util.find_spec(name)
-        if spec and spec.origin:
-            origin = Path(spec.origin)
-            # By file name: six.py sets __path__ = [] and so looks like a package once imported.
-            paths.append(origin.parent if origin.stem == "__init__" else origin)
-    return paths
-
-
-def _runtime_shim(dest: Path) -> Path:
-    """A directory holding links to the runtime-provided packages only.
-
-    Their parent is the builder's whole site-packages: putting that on the path would let an
-    import the layer cannot satisfy succeed here.
-    """
-    dest.mkdir()
-    for path in runtime_provided_paths():
-        (dest / path.name).symlink_to(path, target_is_directory=path.is_dir())
-    return dest
 
 
 def check_imports(python: str, paths: list[Path], modules: list[str], timeout: float | None = None) -> None:

@@ -83,3 +83,20 @@ class OutOfTimeError(TransientError):
 
 class DiskFullError(TransientError):
     kind = "disk_full"
+
+
+class SourceBuildError(InputError):
+    """An operator-allowed sdist did not build: its code does not compile here. Not retried."""
+
+    kind = "source_build_failed"
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        #: The build's whole output, for the report.
+        self.log = log
+
+
+class ContainmentError(InputError):
+    """Code under check killed the process that supervises its run: processes may have escaped."""
+
+    kind = "containment_broken"

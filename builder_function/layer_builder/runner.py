@@ -1,0 +1,491 @@
+"""What runs inside a sandbox: the import check of an extracted layer, and sdist builds.
+
+Both run code from the upload (its own import-time code, the third-party code it pins, build
+backends), so both go through `run_bounded`: a private empty working directory, an
+allow-listed environment with no credentials, a private HOME/TMPDIR, and a supervisor process
+(reaper.py) that kills every process of the run when it ends, however it was started.
+
+The caller decides where this happens: `LocalSandbox` (the CLI and the tests) runs it as
+subprocesses of the CLI; the check function (a Lambda function with no rights) calls the same
+functions. Nothing here reads the process environment or keeps state: callers pass `environ`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import import_probe, reaper
+from .errors import (
+    ConfigurationError,
+    ContainmentError,
+    InputError,
+    OutOfTimeError,
+    SourceBuildError,
+)
+from .sandbox import CheckSpec, Dependency, SandboxError, Verdict
+
+#: Longer than this at import is the project's fault (Lambda's init phase allows 10 s), not time.
+IMPORT_CHECK_TIMEOUT = 120.0
+#: After SIGTERM, how long the reaper gets to kill the run and report before it is killed too.
+STOP_GRACE = 5.0
+#: What the Lambda Python runtime provides itself; the check may use the caller's copies.
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+#: The environment Lambda gives every function, minus credentials and the Runtime API address
+#: ("Defined runtime environment variables",
+#: https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime).
+#: In the check function the real values are passed in `environ`; elsewhere these stand in.
+#: AWS_EXECUTION_ENV (AWS_Lambda_python3.13) is set by import_probe from the interpreter itself.
+LAMBDA_ENVIRONMENT = {
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_LAMBDA_FUNCTION_NAME": "layer-import-check",
+    "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+    "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+    "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/layer-import-check",
+    "AWS_LAMBDA_LOG_STREAM_NAME": "import-check",
+    "LAMBDA_RUNTIME_DIR": "/var/runtime",
+    "LANG": "en_US.UTF-8",
+    "TZ": ":UTC",
+}
+#: Modules the standard library dropped, and the version that dropped them (PEP 594, PEP 632,
+#: "What's New" 3.10-3.13). A lock made for an older Python pins packages that still import them.
+REMOVED_FROM_STDLIB = {
+    **dict.fromkeys(("formatter", "parser", "symbol"), "3.10"),
+    "binhex": "3.11",
+    **dict.fromkeys(("distutils", "imp", "asynchat", "asyncore", "smtpd"), "3.12"),
+    **dict.fromkeys(("aifc", "audioop", "cgi", "cgitb", "chunk", "crypt", "imghdr", "mailcap",
+                     "msilib", "nis", "nntplib", "ossaudiodev", "pipes", "sndhdr", "spwd", "sunau",
+                     "telnetlib", "uu", "xdrlib", "lib2to3"), "3.13"),
+}
+_COMPILER_ERROR = re.compile(r"^.*?\S+:\d+(?::\d+)?: (?:fatal )?error: .+$", re.MULTILINE)
+
+
+def out_of_time(step: str) -> OutOfTimeError:
+    return OutOfTimeError(f"{step} did not finish in the time left: the build stopped before "
+                          "publishing anything. Retry, or give the builder a longer timeout.")
+
+
+# --- running untrusted code -------------------------------------------------------------------
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ask the reaper to kill the run and exit; kill its group if it does not in STOP_GRACE."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str], timeout: float | None,
+                input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """subprocess.run under a reaper: no process of the run outlives it.
+
+    Whatever the command starts (compileall's workers, a daemon forked by imported code, a
+    setsid() grandchild) is killed when the command exits, on timeout and on Ctrl-C. Raises
+    subprocess.TimeoutExpired (with the output so far), and ContainmentError when something the
+    command started killed the reaper itself.
+    """
+    # Absolute: the run may start in another working directory.
+    program = os.path.abspath(shutil.which(cmd[0], path=env.get("PATH")) or cmd[0])
+    status_read, status_write = os.pipe()
+    try:
+        # A session of its own: the terminal's Ctrl-C reaches us, and we stop the run in order.
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", reaper.__file__, str(status_write), program, *cmd[1:]],
+            env=dict(env), cwd=cwd, text=True, start_new_session=True, pass_fds=(status_write,),
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except BaseException:
+        os.close(status_read)
+        raise
+    finally:
+        os.close(status_write)
+    with proc, os.fdopen(status_read, "rb") as status_file:
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except BaseException as exc:
+            _stop(proc)
+            try:
+                out, err = proc.communicate(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:  # something outside the run holds the pipes
+                out, err = "", ""
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise subprocess.TimeoutExpired(cmd, exc.timeout, output=out, stderr=err) from None
+            raise
+        status = status_file.read().decode(errors="replace").split()
+    if len(status) != 2 or not status[1].isdigit():
+        _stop(proc)
+        raise ContainmentError(
+            f"A process started by `{Path(cmd[0]).name}` killed the supervisor of its run, so "
+            "processes it started may have escaped: the build is refused. Do not kill or signal "
+            "other processes at import time or in a build backend.")
+    code = int(status[1])
+    return subprocess.CompletedProcess(list(cmd), -code if status[0] == "signal" else code, out, err)
+
+
+def allowed_environment(environ: Mapping[str, str], home: Path) -> dict[str, str]:
+    """PATH, locale, CA bundle and proxies from `environ`; a private HOME and TMPDIR."""
+    from .install import PASSTHROUGH_ENV  # lazily: install imports check, which imports us
+
+    env = {k: environ[k] for k in PASSTHROUGH_ENV if k in environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env.update(HOME=str(home), TMPDIR=str(home))
+    return env
+
+
+# --- the import check ---------------------------------------------------------------------------
+
+def runtime_provided_paths() -> list[Path]:
+    """The caller's own copies of what the Lambda runtime provides: package dirs and modules."""
+    paths = []
+    for name in RUNTIME_PROVIDED:
+        spec = importlib.util.find_spec(name)
+        if spec and spec.origin:
+            origin = Path(spec.origin)
+            # By file name: six.py sets __path__ = [] and so looks like a package once imported.
+            paths.append(origin.parent if origin.stem == "__init__" else origin)
+    return paths
+
+
+def runtime_shim(dest: Path, packages: Sequence[Path] | None = None) -> Path:
+    """A directory holding links to the runtime-provided packages only.
+
+    Their parent is the caller's whole site-packages: putting that on the path would let an
+    import the layer cannot satisfy succeed here.
+    """
+    dest.mkdir()
+    for path in runtime_provided_paths() if packages is None else packages:
+        (dest / path.name).symlink_to(path, target_is_directory=path.is_dir())
+    return dest
+
+
+def lambda_environment(environ: Mapping[str, str], *, task_root: Path, home: Path) -> dict[str, str]:
+    """What the function's code sees in Lambda (no credentials), with a private HOME/TMPDIR."""
+    env = allowed_environment(environ, home)
+    env.update({k: environ.get(k, default) for k, default in LAMBDA_ENVIRONMENT.items()})
+    env["LAMBDA_TASK_ROOT"] = str(task_root)  # the function's own code: not part of the check
+    return env
+
+
+@dataclass(frozen=True)
+class _Import:
+    module: str
+    #: The direct dependency that installs it; None for the project's own code.
+    dependency: Dependency | None = None
+    #: From [tool.layer-builder] startup: only ranks bytecode, a failure is a warning.
+    extra: bool = False
+
+
+def _plan(spec: CheckSpec) -> list[_Import]:
+    """Dependencies first: when one fails, the own code that imports it is not blamed too."""
+    plan: dict[str, _Import] = {}
+    for dep in spec.dependencies:
+        for module in dep.modules:
+            plan.setdefault(module, _Import(module, dep))
+    for module in spec.own:
+        plan.setdefault(module, _Import(module))
+    for module in spec.startup:
+        plan.setdefault(module, _Import(module, extra=True))
+    return list(plan.values())
+
+
+def _events(stdout: str) -> list[dict[str, Any]]:
+    """The probe's JSON lines; anything else (or malformed) is ignored, never trusted."""
+    events = []
+    for line in stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _in_progress(events: list[dict[str, Any]]) -> str | None:
+    begun = [e["begin"] for e in events if isinstance(e.get("begin"), str)]
+    finished = {e.get("module") for e in events if "ok" in e}
+    return begun[-1] if begun and begun[-1] not in finished else None
+
+
+def _how_it_ended(done: subprocess.CompletedProcess[str]) -> str:
+    tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-3:]
+    how = (f"killed by signal {signal.Signals(-done.returncode).name}"
+           if done.returncode < 0 else f"exit {done.returncode}")
+    return f"the interpreter ended ({how})" + (f": {' / '.join(tail)}" if tail else "")
+
+
+def run_check(python_dir: Path, spec: CheckSpec, python: str, *, timeout: float | None,
+              environ: Mapping[str, str] | None = None,
+              runtime_packages: Sequence[Path] | None = None) -> Verdict:
+    """Import the project's own modules and each direct dependency's from an extracted layer.
+
+    `python_dir` is the layer's python/ dir, `python` the target's interpreter, `timeout` the
+    build's time left (None: no deadline): running out of it is OutOfTimeError (transient); an
+    import check slower than IMPORT_CHECK_TIMEOUT with time to spare is InputError. `environ`
+    gives PATH, locale, CA bundle, proxies and, in the check function, the real Lambda
+    variables (nothing else is passed on); `runtime_packages` the copies of boto3 & co. to put
+    behind the layer (default: the caller's own).
+    """
+    plan = _plan(spec)
+    if not plan:
+        return Verdict(ok=True)
+    python_dir = Path(python_dir).resolve()
+    limit = IMPORT_CHECK_TIMEOUT if timeout is None else min(timeout, IMPORT_CHECK_TIMEOUT)
+    deadline = time.monotonic() + limit
+    results: dict[str, dict[str, Any]] = {}
+    startup: set[str] = set()
+    interpreter = {"python": "", "machine": ""}
+    with tempfile.TemporaryDirectory(prefix="import-check-") as tmp:  # 0700
+        work = Path(tmp)
+        task_root, home = work / "task", work / "home"
+        task_root.mkdir()
+        home.mkdir()
+        env = lambda_environment({} if environ is None else environ, task_root=task_root, home=home)
+        extra_path = [str(runtime_shim(work / "runtime", runtime_packages))]
+        remaining = [item.module for item in plan]
+        while remaining:
+            task = json.dumps({"layer": str(python_dir), "extra_path": extra_path, "modules": remaining})
+            try:
+                done = run_bounded([python, "-I", "-S", "-B", import_probe.__file__], env=env,
+                                   timeout=max(deadline - time.monotonic(), 0.001),
+                                   input=task, cwd=task_root)
+            except subprocess.TimeoutExpired as exc:
+                slow = _in_progress(_events(exc.output or "")) or ", ".join(remaining)
+                if timeout is not None and timeout <= IMPORT_CHECK_TIMEOUT:
+                    raise out_of_time(f"The import check of {slow}") from None
+                raise InputError(f"Importing {slow} took over {limit:.0f} s: import-time work in "
+                                 "the project and its dependencies must be light.") from None
+            events = _events(done.stdout)
+            for event in events:
+                if isinstance(event.get("module"), str) and isinstance(event.get("ok"), bool):
+                    results[event["module"]] = event
+                    loaded = event.get("loaded")
+                    startup.update(p for p in (loaded if isinstance(loaded, list) else ())
+                                   if isinstance(p, str))
+                elif isinstance(event.get("python"), str) and isinstance(event.get("machine"), str):
+                    interpreter = {k: event[k] for k in interpreter}
+            if any(e.get("done") is True for e in events):
+                break
+            crashed = _in_progress(events)
+            if crashed is None:
+                raise SandboxError(f"The import check could not run {python}: {_how_it_ended(done)}.")
+            # The module in progress ended the interpreter: record it, go on with the rest.
+            results[crashed] = {"module": crashed, "ok": False,
+                                "error": {"kind": "crash", "last_line": _how_it_ended(done)}}
+            remaining = remaining[remaining.index(crashed) + 1:]
+    version = interpreter["python"] or Path(python).name.removeprefix("python")
+    refusals, warnings = classify(plan, results, spec, version, interpreter["machine"])
+    return Verdict(ok=not refusals, message="\n".join(refusals), warnings=tuple(warnings),
+                   startup=tuple(sorted(startup)),
+                   ran_on=f"python{version} {interpreter['machine']}".strip())
+
+
+# --- what a failed import means ----------------------------------------------------------------
+
+def lock_python_mismatch(lock_python: str | None, target_version: str) -> bool:
+    """The lock's python_version names another Python than the target ("3" matches any 3.x)."""
+    if not lock_python:
+        return False
+    wanted = lock_python.strip().split(".")
+    return wanted != target_version.split(".")[: len(wanted)]
+
+
+def relock_hint(lock_python: str | None, target_version: str) -> str:
+    return (f"The lock was made for Python {lock_python} and the layer targets Python "
+            f"{target_version}: that is the likely cause. Relock for the target with "
+            f"`pipenv lock --python {target_version}` (and python_version = \"{target_version}\" "
+            "in the Pipfile), then upload the new Pipfile.lock.")
+
+
+def _removed_note(missing: str | None, version: str) -> str:
+    top = (missing or "").split(".")[0]
+    removed = REMOVED_FROM_STDLIB.get(top)
+    if removed and _version(version) >= _version(removed):
+        return f" (`{top}` was removed from the standard library in Python {removed})"
+    return ""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", text)[:2])
+
+
+def _top(name: str | None) -> str:
+    return (name or "").replace("\\", "/").split("/")[0].split(".")[0]
+
+
+def _where(error: dict[str, Any]) -> str:
+    file, line = error.get("file"), error.get("line")
+    if not isinstance(file, str):
+        return ""
+    return f" ({file}:{line})" if isinstance(line, int) else f" ({file})"
+
+
+def _dependency_refusal(dep: Dependency, error: dict[str, Any], spec: CheckSpec, version: str,
+                        machine: str) -> str:
+    kind, missing = error.get("kind"), error.get("missing")
+    head = (f"{dep.name} {dep.version} (in the Pipfile's [packages]) does not import under Python "
+            f"{version}: {error.get('last_line', '')}{_removed_note(missing, version)}{_where(error)}.")
+    if lock_python_mismatch(spec.lock_python, version):
+        return f"{head} {relock_hint(spec.lock_python, version)}"
+    if kind == "shared_object":
+        return (f"{head} A binary it ships does not load on {machine or 'the target'}: it was built "
+                f"for another machine or a newer glibc. Pin a version of {dep.name} that ships a "
+                "manylinux wheel for the target, then run `pipenv lock`.")
+    if kind == "missing" and not _removed_note(missing, version):
+        return (f"{head} A package it needs is missing from the lock: run `pipenv lock` so it is "
+                "locked too, and upload the new Pipfile.lock.")
+    return (f"{head} Pin a version of {dep.name} that supports Python {version} in the Pipfile, "
+            "then run `pipenv lock`.")
+
+
+def _own_outcome(item: _Import, error: dict[str, Any], spec: CheckSpec, version: str,
+                 machine: str, owners: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(refusal, warning) for one of the project's own modules that did not import."""
+    kind, missing, last = error.get("kind"), error.get("missing"), error.get("last_line", "")
+    own = {_top(m) for m in spec.own}
+    where = _where(error)
+    if kind == "missing" and _top(missing) not in own:
+        removed = _removed_note(missing, version)
+        fix = ("stop using it, or add a package that provides it to the Pipfile's [packages] and "
+               "run `pipenv lock`" if removed else
+               "add the package that provides it to the Pipfile's [packages] and run `pipenv lock`")
+        return (f"{item.module} imports `{missing}`, which the layer does not provide{removed}"
+                f"{where}: {fix}."), None
+    if kind == "missing_name" and _top(missing) not in own:
+        package = owners.get(_top(missing), _top(missing))
+        return (f"{item.module} needs a name that the layer's {missing} does not have: {last}"
+                f"{where}. Pin the version of {package} the code was written for in the Pipfile, "
+                "then run `pipenv lock`."), None
+    if kind == "shared_object":
+        package = owners.get(_top(error.get("file")), _top(error.get("file")) or item.module)
+        return (f"Importing {item.module} loads a binary that does not load on "
+                f"{machine or 'the target'}: {last}{where}. It was built for another machine or a "
+                f"newer glibc: pin a version of {package} that ships a manylinux wheel for the "
+                "target, then run `pipenv lock`."), None
+    if kind == "syntax":
+        package = _top(error.get("file"))
+        if package in own or not package:
+            return (f"{item.module} is not valid Python {version}: {last}{where}. Fix the syntax, "
+                    "or build for the runtime it was written for."), None
+        return (f"{item.module} imports {owners.get(package, package)}, which is not valid Python "
+                f"{version}: {last}{where}. Pin a version that supports Python {version}, then run "
+                "`pipenv lock`."), None
+    if kind == "crash":
+        return f"Importing {item.module}: {last}. Fix its import-time code.", None
+    return None, (f"{item.module}: importing it raised {last}{where}. In Lambda this runs at every "
+                  "cold start: make sure the function's configuration provides what it needs.")
+
+
+def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spec: CheckSpec,
+             version: str, machine: str) -> tuple[list[str], list[str]]:
+    """Refusals (missing modules, binaries that do not load, syntax errors, direct dependencies
+    that do not import) and warnings (anything else the project's own import-time code raised)."""
+    refusals: list[str] = []
+    warnings: list[str] = []
+    owners = {module: dep.name for dep in spec.dependencies for module in dep.modules}
+    failed_deps: set[str] = set()
+    broken: set[str] = set()  # top-level names of dependencies that did not import
+    for item in plan:
+        result = results.get(item.module)
+        if result is None or result.get("ok") is not False:
+            continue
+        error = result.get("error") if isinstance(result.get("error"), dict) else {}
+        if item.dependency is not None:
+            broken.update(_top(m) for m in item.dependency.modules)
+            if item.dependency.name not in failed_deps:
+                failed_deps.add(item.dependency.name)
+                refusals.append(_dependency_refusal(item.dependency, error, spec, version, machine))
+            continue
+        if _top(error.get("frame")) in broken:
+            continue  # own code importing a dependency that failed: already refused above
+        if item.extra:
+            warnings.append(f"{item.module} (from [tool.layer-builder] startup) does not import: "
+                            f"{error.get('last_line', '')}{_where(error)}.")
+            continue
+        refusal, warning = _own_outcome(item, error, spec, version, machine, owners)
+        refusals += [refusal] if refusal else []
+        warnings += [warning] if warning else []
+    return refusals, warnings
+
+
+# --- operator-allowed source builds -----------------------------------------------------------
+
+def first_compiler_error(log: str) -> str:
+    """The first `file:line:col: error: ...` line of a build log, else its last line."""
+    found = _COMPILER_ERROR.search(log)
+    if found:
+        return found.group(0).strip().lstrip("│|> ").strip()
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output"])[0 if errors else -1]
+
+
+def _sdist_name(sdist: Path) -> str:
+    from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+
+    try:
+        name, version = parse_sdist_filename(sdist.name)
+        return f"{name} {version}"
+    except InvalidSdistFilename:
+        return sdist.name
+
+
+def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | None,
+                      environ: Mapping[str, str] | None = None) -> Path:
+    """A wheel for this machine from an operator-allowed, hash-verified sdist, built with uv.
+
+    Build isolation, the installer's default index for build requirements and no index token
+    (only PATH, locale, CA bundle and proxies pass from `environ`), a private HOME and uv cache,
+    and the reaper. A failed build is SourceBuildError (permanent) carrying the whole log.
+    """
+    from .install import find_uv  # lazily: install imports check, which imports us
+
+    uv = find_uv()
+    what = _sdist_name(Path(sdist))
+    if uv is None:
+        raise ConfigurationError(f"Building {what} from source needs uv, which is not installed "
+                                 "with this builder.")
+    with tempfile.TemporaryDirectory(prefix="sdist-build-") as tmp:
+        work = Path(tmp)
+        home, out = work / "home", work / "out"
+        home.mkdir()
+        source = Path(shutil.copy(sdist, work / Path(sdist).name))  # the build sees a private copy
+        env = allowed_environment({} if environ is None else environ, home)
+        env.update(UV_CACHE_DIR=str(home / "uv-cache"), UV_NO_PROGRESS="1",
+                   UV_PYTHON_DOWNLOADS="never", PYTHONDONTWRITEBYTECODE="1")
+        cmd = [uv, "build", "--wheel", "--no-config", "--python", python,
+               "--out-dir", str(out), str(source)]
+        try:
+            done = run_bounded(cmd, env=env, timeout=timeout, cwd=work)
+        except subprocess.TimeoutExpired:
+            raise out_of_time(f"Building {what} from source") from None
+        log = f"{done.stdout}\n{done.stderr}".strip()
+        wheels = sorted(out.glob("*.whl")) if out.is_dir() else []
+        if done.returncode != 0 or len(wheels) != 1:
+            raise SourceBuildError(
+                f"Building {what} from source failed: {first_compiler_error(log)}. Fix the "
+                "package's source (or pin a version that ships a manylinux wheel for the target) "
+                "and run `pipenv lock`; the full build log is in the report.", log=log)
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        return Path(shutil.move(wheels[0], Path(dest) / wheels[0].name))

@@ -1,0 +1,121 @@
+"""`LocalSandbox`: the `Sandbox` the CLI and the tests use, on this machine.
+
+Each call runs the upload's code in subprocesses with an allow-listed environment (PATH, locale,
+CA bundle, proxies: never credentials or index tokens), a private 0700 temp dir and HOME, under
+runner.run_bounded's reaper so no process outlives the call. That keeps honest mistakes and
+stray daemons out of the caller's way, but it is not a security boundary: the code runs as the
+CLI's user, with the user's files and network. Do not build projects you do not trust with the
+CLI; the builder service runs the same runner in a check function with no rights instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from . import bytecode, limits, runner
+from .errors import ConfigurationError, SourceBuildError
+from .install import PASSTHROUGH_ENV
+from .sandbox import CheckSpec, Verdict
+from .target import Target
+
+#: Also kept for finding interpreters (find_interpreter looks in pyenv); never passed to a run.
+_DISCOVERY_ENV = ("PYENV_ROOT", "HOME")
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    """Unzip the builder's own zip (names are checked all the same: nothing lands outside)."""
+    root = dest.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.infolist():
+            target = (root / member.filename).resolve()
+            if root not in target.parents and target != root:
+                raise ConfigurationError(f"{archive.name} holds a path outside its root: "
+                                         f"{member.filename!r}.")
+        zf.extractall(root)
+
+
+def _read_only(tree: Path) -> None:
+    """As /opt is in Lambda: code that writes next to itself at import fails here too."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444)
+        os.chmod(dirpath, 0o555)
+
+
+def _remove(tree: Path) -> None:
+    for dirpath, _, _ in os.walk(tree):  # top-down: each dir is writable before it is entered
+        os.chmod(dirpath, stat.S_IRWXU)
+    shutil.rmtree(tree, ignore_errors=True)
+
+
+class LocalSandbox:
+    """Runs checks, sdist builds and compiles as subprocesses of this process."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        source = os.environ if environ is None else environ
+        self.environ = {k: source[k] for k in (*PASSTHROUGH_ENV, *_DISCOVERY_ENV) if k in source}
+
+    def _python(self, target: Target) -> str:
+        python = bytecode.find_interpreter(target, self.environ)
+        if python is None:
+            raise ConfigurationError(
+                f"No Python {target.python_version} interpreter on this machine (PATH, pyenv): "
+                f"install one (e.g. `pyenv install {target.python_version}`) to check "
+                f"{target.runtime} layers.")
+        return python
+
+    def native(self, target: Target) -> bool:
+        return (target.machine == os.uname().machine
+                and bytecode.find_interpreter(target, self.environ) is not None)
+
+    def _workdir(self, prefix: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=prefix))  # 0700: other users cannot look in
+
+    def check(self, layer_zip: Path, spec: CheckSpec, target: Target,
+              timeout: float | None) -> Verdict:
+        python = self._python(target)
+        work = self._workdir("layer-check-")
+        try:
+            _extract(layer_zip, work / "layer")
+            python_dir = work / "layer" / limits.LAYER_PYTHON_DIR
+            python_dir.mkdir(parents=True, exist_ok=True)
+            _read_only(work / "layer")
+            verdict = runner.run_check(python_dir, spec, python, timeout=timeout,
+                                       environ=self.environ)
+        finally:
+            _remove(work)
+        ran_on = f"{verdict.ran_on}, local subprocess".lstrip(", ")
+        return Verdict(ok=verdict.ok, message=verdict.message, warnings=verdict.warnings,
+                       startup=verdict.startup, ran_on=ran_on)
+
+    def build_sdist(self, sdist: Path, name: str, version: str, target: Target, dest: Path,
+                    timeout: float | None) -> Path:
+        if target.machine != os.uname().machine:
+            raise ConfigurationError(
+                f"Building {name} {version} from source here makes {os.uname().machine} binaries, "
+                f"not {target.machine}: build on {target.machine}.")
+        wheel = runner.build_sdist_wheel(sdist, self._python(target), dest, timeout=timeout,
+                                         environ=self.environ)
+        built = wheel.name.split("-")
+        if len(built) < 2 or built[0].lower() != name.replace("-", "_").lower() or built[1] != version:
+            wheel.unlink(missing_ok=True)
+            raise SourceBuildError(f"Building {name} {version} from source made {wheel.name}, "
+                                   "another name or version: check the sdist.", log="")
+        return wheel
+
+    def compile(self, sources: Path, target: Target, timeout: float | None) -> dict[str, bytes]:
+        python = self._python(target)
+        work = self._workdir("layer-compile-")
+        try:
+            root = work / "src"
+            _extract(sources, root)
+            files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file())
+            return bytecode.compile_sources(python, root, files, timeout=timeout)
+        finally:
+            _remove(work)

@@ -1,0 +1,195 @@
+"""LocalSandbox: the CLI's and the tests' Sandbox, with real interpreters, zips and processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tarfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from layer_builder import bytecode
+from layer_builder.errors import ConfigurationError, SourceBuildError
+from layer_builder.sandbox import CheckSpec, Dependency, Sandbox
+from layer_builder.sandbox_local import LocalSandbox
+from layer_builder.target import Target
+
+HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}[os.uname().machine]
+OTHER_ARCH = "arm64" if HOST_ARCH == "x86_64" else "x86_64"
+TARGET = Target("python3.13", HOST_ARCH)
+
+
+def layer_zip(path: Path, files: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(f"python/{name}", textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The sandbox's temp dirs land here, so the test sees what is left behind."""
+    where = tmp_path / "tmp"
+    where.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(where))
+    return where
+
+
+def test_it_is_a_sandbox():
+    sandbox: Sandbox = LocalSandbox()
+    assert sandbox.native(TARGET)
+
+
+def test_native_needs_this_machine_and_an_interpreter_of_the_targets_version():
+    sandbox = LocalSandbox()
+    assert sandbox.native(TARGET)
+    assert not sandbox.native(Target("python3.13", OTHER_ARCH))
+    # No 3.14 on these machines: not native, and check() says what to install.
+    no_interpreter = LocalSandbox(environ={"PATH": "/nonexistent", "PYENV_ROOT": "/nonexistent"})
+    if sys.version_info[:2] != (3, 14):
+        assert not no_interpreter.native(Target("python3.14", HOST_ARCH))
+        with pytest.raises(ConfigurationError, match=r"No Python 3\.14 interpreter.*pyenv install 3\.14"):
+            no_interpreter.check(Path("unused.zip"), CheckSpec(own=("x",)), Target("python3.14", HOST_ARCH), 10)
+
+
+def test_its_environment_is_allow_listed():
+    sandbox = LocalSandbox(environ={"PATH": "/usr/bin", "LANG": "C.UTF-8", "SSL_CERT_FILE": "/ca.pem",
+                                    "HTTPS_PROXY": "http://proxy:3128", "AWS_SECRET_ACCESS_KEY": "s",
+                                    "AWS_SESSION_TOKEN": "t", "UV_INDEX_URL": "https://u:tok@idx",
+                                    "PIP_INDEX_URL": "https://u:tok@idx", "GITHUB_TOKEN": "g"})
+    assert sorted(sandbox.environ) == ["HTTPS_PROXY", "LANG", "PATH", "SSL_CERT_FILE"]
+
+
+def test_check_imports_from_the_zip_and_leaves_nothing_behind(tmp_path, private_tmp):
+    archive = layer_zip(tmp_path / "layer.zip", {
+        "app/__init__.py": "import os, dep\nTABLE = os.environ['TABLE']\n",
+        "dep/__init__.py": "from dep import core\n",
+        "dep/core.py": "",
+    })
+    spec = CheckSpec(own=("app",), dependencies=(Dependency("dep", "1.0", ("dep",)),))
+    verdict = LocalSandbox().check(archive, spec, TARGET, timeout=60)
+    assert verdict.ok
+    assert verdict.warnings[0].startswith("app: importing it raised KeyError: 'TABLE'")
+    assert set(verdict.startup) == {"app/__init__.py", "dep/__init__.py", "dep/core.py"}
+    assert verdict.ran_on == f"python3.13 {os.uname().machine}, local subprocess"
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_check_refuses_a_missing_dependency_and_leaves_nothing_behind(tmp_path, private_tmp):
+    archive = layer_zip(tmp_path / "layer.zip", {"app.py": "import requests_missing\n"})
+    verdict = LocalSandbox().check(archive, CheckSpec(own=("app",)), TARGET, timeout=60)
+    assert not verdict.ok and "`requests_missing`, which the layer does not provide" in verdict.message
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_survivor_forked_by_an_import_is_gone_when_check_returns(tmp_path, private_tmp):
+    pidfile = tmp_path / "pid"
+    archive = layer_zip(tmp_path / "layer.zip", {"hostile.py": f"""
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                open({str(pidfile)!r}, "w").write(str(os.getpid()))
+                time.sleep(120)
+            os._exit(0)
+        time.sleep(0.3)
+    """})
+    assert LocalSandbox().check(archive, CheckSpec(own=("hostile",)), TARGET, timeout=60).ok
+    assert not Path(f"/proc/{int(pidfile.read_text())}").exists()
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_the_extracted_layer_is_read_only_as_opt_is(tmp_path):
+    archive = layer_zip(tmp_path / "layer.zip", {"app.py": """
+        import os, stat
+        here = os.path.dirname(__file__)
+        raise RuntimeError(oct(stat.S_IMODE(os.stat(here).st_mode)) + oct(stat.S_IMODE(os.stat(__file__).st_mode)))
+    """})
+    verdict = LocalSandbox().check(archive, CheckSpec(own=("app",)), TARGET, timeout=60)
+    assert "RuntimeError: 0o5550o444" in verdict.warnings[0]
+
+
+# --- compile -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def compile_sources(monkeypatch: pytest.MonkeyPatch):
+    """ENGINE-A's bytecode.compile_sources; until it lands, the same contract on compile_tree."""
+    if hasattr(bytecode, "compile_sources"):
+        return bytecode.compile_sources
+
+    def stand_in(python: str, root: Path, files: list[str], *, timeout: float | None) -> dict[str, bytes]:
+        bytecode.compile_tree(python, root, only=[root / f for f in files], timeout=timeout)
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.pyc")}
+
+    monkeypatch.setattr(bytecode, "compile_sources", stand_in, raising=False)
+    return stand_in
+
+
+def test_compile_returns_unchecked_hash_bytecode_for_the_targets_python(tmp_path, private_tmp, compile_sources):
+    sources = tmp_path / "sources.zip"
+    with zipfile.ZipFile(sources, "w") as zf:
+        zf.writestr("pkg/__init__.py", "X = 1\n")
+        zf.writestr("pkg/mod.py", "def f():\n    return 2\n")
+    pycs = LocalSandbox().compile(sources, TARGET, timeout=60)
+    assert sorted(pycs) == ["pkg/__pycache__/__init__.cpython-313.pyc", "pkg/__pycache__/mod.cpython-313.pyc"]
+    import importlib.util
+
+    for data in pycs.values():
+        assert data[:4] == importlib.util.MAGIC_NUMBER
+        assert int.from_bytes(data[4:8], "little") == 0b01  # hash-based, unchecked
+    assert list(private_tmp.iterdir()) == []
+
+
+# --- sdist builds ------------------------------------------------------------------------------
+
+def sdist(dest: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A source distribution as `python -m build --sdist` lays it out."""
+    path = dest / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for member, text in files.items():
+            data = textwrap.dedent(text).encode()
+            info = tarfile.TarInfo(f"{name}-{version}/{member}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+PURE = {
+    "pyproject.toml": """
+        [build-system]
+        requires = ["setuptools>=69"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "tinypure"
+        version = "1.0"
+    """,
+    "tinypure/__init__.py": "VALUE = 42\n",
+    "PKG-INFO": "Metadata-Version: 2.1\nName: tinypure\nVersion: 1.0\n",
+}
+
+
+@pytest.mark.network
+def test_build_sdist_makes_a_wheel_for_this_machine(tmp_path, private_tmp):
+    wheel = LocalSandbox().build_sdist(sdist(tmp_path, "tinypure", "1.0", PURE), "tinypure", "1.0",
+                                       TARGET, tmp_path / "wheels", timeout=300)
+    assert wheel.parent == tmp_path / "wheels" and wheel.name.startswith("tinypure-1.0-")
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("tinypure/__init__.py") == b"VALUE = 42\n"
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.network
+def test_build_sdist_refuses_a_wheel_of_another_name(tmp_path):
+    with pytest.raises(SourceBuildError, match="another name or version"):
+        LocalSandbox().build_sdist(sdist(tmp_path, "tinypure", "1.0", PURE), "tinypure", "2.0",
+                                   TARGET, tmp_path / "wheels", timeout=300)
+    assert list((tmp_path / "wheels").iterdir()) == []
+
+
+def test_build_sdist_for_another_machine_is_refused_before_running_anything(tmp_path):
+    with pytest.raises(ConfigurationError, match="build on"):
+        LocalSandbox().build_sdist(tmp_path / "x-1.0.tar.gz", "x", "1.0", Target("python3.13", OTHER_ARCH),
+                                   tmp_path, timeout=10)
