@@ -11,6 +11,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from tests.unit.test_unpack import (  # noqa: F401 (small_limits is a fixture us
     zip_bytes,
 )
 
-from .conftest import LAYER_BUILDER, CliRun, House, Sandbox, Service, archive_dir, pure_project
+from .conftest import CliRun, House, Sandbox, Service, archive_dir, pure_project
 from .table import record
 
 Build = Callable[[], bytes]
@@ -261,17 +262,28 @@ MEMORY_BOMBS = [
 ]
 
 
+#: The CLI, reporting its peak RSS at exit. VmHWM belongs to the process's memory map, which exec
+#: replaces; ru_maxrss would also count the forking test process's own peak (it survives exec).
+_MEASURED_CLI = """
+import atexit, os, sys
+from layer_builder.cli import main
+
+def peak():
+    with open("/proc/self/status") as status, open(os.environ["PEAK_FILE"], "w") as out:
+        out.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+
+atexit.register(peak)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def run_measuring_peak(argv: list[str], sandbox: Sandbox) -> tuple[CliRun, float]:
-    """The console script in a child process; its exit code, output and peak RSS in MB."""
-    out, err = sandbox.tmp.parent / "stdout", sandbox.tmp.parent / "stderr"
-    environ = {**os.environ, "TMPDIR": str(sandbox.tmp)}
-    with out.open("w") as stdout, err.open("w") as stderr:
-        child = subprocess.Popen([str(LAYER_BUILDER), *argv], env=environ, stdout=stdout,
-                                 stderr=stderr)
-        _, status, usage = os.wait4(child.pid, 0)  # the child's own rusage, no one else's
-        child.returncode = os.waitstatus_to_exitcode(status)
-    run = CliRun(child.returncode, out.read_text(), err.read_text())
-    return run, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    """`layer-builder ARGV` in a child process: its exit code, output and peak RSS in MB."""
+    peak_file = sandbox.tmp.parent / "peak-kb"
+    environ = {**os.environ, "TMPDIR": str(sandbox.tmp), "PEAK_FILE": str(peak_file)}
+    done = subprocess.run([sys.executable, "-c", _MEASURED_CLI, *argv], env=environ,
+                          capture_output=True, text=True, timeout=300, check=False)
+    return CliRun(done.returncode, done.stdout, done.stderr), int(peak_file.read_text()) / 1024
 
 
 @pytest.mark.parametrize(("filename", "build", "reason"), MEMORY_BOMBS)
