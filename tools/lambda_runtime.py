@@ -24,11 +24,11 @@ import json
 import os
 import queue
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 import uuid
@@ -43,6 +43,15 @@ from typing import Any, Self
 
 from layer_builder.bytecode import find_interpreter
 from layer_builder.target import Target
+from tools.lambda_isolation import (
+    FunctionUser,
+    interpreter_for_users,
+    isolation_available,
+    peer_uid,
+    prepare_private_tmp,
+    private_dir,
+    user_view,
+)
 
 RUNTIME_PREFIX = "/2018-06-01/runtime"
 NEXT_PATH = f"{RUNTIME_PREFIX}/invocation/next"
@@ -117,40 +126,51 @@ class _Invocation:
 # Runtime API server
 # --------------------------------------------------------------------------------------------
 class _RuntimeApiServer(ThreadingHTTPServer):
+    """The Runtime API of ONE runtime process: every process start gets a new one (a new port),
+    so nothing that learned an earlier address can reach the next process's events."""
+
     daemon_threads = True  # a long-poll blocked at shutdown must not keep the parent alive
 
-    def __init__(self, function_arn: str) -> None:
+    def __init__(self, function_arn: str, allowed_uids: frozenset[int] | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _RuntimeApiHandler)
         self.function_arn = function_arn
+        #: Only these users' connections are answered (None: anyone). Lambda's API at
+        #: 127.0.0.1:9001 is reachable from inside its own microVM only.
+        self.allowed_uids = allowed_uids
         self.pending: queue.Queue[_Invocation] = queue.Queue()
         self.in_flight: dict[str, _Invocation] = {}
         self.init_error: dict[str, Any] | None = None
         self.closing = threading.Event()
         self.lock = threading.Lock()
-        # Bumped for every runtime process: a /next long-poll left over from a killed process
-        # must not take the next process's event.
-        self.generation = 0
         self.polling = 0  # /next requests currently waiting
+        self.refused: list[int | None] = []  # uids of refused connections, for the tests
+        self._connections: set[Any] = set()
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server_port}"
 
+    def allows(self, client_address: tuple[str, int]) -> bool:
+        if self.allowed_uids is None:
+            return True
+        uid = peer_uid(client_address, ("127.0.0.1", self.server_port))
+        if uid in self.allowed_uids:
+            return True
+        with self.lock:
+            self.refused.append(uid)
+        return False
+
     def next_invocation(self) -> _Invocation | None:
         with self.lock:
-            generation = self.generation
             self.polling += 1
         try:
-            # Poll in slices so a blocked /next returns once the harness closes or its process died.
-            while not self.closing.is_set() and generation == self.generation:
+            # Poll in slices so a blocked /next returns once the process is replaced.
+            while not self.closing.is_set():
                 try:
                     invocation = self.pending.get(timeout=0.1)
                 except queue.Empty:
                     continue
                 with self.lock:
-                    if generation != self.generation:
-                        self.pending.put(invocation)  # at most one is queued, so order is kept
-                        return None
                     self.in_flight[invocation.request_id] = invocation
                 invocation.deadline_ms = int((time.time() + invocation.timeout_s) * 1000)
                 invocation.picked_at = time.monotonic()
@@ -161,12 +181,35 @@ class _RuntimeApiServer(ThreadingHTTPServer):
                 self.polling -= 1
 
     def is_idle(self) -> bool:
-        """Is the current process's runtime client waiting on /next?"""
+        """Is the runtime client waiting on /next?"""
         with self.lock:
             return self.polling > 0 and not self.in_flight
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close(self) -> None:
+        """Stop serving and cut every open connection (a kept-alive one would outlive us)."""
+        self.closing.set()
+        self.shutdown()
+        self.server_close()
+        with self.lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        if isinstance(sys.exc_info()[1], (ConnectionError, OSError)):
             return  # the runtime process was stopped mid-connection; expected, not news
         super().handle_error(request, client_address)
 
@@ -198,7 +241,19 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _RuntimeApiServer
 
+    def _stranger(self) -> bool:
+        """Refuse (403) a connection from another user: once per connection, it is kept alive."""
+        if getattr(self, "_allowed", None) is None:
+            self._allowed = self.server.allows(self.client_address)
+        if not self._allowed:
+            self.close_connection = True
+            self._reply(403, {"errorType": "AccessDenied",
+                              "errorMessage": "this Runtime API belongs to another function"})
+        return not self._allowed
+
     def do_GET(self) -> None:
+        if self._stranger():
+            return
         if self.path != NEXT_PATH:
             self._reply(404, {"errorType": "NotFound", "errorMessage": f"no route GET {self.path}"})
             return
@@ -208,7 +263,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
                 503,
                 {
                     "errorType": "ShuttingDown",
-                    "errorMessage": "harness closing or process replaced",
+                    "errorMessage": "this runtime process was replaced or the harness is closing",
                 },
             )
             return
@@ -225,6 +280,8 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self._stranger():
+            return
         if self.path == INIT_ERROR_PATH:
             self.server.init_error = _error_document(body, self.headers.get(ERROR_TYPE_HEADER))
             self._reply(202, {"status": "OK"})
@@ -387,21 +444,30 @@ def make_tree_writable(root: Path) -> None:
 # The function
 # --------------------------------------------------------------------------------------------
 class LocalLambda:
-    """One Lambda function with one long-lived runtime process, invoked one event at a time.
+    """One Lambda execution environment: one runtime process at a time, one event at a time.
 
     code_dir      the function's code (LAMBDA_TASK_ROOT, /var/task), first on sys.path
     handler       "module.function", as in the template
-    env           the function's environment (e.g. LocalAws.env() | {"ARTIFACT_BUCKET": ...})
+    env           the function's environment (e.g. LocalAws.env() | {"ARTIFACT_BUCKET": ...}).
+                  A value that is /tmp or under /tmp/ names the function's private /tmp.
     layer_dirs    /opt/python equivalents (see extract_layer_readonly), in the template's order
     packages      None: the project venv's site-packages follow the code and layers on sys.path.
                   A list of requirement strings: only those distributions, their dependencies and
                   the managed runtime's own (awslambdaric, boto3) are visible, as in Lambda.
     timeout_s     the function timeout; on expiry the process is killed like Lambda does
+    isolate       run as a dedicated user with a private /tmp (see tools.lambda_isolation);
+                  None: whenever the harness can (it runs as root)
 
     The process environment is built from scratch, not inherited: Lambda's own variables, PATH,
-    then `env`. HOME is unset as in Lambda, so tools needing a cache dir must be given one.
+    TMPDIR, then `env`. HOME is unset as in Lambda, so tools needing a cache dir must be given one.
     The interpreter runs with -S, so sys.path is exactly code, layers, runtime packages and the
     standard library (.pth files are not processed).
+
+    Lifecycle, as Lambda's (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html):
+    a process serves invocations until it exits, crashes or times out; then the environment is
+    reset (isolated: every process of the function's user is killed) and the next invocation
+    cold-starts a new process, with a new Runtime API endpoint. /tmp survives a reset, as in
+    Lambda ("The Lambda reset does not clear the /tmp directory content").
     """
 
     def __init__(
@@ -416,6 +482,7 @@ class LocalLambda:
         memory_mb: int = 512,
         region: str = "us-east-1",
         packages: Sequence[str] | None = None,
+        isolate: bool | None = None,
     ) -> None:
         self.code_dir = Path(code_dir).resolve()
         if not self.code_dir.is_dir():
@@ -425,6 +492,14 @@ class LocalLambda:
             raise LambdaHarnessError(
                 f"env sets {sorted(clashes)}, which LocalLambda controls; remove them"
             )
+        if isolate is None:
+            isolate = isolation_available()
+        elif isolate and not isolation_available():
+            raise LambdaHarnessError(
+                "isolate=True needs root and setpriv (util-linux): the harness gives every "
+                "function a user of its own, which only root can do"
+            )
+        self.isolate = isolate
         self.handler = handler
         self.function_name = function_name
         self.region = region
@@ -435,21 +510,32 @@ class LocalLambda:
         self.packages = packages
         self.function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{function_name}"
         self._user_env = dict(env or {})
+        self.user: FunctionUser | None = None
         self._api: _RuntimeApiServer | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._warm = False  # has the current process already served an invocation?
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._closing = False
         self._workdir: Path | None = None
         self._final_logs = ""
+        self._python_path_cache: list[str] | None = None
+        self._python = self.python
+        self.resets = 0  # how many times the environment was reset (a runtime process ended)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> Self:
-        self._workdir = Path(tempfile.mkdtemp(prefix=f"local-lambda-{self.function_name}-"))
-        self._api = _RuntimeApiServer(self.function_arn)
-        threading.Thread(
-            target=self._api.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        self._start_process()  # init overlaps with the caller's setup, like a pre-warmed sandbox
+        self._closing = False
+        self._workdir = private_dir(f"{self.function_name}-")
+        self._log_path.touch(mode=0o600)
+        if self.isolate:
+            self.user = FunctionUser.claim()
+            prepare_private_tmp(self.tmpdir, self.user)
+            self._python = interpreter_for_users(self.python)
+        else:
+            self.tmpdir.mkdir(mode=0o700)
+            self._python = self.python
+        with self._lock:
+            self._start_process()  # init overlaps with the caller's setup, like a pre-warmed sandbox
         return self
 
     def __exit__(
@@ -458,16 +544,42 @@ class LocalLambda:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop_process()
-        if self._api is not None:
-            self._api.closing.set()
-            self._api.shutdown()
-            self._api.server_close()
-            self._api = None
+        with self._lock:
+            self._closing = True
+            self._stop_process()
+            if self._api is not None:
+                self._api.close()
+                self._api = None
+        if self.user is not None:
+            self.user.release()
+            self.user = None
         if self._workdir is not None:
             self._final_logs = self.logs()
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    @property
+    def tmpdir(self) -> Path:
+        """The function's private /tmp (TMPDIR of its processes); kept across resets."""
+        if self._workdir is None:
+            raise RuntimeNotRunningError("the function's /tmp exists only inside `with LocalLambda(...)`")
+        return self._workdir / "tmp"
+
+    @property
+    def task_root(self) -> Path:
+        """Where the function's processes see its code (code_dir, or a view of it)."""
+        return Path(self._python_path()[0])
+
+    def visible_path(self, path: Path) -> Path:
+        """Where the function's processes see `path` (a layer dir, the project's site-packages)."""
+        path = Path(path).resolve()
+        shared = path == project_site_packages().resolve()
+        return self._visible(path, shared=shared)
+
+    @property
+    def uid(self) -> int:
+        """The user the function's processes run as."""
+        return self.user.uid if self.user is not None else os.geteuid()
 
     @property
     def pid(self) -> int | None:
@@ -478,14 +590,20 @@ class LocalLambda:
     @property
     def idle(self) -> bool:
         """True while the runtime process waits for an event (initialised, not invoking)."""
-        return self._api is not None and self.pid is not None and self._api.is_idle()
+        api = self._api
+        return api is not None and self.pid is not None and api.is_idle()
 
     @property
     def runtime_api_address(self) -> str:
-        """host:port of the local Runtime API (AWS_LAMBDA_RUNTIME_API of the process)."""
+        """host:port of the current process's Runtime API (AWS_LAMBDA_RUNTIME_API)."""
         if self._api is None:
             raise RuntimeNotRunningError("the Runtime API only runs inside `with LocalLambda(...)`")
         return self._api.address
+
+    @property
+    def refused_connections(self) -> list[int | None]:
+        """Uids whose connections the current Runtime API refused (another function's)."""
+        return list(self._api.refused) if self._api is not None else []
 
     def logs(self) -> str:
         """Everything the runtime processes wrote so far (also available after exit)."""
@@ -504,26 +622,30 @@ class LocalLambda:
     def invoke(self, event: Any) -> InvocationResult:
         """Run one event through the handler and wait for its answer.
 
-        The handler gets timeout_s from the moment the runtime takes the event; a cold start's
-        init phase gets INIT_TIMEOUT_S on top, as in Lambda.
+        As in Lambda, the event goes to a runtime that asked for one (GET /next): a process that
+        is still ending is waited for, reset and replaced first (a cold start). The handler gets
+        timeout_s from the moment the runtime takes the event; init gets INIT_TIMEOUT_S on top.
         """
-        if self._api is None or self._workdir is None:
+        if self._workdir is None:
             raise RuntimeNotRunningError("call invoke() inside `with LocalLambda(...) as fn:`")
-        with self._lock:  # one sandbox handles one event at a time
-            if self._process is None or self._process.poll() is not None:
-                self._start_process()
-            process, api = self._process, self._api
-            assert process is not None
-            cold = not self._warm
+        with self._lock:  # one execution environment handles one event at a time
+            request_id = str(uuid.uuid4())
             log_offset = self._log_path.stat().st_size
+            failed_init = self._until_ready(request_id)
+            if failed_init is not None:
+                logs = self._read_log(log_offset)
+                return InvocationResult(request_id, failed_init, failed_init, 0.0, True, logs)
+            process, api = self._process, self._api
+            assert process is not None and api is not None
+            cold = not self._warm
             invocation = _Invocation(
-                request_id=str(uuid.uuid4()),
+                request_id=request_id,
                 body=json.dumps(event).encode(),
                 timeout_s=self.timeout_s,
                 trace_id=f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
             )
             api.pending.put(invocation)
-            error = self._wait(invocation, process)
+            error = self._wait(invocation, process, api)
             picked_at = invocation.picked_at
             duration = 0.0 if picked_at is None else time.monotonic() - picked_at
             self._warm = True  # a replacement process (after a crash or timeout) resets it
@@ -534,15 +656,40 @@ class LocalLambda:
             logs = self._read_log(log_offset)
         return InvocationResult(invocation.request_id, payload, error, duration, cold, logs)
 
+    def _until_ready(self, request_id: str) -> dict[str, Any] | None:
+        """Wait until a runtime polls /next, replacing a process that ended (once). Returns the
+        error document when the replacement fails its init, else None. Call with the lock held."""
+        replaced = False
+        deadline = time.monotonic() + INIT_TIMEOUT_S
+        while True:
+            process, api = self._process, self._api
+            if process is None or api is None or process.poll() is not None:
+                if replaced and process is not None and api is not None:
+                    init_error, api.init_error = api.init_error, None
+                    return init_error or {
+                        "errorType": "Runtime.ExitError",
+                        "errorMessage": f"RequestId: {request_id} Error: Runtime exited "
+                        f"with error: exit status {process.returncode}"}
+                self._replace_process(process)
+                replaced, deadline = True, time.monotonic() + INIT_TIMEOUT_S
+                continue
+            if api.is_idle():
+                return None
+            if time.monotonic() > deadline:
+                self._stop_process()
+                return {"errorType": "Sandbox.Timedout",
+                        "errorMessage": f"RequestId: {request_id} Error: Init phase timed out "
+                        f"after {INIT_TIMEOUT_S:.2f} seconds"}
+            time.sleep(0.005)
+
     def _wait(
-        self, invocation: _Invocation, process: subprocess.Popen[bytes]
+        self, invocation: _Invocation, process: subprocess.Popen[bytes], api: _RuntimeApiServer
     ) -> dict[str, Any] | None:
-        assert self._api is not None
         queued_at = time.monotonic()
         while not invocation.done.wait(0.05):
             if process.poll() is not None:
-                self._api.drop_pending()
-                init_error, self._api.init_error = self._api.init_error, None
+                api.drop_pending()
+                init_error, api.init_error = api.init_error, None
                 if init_error is not None:
                     return init_error  # e.g. Runtime.ImportModuleError, as Lambda reports it
                 return {
@@ -556,8 +703,8 @@ class LocalLambda:
             else:
                 phase, elapsed, limit = "Task", time.monotonic() - picked_at, self.timeout_s
             if elapsed > limit:
-                self._stop_process()  # Lambda discards the sandbox after a timeout
-                self._api.drop_pending()
+                self._stop_process()  # Lambda resets the environment after a timeout
+                api.drop_pending()
                 return {
                     "errorType": "Sandbox.Timedout",
                     "errorMessage": f"RequestId: {invocation.request_id} Error: {phase} timed "
@@ -573,31 +720,48 @@ class LocalLambda:
         assert self._workdir is not None
         return self._workdir / "runtime.log"
 
+    def _visible(self, path: Path, shared: bool = False) -> Path:
+        """What the function's user can read in place of `path` (see user_view): a view kept
+        for the session when `shared`, else one that goes with this function's work dir."""
+        if not self.isolate:
+            return path
+        if shared:
+            return user_view(path)
+        assert self._workdir is not None
+        views = self._workdir / "views"
+        views.mkdir(mode=0o711, exist_ok=True)
+        return user_view(path, parent=views)
+
     def _python_path(self) -> list[str]:
+        if self._python_path_cache is not None:
+            return self._python_path_cache
         major, minor = LAMBDA_PYTHON
         # Lambda merges layers into /opt in order, a later layer overwriting an earlier one:
         # listing them last-first on sys.path gives the later layer precedence in the same way.
         layers: list[str] = []
         for layer in reversed(self.layer_dirs):
+            layer = self._visible(layer)
             nested = layer / "lib" / f"python{major}.{minor}" / "site-packages"
             layers += [str(nested)] if nested.is_dir() else []
             layers.append(str(layer))
-        site_packages = project_site_packages()
+        site_packages = self._visible(project_site_packages(), shared=True)
         if self.packages is None:
             runtime = site_packages
         else:
             assert self._workdir is not None
             wanted = [*MANAGED_RUNTIME_PACKAGES, *self.packages]
             runtime = link_distributions(wanted, site_packages, self._workdir / "runtime-packages")
-        return [str(self.code_dir), *layers, str(runtime)]
+            runtime.chmod(0o755)
+        self._python_path_cache = [str(self._visible(self.code_dir)), *layers, str(runtime)]
+        return self._python_path_cache
 
-    def _environment(self) -> dict[str, str]:
-        assert self._api is not None
+    def _environment(self, api: _RuntimeApiServer) -> dict[str, str]:
         major, minor = LAMBDA_PYTHON
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
+            "TMPDIR": str(self.tmpdir),
             "AWS_EXECUTION_ENV": f"AWS_Lambda_python{major}.{minor}",
             "AWS_LAMBDA_FUNCTION_NAME": self.function_name,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
@@ -611,43 +775,81 @@ class LocalLambda:
         if self.layer_dirs:
             # /opt is read-only in Lambda; root would write __pycache__ into the layer anyway.
             env["PYTHONDONTWRITEBYTECODE"] = "1"
-        env.update(self._user_env)
+        env.update({key: self._private_tmp(value) for key, value in self._user_env.items()})
         env.update(
             {
-                "AWS_LAMBDA_RUNTIME_API": self._api.address,
+                "AWS_LAMBDA_RUNTIME_API": api.address,
                 "_HANDLER": self.handler,
-                "LAMBDA_TASK_ROOT": str(self.code_dir),
+                "LAMBDA_TASK_ROOT": str(self._visible(self.code_dir)),
                 "PYTHONPATH": os.pathsep.join(self._python_path()),
             }
         )
         return env
 
+    def _private_tmp(self, value: str) -> str:
+        """/tmp in the function's configuration is its own /tmp (TMPDIR) here."""
+        if value == "/tmp" or value.startswith("/tmp/"):
+            return str(self.tmpdir) + value[len("/tmp"):]
+        return value
+
     def _start_process(self) -> None:
+        """Start a runtime process with a Runtime API of its own. Call with the lock held."""
+        if self._api is not None:
+            self._api.close()
+        allowed = frozenset({self.uid, os.geteuid()}) if self.isolate else None
+        api = self._api = _RuntimeApiServer(self.function_arn, allowed)
+        threading.Thread(target=api.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
         # -S: no site module, so sys.path is exactly PYTHONPATH plus the standard library and
         # the interpreter's own site-packages never leak in.
-        command = [self.python, "-S", "-m", "awslambdaric", self.handler]
-        assert self._api is not None
-        with self._api.lock:
-            self._api.generation += 1
-            self._api.init_error = None  # only this process's init failure may be reported
+        command = [self._python, "-S", "-m", "awslambdaric", self.handler]
+        if self.user is not None:
+            command = self.user.command(command)
         with self._log_path.open("ab") as log:
-            self._process = subprocess.Popen(
+            process = self._process = subprocess.Popen(
                 command,
-                cwd=self.code_dir,
-                env=self._environment(),
+                cwd=self._visible(self.code_dir),
+                env=self._environment(api),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         self._warm = False
+        threading.Thread(target=self._watch, args=(process,), daemon=True).start()
+
+    def _watch(self, process: subprocess.Popen[bytes]) -> None:
+        """When the runtime process ends, reset the environment at once (nothing of it may wait
+        for the next invocation). After an invocation, also start the next runtime, as a warm
+        pool would; a process that failed its init is replaced only by the next invoke()."""
+        process.wait()
+        with self._lock:
+            if self._process is not process or self._closing:
+                return
+            if self._warm:
+                self._replace_process(process)
+            else:
+                self._reset()
+
+    def _replace_process(self, old: subprocess.Popen[bytes] | None) -> None:
+        """Reset (every process of the function's user dies), then a fresh runtime process."""
+        if old is not None:
+            self._reset()
+        self._start_process()
+
+    def _reset(self) -> None:
+        if self.user is not None:
+            self.user.kill_all()
+        self.resets += 1
 
     def _stop_process(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.terminate()  # by our own Popen's PID only
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=3)
+        if process.poll() is None:
+            process.terminate()  # by our own Popen's PID only
+            try:
+                process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=3)
+        self._reset()

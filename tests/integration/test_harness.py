@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ParamValidationError
 
+from tools.lambda_isolation import isolation_available
 from tools.lambda_runtime import LocalLambda, extract_layer_readonly, project_site_packages
 from tools.local_aws import LocalAws
 
@@ -49,6 +50,15 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a killed one may wait to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def write_function(directory: Path, source: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "app.py").write_text(textwrap.dedent(source))
@@ -80,9 +90,9 @@ def test_result_comes_back_and_warm_invocation_reuses_the_process(echo: LocalLam
     assert first.payload["function_name"] == "echo"
     assert first.payload["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:echo"
     assert 0 < first.payload["remaining_ms"] <= 1000
-    assert first.payload["task_root"] == str(echo.code_dir)
+    assert first.payload["task_root"] == str(echo.task_root)
     assert first.payload["custom"] == "yes"
-    assert first.payload["sys_path"][0] == str(echo.code_dir)
+    assert first.payload["sys_path"][0] == str(echo.task_root)
     assert first.request_id != second.request_id
     assert f"handling {second.request_id}" in second.logs
     assert f"handling {first.request_id}" not in second.logs
@@ -213,16 +223,19 @@ def test_layer_is_importable_read_only_and_ahead_of_the_venv(tmp_path: Path) -> 
     )
     with LocalLambda(code, layer_dirs=[opt_python], timeout_s=5) as function:
         result = function.invoke({"x": 21})
+        seen_layer = function.visible_path(opt_python)
+        seen_venv = function.visible_path(project_site_packages())
+        seen_code = function.task_root
 
     assert result.ok, result.error
     assert result.payload["marker"] == "from the layer"
     assert result.payload["doubled"] == 42
-    assert Path(result.payload["file"]).is_relative_to(opt_python.resolve())
+    assert Path(result.payload["file"]).is_relative_to(seen_layer)
     sys_path = result.payload["sys_path"]
     assert (
-        sys_path.index(str(code.resolve()))
-        < sys_path.index(str(opt_python.resolve()))
-        < sys_path.index(str(project_site_packages()))
+        sys_path.index(str(seen_code))
+        < sys_path.index(str(seen_layer))
+        < sys_path.index(str(seen_venv))
     )
     for path in [opt_python, *opt_python.rglob("*")]:
         assert path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0, path
@@ -280,9 +293,163 @@ def test_a_crashed_idle_process_is_replaced_without_losing_the_event(echo: Local
     old_pid = echo.invoke({"n": 1}).payload["pid"]
     wait_until(lambda: echo.idle)
     os.kill(old_pid, signal.SIGKILL)  # dies while its runtime client long-polls /next
-    wait_until(lambda: echo.pid is None)
+    wait_until(lambda: echo.pid != old_pid)
 
     result = echo.invoke({"n": 2})
 
     assert result.ok, result.error  # the dead process's /next must not swallow the event
     assert result.cold_start and result.payload["pid"] != old_pid
+
+
+# ------------------------------------------------------------------ isolation (as root)
+
+needs_root = pytest.mark.skipif(not isolation_available(),
+                                reason="giving each function a user of its own needs root")
+
+PROBE_APP = """
+    import http.client, json, os, tempfile
+
+    def handler(event, context):
+        tmp = tempfile.gettempdir()
+        info = os.stat(tmp)
+        seen = {"uid": os.getuid(), "tmp": tmp, "tmp_owner": info.st_uid,
+                "tmp_mode": oct(info.st_mode & 0o777), "cache_dir": os.environ.get("CACHE_DIR")}
+        with open(os.path.join(tmp, "mine.txt"), "w") as f:
+            f.write("secret of " + context.function_name)
+        for key, path in event.get("read", {}).items():
+            try:
+                with open(path, "rb") as f:
+                    seen[key] = "read " + repr(f.read(40))
+            except OSError as exc:
+                seen[key] = type(exc).__name__
+        if "runtime_api" in event:
+            host, port = event["runtime_api"].split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=5)
+            conn.request("GET", "/2018-06-01/runtime/invocation/next")
+            seen["runtime_api"] = conn.getresponse().status
+        return seen
+"""
+
+
+@pytest.fixture
+def probes(tmp_path: Path) -> Iterator[tuple[LocalLambda, LocalLambda]]:
+    code = write_function(tmp_path / "probe", PROBE_APP)
+    env = {"CACHE_DIR": "/tmp/layer-builder-cache"}
+    with LocalLambda(code, env=env, function_name="probe-a", timeout_s=10) as a, \
+            LocalLambda(code, env=env, function_name="probe-b", timeout_s=10) as b:
+        yield a, b
+
+
+@needs_root
+def test_each_function_runs_as_a_user_of_its_own_with_a_private_tmp(
+    probes: tuple[LocalLambda, LocalLambda],
+) -> None:
+    a, b = probes
+    first = b.invoke({})
+    result = a.invoke({"read": {"other_tmp": str(b.tmpdir / "mine.txt"),
+                                "other_environ": f"/proc/{b.pid}/environ",
+                                "harness_environ": f"/proc/{os.getpid()}/environ"}})
+
+    assert first.ok and result.ok, (first.error, result.error)
+    seen = result.payload
+    assert seen["uid"] == a.uid != b.uid != os.geteuid()
+    assert seen["tmp"] == str(a.tmpdir) and seen["tmp_owner"] == a.uid
+    assert seen["tmp_mode"] == "0o700"
+    assert seen["cache_dir"] == f"{a.tmpdir}/layer-builder-cache"  # /tmp/... is its own /tmp
+    assert seen["other_tmp"] == seen["other_environ"] == "PermissionError"
+    assert seen["harness_environ"] == "PermissionError"
+    assert (a.tmpdir / "mine.txt").read_text() == "secret of probe-a"
+
+
+@needs_root
+def test_a_runtime_api_answers_only_its_own_functions_processes(
+    probes: tuple[LocalLambda, LocalLambda],
+) -> None:
+    a, b = probes
+    wait_until(lambda: b.idle)
+    result = a.invoke({"runtime_api": b.runtime_api_address})
+
+    assert result.ok, result.error
+    assert result.payload["runtime_api"] == 403
+    assert a.uid in b.refused_connections
+    assert b.invoke({}).ok  # b's own runtime is unaffected
+
+
+EXIT_AFTER_ANSWER_APP = """
+    import http.client, json, os, sys, time
+
+    def post(address, path, body):
+        host, port = address.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("POST", path, body=json.dumps(body))
+        return conn.getresponse().status
+
+    def handler(event, context):
+        api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+        if event.get("survivor"):
+            if os.fork() == 0:  # a daemon that waits for the next event to answer it
+                os.setsid()
+                log = open(os.path.join(os.environ["TMPDIR"], "survivor.log"), "a", buffering=1)
+                log.write(f"pid {os.getpid()}\\n")
+                while True:
+                    try:
+                        host, port = api.split(":")
+                        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                        conn.request("GET", "/2018-06-01/runtime/invocation/next")
+                        answer = conn.getresponse()
+                        request_id = answer.getheader("Lambda-Runtime-Aws-Request-Id")
+                        log.write(f"next {answer.status} {request_id}\\n")
+                        if request_id:
+                            post(api, f"/2018-06-01/runtime/invocation/{request_id}/response",
+                                 {"forged": True})
+                    except OSError as exc:
+                        log.write(f"refused {type(exc).__name__}\\n")
+                    time.sleep(0.05)
+            time.sleep(0.3)  # the survivor is long-polling by now
+        status = post(api, f"/2018-06-01/runtime/invocation/{context.aws_request_id}/response",
+                      {"pid": os.getpid(), "api": api})
+        sys.stdout.flush()
+        os._exit(0 if status == 202 else 1)
+"""
+
+
+@needs_root
+def test_a_runtime_that_exits_after_answering_resets_the_environment(tmp_path: Path) -> None:
+    code = write_function(tmp_path / "once", EXIT_AFTER_ANSWER_APP)
+    with LocalLambda(code, function_name="once", timeout_s=10) as function:
+        first = function.invoke({"survivor": True})
+        survivor_log = function.tmpdir / "survivor.log"
+        survivor = int(survivor_log.read_text().split()[1])
+        wait_until(lambda: function.resets == 1)  # the runtime exited: Lambda resets
+        gone = not alive(survivor)
+        second = function.invoke({})
+        log = survivor_log.read_text()
+
+    assert first.ok and second.ok, (first.error, second.error)
+    assert gone  # the reset killed the daemon before any later event existed
+    assert "forged" not in second.payload  # the next event went to the new runtime only
+    assert second.cold_start and second.payload["pid"] != first.payload["pid"]
+    assert second.payload["api"] != first.payload["api"]  # a new Runtime API endpoint
+    assert "next 200" not in log
+
+
+@needs_root
+def test_tmp_survives_a_reset_as_in_lambda(tmp_path: Path) -> None:
+    code = write_function(tmp_path / "crash", """
+        import os
+
+        def handler(event, context):
+            path = os.path.join(os.environ["TMPDIR"], "kept")
+            before = os.path.exists(path)
+            open(path, "w").close()
+            if event.get("crash"):
+                os._exit(3)
+            return {"before": before}
+    """)
+    with LocalLambda(code, function_name="crash", timeout_s=10) as function:
+        crashed = function.invoke({"crash": True})
+        after = function.invoke({})
+
+    assert crashed.error_type == "Runtime.ExitError"
+    assert after.ok and after.cold_start and after.payload == {"before": True}
+    assert function.resets >= 1
