@@ -472,8 +472,9 @@ def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | 
         home.mkdir()
         source = Path(shutil.copy(sdist, work / Path(sdist).name))  # the build sees a private copy
         env = allowed_environment({} if environ is None else environ, home)
+        # LC_ALL=C: compilers quote in plain ASCII, so the first error reads the same everywhere.
         env.update(UV_CACHE_DIR=str(home / "uv-cache"), UV_NO_PROGRESS="1",
-                   UV_PYTHON_DOWNLOADS="never", PYTHONDONTWRITEBYTECODE="1")
+                   UV_PYTHON_DOWNLOADS="never", PYTHONDONTWRITEBYTECODE="1", LC_ALL="C")
         cmd = [uv, "build", "--wheel", "--no-config", "--python", python,
                "--out-dir", str(out), str(source)]
         try:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from layer_builder import runner
 from layer_builder.errors import ContainmentError, InputError, OutOfTimeError
 from layer_builder.runner import (

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from layer_builder import bytecode
 from layer_builder.errors import ConfigurationError, SourceBuildError
 from layer_builder.sandbox import CheckSpec, Dependency, Sandbox

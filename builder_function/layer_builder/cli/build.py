@@ -20,7 +20,9 @@ from .output import Progress, summary, write_reports
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build a layer zip from a Pipfile project (dir, .zip, .tar.gz)",
                        description="Build a Lambda layer zip from a Pipfile project: the locked, "
-                                   "hash-verified wheels for the target, slimmed, with bytecode.")
+                                   "hash-verified wheels for the target, slimmed, with bytecode. "
+                                   "It imports the project and its dependencies on this machine, "
+                                   "as you: do not build projects you do not trust with it.")
     b.add_argument("source", type=Path,
                    help="the project: a directory with Pipfile and Pipfile.lock, or a .zip, "
                         ".tar.gz or .tgz of one")
