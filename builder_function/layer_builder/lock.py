@@ -21,7 +21,8 @@ from .errors import LockError, ProjectError
 from .redact import redact  # re-exported until install.py imports it from .redact
 from .target import Target
 
-__all__ = ["IndexPolicy", "LockedProject", "Requirement", "read_lock", "redact"]
+__all__ = ["DEFAULT_ALLOWED_ENV", "IndexPolicy", "LockedProject", "Requirement", "read_lock",
+           "redact"]
 
 PIPFILE = "Pipfile"
 PIPFILE_LOCK = "Pipfile.lock"
@@ -61,18 +62,30 @@ class LockedProject:
         return groups
 
 
+#: Variables a lock's source URLs may name without being allowed: the installers' own index
+#: settings. Any other `${VAR}` could carry a secret (AWS_SECRET_ACCESS_KEY) to the project's index.
+DEFAULT_ALLOWED_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL")
+
+
 @dataclass(frozen=True)
 class IndexPolicy:
     """Which indexes a build may use.
 
     `override` (the operator's index URL) replaces every source of the lock. Without it, the CLI
-    expands sources from `environ`; with `allow_lock_urls` False (the Lambda) only bare `${VAR}`
-    sources are accepted and mean the default index, so an upload cannot choose an index.
+    expands sources from `environ`, reading only DEFAULT_ALLOWED_ENV and the names in
+    `allowed_env` (`--allow-env NAME`); any other `${VAR}` is refused by name. With
+    `allow_lock_urls` False (the Lambda) only bare `${VAR}` sources are accepted and mean the
+    default index, so an upload cannot choose an index.
     """
 
     override: str = ""
     environ: Mapping[str, str] = field(default_factory=dict)
     allow_lock_urls: bool = True
+    allowed_env: tuple[str, ...] = ()
+
+    @property
+    def expandable(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*DEFAULT_ALLOWED_ENV, *self.allowed_env)))
 
 
 def _load_pipfile(project: Path) -> plette.Pipfile:
@@ -112,10 +125,20 @@ def _load_lock(project: Path) -> dict:
     return data
 
 
-def _expand(url: str, source_name: str, environ: Mapping[str, str]) -> str:
-    """Expand ${VAR} as pipenv does. A URL made only of unset variables means the default index."""
+def _expand(url: str, source_name: str, policy: IndexPolicy) -> str:
+    """Expand ${VAR} as pipenv does, allowed names only. A URL made only of unset variables means
+    the default index."""
     names = [a or b for a, b in _VAR.findall(url)]
-    missing = [n for n in names if not environ.get(n)]
+    refused = next((n for n in names if n not in policy.expandable), None)
+    if refused:
+        raise LockError(
+            f"Source {source_name!r} in {PIPFILE_LOCK} uses ${{{refused}}}, which the builder does "
+            f"not expand: a lock may only read {', '.join(policy.expandable)} from your "
+            "environment, so a project cannot send your other variables to an index of its "
+            f"choosing. If the project is yours and {refused} holds its index URL or credentials, "
+            f"allow it: `layer-builder build --allow-env {refused}`.")
+    environ = {n: policy.environ[n] for n in names if policy.environ.get(n)}
+    missing = [n for n in names if n not in environ]
     if names and len(missing) == len(names) and not _VAR.sub("", url).strip():
         return ""
     if missing:
@@ -134,7 +157,7 @@ def _resolve_sources(meta: dict, policy: IndexPolicy) -> dict[str, str]:
         if policy.override:
             resolved[name] = policy.override
         elif policy.allow_lock_urls:
-            resolved[name] = _expand(url, name, policy.environ)
+            resolved[name] = _expand(url, name, policy)
         elif _VAR.fullmatch(url.strip()):
             # The operator configured no index: a bare ${VAR} source means the default index.
             # Nothing is expanded, so an upload cannot make the builder disclose its environment.

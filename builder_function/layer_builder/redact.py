@@ -10,7 +10,8 @@ first and the last can be spotted; so the configured index URL is registered onc
 - each registered URL literally, also percent-decoded and JSON-escaped, replaced by its masked
   form (`https://***@host/***/simple/`), which keeps the host for whoever reads the message;
 - each registered URL's secrets wherever they appear alone: its password, its query values and
-  its path segments other than the public `simple` (a token copied into another message).
+  (http and https only) its path segments other than the public `simple` (a token copied into
+  another message).
 
 Path segments that look like words (`pypi`, `packages`, `repository`) are masked inside the
 registered URL but not replaced on their own everywhere: that would eat ordinary words from
@@ -76,7 +77,9 @@ def _parse(secret: str) -> _Secret:
         masked += f"{MASK}@"
     masked += match["host"]
     segments = path.split("/")
-    hidden = [s for s in segments if unquote(s).lower() not in _PUBLIC_SEGMENTS]
+    # Only a served index keeps tokens in its path; a file:// index's path is a folder.
+    served = match["scheme"].lower() in ("http://", "https://")
+    hidden = [s for s in segments if served and unquote(s).lower() not in _PUBLIC_SEGMENTS]
     tokens += [s for s in hidden if _looks_like_token(unquote(s))]
     masked += "/".join(s if s not in hidden else MASK for s in segments)
     if query is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from wheelhouse import lock_entry, write_code
 from .conftest import (
     CliRun,
     House,
+    IndexServer,
     Sandbox,
     Service,
     archive_dir,
@@ -323,6 +325,61 @@ def test_allowed_package_that_has_a_wheel_uses_the_wheel(
     assert "check the spelling of --allow-sdist / AllowSdist" in warning
     record("project --allow-sdist for a package with a wheel, and a misspelt one",
            f"accepted: wheel used, nothing built; warning: {warning}")
+
+
+# ---------------------------------------------------------------- ${VAR} in the lock's sources
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("https://${AWS_SECRET_ACCESS_KEY}@evil.invalid/simple", id="userinfo"),
+    pytest.param("https://evil.invalid/${AWS_SECRET_ACCESS_KEY}/simple", id="path"),
+    pytest.param("LOOPBACK", id="loopback-index-listening"),
+])
+def test_cli_expands_only_allowed_variables_and_asks_nothing(
+        tmp_path: Path, sandbox: Sandbox, house: House, run_cli: Callable[..., CliRun],
+        monkeypatch: pytest.MonkeyPatch, url: str, request: pytest.FixtureRequest) -> None:
+    """A project you did not write cannot send your environment to an index of its choosing."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    with IndexServer(house.simple.parent) as evil:  # would serve tinypure, if ever asked
+        if url == "LOOPBACK":
+            url = evil.url().replace("http://", "http://${AWS_SECRET_ACCESS_KEY}@")
+        project = pure_project(tmp_path / "project", house,
+                               sources=[{"name": "theirs", "url": url, "verify_ssl": True}])
+        run = run_cli(project.root)
+    assert run.code == 2, run.stderr
+    assert evil.seen == []  # refused before any request
+    message = run.problem
+    assert message.startswith("Source 'theirs' in Pipfile.lock uses ${AWS_SECRET_ACCESS_KEY}, "
+                              "which the builder does not expand")
+    assert "`layer-builder build --allow-env AWS_SECRET_ACCESS_KEY`" in message
+    assert AWS_SECRET not in run.stdout + run.stderr
+    assert sandbox.leftovers() == []
+    record(f"project lock source {request.node.callspec.id} reads $AWS_SECRET_ACCESS_KEY (CLI)",
+           f"refused, no request made: {message}")
+
+
+def test_allow_env_lets_your_own_variable_through_and_never_shows_it(
+        tmp_path: Path, sandbox: Sandbox, house: House, run_cli: Callable[..., CliRun],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    token = f"tok-{uuid.uuid4().hex}"
+    monkeypatch.setenv("TEAM_INDEX_TOKEN", token)
+    report_path = sandbox.out / "report.json"
+    with IndexServer(house.simple.parent, user="builder", password=token) as index:
+        source = index.url(password="${TEAM_INDEX_TOKEN}")
+        project = pure_project(tmp_path / "project", house,
+                               sources=[{"name": "pypi", "url": source, "verify_ssl": True}])
+        refused = run_cli(project.root)
+        assert refused.code == 2 and "--allow-env TEAM_INDEX_TOKEN" in refused.problem
+        run = run_cli(project.root, "--allow-env", "TEAM_INDEX_TOKEN", "--report",
+                      str(report_path))
+    assert run.code == 0, run.stderr
+    assert index.authorized()
+    assert token not in run.stdout + run.stderr + report_path.read_text()
+    record("project lock source ${TEAM_INDEX_TOKEN} with --allow-env TEAM_INDEX_TOKEN (CLI)",
+           "accepted: the index got the credentials; absent from output and report")
 
 
 # ---------------------------------------------------------------- the builder service

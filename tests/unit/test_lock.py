@@ -249,7 +249,7 @@ def two_index_project(tmp_path):
 def test_variables_expand_from_the_given_environ(tmp_path):
     two_index_project(tmp_path)
     environ = {"PIP_INDEX_URL": "https://mirror.example/simple", "IDX_USER": "bot", "IDX_TOKEN": "t0k"}
-    locked = read(tmp_path, policy=IndexPolicy(environ=environ))
+    locked = read(tmp_path, policy=IndexPolicy(environ=environ, allowed_env=("IDX_USER", "IDX_TOKEN")))
     assert {r.name: r.index for r in locked.requirements} == {
         "six": "https://mirror.example/simple",  # unmarked: the first source
         "internal": "https://bot:t0k@pkgs.example/simple",
@@ -262,7 +262,8 @@ def test_variables_expand_from_the_given_environ(tmp_path):
 
 def test_dollar_var_without_braces_expands(tmp_path):
     make_project(tmp_path, sources=[{"name": "pypi", "url": "$MIRROR/simple", "verify_ssl": True}])
-    locked = read(tmp_path, policy=IndexPolicy(environ={"MIRROR": "https://m.example"}))
+    policy = IndexPolicy(environ={"MIRROR": "https://m.example"}, allowed_env=("MIRROR",))
+    locked = read(tmp_path, policy=policy)
     assert locked.requirements[0].index == "https://m.example/simple"
 
 
@@ -275,7 +276,46 @@ def test_unset_bare_variable_means_default_index(tmp_path):
 def test_partially_unset_variables_are_refused(tmp_path):
     two_index_project(tmp_path)
     with pytest.raises(LockError, match=r"'private'.*\$\{IDX_TOKEN\}.*not set"):
-        read(tmp_path, policy=IndexPolicy(environ={"IDX_USER": "bot"}))
+        read(tmp_path, policy=IndexPolicy(environ={"IDX_USER": "bot"},
+                                          allowed_env=("IDX_USER", "IDX_TOKEN")))
+
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize("url", [
+    "https://${AWS_SECRET_ACCESS_KEY}@evil.invalid/simple",
+    "https://evil.invalid/$AWS_SECRET_ACCESS_KEY/simple",
+    "${AWS_SECRET_ACCESS_KEY}",  # bare: not quietly the default index either
+    "https://${PIP_INDEX_URL}:${AWS_SECRET_ACCESS_KEY}@evil.invalid/simple",
+])
+def test_cli_expands_only_allowed_variables(tmp_path, url):
+    make_project(tmp_path, sources=[{"name": "evil", "url": url, "verify_ssl": True}])
+    environ = {"AWS_SECRET_ACCESS_KEY": SECRET, "PIP_INDEX_URL": "x"}
+    with pytest.raises(LockError) as caught:
+        read(tmp_path, policy=IndexPolicy(environ=environ))
+    message = str(caught.value)
+    assert message.startswith("Source 'evil' in Pipfile.lock uses ${AWS_SECRET_ACCESS_KEY}, "
+                              "which the builder does not expand")
+    assert "PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, UV_INDEX_URL" in message
+    assert "`layer-builder build --allow-env AWS_SECRET_ACCESS_KEY`" in message
+    assert SECRET not in message
+
+
+def test_refused_even_when_unset_and_allowed_names_still_expand(tmp_path):
+    make_project(tmp_path, sources=[{"name": "p", "url": "https://${TEAM_TOKEN}@idx.example/simple",
+                                     "verify_ssl": True}])
+    with pytest.raises(LockError, match=r"\$\{TEAM_TOKEN\}, which the builder does not expand"):
+        read(tmp_path, policy=IndexPolicy(environ={}))
+    policy = IndexPolicy(environ={"TEAM_TOKEN": "t0k"}, allowed_env=("TEAM_TOKEN",))
+    assert read(tmp_path, policy=policy).requirements[0].index == "https://t0k@idx.example/simple"
+
+
+@pytest.mark.parametrize("name", ["PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL"])
+def test_installer_variables_are_allowed_by_default(tmp_path, name):
+    make_project(tmp_path, sources=[{"name": "p", "url": f"${{{name}}}", "verify_ssl": True}])
+    policy = IndexPolicy(environ={name: "https://mirror.example/simple"})
+    assert read(tmp_path, policy=policy).requirements[0].index == "https://mirror.example/simple"
 
 
 def test_override_replaces_every_source(tmp_path):

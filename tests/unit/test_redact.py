@@ -210,3 +210,10 @@ def test_formatter_mixin_redacts_the_whole_output_of_a_json_formatter():
     payload = json.loads(line)  # still valid JSON
     assert payload["message"]["index"] == "https://pkgs.example/***/simple/"
     assert "https://pkgs.example/***/simple/ refused" in payload["exception"]
+
+
+def test_a_file_index_path_is_a_folder_not_a_secret():
+    register_secret("file:///tmp/pytest-of-ci/pytest-12/house0/simple")
+    assert redact("built in /tmp/pytest-of-ci/pytest-12/out") == "built in /tmp/pytest-of-ci/pytest-12/out"
+    register_secret("file://u:s3cr3tpw@host/srv/simple")
+    assert redact("file://u:s3cr3tpw@host/srv/simple/six") == "file://***@host/srv/simple/six"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from packaging.utils import canonicalize_name
 
 from ..lock import IndexPolicy
 from ..pipeline import BuildRequest, build
+from ..redact import register_secret
 from ..target import ARCH_MACHINE, DEFAULT_ARCH, DEFAULT_RUNTIME, RUNTIME_GLIBC, Target
 from ..unpack import strip_archive_suffix
 from .common import EXIT_OK, default_cache_dir, verbosity
@@ -39,7 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "(same name, .html)")
     b.add_argument("--index-url", default="", metavar="URL",
                    help="package index for every source of the lock (default: the lock's "
-                        "sources, ${VAR} expanded from the environment)")
+                        "sources, their allowed ${VAR} expanded from the environment)")
+    b.add_argument("--allow-env", action="append", default=[], metavar="NAME",
+                   help="let the lock's source URLs read this environment variable, beside "
+                        "PIP_INDEX_URL, PIP_EXTRA_INDEX_URL and UV_INDEX_URL (repeatable)")
     b.add_argument("--allow-sdist", action="append", default=[], metavar="NAME",
                    help="build this package from source when it has no wheel (repeatable)")
     b.add_argument("--layer-prefix", default="", metavar="PREFIX",
@@ -61,9 +66,16 @@ def run(args: argparse.Namespace) -> int:
         # `build .` names the zip after the directory
         stem = strip_archive_suffix(args.source.resolve().name)
         output = Path(f"{stem}-{target.runtime}-{target.arch}.zip")
+    index = IndexPolicy(override=args.index_url, allow_lock_urls=True,
+                        allowed_env=tuple(args.allow_env))
+    # Only the allowed variables reach the lock step, and every value that may end up in an
+    # index URL is redacted from whatever the build prints or writes.
+    index = dataclasses.replace(index, environ={
+        name: os.environ[name] for name in index.expandable if name in os.environ})
+    for secret in (args.index_url, *index.environ.values()):
+        register_secret(secret)
     request = BuildRequest(
-        source=args.source, output=output.resolve(), target=target,
-        index=IndexPolicy(override=args.index_url, environ=dict(os.environ), allow_lock_urls=True),
+        source=args.source, output=output.resolve(), target=target, index=index,
         allow_sdist=frozenset(canonicalize_name(n) for n in args.allow_sdist),
         layer_prefix=args.layer_prefix,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
