@@ -224,7 +224,7 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
         bytecode=bytecode,
         license=str(tool.get("license") or "")[: limits.MAX_LICENSE_INFO_LENGTH],
         targets=_targets(tool.get("targets")),
-        headroom=parse_size(tool.get("headroom", limits.DEFAULT_HEADROOM)),
+        headroom=parse_size(tool["headroom"]) if "headroom" in tool else limits.DEFAULT_HEADROOM,
         startup=_startup(tool.get("startup", [])),
     )
 
