@@ -1,12 +1,15 @@
 """Runs inside the import check, under the target's interpreter: `python -I -S -B import_probe.py`.
 
-Reads a JSON task on stdin: {"layer": <python/ dir>, "extra_path": [dirs], "modules": [..]}.
-Imports each module in its own try, and writes one JSON line per event to its stdout:
-first `{"python": "3.13", "machine": "x86_64"}`, then `{"begin": m}` before an import (so a crash or a timeout names the module in progress),
-`{"module": m, "ok": ..., "seconds": ..., "error": {...}, "loaded": [...]}` after it (`loaded`:
-the .py files under the layer that the import loaded, for the start-up probe), and finally
-`{"done": true}`. Errors are reported as data (type, attributes, frames), so the caller
-classifies them without parsing tracebacks. What the imported code prints goes to stderr.
+Reads a JSON task on stdin: {"layer": <python/ dir>, "extra_path": [dirs], "modules": [..],
+"submodules_of": [..], "lock_python": ..}: the modules to import, then the packages whose
+public submodules to try (unless the lock was made for this Python). Imports each in its own
+try and writes one JSON line per event to its stdout: first
+`{"python": "3.13", "machine": "x86_64"}`; `{"begin": m}` before each import (so a crash or a
+timeout names the module in progress); `{"module": m, "ok": .., "seconds": .., "error": {..},
+"loaded": [..]}` after it (`of`: the package when m is one of its submodules; `loaded`: the .py
+files under the layer the import loaded, for the start-up probe); finally `{"done": true}`.
+Errors are data (type, attributes, frames), so the caller classifies them without parsing
+tracebacks. What the imported code prints goes to stderr.
 
 Standard library only, and Python 3.10 syntax: it runs on every supported target runtime.
 """
@@ -14,11 +17,15 @@ Standard library only, and Python 3.10 syntax: it runs on every supported target
 import importlib
 import json
 import os
+import pkgutil
 import platform
 import sys
 import time
 import traceback
 from importlib.machinery import EXTENSION_SUFFIXES
+
+#: Submodules nobody imports from a layer (and `__main__` would run a program).
+NOT_IMPORTED = {"__main__", "conftest", "setup", "test", "tests", "testing"}
 
 
 def _inside(path, layer):
@@ -89,10 +96,11 @@ def main():
     sys.path[:0] = ([site] if os.path.isdir(site) else []) + [layer] + list(task["extra_path"])
     out.write(json.dumps({"python": version, "machine": platform.machine()}) + "\n")
     seen = set(sys.modules)
-    for name in task["modules"]:
+
+    def attempt(name, **extra):
         out.write(json.dumps({"begin": name}) + "\n")
         started = time.perf_counter()
-        result = {"module": name, "ok": True}
+        result = dict(extra, module=name, ok=True)
         # The layer's sources this import loaded (for the start-up probe): reported per
         # import, so a later crash loses none of them. A module that raised is no longer in
         # sys.modules, but its code ran: its frames count.
@@ -113,6 +121,21 @@ def main():
                 if where is not None and where.endswith(".py"):
                     loaded.append(where.replace(os.sep, "/"))
         out.write(json.dumps(result) + "\n")
+
+    for name in task["modules"]:
+        attempt(name)
+    # Then each public submodule of the packages named: a package whose top level imports
+    # fine may still fail in the module consumers use (botocore 1.24: botocore.utils needs cgi).
+    # Not when the lock was resolved for this very Python: then versions fit it, and the pass
+    # costs as much as the check itself (measured on pandas, numpy, pyarrow: 6 s more).
+    if task.get("lock_python") == version:
+        task["submodules_of"] = ()
+    for top in task.get("submodules_of", ()):
+        package = sys.modules.get(top)
+        for info in pkgutil.iter_modules(getattr(package, "__path__", None) or [], top + "."):
+            leaf = info.name.rsplit(".", 1)[1]
+            if not leaf.startswith("_") and leaf not in NOT_IMPORTED and info.name not in sys.modules:
+                attempt(info.name, of=top)
     out.write(json.dumps({"done": True}) + "\n")
     out.flush()
     # Skip interpreter shutdown: atexit hooks and finalizers of the imported code do not run.

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -250,55 +250,96 @@ def run_check(python_dir: Path, spec: CheckSpec, python: str, *, timeout: float 
     plan = _plan(spec)
     if not plan:
         return Verdict(ok=True)
-    python_dir = Path(python_dir).resolve()
     limit = IMPORT_CHECK_TIMEOUT if timeout is None else min(timeout, IMPORT_CHECK_TIMEOUT)
-    deadline = time.monotonic() + limit
-    results: dict[str, dict[str, Any]] = {}
-    startup: set[str] = set()
-    interpreter = {"python": "", "machine": ""}
     with tempfile.TemporaryDirectory(prefix="import-check-") as tmp:  # 0700
         work = Path(tmp)
         task_root, home = work / "task", work / "home"
         task_root.mkdir()
         home.mkdir()
-        env = lambda_environment({} if environ is None else environ, task_root=task_root, home=home)
-        extra_path = [str(runtime_shim(work / "runtime", runtime_packages))]
-        remaining = [item.module for item in plan]
-        while remaining:
-            task = json.dumps({"layer": str(python_dir), "extra_path": extra_path, "modules": remaining})
-            try:
-                done = run_bounded([python, "-I", "-S", "-B", import_probe.__file__], env=env,
-                                   timeout=max(deadline - time.monotonic(), 0.001),
-                                   input=task, cwd=task_root)
-            except subprocess.TimeoutExpired as exc:
-                slow = _in_progress(_events(exc.output or "")) or ", ".join(remaining)
-                if timeout is not None and timeout <= IMPORT_CHECK_TIMEOUT:
-                    raise out_of_time(f"The import check of {slow}") from None
+        probe = _Probe(python=python, layer=Path(python_dir).resolve(), cwd=task_root,
+                       env=lambda_environment({} if environ is None else environ,
+                                              task_root=task_root, home=home),
+                       extra_path=[str(runtime_shim(work / "runtime", runtime_packages))],
+                       deadline=time.monotonic() + limit)
+        packages = list(dict.fromkeys(m for d in spec.dependencies for m in d.modules))
+        try:
+            probe.run([item.module for item in plan], packages, spec.lock_python)
+        except subprocess.TimeoutExpired as exc:
+            slow = _in_progress(_events(exc.output or "")) or "the project"
+            if timeout is not None and timeout <= IMPORT_CHECK_TIMEOUT:
+                raise out_of_time(f"The import check of {slow}") from None
+            if all(item.module in probe.results for item in plan):
+                # Only the optional pass over the dependencies' submodules was cut short.
+                probe.notes.append(f"The import check stopped at {slow} after {limit:.0f} s; "
+                                   "the remaining submodules of the dependencies were not tried.")
+            else:
                 raise InputError(f"Importing {slow} took over {limit:.0f} s: import-time work in "
                                  "the project and its dependencies must be light.") from None
+    version = probe.interpreter["python"] or Path(python).name.removeprefix("python")
+    refusals, warnings = classify(plan, probe.results, spec, version, probe.interpreter["machine"],
+                                  probe.submodules)
+    return Verdict(ok=not refusals, message="\n".join(refusals),
+                   warnings=tuple(warnings + probe.notes), startup=tuple(sorted(probe.startup)),
+                   ran_on=f"python{version} {probe.interpreter['machine']}".strip())
+
+
+@dataclass
+class _Probe:
+    """import_probe.py runs: again after a crash, without the module that ended the interpreter."""
+
+    python: str
+    layer: Path
+    cwd: Path
+    env: dict[str, str]
+    extra_path: list[str]
+    deadline: float
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Results of the dependencies' submodules (which never rank bytecode).
+    submodules: list[dict[str, Any]] = field(default_factory=list)
+    startup: set[str] = field(default_factory=set)
+    interpreter: dict[str, str] = field(default_factory=lambda: {"python": "", "machine": ""})
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, modules: list[str], packages: list[str], lock_python: str | None) -> None:
+        while True:
+            task = {"layer": str(self.layer), "extra_path": self.extra_path, "modules": modules,
+                    "submodules_of": packages, "lock_python": lock_python}
+            try:
+                done = run_bounded([self.python, "-I", "-S", "-B", import_probe.__file__],
+                                   env=self.env, input=json.dumps(task), cwd=self.cwd,
+                                   timeout=max(self.deadline - time.monotonic(), 0.001))
+            except subprocess.TimeoutExpired as exc:
+                self._record(_events(exc.output or ""))
+                raise
             events = _events(done.stdout)
-            for event in events:
-                if isinstance(event.get("module"), str) and isinstance(event.get("ok"), bool):
-                    results[event["module"]] = event
-                    loaded = event.get("loaded")
-                    startup.update(p for p in (loaded if isinstance(loaded, list) else ())
-                                   if isinstance(p, str))
-                elif isinstance(event.get("python"), str) and isinstance(event.get("machine"), str):
-                    interpreter = {k: event[k] for k in interpreter}
+            self._record(events)
             if any(e.get("done") is True for e in events):
-                break
+                return
             crashed = _in_progress(events)
             if crashed is None:
-                raise SandboxError(f"The import check could not run {python}: {_how_it_ended(done)}.")
+                raise SandboxError(f"The import check could not run {self.python}: "
+                                   f"{_how_it_ended(done)}.")
+            if crashed not in modules:  # in the submodule pass: record it, try no more of them
+                self.notes.append(f"Importing {crashed} (a submodule of a dependency) ended the "
+                                  f"interpreter: {_how_it_ended(done)}.")
+                return
             # The module in progress ended the interpreter: record it, go on with the rest.
-            results[crashed] = {"module": crashed, "ok": False,
-                                "error": {"kind": "crash", "last_line": _how_it_ended(done)}}
-            remaining = remaining[remaining.index(crashed) + 1:]
-    version = interpreter["python"] or Path(python).name.removeprefix("python")
-    refusals, warnings = classify(plan, results, spec, version, interpreter["machine"])
-    return Verdict(ok=not refusals, message="\n".join(refusals), warnings=tuple(warnings),
-                   startup=tuple(sorted(startup)),
-                   ran_on=f"python{version} {interpreter['machine']}".strip())
+            self.results[crashed] = {"module": crashed, "ok": False,
+                                     "error": {"kind": "crash", "last_line": _how_it_ended(done)}}
+            modules = modules[modules.index(crashed) + 1:]
+
+    def _record(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            if isinstance(event.get("module"), str) and isinstance(event.get("ok"), bool):
+                if isinstance(event.get("of"), str):
+                    self.submodules.append(event)
+                    continue
+                self.results[event["module"]] = event
+                loaded = event.get("loaded")
+                self.startup.update(p for p in (loaded if isinstance(loaded, list) else ())
+                                    if isinstance(p, str))
+            elif isinstance(event.get("python"), str) and isinstance(event.get("machine"), str):
+                self.interpreter = {k: event[k] for k in self.interpreter}
 
 
 # --- what a failed import means ----------------------------------------------------------------
@@ -342,10 +383,11 @@ def _where(error: dict[str, Any]) -> str:
 
 
 def _dependency_refusal(dep: Dependency, error: dict[str, Any], spec: CheckSpec, version: str,
-                        machine: str) -> str:
+                        machine: str, submodule: str = "") -> str:
     kind, missing = error.get("kind"), error.get("missing")
     head = (f"{dep.name} {dep.version} (in the Pipfile's [packages]) does not import under Python "
-            f"{version}: {error.get('last_line', '')}{_removed_note(missing, version)}{_where(error)}.")
+            f"{version}: {submodule + ': ' if submodule else ''}{error.get('last_line', '')}"
+            f"{_removed_note(missing, version)}{_where(error)}.")
     if lock_python_mismatch(spec.lock_python, version):
         return f"{head} {relock_hint(spec.lock_python, version)}"
     if kind == "shared_object":
@@ -398,9 +440,15 @@ def _own_outcome(item: _Import, error: dict[str, Any], spec: CheckSpec, version:
 
 
 def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spec: CheckSpec,
-             version: str, machine: str) -> tuple[list[str], list[str]]:
+             version: str, machine: str, submodules: Sequence[dict[str, Any]] = ()
+             ) -> tuple[list[str], list[str]]:
     """Refusals (missing modules, binaries that do not load, syntax errors, direct dependencies
-    that do not import) and warnings (anything else the project's own import-time code raised)."""
+    that do not import) and warnings (anything else the project's own import-time code raised).
+
+    Of the dependencies' submodules, only what says the package was made for an older Python
+    refuses (a module the standard library dropped); a submodule that fails otherwise usually
+    needs an optional extra nobody installed, and is not the layer's fault.
+    """
     refusals: list[str] = []
     warnings: list[str] = []
     owners = {module: dep.name for dep in spec.dependencies for module in dep.modules}
@@ -426,6 +474,20 @@ def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spe
         refusal, warning = _own_outcome(item, error, spec, version, machine, owners)
         refusals += [refusal] if refusal else []
         warnings += [warning] if warning else []
+    by_module = {module: dep for dep in spec.dependencies for module in dep.modules}
+    for result in submodules:
+        dep = by_module.get(str(result.get("of")))
+        error = result.get("error") if isinstance(result.get("error"), dict) else {}
+        if dep is None or result.get("ok") is not False or dep.name in failed_deps:
+            continue
+        if error.get("kind") == "missing" and _removed_note(error.get("missing"), version):
+            failed_deps.add(dep.name)
+            refusals.append(_dependency_refusal(dep, error, spec, version, machine,
+                                                submodule=str(result["module"])))
+        elif error.get("kind") == "syntax":
+            warnings.append(f"{dep.name} {dep.version}: {result['module']} is not valid Python "
+                            f"{version}: {error.get('last_line', '')}{_where(error)}. If your code "
+                            f"imports it, pin a version that supports Python {version}.")
     return refusals, warnings
 
 

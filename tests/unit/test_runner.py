@@ -363,6 +363,43 @@ def test_lock_python_mismatch():
     assert not lock_python_mismatch(None, "3.13") and not lock_python_mismatch("", "3.13")
 
 
+def _late_failure(tmp_path: Path, marker: Path) -> Path:
+    """A package whose top level imports fine; one public submodule needs a dropped stdlib module."""
+    return layer(tmp_path, {
+        "oldsdk/__init__.py": "VERSION = '1.24'\n",
+        "oldsdk/session.py": "from oldsdk import utils\n",
+        "oldsdk/utils.py": "import cgi\n",
+        "oldsdk/extras.py": "import some_optional_extra\n",     # an extra nobody installed
+        "oldsdk/_private.py": "raise RuntimeError('never imported')\n",
+        "oldsdk/tests/__init__.py": "raise RuntimeError('never imported')\n",
+        "oldsdk/__main__.py": f"open({str(marker)!r}, 'w').write('ran')\n",
+    })
+
+
+@pytest.mark.parametrize("lock_python", ["3.8", "3", None])
+def test_a_dependency_whose_submodule_needs_a_dropped_stdlib_module_refuses(tmp_path, lock_python):
+    marker = tmp_path / "main-ran"
+    verdict = check(_late_failure(tmp_path / "l", marker), deps=(Dependency("oldsdk", "1.24.0", ("oldsdk",)),),
+                    lock_python=lock_python)
+    assert not verdict.ok
+    (line,) = verdict.message.splitlines()  # one refusal per dependency, not per submodule
+    assert line.startswith(f"oldsdk 1.24.0 (in the Pipfile's [packages]) does not import under Python {VERSION}: "
+                           "oldsdk.session: ModuleNotFoundError: No module named 'cgi'")
+    assert "(oldsdk/utils.py:1)" in line
+    assert ("pipenv lock --python" in line) is (lock_python == "3.8")
+    # The optional extra's failure is not the layer's fault; private, test and __main__ modules
+    # are never imported; submodules do not rank bytecode.
+    assert "some_optional_extra" not in line and verdict.warnings == ()
+    assert not marker.exists()
+    assert verdict.startup == ("oldsdk/__init__.py",)
+
+
+def test_submodules_are_not_tried_when_the_lock_was_made_for_the_target(tmp_path):
+    verdict = check(_late_failure(tmp_path / "l", tmp_path / "m"), deps=(Dependency("oldsdk", "1.24.0", ("oldsdk",)),),
+                    lock_python=VERSION)
+    assert verdict.ok and verdict.message == ""
+
+
 def test_a_dependency_missing_its_own_dependency_says_to_relock(tmp_path):
     python_dir = layer(tmp_path, {"req/__init__.py": "import charset_normalizer_absent\n"})
     verdict = check(python_dir, deps=(Dependency("req", "2.0", ("req",)),))
