@@ -155,6 +155,16 @@ def allowed_environment(environ: Mapping[str, str], home: Path) -> dict[str, str
 
 # --- the import check ---------------------------------------------------------------------------
 
+def read_only(tree: Path) -> None:
+    """Files 0444, directories 0555, as /opt is in Lambda: code that writes next to itself at
+    import fails in the check as it would in the function (except for root, which may write
+    anyway: the check function does not run as root)."""
+    for dirpath, _, filenames in os.walk(tree):
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o444)
+        os.chmod(dirpath, 0o555)
+
+
 def runtime_provided_paths() -> list[Path]:
     """The caller's own copies of what the Lambda runtime provides: package dirs and modules."""
     paths = []

@@ -40,14 +40,6 @@ def _extract(archive: Path, dest: Path) -> None:
         zf.extractall(root)
 
 
-def _read_only(tree: Path) -> None:
-    """As /opt is in Lambda: code that writes next to itself at import fails here too."""
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o444)
-        os.chmod(dirpath, 0o555)
-
-
 def _remove(tree: Path) -> None:
     for dirpath, _, _ in os.walk(tree):  # top-down: each dir is writable before it is entered
         os.chmod(dirpath, stat.S_IRWXU)
@@ -85,7 +77,7 @@ class LocalSandbox:
             _extract(layer_zip, work / "layer")
             python_dir = work / "layer" / limits.LAYER_PYTHON_DIR
             python_dir.mkdir(parents=True, exist_ok=True)
-            _read_only(work / "layer")
+            runner.read_only(work / "layer")
             verdict = runner.run_check(python_dir, spec, python, timeout=timeout,
                                        environ=self.environ)
         finally:
