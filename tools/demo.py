@@ -1,6 +1,8 @@
 """`make demo`: the whole flow on a local AWS stand-in, no Docker, no AWS account.
 
-1. moto on 127.0.0.1 with what template.yaml declares;
+1. moto on 127.0.0.1, and template.yaml deployed into it: samtranslator's transform, the
+   functions' code packaged into a deployment bucket, and moto's CloudFormation create_stack
+   (tools/stack.py; what moto lacks is created from the transformed template and listed);
 2. examples/emr-launcher zipped and uploaded to incoming/;
 3. the S3 event delivered to the builder, run by the real Lambda runtime client (awslambdaric);
 4. the published layer extracted read-only, as /opt/python is, and the EMR trigger invoked with it;
@@ -80,7 +82,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="layer-builder-demo-") as tmp, LocalAws() as aws:
         work = Path(tmp)
         stack = provision(aws)
-        print(f"Local AWS on {aws.endpoint_url}: stack '{stack.resolver.stack_name}' from template.yaml")
+        print(f"Local AWS on {aws.endpoint_url}: stack '{stack.stack_name}' deployed from template.yaml")
+        for line in stack.deployment.lines():
+            print(f"  {line}")
+        missing = stack.missing()
+        if missing:
+            raise SystemExit(f"resources of template.yaml missing from the stack: {missing}")
         archive = zip_project(EXAMPLE, work / "aws-emr-launcher-0.1.0.zip")
         key = f"incoming/{archive.name}"
         event = stack.upload(archive, key)
@@ -101,7 +108,7 @@ def main() -> int:
         emr_layers = [layer["Arn"] for layer in lam.get_function_configuration(
             FunctionName=stack.name("EmrTriggerFunction")).get("Layers", [])]
         pointer = aws.client("ssm").get_parameter(
-            Name=f"{stack.resolver.function_environment('BuilderFunction')['POINTER_PARAMETER_PREFIX']}"
+            Name=f"{stack.template_environment('BuilderFunction')['POINTER_PARAMETER_PREFIX']}"
                  f"/{first['layer_name']}")["Parameter"]["Value"]
 
         print()
