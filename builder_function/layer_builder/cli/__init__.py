@@ -16,14 +16,14 @@ import traceback
 from .. import __version__
 from ..errors import LayerBuildError
 from ..redact import redact
-from . import build, inspect, prune, rollback, share, versions
+from . import build, inspect, prune, publish, rollback, share, versions
 from .common import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, UsageError, apply_environment,
                      build_parser, verbosity)
 from .output import configure_logging
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
-COMMANDS = [build, inspect, versions, prune, rollback, share, share.UNSHARE]
+COMMANDS = [build, inspect, publish, versions, prune, rollback, share, share.UNSHARE]
 
 _DESCRIPTION = ("Build the same Lambda layer on a laptop that the builder Lambda publishes. Every "
                 "option also reads LAYER_BUILDER_<OPTION> from the environment (e.g. "

@@ -39,6 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--report", type=Path, metavar="JSON",
                    help="write the JSON build report here, and its HTML picture beside it "
                         "(same name, .html)")
+    add_build_options(b)
+    b.add_argument("--json", action="store_true",
+                   help="print the report as JSON on stdout instead of the summary")
+    return b
+
+
+def add_build_options(b: argparse.ArgumentParser) -> None:
+    """How a project is built, shared by `build` and `publish`."""
     b.add_argument("--index-url", default="", metavar="URL",
                    help="package index for every source of the lock (default: the lock's "
                         "sources, their allowed ${VAR} expanded from the environment)")
@@ -53,9 +61,25 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"dependency cache, also uv's (default: {default_cache_dir()})")
     b.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the dependency cache")
-    b.add_argument("--json", action="store_true",
-                   help="print the report as JSON on stdout instead of the summary")
-    return b
+
+
+def build_request(args: argparse.Namespace, source: Path, output: Path, target: Target,
+                  source_name: str = "") -> BuildRequest:
+    """The BuildRequest for add_build_options' arguments."""
+    index = IndexPolicy(override=args.index_url, allow_lock_urls=True,
+                        allowed_env=tuple(args.allow_env))
+    # Only the allowed variables reach the lock step, and every value that may end up in an
+    # index URL is redacted from whatever the build prints or writes.
+    index = dataclasses.replace(index, environ={
+        name: os.environ[name] for name in index.expandable if name in os.environ})
+    for secret in (args.index_url, *index.environ.values()):
+        register_secret(secret)
+    return BuildRequest(
+        source=source, output=output.resolve(), target=target, source_name=source_name,
+        index=index, allow_sdist=frozenset(canonicalize_name(n) for n in args.allow_sdist),
+        layer_prefix=args.layer_prefix,
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,20 +90,7 @@ def run(args: argparse.Namespace) -> int:
         # `build .` names the zip after the directory
         stem = strip_archive_suffix(args.source.resolve().name)
         output = Path(f"{stem}-{target.runtime}-{target.arch}.zip")
-    index = IndexPolicy(override=args.index_url, allow_lock_urls=True,
-                        allowed_env=tuple(args.allow_env))
-    # Only the allowed variables reach the lock step, and every value that may end up in an
-    # index URL is redacted from whatever the build prints or writes.
-    index = dataclasses.replace(index, environ={
-        name: os.environ[name] for name in index.expandable if name in os.environ})
-    for secret in (args.index_url, *index.environ.values()):
-        register_secret(secret)
-    request = BuildRequest(
-        source=args.source, output=output.resolve(), target=target, index=index,
-        allow_sdist=frozenset(canonicalize_name(n) for n in args.allow_sdist),
-        layer_prefix=args.layer_prefix,
-        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-    )
+    request = build_request(args, args.source, output, target)
     progress = Progress(sys.stderr, level)
     try:
         result = build(request, progress)

@@ -156,6 +156,25 @@ class LifecycleAdapters:
                    LambdaLayers(lam), session, session.client("ssm", config=RETRY_CONFIG),
                    session.client("s3", config=RETRY_CONFIG))
 
+    def require_bucket(self, bucket: str) -> None:
+        """The artifact bucket exists, and in this region: PublishLayerVersion reads its S3
+        content from a bucket in the function's region only."""
+        region = self.session.region_name
+        with aws_errors(f"Reading bucket {bucket}"):
+            try:
+                response = self.s3.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                if _code(exc) in {"404", "NoSuchBucket", "NotFound"}:
+                    raise InputError(f"Bucket {bucket} does not exist: create it in {region}, or "
+                                     "name another with --bucket.") from None
+                raise
+        where = response.get("BucketRegion") or response["ResponseMetadata"].get(
+            "HTTPHeaders", {}).get("x-amz-bucket-region", region)
+        if where != region:
+            raise InputError(f"Bucket {bucket} is in {where}, but Lambda takes layer content only "
+                             f"from a bucket in its own region ({region}): use a bucket there, "
+                             "or --region.")
+
     def pointer(self, parameter: str | None) -> NamedPointer | None:
         return NamedPointer(self.ssm, parameter) if parameter else None
 

@@ -364,6 +364,32 @@ def repoint(function: str, version_arn: str, functions: Functions, *, unzipped: 
     raise TransientError(f"Function {function} kept changing while its layers were updated: retry.")
 
 
+def assign_consumers(consumers: Sequence[FunctionVersion],
+                     targets: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[FunctionVersion]]:
+    """Each consumer to the one (runtime, architecture) target that is its own, or a refusal:
+    a layer built for another Python or machine would fail at import, or worse, later."""
+    assigned: dict[tuple[str, str], list[FunctionVersion]] = {t: [] for t in targets}
+    for function in consumers:
+        key = (function.runtime, function.arch)
+        if key not in assigned:
+            built = ", ".join(f"{runtime}/{arch}" for runtime, arch in targets)
+            raise IncompatibleConsumer(
+                f"Function {function.name} runs {function.runtime or 'a container image'} on "
+                f"{function.arch}, but this publish builds {built}: add {function.runtime}/"
+                f"{function.arch} to the project's targets ([tool.layer-builder] targets, or "
+                "--runtime/--arch), or leave the function out.")
+        assigned[key].append(function)
+    return assigned
+
+
+def check_attach(function: FunctionVersion, layer_name: str, unzipped: int,
+                 functions: Functions) -> None:
+    """Before publishing: adding (or replacing) the layer keeps the function within Lambda's
+    limits (attach.plan_layers raises ConsumerRefused naming the limit)."""
+    plan_layers(functions.get(function.name), f"{function.layer_arn(layer_name)}:0", unzipped,
+                subscribed=True)
+
+
 def consumers_of(layer_name: str, catalog: FunctionCatalog,
                  among: Iterable[str] | None = None) -> list[FunctionVersion]:
     """Functions whose $LATEST uses some version of the layer (published versions are frozen)."""
