@@ -99,8 +99,10 @@ class FunctionVersion:
         return f"{self.arn.split(':function:')[0]}:layer:{layer_name}"
 
     def uses(self, layer_name: str) -> str | None:
-        """The version ARN of layer_name this configuration lists, if any."""
-        return next((arn for arn in self.layers if arn.split(":")[-2] == layer_name), None)
+        """The version ARN of our layer_name this configuration lists, if any (a layer of the
+        same name shared from another account is not ours)."""
+        ours = self.layer_arn(layer_name)
+        return next((arn for arn in self.layers if unversioned(arn) == ours), None)
 
 
 class LayerStore(Protocol):

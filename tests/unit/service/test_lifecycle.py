@@ -262,6 +262,7 @@ def test_rollback_replaces_only_the_layers_own_version_and_moves_the_pointer(acc
     other = "arn:aws:lambda:us-east-1:123456789012:layer:utils:9"
     account.function("fn", other, two, "arn:aws:lambda:us-east-1:123456789012:layer:z:1")
     account.function("bystander", other)
+    account.function("foreign", "arn:aws:lambda:us-east-1:999999999999:layer:lay:4")
     account.pointers["lay"] = two
     result = rollback("lay", 1, layers=account, catalog=account, functions=account,
                       pointer=Pointer(account))
