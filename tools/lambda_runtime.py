@@ -20,6 +20,7 @@ truly read-only /opt (root ignores file modes; see extract_layer_readonly).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import queue
@@ -29,6 +30,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import uuid
@@ -68,6 +70,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HARNESS_ENV_KEYS = frozenset(
     {"AWS_LAMBDA_RUNTIME_API", "_HANDLER", "LAMBDA_TASK_ROOT", "PYTHONPATH"}
 )
+#: The machine's CA bundle and proxies: a function reaches the package index as this host does
+#: (in Lambda the system bundle serves; here a proxy's CA may be needed, and uv does not read the
+#: system store by default).
+HOST_NETWORK_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                    "http_proxy", "https_proxy", "no_proxy")
 # What the managed Python runtime provides besides the standard library.
 MANAGED_RUNTIME_PACKAGES = ("awslambdaric", "boto3")
 
@@ -89,7 +96,9 @@ class InvocationResult:
 
     `payload` is the decoded response body: the handler's return value, or on failure the error
     document (errorType, errorMessage, stackTrace...) exactly as Lambda returns it. `error` is
-    that same document when the invocation failed and None otherwise.
+    that same document when the invocation failed and None otherwise. `raw` is the response
+    body as the runtime posted it (a runtime may post bytes that are not JSON; `payload` is then
+    that text).
     """
 
     request_id: str
@@ -98,6 +107,13 @@ class InvocationResult:
     duration_s: float  # from the runtime taking the event to its answer (Lambda's Duration)
     cold_start: bool
     logs: str  # what the runtime process wrote to stdout/stderr during this invocation
+    raw: bytes = b""
+
+    @property
+    def body(self) -> bytes:
+        """What Lambda's Invoke answers: the raw response, or the error document."""
+        return json.dumps(self.payload).encode() if self.error is not None or not self.raw \
+            else self.raw
 
     @property
     def ok(self) -> bool:
@@ -349,11 +365,15 @@ def project_site_packages() -> Path:
 
 
 def link_distributions(requirements: Iterable[str], site_packages: Path, dest: Path) -> Path:
-    """Populate `dest` with symlinks to the given distributions and their dependencies only.
+    """Populate `dest` with the given distributions and their dependencies only, as a
+    deployment package holds them: hard links (copies across file systems) of their top-level
+    entries, and their console scripts under `<name>-<version>.data/scripts/` as `sam build`
+    leaves them (that is where the builder finds uv in Lambda).
 
     This isolates a function from the rest of the dev venv (moto, pytest...), so a test proves
     that code or a layer brings its own dependencies. Requirements are PEP 508 strings; extras
-    pull in the extras' dependencies.
+    pull in the extras' dependencies. Real files, not symlinks: code that resolves its own path
+    (uv's finder does) must stay inside the package.
     """
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -388,17 +408,57 @@ def link_distributions(requirements: Iterable[str], site_packages: Path, dest: P
     return dest
 
 
+def _copy_linked(source: Path, target: Path) -> None:
+    linked = subprocess.run(["cp", "-a", "--link", str(source), str(target)],
+                            capture_output=True, check=False)
+    if linked.returncode != 0:  # another file system
+        if target.is_dir():
+            shutil.rmtree(target)
+        subprocess.run(["cp", "-a", str(source), str(target)], check=True, capture_output=True)
+
+
 def _link_top_level(dist: metadata.Distribution, site_packages: Path, dest: Path) -> None:
     # The RECORD's first column, read directly: dist.files builds an object per file, which
     # costs a fifth of a second for botocore alone.
     rows = csv.reader((dist.read_text("RECORD") or "").splitlines())
-    for entry in {row[0].split("/")[0] for row in rows if row}:
+    paths = {row[0] for row in rows if row}
+    for entry in {path.split("/")[0] for path in paths}:
         source = site_packages / entry
         if entry in ("..", "__pycache__") or not source.exists():
-            continue  # console scripts live outside site-packages
+            continue  # console scripts live outside site-packages: below
         target = dest / entry
         if not target.exists():
-            target.symlink_to(source)
+            _copy_linked(source, target)
+    scripts = [p for p in paths if p.startswith("../../../bin/")]
+    data = dest / f"{dist.metadata['Name']}-{dist.version}.data" / "scripts"
+    for script in scripts:
+        source = (site_packages / script).resolve()
+        if source.is_file() and not (data / source.name).exists():
+            data.mkdir(parents=True, exist_ok=True)
+            _copy_linked(source, data / source.name)
+
+
+def shared_runtime_packages(requirements: Sequence[str], site_packages: Path) -> Path:
+    """link_distributions, made once per set of requirements and venv state for every test
+    worker (a staging dir renamed into place), readable by every function's user."""
+    from tools.lambda_isolation import harness_root
+
+    stamp = site_packages.stat().st_mtime_ns
+    key = hashlib.sha256(f"{sorted(requirements)}|{site_packages}|{stamp}".encode()).hexdigest()
+    views = harness_root() / "views"
+    views.mkdir(mode=0o755, exist_ok=True)
+    final = views / f"runtime-packages-{key[:16]}"
+    if final.is_dir():
+        return final
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=views))
+    built = link_distributions(requirements, site_packages, staging / "packages")
+    built.chmod(0o755)
+    try:
+        built.rename(final)
+    except OSError:  # another worker made the same one first
+        pass
+    shutil.rmtree(staging, ignore_errors=True)
+    return final
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,11 +515,13 @@ class LocalLambda:
                   A list of requirement strings: only those distributions, their dependencies and
                   the managed runtime's own (awslambdaric, boto3) are visible, as in Lambda.
     timeout_s     the function timeout; on expiry the process is killed like Lambda does
+    bundled       packages the deployment package carries besides code_dir: name → source dir
+                  (e.g. {"layer_builder": builder_function/layer_builder} for the check function)
     isolate       run as a dedicated user with a private /tmp (see tools.lambda_isolation);
                   None: whenever the harness can (it runs as root)
 
     The process environment is built from scratch, not inherited: Lambda's own variables, PATH,
-    TMPDIR, then `env`. HOME is unset as in Lambda, so tools needing a cache dir must be given one.
+    TMPDIR, the host's CA bundle and proxies (HOST_NETWORK_ENV), then `env`. HOME is unset as in Lambda, so tools needing a cache dir must be given one.
     The interpreter runs with -S, so sys.path is exactly code, layers, runtime packages and the
     standard library (.pth files are not processed).
 
@@ -482,6 +544,7 @@ class LocalLambda:
         memory_mb: int = 512,
         region: str = "us-east-1",
         packages: Sequence[str] | None = None,
+        bundled: Mapping[str, Path] | None = None,
         isolate: bool | None = None,
     ) -> None:
         self.code_dir = Path(code_dir).resolve()
@@ -508,6 +571,7 @@ class LocalLambda:
         self.python = python or find_python313()
         self.layer_dirs = [Path(d).resolve() for d in layer_dirs]
         self.packages = packages
+        self.bundled = {name: Path(path).resolve() for name, path in (bundled or {}).items()}
         self.function_arn = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{function_name}"
         self._user_env = dict(env or {})
         self.user: FunctionUser | None = None
@@ -649,12 +713,15 @@ class LocalLambda:
             picked_at = invocation.picked_at
             duration = 0.0 if picked_at is None else time.monotonic() - picked_at
             self._warm = True  # a replacement process (after a crash or timeout) resets it
+            payload: Any = error
             if error is None:
-                payload: Any = json.loads(invocation.response) if invocation.response else None
-            else:
-                payload = error
+                try:
+                    payload = json.loads(invocation.response) if invocation.response else None
+                except ValueError:
+                    payload = invocation.response.decode(errors="replace")
             logs = self._read_log(log_offset)
-        return InvocationResult(invocation.request_id, payload, error, duration, cold, logs)
+        return InvocationResult(invocation.request_id, payload, error, duration, cold, logs,
+                                invocation.response if error is None else b"")
 
     def _until_ready(self, request_id: str) -> dict[str, Any] | None:
         """Wait until a runtime polls /next, replacing a process that ended (once). Returns the
@@ -748,11 +815,17 @@ class LocalLambda:
         if self.packages is None:
             runtime = site_packages
         else:
-            assert self._workdir is not None
             wanted = [*MANAGED_RUNTIME_PACKAGES, *self.packages]
-            runtime = link_distributions(wanted, site_packages, self._workdir / "runtime-packages")
-            runtime.chmod(0o755)
-        self._python_path_cache = [str(self._visible(self.code_dir)), *layers, str(runtime)]
+            runtime = shared_runtime_packages(wanted, site_packages)
+        task = [str(self._visible(self.code_dir))]
+        if self.bundled:
+            assert self._workdir is not None
+            extra = self._workdir / "bundled"
+            extra.mkdir(mode=0o755)
+            for name, source in self.bundled.items():
+                (extra / name).symlink_to(self._visible(source, shared=True))
+            task.append(str(extra))
+        self._python_path_cache = [*task, *layers, str(runtime)]
         return self._python_path_cache
 
     def _environment(self, api: _RuntimeApiServer) -> dict[str, str]:
@@ -772,6 +845,7 @@ class LocalLambda:
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
         }
+        env.update({key: os.environ[key] for key in HOST_NETWORK_ENV if key in os.environ})
         if self.layer_dirs:
             # /opt is read-only in Lambda; root would write __pycache__ into the layer anyway.
             env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -29,9 +29,11 @@ Use from a test fixture or tools/demo.py:
 
     with LocalAws() as aws, LocalLambdaService(aws) as lambdas:
         stack = provision(aws)
-        # A check function: the template's environment only (it needs no AWS access).
-        lambdas.register_from_stack(stack, "CheckFunction", aws_access=False)
-        # The builder: its Lambda calls come here, its checks go to the function above.
+        # The check functions this machine can run (its own template environment only: no
+        # AWS access), each as its own local Lambda with a user of its own.
+        lambdas.register_check_functions(stack)
+        # The builder: its Lambda calls come here (AWS_ENDPOINT_URL_LAMBDA), its checks go to
+        # the check function above, everything else to moto. /tmp/... is its private /tmp.
         lambdas.register_from_stack(stack, "BuilderFunction",
                                     env={"CACHE_DIR": "/tmp/layer-builder-cache"},
                                     packages=BUILDER_PACKAGES)
@@ -47,8 +49,10 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import queue
 import re
+import sys
 import threading
 import time
 import uuid
@@ -60,6 +64,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
+from tools.cfn import ROOT
 from tools.lambda_runtime import InvocationResult, LocalLambda
 from tools.local_aws import ACCOUNT_ID, LocalAws
 
@@ -74,8 +79,21 @@ DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAYS_S = (0.5, 1.0)
 #: X-Amz-Log-Result carries the last 4 KB of the invocation's log.
 LOG_TAIL_BYTES = 4096
+CHECK_FUNCTION_DIR = ROOT / "check_function"
+#: What a check function's deployment package carries besides its code: the engine's runner
+#: (layer_builder), Powertools, and uv for operator-allowed source builds.
+CHECK_BUNDLED = {"layer_builder": ROOT / "builder_function" / "layer_builder"}
+CHECK_PACKAGES = ("aws-lambda-powertools", "packaging", "plette", "uv")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authenticate", "proxy-authorization"}
+
+
+def check_function(name: str, **local_lambda: Any) -> LocalLambda:
+    """A check function (check_function/app.py) as its own local Lambda: no AWS access, no
+    environment beyond Lambda's own, a user of its own (see tools.lambda_isolation)."""
+    local_lambda.setdefault("timeout_s", 300.0)
+    return LocalLambda(CHECK_FUNCTION_DIR, function_name=name, packages=CHECK_PACKAGES,
+                       bundled=CHECK_BUNDLED, **local_lambda)
 
 
 class ServiceError(RuntimeError):
@@ -291,32 +309,56 @@ class LocalLambdaService:
     def register_from_stack(self, stack: Any, logical_id: str, *, env: Mapping[str, str] | None = None,
                             reserved: int | None = None, aws_access: bool = True,
                             **local_lambda: Any) -> str:
-        """Register a function of a `tools.stack.LocalStack` with the template's settings:
-        environment, timeout, memory, ReservedConcurrentExecutions (unless `reserved` is given)
-        and EventInvokeConfig. `aws_access`: also the local AWS endpoint and credentials, and this
-        service as its Lambda endpoint (a check function gets neither: it needs no AWS access).
-        Returns the function's name."""
-        resolver = stack.resolver
+        """Register a function of a `tools.stack.LocalStack` as the stack deployed it into moto:
+        handler, environment, timeout, memory, ReservedConcurrentExecutions (unless `reserved`
+        is given) and its event invoke config (retries, event age, on-failure destination).
+        `aws_access`: also the local AWS endpoint and credentials, and this service as its Lambda
+        endpoint (a check function gets neither: it needs no AWS access). Extra keyword
+        arguments go to LocalLambda. Returns the function's name."""
         name = stack.name(logical_id)
-        variables = dict(stack.environment(logical_id)) if aws_access else \
-            {**resolver.function_environment(logical_id), "AWS_LAMBDA_FUNCTION_NAME": name}
+        config = stack.configuration(logical_id)
         if aws_access:
-            variables.update(self.env())
+            variables = {**stack.environment(logical_id), **self.env()}
+        else:
+            variables = {**stack.template_environment(logical_id), "AWS_LAMBDA_FUNCTION_NAME": name}
         variables.update(env or {})
         settings = {**stack.function_settings(logical_id), **local_lambda}
-        code = stack.code_dir(logical_id)
-        handler = resolver.function_property(logical_id, "Handler") or "app.handler"
+        code, handler = stack.code_dir(logical_id), config.get("Handler") or "app.handler"
+        lam = self.aws.client("lambda")
         if reserved is None:
-            configured = resolver.function_property(logical_id, "ReservedConcurrentExecutions")
-            reserved = int(configured) if configured not in (None, "") else None
-        invoke = resolver.function_property(logical_id, "EventInvokeConfig") or {}
+            configured = lam.get_function_concurrency(FunctionName=name)
+            reserved = configured.get("ReservedConcurrentExecutions")
+        try:
+            invoke = lam.get_function_event_invoke_config(FunctionName=name)
+        except lam.exceptions.ResourceNotFoundException:
+            invoke = {}
         destination = invoke.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
         self.register(
             name, lambda: LocalLambda(code, handler=handler, env=variables, **settings),
-            reserved=reserved, max_retries=int(invoke.get("MaximumRetryAttempts", DEFAULT_RETRIES)),
+            reserved=None if reserved is None else int(reserved),
+            max_retries=int(invoke.get("MaximumRetryAttempts", DEFAULT_RETRIES)),
             max_event_age_s=float(invoke.get("MaximumEventAgeInSeconds", DEFAULT_EVENT_AGE_S)),
             on_failure=destination)
         return name
+
+    def register_check_functions(self, stack: Any, **local_lambda: Any) -> dict[str, str]:
+        """Every check function of the stack this machine can run (the host's architecture,
+        the local runtime's Python), as check_function() makes them; returns target → name.
+        Others stay unregistered: invoking one reaches moto, which cannot run it."""
+        registered = {}
+        for logical_id in stack.code_dirs:
+            if stack.code_dir(logical_id).resolve() != CHECK_FUNCTION_DIR.resolve():
+                continue
+            config = stack.configuration(logical_id)
+            arch = (config.get("Architectures") or ["x86_64"])[0]
+            if config.get("Runtime") != "python3.13" or \
+                    {"x86_64": "x86_64", "arm64": "aarch64"}[arch] != os.uname().machine:
+                continue
+            name = self.register_from_stack(
+                stack, logical_id, aws_access=False, packages=CHECK_PACKAGES,
+                bundled=CHECK_BUNDLED, **local_lambda)
+            registered[f"{config['Runtime']}/{arch}"] = name
+        return registered
 
     def _function(self, name: str) -> _Function:
         try:
@@ -382,6 +424,11 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.service = service
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the caller gave up (its read timeout): Lambda finishes the run all the same
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -424,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.headers.get("X-Amz-Log-Type") == "Tail":
                 tail = result.logs.encode()[-LOG_TAIL_BYTES:]
                 headers["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
-            self._reply(200, json.dumps(result.payload).encode(), headers)
+            self._reply(200, result.body, headers)
 
     def do_GET(self) -> None:  # noqa: N802
         self._forward(b"")
