@@ -6,11 +6,13 @@ Nothing here looks at the host interpreter: markers are evaluated for the target
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import plette
 from packaging.markers import InvalidMarker, Marker
@@ -22,7 +24,7 @@ from .redact import redact  # re-exported until install.py imports it from .reda
 from .target import Target
 
 __all__ = ["DEFAULT_ALLOWED_ENV", "IndexPolicy", "LockedProject", "Requirement", "read_lock",
-           "redact"]
+           "redact", "relock_hint"]
 
 PIPFILE = "Pipfile"
 PIPFILE_LOCK = "Pipfile.lock"
@@ -53,6 +55,9 @@ class LockedProject:
     lock_sha256: str
     python_version: str | None
     warnings: tuple[str, ...] = field(default=())
+    #: Path entries inside the project (`pipenv install -e .`): (name, path relative to the
+    #: project root, "." for the root). They are the project's own code, copied, not installed.
+    local_paths: tuple[tuple[str, str], ...] = field(default=())
 
     def by_index(self) -> dict[str, list[Requirement]]:
         """Requirements grouped by index URL: each group installs from its own index only."""
@@ -97,10 +102,52 @@ def _load_pipfile(project: Path) -> plette.Pipfile:
             "upload the project with Pipfile and Pipfile.lock at its top level."
         )
     try:
-        with path.open(encoding="utf-8") as f:
-            return plette.Pipfile.load(f)
+        text = path.read_text(encoding="utf-8")
+        _check_pipfile_shape(tomllib.loads(text))
+        return plette.Pipfile.load(io.StringIO(text))
+    except ProjectError:
+        raise
     except Exception as exc:  # tomlkit and plette raise many types for bad input
         raise ProjectError(f"{PIPFILE} is not valid TOML or not a valid Pipfile: {exc}") from None
+
+
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
+def _ordinal(index: int) -> str:
+    return _ORDINALS[index] if index < len(_ORDINALS) else f"#{index + 1}"
+
+
+def _check_sources(sources: object, template: str, fix: str) -> None:
+    """Each source needs a string name and url, and verify_ssl (if any) is a boolean: plette's
+    own "Missing required field: name" says neither which table nor what to write."""
+    if not isinstance(sources, list):
+        return
+    for i, source in enumerate(sources):
+        table = template.format(_ordinal(i))
+        if not isinstance(source, dict):
+            raise ProjectError(f"{table} is not a table: {fix}.")
+        url = source.get("url")
+        shown = f" (url = {redact(url)!r})" if isinstance(url, str) else ""
+        for key, example in (("name", '"pypi"'), ("url", '"${PIP_INDEX_URL}"')):
+            if not isinstance(source.get(key), str) or not source[key].strip():
+                raise ProjectError(
+                    f"{table}{shown} has no `{key}`: add a line such as {key} = {example} to it "
+                    f"(every source needs a name and a url), {fix}.")
+        if "verify_ssl" in source and not isinstance(source["verify_ssl"], bool):
+            raise ProjectError(f"{table}{shown} has verify_ssl = {source['verify_ssl']!r}: write "
+                               f"verify_ssl = true (or false, unquoted), {fix}.")
+
+
+def _check_pipfile_shape(data: dict) -> None:
+    _check_sources(data.get("source"), PIPFILE + ": the {} [[source]]",
+                   "then run `pipenv lock` and upload both files")
+    requires = data.get("requires")
+    for key in ("python_version", "python_full_version"):
+        value = requires.get(key) if isinstance(requires, dict) else None
+        if value is not None and not isinstance(value, str):
+            raise ProjectError(f"{PIPFILE} [requires] {key} = {value!r} is not a string: write "
+                               f'{key} = "{value}", then run `pipenv lock` and upload both files.')
 
 
 def _load_lock(project: Path) -> dict:
@@ -118,6 +165,8 @@ def _load_lock(project: Path) -> dict:
     if not isinstance(data.get("_meta"), dict):
         # plette would fail later with a bare AttributeError("meta").
         raise ProjectError(f"{PIPFILE_LOCK} has no `_meta` section: re-run `pipenv lock`.")
+    _check_sources(data["_meta"].get("sources"), PIPFILE_LOCK + ": the {} source in _meta.sources",
+                   "re-run `pipenv lock` and upload both files")
     try:
         plette.Lockfile.validate(data)
     except Exception as exc:
@@ -230,6 +279,7 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
 
     requirements: list[Requirement] = []
     skipped: list[tuple[str, str]] = []
+    local_paths: list[tuple[str, str]] = []
     environment = target.marker_environment()
     for name in sorted(data["default"]):
         entry = data["default"][name]
@@ -243,15 +293,67 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
             if not applies:
                 skipped.append((canonicalize_name(name), markers))
                 continue
+        local = _local_path(project, name, entry)
+        if local is not None:
+            local_paths.append((canonicalize_name(name), local))
+            continue
         requirements.append(_requirement(name, entry, sources, default_index))
 
-    warnings = []
     requires = meta.get("requires") or {}
-    python_version = requires.get("python_version") if isinstance(requires, dict) else None
-    if python_version and python_version != target.python_version:
-        warnings.append(
-            f"Pipfile requires python_version {python_version}, the layer targets "
-            f"{target.runtime}: the lock was resolved for another Python."
-        )
+    python_version = next((requires[k] for k in ("python_version", "python_full_version")
+                           if isinstance(requires, dict) and isinstance(requires.get(k), str)), None)
+    hint = relock_hint(python_version, target)
     lock_sha = (meta.get("hash") or {}).get("sha256", "")
-    return LockedProject(tuple(requirements), tuple(skipped), lock_sha, python_version, tuple(warnings))
+    return LockedProject(tuple(requirements), tuple(skipped), lock_sha, python_version,
+                         (hint,) if hint else (), tuple(local_paths))
+
+
+def relock_hint(lock_python: str | None, target: Target) -> str | None:
+    """What to say when the lock was made for a Python the target is not; None when it fits.
+
+    Compared as versions, on the parts the lock names: "3" admits 3.13, "3.13.1" is 3.13.
+    """
+    try:
+        wanted = Version(lock_python or "").release[:2]
+    except InvalidVersion:
+        return None
+    if wanted == target.version_tuple[: len(wanted)]:
+        return None
+    version = target.python_version
+    return (f"The lock was made for Python {lock_python} (Pipfile [requires]) and the layer is for "
+            f"{target.runtime}: packages pinned for {lock_python} may not install or import on "
+            f"{version}. Relock for the target: set python_version = \"{version}\" under [requires] "
+            f"in the Pipfile, run `pipenv lock --python {version}` and upload both files.")
+
+
+def _local_path(project: Path, name: str, entry: object) -> str | None:
+    """A `path` entry inside the project: its path relative to the root ("." for the root).
+
+    `pipenv install -e .` locks the project's own package as {editable = true, path = "."}: that
+    is the project's code, which the build copies anyway. A path outside the project is not in
+    the upload and cannot be hash-verified; a path to a file (a wheel, an sdist) is not code.
+    """
+    if not isinstance(entry, dict) or "path" not in entry or any(
+            entry.get(k) for k in UNPINNABLE_KEYS if k not in ("path", "editable")):
+        return None  # not a path entry, or a VCS/file one: _requirement refuses those
+    where = f"{PIPFILE_LOCK} default entry {name!r}"
+    raw = entry["path"]
+    if not isinstance(raw, str) or not raw.strip():
+        raise LockError(f"{where} has a path that is not a string: re-run `pipenv lock`.")
+    posix = raw.strip().replace("\\", "/")
+    root = project.resolve()
+    resolved = (root / posix).resolve()
+    absolute = PurePosixPath(posix).is_absolute() or re.match(r"[A-Za-z]:", posix)
+    if absolute or not resolved.is_relative_to(root):
+        raise LockError(
+            f"{where} is a path dependency on {raw!r}, outside the project: that code is not part "
+            "of the upload and a path cannot be hash-verified. Move it into the project (e.g. "
+            "./lib: it then ships as the project's own code) or publish it to a package index and "
+            "pin it with == instead, then re-run `pipenv lock`.")
+    if not resolved.is_dir():
+        what = "is a file, not the project's code" if resolved.exists() else "is not in the upload"
+        raise LockError(
+            f"{where} is a path dependency on {raw!r}, which {what}: keep the package's folder in "
+            "the project, or publish it to a package index and pin it with == instead, then "
+            "re-run `pipenv lock`.")
+    return resolved.relative_to(root).as_posix()

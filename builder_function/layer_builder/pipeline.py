@@ -182,8 +182,8 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         with timings.phase("lock"):
             config = project.load_config(root, source_name)
             locked = lock.read_lock(root, target, request.index)
-            code = project.detect_code(root, config)
-        warnings += config.warnings + locked.warnings
+            code = project.detect_code(root, config, tuple(p for _, p in locked.local_paths))
+        warnings += [*config.warnings, *locked.warnings, *project.code_warnings(root, config, code)]
         python = bytecode.find_interpreter(target, request.environ)
         if python is None:
             warnings.append(f"No {target.runtime} interpreter on this machine: the layer ships without "
@@ -223,8 +223,7 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             # python/six.py, python/six/ and python/six.cpython-313-….so all claim the name `six`.
             clash = sorted(set(own_names) & {Path(n).parts[1].split(".")[0] for n in meta["sha256"]})
             if clash:
-                raise InputError(f"The project's own {', '.join(clash)} clashes with a dependency of the "
-                                 "same name: rename the package or drop the dependency.")
+                raise project.clash_error(clash, own_names)
             failed = []
             if python and config.bytecode != "none":
                 failed = bytecode.compile_tree(

@@ -20,6 +20,7 @@ Sizes are binary: 1 KB = 1,024 bytes and 1 MB = 1,048,576 bytes, as in limits.py
 from __future__ import annotations
 
 import configparser
+import json
 import keyword
 import os
 import re
@@ -34,16 +35,30 @@ from .target import ARCH_MACHINE, RUNTIME_GLIBC, Target
 from .unpack import strip_archive_suffix
 
 CONFIG_TABLE = "layer-builder"
-#: Top-level names that are never the project's runtime code.
-NOT_CODE = frozenset({
+#: Top-level folders that hold tooling, tests or documents, never the project's runtime code.
+NOT_CODE_DIRS = frozenset({
     "tests", "test", "testing", "docs", "doc", "examples", "example", "samples", "scripts",
     "script", "bin", "build", "dist", "bench", "benchmarks", "tools", "ci", "site", "htmlcov",
-    "venv", "env", "node_modules", "setup", "conftest", "noxfile", "tasks", "fabfile",
-    "manage", "__pycache__", "typings",
+    "venv", "env", "node_modules", "__pycache__", "typings", "infra", "infrastructure", "cdk",
+    "deploy", "deployment", "terraform", "notebooks",
+})
+#: Top-level modules that are tools' entry points. Only these: a folder `scripts/` is tooling,
+#: but a module `script.py` (or `tools.py`) is something a handler may import, so it is code.
+NOT_CODE_MODULES = frozenset({
+    "setup", "conftest", "noxfile", "tasks", "fabfile", "manage", "dodo", "pavement", "test",
+    "tests",
+})
+_TEST_MODULE = re.compile(r"test_.*|.*_test", re.I)
+#: A folder holding one of these is a project of its own (a path dependency), not a namespace
+#: package of this one.
+_PROJECT_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "Pipfile")
+#: Folder and archive names that say nothing about the project: never a layer's name.
+GENERIC_NAMES = frozenset({
+    "lambda", "lambdas", "function", "functions", "src", "source", "code", "python", "layer",
+    "layers", "package", "upload", "archive",
 })
 _NAME_VERSION = re.compile(r"^(?P<name>.+?)[-_](?P<version>v?\d+(?:\.\d+)*(?:[._+-]?[a-z0-9]+)*)$", re.I)
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BYTECODE_MODES = ("auto", "all", "none")
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMG]i?B|B)?", re.I)
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
@@ -86,6 +101,31 @@ def target_layer_name(base: str, target: Target, primary: Target) -> str:
         return base
     suffix = f"-py{target.python_version.replace('.', '')}-{target.arch}"
     return base[: limits.MAX_LAYER_NAME_LENGTH - len(suffix)] + suffix
+
+
+def _generic(name: str) -> bool:
+    cleaned = _INVALID_NAME_CHARS.sub("-", name).strip("-_").lower()
+    return not cleaned or cleaned in GENERIC_NAMES or keyword.iskeyword(cleaned)
+
+
+def _meaningful(*names: str, source_name: str) -> str:
+    """The first name that says something about the project, or a refusal saying what to write."""
+    found = next((n for n in names if not _generic(n)), None)
+    if found is None:
+        raise ProjectError(
+            f"The layer would be named {names[0]!r} after the folder or archive "
+            f"{source_name!r}, which names no project: name it in pyproject.toml, "
+            f'[tool.{CONFIG_TABLE}] name = "my-service" (or [project] name), or upload an '
+            "archive named after the project (my-service-1.0.0.zip).")
+    return found
+
+
+def directory_name(path: Path) -> str:
+    """A project directory's name for naming its layer: `…/serpapi-lambda/lambda` gives
+    `serpapi-lambda`, since a folder called `lambda` names no project."""
+    resolved = Path(path).resolve()
+    return next((p.name for p in (resolved, *resolved.parents) if p.name and not _generic(p.name)),
+                resolved.name)
 
 
 def split_archive_name(filename: str) -> tuple[str, str]:
@@ -199,7 +239,8 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
     setup_cfg = _setup_cfg_metadata(root)
     archive_name, archive_version = split_archive_name(source_name)
 
-    raw_name = tool.get("name") or project.get("name") or setup_cfg.get("name") or archive_name
+    raw_name = (tool.get("name") or project.get("name") or setup_cfg.get("name")
+                or _meaningful(archive_name, root.name, source_name=source_name))
     version = str(project.get("version") or setup_cfg.get("version") or archive_version or "")
     description = tool.get("description") or project.get("description") or setup_cfg.get("description") or ""
     for key, value in (("name", raw_name), ("description", description)):
@@ -229,38 +270,100 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
     )
 
 
+def _importable(name: str) -> bool:
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _is_code_dir(path: Path) -> bool:
+    """A package, or a namespace package: a folder of .py files without `__init__.py` that is no
+    project of its own."""
+    name = path.name
+    if not _importable(name) or name.startswith("_") or name.lower() in NOT_CODE_DIRS:
+        return False
+    if (path / "__init__.py").is_file():
+        return True
+    if any((path / f).exists() for f in _PROJECT_FILES):
+        return False
+    return any(p.suffix == ".py" and p.is_file() or (p / "__init__.py").is_file()
+               for p in path.iterdir() if not p.is_symlink())
+
+
+def _is_code_module(path: Path) -> bool:
+    stem = path.stem
+    return (path.suffix == ".py" and _importable(stem) and not stem.startswith("_")
+            and stem.lower() not in NOT_CODE_MODULES and not _TEST_MODULE.fullmatch(stem))
+
+
 def _code_root(root: Path) -> Path:
-    """`src/` layouts keep their packages one level down."""
+    """A `src/` folder without `__init__.py` is a src-layout: its packages and modules are the
+    top level. With `__init__.py`, `src` is a package itself (`from src.api import …`)."""
     src = root / "src"
-    return src if src.is_dir() and any(src.glob("*/__init__.py")) else root
+    if src.is_dir() and not src.is_symlink() and not (src / "__init__.py").exists() and any(
+            not p.is_symlink() and (_is_code_dir(p) if p.is_dir() else _is_code_module(p))
+            for p in src.iterdir()):
+        return src
+    return root
 
 
-def detect_code(root: Path, config: ProjectConfig) -> list[Path]:
-    """The project's own top-level packages and modules."""
+def _top_level(root: Path, skip: frozenset[str] = frozenset()) -> list[Path]:
     base = _code_root(root)
-    if config.packages is not None:
-        found = []
-        for name in config.packages:
-            candidates = [base / name, base / f"{name}.py", root / name, root / f"{name}.py"]
-            match = next((c for c in candidates if c.exists() and not c.is_symlink()), None)
-            if match is None or not _IDENTIFIER.match(name):
-                raise ProjectError(
-                    f"Package {name!r} named in [tool.{CONFIG_TABLE}] packages is not a directory or "
-                    f"module at the project root: fix the name or remove it from the list.")
-            found.append(match)
-        return found
+    return [entry for entry in sorted(base.iterdir())
+            if entry.name not in skip and not entry.is_symlink()  # never follow a link out
+            and (_is_code_dir(entry) if entry.is_dir() else _is_code_module(entry))]
+
+
+def detect_code(root: Path, config: ProjectConfig, local_paths: tuple[str, ...] = ()) -> list[Path]:
+    """The project's own top-level packages and modules.
+
+    `local_paths`: the lock's path entries inside the project (lock.LockedProject.local_paths);
+    "." is the project itself, any other folder is a project of its own whose code is taken.
+    """
+    local = [root / p for p in local_paths if p not in ("", ".")]
+    skip = frozenset(Path(p).parts[0] for p in local_paths if p not in ("", "."))
+    if config.packages is None:
+        found = _top_level(root, skip) + [p for d in local for p in _top_level(d)]
+        return list(dict.fromkeys(found))
+    bases = list(dict.fromkeys([_code_root(root), root, *(_code_root(d) for d in local)]))
     found = []
-    for entry in sorted(base.iterdir()):
-        if entry.is_symlink():  # never pick up, or follow, a link out of the project
-            continue
-        stem = entry.name[:-3] if entry.name.endswith(".py") else entry.name
-        if stem.lower() in NOT_CODE or stem.startswith((".", "_")) or not _IDENTIFIER.match(stem):
-            continue
-        if entry.is_dir() and (entry / "__init__.py").is_file():
-            found.append(entry)
-        elif entry.is_file() and entry.suffix == ".py":
-            found.append(entry)
+    for name in config.packages:
+        candidates = [c for base in bases for c in (base / name, base / f"{name}.py")]
+        match = next((c for c in candidates if c.exists() and not c.is_symlink()), None)
+        if match is None or not _importable(name):
+            detected = [p.stem for p in _top_level(root, skip)]
+            raise ProjectError(
+                f"Package {name!r} named in [tool.{CONFIG_TABLE}] packages is not "
+                + ("an importable name" if not _importable(name) else
+                   "a directory or module at the project root" + (" or in src/" if bases[0] != root else ""))
+                + f": fix the name or remove it from the list in pyproject.toml, e.g. packages = "
+                f"{json.dumps(detected or ['mypackage'])}.")
+        found.append(match)
     return found
+
+
+def code_warnings(root: Path, config: ProjectConfig, found: list[Path]) -> list[str]:
+    """A warning when no own code was found although the project holds Python files."""
+    if found or config.packages is not None:
+        return []
+    left_out = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.py")
+                      if not p.parent.name.startswith(".")) + sorted(
+                          p.name for p in root.glob("*.py"))
+    if not left_out:
+        return []
+    guess = Path(left_out[0]).parts[0].removesuffix(".py")
+    return [f"No own code found in the project (Python files such as {', '.join(left_out[:3])} were "
+            "left out as tests or tooling): the layer holds only the dependencies. If they are "
+            f"your code, list them in pyproject.toml: [tool.{CONFIG_TABLE}] packages = "
+            f'["{guess}"].']
+
+
+def clash_error(clash: list[str], own: list[str]) -> ProjectError:
+    """The project's own top-level names that a dependency also installs."""
+    keep = [n for n in own if n not in clash]
+    return ProjectError(
+        f"The project's own {', '.join(clash)} clashes with a dependency of the same name in the "
+        "lock: both would land in the layer's python/ folder. If it is not your runtime code (a copy of the "
+        "dependency, a test helper), leave it out in pyproject.toml: "
+        f"[tool.{CONFIG_TABLE}] packages = {json.dumps(keep)}; if it is, rename it.")
 
 
 _IGNORED_IN_CODE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "tests", "test")

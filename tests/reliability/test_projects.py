@@ -116,8 +116,9 @@ BROKEN = [
       "publish it to a package index and pin it with =="]),
     ("path", add_to_lock("vendored", {"path": "./vendor/vendored"}),
      ["default entry 'vendored' is a path dependency", "pin it with =="]),
-    ("editable", add_to_lock("mylib", {"editable": True, "path": "./mylib"}),
-     ["default entry 'mylib' is a path dependency", "pin it with =="]),
+    ("editable-outside", add_to_lock("mylib", {"editable": True, "path": "../mylib"}),
+     ["default entry 'mylib' is a path dependency on '../mylib', outside the project",
+      "Move it into the project", "pin it with =="]),
     ("file-url", add_to_lock("wheelfile", {"file": "https://files.example.invalid/w-1.0.tar.gz"}),
      ["default entry 'wheelfile' is a file dependency"]),
     ("unknown-index", lock_change(lambda p: entry(p).update(index="private")),
@@ -177,16 +178,18 @@ def test_layer_over_lambdas_unzipped_limit_is_refused(
     record("project layer over 250 MB unzipped (limit patched to 100 B)", f"refused: {message}")
 
 
-def test_python_version_mismatch_is_only_a_warning(
+def test_python_version_mismatch_is_only_a_warning_saying_how_to_relock(
         tmp_path: Path, sandbox: Sandbox, house: House, run_cli: Callable[..., CliRun]) -> None:
     project = pure_project(tmp_path / "project", house, python_version="3.9")
     report_path = sandbox.out / "report.json"
     run = run_cli(project.root, "--index-url", house.url, "--report", str(report_path))
     assert run.code == 0, run.stderr
-    warning = ("Pipfile requires python_version 3.9, the layer targets python3.13: the lock was "
-               "resolved for another Python.")
+    warning = ("The lock was made for Python 3.9 (Pipfile [requires]) and the layer is for "
+               "python3.13: packages pinned for 3.9 may not install or import on 3.13. Relock for "
+               'the target: set python_version = "3.13" under [requires] in the Pipfile, run '
+               "`pipenv lock --python 3.13` and upload both files.")
     assert warning in json.loads(report_path.read_text())["warnings"]
-    assert f"warning: {warning}" in run.stdout
+    assert "`pipenv lock --python 3.13`" in run.stdout
     assert (sandbox.out / "layer.zip").is_file()
     record("project python_version 3.9 for a python3.13 layer",
            f"accepted with a warning: {warning}")

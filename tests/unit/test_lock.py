@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import plette
 import pytest
 
 from layer_builder.errors import LockError, ProjectError
-from layer_builder.lock import IndexPolicy, LockedProject, Requirement, read_lock
+from layer_builder.lock import IndexPolicy, LockedProject, Requirement, read_lock, relock_hint
 from layer_builder.target import Target
-from tests.lockfactory import fake_hashes, make_project, pinned
+from tests.lockfactory import ENV_SOURCE, fake_hashes, make_project, pinned
 
 MIXED = Path(__file__).resolve().parents[1] / "fixtures" / "projects" / "mixed"
 PY313 = Target("python3.13", "x86_64")
@@ -129,12 +130,13 @@ GOOD = pinned("1.17.0")
         ({"git": "https://git.example/six.git", "ref": "abc123"}, "git dependency"),
         ({"path": "./vendor/six"}, "path dependency"),
         ({"file": "https://files.example/six-1.17.0.tar.gz"}, "file dependency"),
-        ({"editable": True, "path": "."}, "cannot be hash-verified"),
+        ({"editable": True, "path": "../six"}, "outside the project: .* cannot be hash-verified"),
+        ({"editable": True, "git": "https://git.example/six.git"}, "git dependency"),
         ({"hg": "https://hg.example/six"}, "hg dependency"),
         ("==1.17.0", "is not a table"),
     ],
     ids=["star", "gte", "wildcard", "no-version", "no-hashes", "empty-hashes", "md5", "short",
-         "uppercase", "trailing-newline", "git", "path", "file", "editable", "hg", "string"],
+         "uppercase", "trailing-newline", "git", "path", "file", "editable-outside", "editable-git", "hg", "string"],
 )
 def test_unverifiable_entries_are_refused_by_name(tmp_path, entry, reason):
     make_project(tmp_path, {"requests": pinned("2.32.3"), "six": entry})
@@ -353,14 +355,127 @@ def test_upload_bare_variable_is_default_index_and_not_expanded(tmp_path):
     assert locked.requirements[0].index == ""
 
 
-@pytest.mark.parametrize(("lock_python", "warned"), [("3.12", True), ("3.13", False), (None, False)])
-def test_python_version_mismatch_is_a_warning(tmp_path, lock_python, warned):
+@pytest.mark.parametrize(("lock_python", "target", "warned"), [
+    ("3.12", PY313, True), ("3.13", PY313, False), (None, PY313, False),
+    ("3", PY313, False),  # "3" admits any 3.x: pipenv writes it for python_version = "3"
+    ("3.13.1", PY313, False), ("3.8", PY313, True), ("2.7", PY313, True), ("3", Target("python3.10"), False),
+    ("3.13", Target("python3.12"), True), ("not-a-version", PY313, False),
+])
+def test_python_version_mismatch_is_a_warning_that_says_how_to_relock(tmp_path, lock_python, target,
+                                                                         warned):
     make_project(tmp_path, python_version=lock_python)
-    locked = read(tmp_path)
+    locked = read(tmp_path, target)
     assert locked.python_version == lock_python
     assert len(locked.warnings) == int(warned)
     if warned:
-        assert "python_version 3.12" in locked.warnings[0] and "python3.13" in locked.warnings[0]
+        assert locked.warnings[0] == relock_hint(lock_python, target)
+        assert locked.warnings[0].startswith(
+            f"The lock was made for Python {lock_python} (Pipfile [requires]) and the layer is for "
+            f"{target.runtime}")
+        assert f"`pipenv lock --python {target.python_version}`" in locked.warnings[0]
+        assert f'python_version = "{target.python_version}"' in locked.warnings[0]
+
+
+def test_relock_hint_is_none_when_the_lock_fits():
+    assert relock_hint(None, PY313) is None
+    assert relock_hint("3.13", PY313) is None
+    assert relock_hint("3", PY313) is None
+    assert "Python 3.8" in relock_hint("3.8", PY313)
+
+
+def test_python_full_version_alone_is_read(tmp_path):
+    project = make_project(tmp_path, python_version=None)
+    project.lock["_meta"]["requires"] = {"python_full_version": "3.9.18"}
+    project.write_lock()
+    locked = read(tmp_path)
+    assert locked.python_version == "3.9.18"
+    assert "made for Python 3.9.18" in locked.warnings[0]
+
+
+# --- path entries: the project's own code, or refused --------------------------------------
+
+@pytest.mark.parametrize(("path", "expected"), [
+    (".", "."), ("./", "."), ("./sub", "sub"), ("sub", "sub"), ("./sub/../sub/", "sub"),
+    (".\\sub", "sub"),  # as pipenv writes it on Windows
+])
+def test_path_inside_the_project_is_own_code_not_installed(tmp_path, path, expected):
+    (tmp_path / "sub").mkdir()
+    make_project(tmp_path, {"six": GOOD, "MyApp": {"editable": True, "path": path}})
+    locked = read(tmp_path)
+    assert [r.name for r in locked.requirements] == ["six"]
+    assert locked.local_paths == (("myapp", expected),)
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("../lib", "outside the project: that code is not part of the upload and a path cannot be "
+               "hash-verified. Move it into the project"),
+    ("/opt/lib", "outside the project"),
+    ("C:\\src\\lib", "outside the project"),
+    ("./missing", "which is not in the upload: keep the package's folder in the project"),
+    ("./dist/app-1.0-py3-none-any.whl", "which is a file, not the project's code"),
+    ("./link", "outside the project"),  # a link pointing out of the project
+])
+def test_path_outside_the_project_is_refused_saying_why(tmp_path, path, reason):
+    project = tmp_path / "project"
+    (project / "dist").mkdir(parents=True)
+    (project / "dist" / "app-1.0-py3-none-any.whl").write_bytes(b"PK")
+    (tmp_path / "elsewhere").mkdir()
+    (project / "link").symlink_to(tmp_path / "elsewhere")
+    make_project(project, {"six": GOOD, "app": {"editable": True, "path": path}})
+    with pytest.raises(LockError) as caught:
+        read(project)
+    message = str(caught.value)
+    assert message.startswith(f"Pipfile.lock default entry 'app' is a path dependency on {path!r}")
+    assert re.search(reason, message) if "\\" in reason else reason in message, message
+
+
+def test_path_entry_excluded_by_marker_is_skipped(tmp_path):
+    make_project(tmp_path, {"six": GOOD, "winlib": {"path": "../win", "markers": "os_name == 'nt'"}})
+    assert read(tmp_path).skipped == (("winlib", "os_name == 'nt'"),)
+
+
+# --- old Pipfiles ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("sources", "message"), [
+    ([{"url": "${PIP_INDEX_URL}", "verify_ssl": True}],
+     "Pipfile: the first [[source]] (url = '${PIP_INDEX_URL}') has no `name`: add a line "
+     'such as name = "pypi" to it (every source needs a name and a url), then run `pipenv lock` '
+     "and upload both files."),
+    ([{"name": "pypi", "url": "${PIP_INDEX_URL}", "verify_ssl": True},
+      {"url": "https://u:tok@private.example/simple", "verify_ssl": True}],
+     "Pipfile: the second [[source]] (url = 'https://***@private.example/simple') has no "
+     "`name`"),
+    ([{"name": "pypi", "verify_ssl": True}],
+     "Pipfile: the first [[source]] has no `url`: add a line such as url = "
+     '"${PIP_INDEX_URL}"'),
+    ([{"name": "pypi", "url": "${PIP_INDEX_URL}", "verify_ssl": "true"}],
+     "Pipfile: the first [[source]] (url = '${PIP_INDEX_URL}') has verify_ssl = 'true': write verify_ssl = "
+     "true (or false, unquoted)"),
+], ids=["no-name", "second-no-name-redacted", "no-url", "verify-ssl-string"])
+def test_old_pipfile_sources_name_the_table_and_what_to_add(tmp_path, sources, message):
+    project = make_project(tmp_path, sources=[ENV_SOURCE])
+    project.sources = sources
+    project.write_pipfile()
+    with pytest.raises(ProjectError) as caught:
+        read(tmp_path)
+    assert str(caught.value).startswith(message)
+
+
+def test_lock_sources_without_a_name_name_the_position(tmp_path):
+    project = make_project(tmp_path)
+    project.lock["_meta"]["sources"] = [{"url": "${PIP_INDEX_URL}", "verify_ssl": True}]
+    project.write_lock()
+    with pytest.raises(ProjectError, match=r"^Pipfile.lock: the first source in _meta.sources \(url = "
+                                           r"'\$\{PIP_INDEX_URL\}'\) has no `name`.*re-run `pipenv lock`"):
+        read(tmp_path)
+
+
+def test_python_version_as_a_number_says_to_quote_it(tmp_path):
+    project = make_project(tmp_path)
+    project.write_pipfile(project.pipfile_text().replace('python_version = "3.13"', "python_version = 3.6"))
+    with pytest.raises(ProjectError, match=r'\[requires\] python_version = 3.6 is not a string: write '
+                                           r'python_version = "3.6"'):
+        read(tmp_path)
 
 
 def test_by_index_groups_in_lock_order():

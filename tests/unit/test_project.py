@@ -12,8 +12,11 @@ from layer_builder import limits
 from layer_builder.errors import ProjectError
 from layer_builder.project import (
     ProjectConfig,
+    clash_error,
+    code_warnings,
     copy_code,
     detect_code,
+    directory_name,
     layer_name,
     load_config,
     split_archive_name,
@@ -215,11 +218,11 @@ def test_detect_code_skips_what_is_not_runtime_code(tmp_path):
         "docs/__init__.py": "", "examples/__init__.py": "", "scripts/__init__.py": "",
         "setup.py": "", "conftest.py": "", "noxfile.py": "", "manage.py": "",
         "_private.py": "", "__main__.py": "", ".hidden/__init__.py": "",
-        "notapkg/module.py": "",  # no __init__.py
+        "nsonly/module.py": "",  # no __init__.py: a namespace package, still code
         "my-pkg/__init__.py": "",  # not importable
         "README.md": "", "data.json": "", "Pipfile": "",
     })
-    assert names(detect_code(tmp_path, config()), tmp_path) == ["app", "helpers.py"]
+    assert names(detect_code(tmp_path, config()), tmp_path) == ["app", "helpers.py", "nsonly"]
 
 
 def test_detect_code_src_layout(tmp_path):
@@ -240,11 +243,13 @@ def test_explicit_packages(tmp_path):
     assert names(found, tmp_path) == ["src/app", "cli.py", "nsonly"]
 
 
-@pytest.mark.parametrize("bad", ["missing", "../outside", "app.sub", "my-pkg"])
-def test_unknown_explicit_package_is_refused(tmp_path, bad):
-    write(tmp_path, {"app/__init__.py": "", "my-pkg/__init__.py": ""})
+@pytest.mark.parametrize("bad", ["missing", "../outside", "app.sub", "my-pkg", "lambda"])
+def test_unknown_explicit_package_is_refused_saying_what_to_write(tmp_path, bad):
+    write(tmp_path, {"app/__init__.py": "", "my-pkg/__init__.py": "", "lambda/x.py": ""})
     (tmp_path.parent / "outside").mkdir(exist_ok=True)
-    with pytest.raises(ProjectError, match=f"Package '{re.escape(bad)}' named in"):
+    with pytest.raises(ProjectError, match=f"Package '{re.escape(bad)}' named in "
+                                           r"\[tool.layer-builder\] packages is not .*: fix the name "
+                                           r'or remove it .* e.g. packages = \["app"\]'):
         detect_code(tmp_path, config(packages=("app", bad)))
 
 
@@ -400,3 +405,91 @@ def test_target_layer_name_stays_within_lambdas_limit():
     assert re.fullmatch(limits.LAYER_NAME_PATTERN, name)
     other = target_layer_name(base, Target("python3.12", "x86_64"), PRIMARY)
     assert other != name  # each target keeps a name of its own
+
+
+# --- own code as real projects lay it out (issue 13, trait 4) --------------------------------
+
+@pytest.mark.parametrize(("files", "expected"), [
+    pytest.param({"src/__init__.py": "", "src/api/__init__.py": "", "src/api/handler.py": "",
+                  "app.py": ""}, ["app.py", "src"], id="src-is-a-package"),
+    pytest.param({"src/api/__init__.py": "", "src/util.py": ""}, ["src/api", "src/util.py"],
+                 id="src-layout"),
+    pytest.param({"src/handlers/create.py": ""}, ["src/handlers"], id="src-layout-namespace"),
+    pytest.param({"src/handler.py": "", "src/common.py": ""}, ["src/common.py", "src/handler.py"],
+                 id="src-layout-modules"),
+    pytest.param({"handlers/create.py": "", "handlers/delete.py": ""}, ["handlers"],
+                 id="namespace-folder"),
+    pytest.param({"company/service/__init__.py": ""}, ["company"], id="namespace-of-packages"),
+    pytest.param({"mylib/setup.py": "", "mylib/mylib/__init__.py": ""}, [],
+                 id="project-of-its-own-is-no-namespace"),
+    pytest.param({"test_app.py": "", "app_test.py": "", "conftest.py": "", "script.py": "",
+                  "tools.py": "", "scripts/deploy.py": "", "tools/lint.py": "", "handler.py": ""},
+                 ["handler.py", "script.py", "tools.py"], id="tests-out-script-in"),
+    pytest.param({"lambda/handler.py": "", "class/x.py": "", "app.py": ""}, ["app.py"],
+                 id="keywords-are-not-importable"),
+    pytest.param({"docs/conf.py": "", "infra/app.py": "", "notebooks/explore.py": "",
+                  "service/__init__.py": ""}, ["service"], id="tooling-folders"),
+])
+def test_own_code_as_projects_lay_it_out(tmp_path, files, expected):
+    write(tmp_path, files)
+    assert names(detect_code(tmp_path, config()), tmp_path) == expected
+
+
+def test_local_path_dependencies_bring_their_own_code(tmp_path):
+    write(tmp_path, {"app/__init__.py": "", "libs/mylib/setup.py": "",
+                     "libs/mylib/src/mylib/__init__.py": "", "libs/mylib/tests/test_x.py": "",
+                     "libs/other/other.py": ""})
+    found = detect_code(tmp_path, config(), ("libs/mylib", "."))
+    assert names(found, tmp_path) == ["app", "libs/mylib/src/mylib"]
+    explicit = detect_code(tmp_path, config(packages=("app", "mylib")), ("libs/mylib",))
+    assert names(explicit, tmp_path) == ["app", "libs/mylib/src/mylib"]
+
+
+def test_no_code_found_warns_saying_what_to_write(tmp_path):
+    write(tmp_path, {"lambda/handler.py": "", "tests/test_handler.py": "", "Pipfile": ""})
+    [warning] = code_warnings(tmp_path, config(), detect_code(tmp_path, config()))
+    assert "No own code found" in warning and "lambda/handler.py" in warning
+    assert '[tool.layer-builder] packages = ["lambda"]' in warning
+    assert code_warnings(tmp_path, config(packages=()), []) == []
+
+
+def test_dependencies_only_project_gets_no_warning(tmp_path):
+    write(tmp_path, {"Pipfile": "", "README.md": ""})
+    assert code_warnings(tmp_path, config(), []) == []
+    write(tmp_path, {"app.py": ""})
+    assert code_warnings(tmp_path, config(), detect_code(tmp_path, config())) == []
+
+
+def test_clash_error_says_what_to_write():
+    error = clash_error(["six"], ["app", "six", "util"])
+    assert str(error).startswith("The project's own six clashes with a dependency of the same name")
+    assert '[tool.layer-builder] packages = ["app", "util"]' in str(error)
+
+
+# --- names that say nothing about the project ------------------------------------------------
+
+def test_generic_folder_gives_no_layer_name(tmp_path):
+    root = tmp_path / "lambda"
+    write(root, {"handler.py": ""})
+    with pytest.raises(ProjectError, match=r"The layer would be named 'lambda' after the folder or "
+                                           r"archive 'lambda', which names no project: .*"
+                                           r'\[tool.layer-builder\] name = "my-service"'):
+        load_config(root, "lambda")
+    write(root, {"pyproject.toml": '[project]\nname = "serpapi-search"\n'})
+    assert load_config(root, "lambda").name == "serpapi-search"
+
+
+def test_generic_archive_name_falls_back_to_its_wrapping_folder(tmp_path):
+    root = tmp_path / "src" / "serpapi-lambda"  # lambda.zip holding serpapi-lambda/
+    root.mkdir(parents=True)
+    assert load_config(root, "lambda.zip").name == "serpapi-lambda"
+    flat = tmp_path / "src"  # a flat lambda.zip: nothing names the project
+    with pytest.raises(ProjectError, match="names no project"):
+        load_config(flat, "lambda-1.0.zip")
+
+
+def test_directory_name_skips_generic_folders(tmp_path):
+    (tmp_path / "serpapi-lambda" / "lambda" / "src").mkdir(parents=True)
+    assert directory_name(tmp_path / "serpapi-lambda" / "lambda") == "serpapi-lambda"
+    assert directory_name(tmp_path / "serpapi-lambda" / "lambda" / "src") == "serpapi-lambda"
+    assert directory_name(tmp_path / "serpapi-lambda") == "serpapi-lambda"

@@ -12,6 +12,7 @@ from packaging.utils import canonicalize_name
 
 from ..lock import IndexPolicy
 from ..pipeline import BuildRequest, build
+from ..project import directory_name
 from ..redact import register_secret
 from ..target import ARCH_MACHINE, DEFAULT_ARCH, DEFAULT_RUNTIME, RUNTIME_GLIBC, Target
 from ..unpack import strip_archive_suffix
@@ -74,6 +75,8 @@ def build_request(args: argparse.Namespace, source: Path, output: Path, target: 
         name: os.environ[name] for name in index.expandable if name in os.environ})
     for secret in (args.index_url, *index.environ.values()):
         register_secret(secret)
+    if not source_name and source.is_dir():
+        source_name = directory_name(source)  # `…/svc/lambda/` names the layer svc
     return BuildRequest(
         source=source, output=output.resolve(), target=target, source_name=source_name,
         index=index, allow_sdist=frozenset(canonicalize_name(n) for n in args.allow_sdist),
@@ -87,8 +90,9 @@ def run(args: argparse.Namespace) -> int:
     target = Target(args.runtime, args.arch)
     output = args.output
     if output is None:
-        # `build .` names the zip after the directory
-        stem = strip_archive_suffix(args.source.resolve().name)
+        # `build .` names the zip after the directory (`…/svc/lambda/` after svc)
+        stem = (directory_name(args.source) if args.source.is_dir()
+                else strip_archive_suffix(args.source.resolve().name))
         output = Path(f"{stem}-{target.runtime}-{target.arch}.zip")
     request = build_request(args, args.source, output, target)
     progress = Progress(sys.stderr, level)
