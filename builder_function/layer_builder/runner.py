@@ -273,7 +273,9 @@ def run_check(python_dir: Path, spec: CheckSpec, python: str, *, timeout: float 
                        deadline=time.monotonic() + limit)
         packages = list(dict.fromkeys(m for d in spec.dependencies for m in d.modules))
         try:
-            probe.run([item.module for item in plan], packages, spec.lock_python)
+            # "3.13.1" is 3.13; "3" names no minor version, so it is no reason to skip anything.
+            lock_minor = ".".join((spec.lock_python or "").split(".")[:2]) or None
+            probe.run([item.module for item in plan], packages, lock_minor)
         except subprocess.TimeoutExpired as exc:
             slow = _in_progress(_events(exc.output or "")) or "the project"
             if timeout is not None and timeout <= IMPORT_CHECK_TIMEOUT:
@@ -354,19 +356,15 @@ class _Probe:
 
 # --- what a failed import means ----------------------------------------------------------------
 
-def lock_python_mismatch(lock_python: str | None, target_version: str) -> bool:
-    """The lock's python_version names another Python than the target ("3" matches any 3.x)."""
-    if not lock_python:
-        return False
-    wanted = lock_python.strip().split(".")
-    return wanted != target_version.split(".")[: len(wanted)]
+def _relock_hint(lock_python: str | None, version: str) -> str | None:
+    """lock.relock_hint's sentence when the lock names another Python than the target's."""
+    from .lock import relock_hint  # lazily: the check function needs it only to explain a failure
+    from .target import Target
 
-
-def relock_hint(lock_python: str | None, target_version: str) -> str:
-    return (f"The lock was made for Python {lock_python} and the layer targets Python "
-            f"{target_version}: that is the likely cause. Relock for the target with "
-            f"`pipenv lock --python {target_version}` (and python_version = \"{target_version}\" "
-            "in the Pipfile), then upload the new Pipfile.lock.")
+    try:
+        return relock_hint(lock_python, Target(f"python{version}"))
+    except InputError:  # a Python no Lambda runtime has: nothing to compare with
+        return None
 
 
 def _removed_note(missing: str | None, version: str) -> str:
@@ -398,8 +396,9 @@ def _dependency_refusal(dep: Dependency, error: dict[str, Any], spec: CheckSpec,
     head = (f"{dep.name} {dep.version} (in the Pipfile's [packages]) does not import under Python "
             f"{version}: {submodule + ': ' if submodule else ''}{error.get('last_line', '')}"
             f"{_removed_note(missing, version)}{_where(error)}.")
-    if lock_python_mismatch(spec.lock_python, version):
-        return f"{head} {relock_hint(spec.lock_python, version)}"
+    hint = _relock_hint(spec.lock_python, version)
+    if hint:
+        return f"{head} That is the likely cause: {hint}"
     if kind == "shared_object":
         return (f"{head} A binary it ships does not load on {machine or 'the target'}: it was built "
                 f"for another machine or a newer glibc. Pin a version of {dep.name} that ships a "
