@@ -634,6 +634,12 @@ class LocalLambda:
         """Where the function's processes see its code (code_dir, or a view of it)."""
         return Path(self._python_path()[0])
 
+    @property
+    def python_path(self) -> list[str]:
+        """sys.path of the function's processes before the standard library: code, bundled
+        packages, layers, runtime packages."""
+        return list(self._python_path())
+
     def visible_path(self, path: Path) -> Path:
         """Where the function's processes see `path` (a layer dir, the project's site-packages)."""
         path = Path(path).resolve()

@@ -380,6 +380,12 @@ class LocalLambdaService:
         """An Event invocation (as S3 makes one); returns its request id."""
         return self._function(name).enqueue(payload)
 
+    def environments(self, name: str) -> list[LocalLambda]:
+        """The function's execution environments made so far (its users, /tmp, processes)."""
+        function = self._function(name)
+        with function.lock:
+            return list(function.all)
+
     def stats(self, name: str) -> FunctionStats:
         function = self._function(name)
         with function.lock:

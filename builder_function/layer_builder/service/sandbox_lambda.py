@@ -72,18 +72,20 @@ class LambdaSandbox:
 
     s3         the builder's S3 client (puts inputs, pre-signs, fetches results, deletes them)
     bucket     the artifact bucket (its `checks/` prefix is transient sandbox I/O)
-    functions  target key (`python3.13/x86_64`) → check function name (CHECK_FUNCTIONS)
+    functions  target (a Target, or its key `python3.13/x86_64`) → check function name, as
+               CHECK_FUNCTIONS maps them
     session    the boto3 session for Lambda clients (one per read timeout)
     lambda_endpoint_url, invoke_overhead_s   for tests: where Lambda is, the slack on timeouts
     """
 
-    def __init__(self, s3: Any, bucket: str, functions: Mapping[str, str], *,
+    def __init__(self, s3: Any, bucket: str, functions: Mapping[Target | str, str], *,
                  session: boto3.session.Session | None = None,
                  lambda_endpoint_url: str | None = None,
                  invoke_overhead_s: float = INVOKE_OVERHEAD_S) -> None:
         self.s3 = s3
         self.bucket = bucket
-        self.functions = dict(functions)
+        self.functions = {target_key(t) if isinstance(t, Target) else t: name
+                          for t, name in functions.items()}
         self.session = session or boto3.session.Session()
         self.lambda_endpoint_url = lambda_endpoint_url
         self.invoke_overhead_s = invoke_overhead_s

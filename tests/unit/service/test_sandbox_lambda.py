@@ -157,6 +157,8 @@ def leftovers(aws: LocalAws) -> list[str]:
 
 
 def test_native_exactly_for_targets_with_a_check_function(sandbox: LambdaSandbox) -> None:
+    by_target = LambdaSandbox(sandbox.s3, BUCKET, {TARGET: FUNCTION}, session=sandbox.session)
+    assert by_target.native(TARGET) and by_target.functions == sandbox.functions
     assert sandbox.native(TARGET)
     assert not sandbox.native(Target("python3.13", "arm64"))
     assert not sandbox.native(Target("python3.12", "x86_64"))
