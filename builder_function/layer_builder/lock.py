@@ -33,6 +33,7 @@ UNPINNABLE_KEYS = ("git", "hg", "svn", "bzr", "path", "file", "editable")
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _HASH = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch: `$` would admit a trailing newline
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_PYTHON_VERSION = re.compile(r"\d+(\.\d+){0,2}")
 
 
 @dataclass(frozen=True)
@@ -302,10 +303,15 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
     requires = meta.get("requires") or {}
     python_version = next((requires[k] for k in ("python_version", "python_full_version")
                            if isinstance(requires, dict) and isinstance(requires.get(k), str)), None)
-    hint = relock_hint(python_version, target)
+    warnings = [hint] if (hint := relock_hint(python_version, target)) else []
+    if python_version and not _PYTHON_VERSION.fullmatch(python_version):
+        warnings.append(
+            f"Pipfile [requires] python_version = {python_version!r} is not a Python version, so "
+            "the builder cannot tell which Python the lock was made for: write a version such as "
+            f'python_version = "{target.python_version}" and run `pipenv lock`.')
     lock_sha = (meta.get("hash") or {}).get("sha256", "")
     return LockedProject(tuple(requirements), tuple(skipped), lock_sha, python_version,
-                         (hint,) if hint else (), tuple(local_paths))
+                         tuple(warnings), tuple(local_paths))
 
 
 def relock_hint(lock_python: str | None, target: Target) -> str | None:
@@ -313,10 +319,9 @@ def relock_hint(lock_python: str | None, target: Target) -> str | None:
 
     Compared as versions, on the parts the lock names: "3" admits 3.13, "3.13.1" is 3.13.
     """
-    try:
-        wanted = Version(lock_python or "").release[:2]
-    except InvalidVersion:
-        return None
+    if not _PYTHON_VERSION.fullmatch(lock_python or ""):
+        return None  # absent, or not a version ("^3.9"): read_lock says so separately
+    wanted = Version(lock_python or "").release[:2]
     if wanted == target.version_tuple[: len(wanted)]:
         return None
     version = target.python_version
@@ -327,19 +332,25 @@ def relock_hint(lock_python: str | None, target: Target) -> str | None:
 
 
 def _local_path(project: Path, name: str, entry: object) -> str | None:
-    """A `path` entry inside the project: its path relative to the root ("." for the root).
+    """A local `path` (or `file`) entry inside the project: its path relative to the root ("."
+    for the root); None for entries that are not local.
 
-    `pipenv install -e .` locks the project's own package as {editable = true, path = "."}: that
-    is the project's code, which the build copies anyway. A path outside the project is not in
+    `pipenv install -e .` locks the project's own package as {editable = true, path = "."}
+    (pipenv 2024+: file = "."): that is the project's code, which the build copies anyway. A path outside the project is not in
     the upload and cannot be hash-verified; a path to a file (a wheel, an sdist) is not code.
     """
-    if not isinstance(entry, dict) or "path" not in entry or any(
-            entry.get(k) for k in UNPINNABLE_KEYS if k not in ("path", "editable")):
-        return None  # not a path entry, or a VCS/file one: _requirement refuses those
+    if not isinstance(entry, dict) or any(entry.get(k) for k in UNPINNABLE_KEYS
+                                          if k not in ("path", "file", "editable")):
+        return None  # a VCS entry: _requirement refuses it
+    # pipenv 2024+ writes `pipenv install -e .` as {editable = true, file = "."}: a local file
+    # entry is a path; one with a scheme (https://, file://) stays refused as a file dependency.
+    key = "path" if "path" in entry else "file" if "file" in entry else None
+    raw = entry.get(key) if key else None
+    if key is None or (key == "file" and isinstance(raw, str) and "://" in raw):
+        return None
     where = f"{PIPFILE_LOCK} default entry {name!r}"
-    raw = entry["path"]
     if not isinstance(raw, str) or not raw.strip():
-        raise LockError(f"{where} has a path that is not a string: re-run `pipenv lock`.")
+        raise LockError(f"{where} has a {key} that is not a string: re-run `pipenv lock`.")
     posix = raw.strip().replace("\\", "/")
     root = project.resolve()
     resolved = (root / posix).resolve()

@@ -341,19 +341,26 @@ def detect_code(root: Path, config: ProjectConfig, local_paths: tuple[str, ...] 
 
 
 def code_warnings(root: Path, config: ProjectConfig, found: list[Path]) -> list[str]:
-    """A warning when no own code was found although the project holds Python files."""
+    """A warning when no own code was found although the project holds Python files (tests
+    aside): where they are, and what to write."""
     if found or config.packages is not None:
         return []
-    left_out = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.py")
-                      if not p.parent.name.startswith(".")) + sorted(
-                          p.name for p in root.glob("*.py"))
+    left_out = sorted(p.relative_to(root).as_posix() for pattern in ("*.py", "*/*.py")
+                      for p in root.glob(pattern)
+                      if not p.name.startswith(".") and not _TEST_MODULE.fullmatch(p.stem)
+                      and p.stem.lower() not in NOT_CODE_MODULES
+                      and p.relative_to(root).parts[0].lower() not in NOT_CODE_DIRS)
     if not left_out:
         return []
-    guess = Path(left_out[0]).parts[0].removesuffix(".py")
+    tops = dict.fromkeys(Path(p).parts[0].removesuffix(".py") for p in left_out)
+    named = [t for t in tops if _importable(t)]
+    fix = (f'list them in pyproject.toml: [tool.{CONFIG_TABLE}] packages = ["{named[0]}"]'
+           if named else
+           f"{', '.join(f'{t}/' for t in tops)} is not an importable name: rename the folder "
+           f'(e.g. handlers/) and list it in pyproject.toml: [tool.{CONFIG_TABLE}] packages = '
+           '["handlers"]')
     return [f"No own code found in the project (Python files such as {', '.join(left_out[:3])} were "
-            "left out as tests or tooling): the layer holds only the dependencies. If they are "
-            f"your code, list them in pyproject.toml: [tool.{CONFIG_TABLE}] packages = "
-            f'["{guess}"].']
+            f"left out): the layer holds only the dependencies. If they are your code, {fix}."]
 
 
 def clash_error(clash: list[str], own: list[str]) -> ProjectError:

@@ -359,7 +359,7 @@ def test_upload_bare_variable_is_default_index_and_not_expanded(tmp_path):
     ("3.12", PY313, True), ("3.13", PY313, False), (None, PY313, False),
     ("3", PY313, False),  # "3" admits any 3.x: pipenv writes it for python_version = "3"
     ("3.13.1", PY313, False), ("3.8", PY313, True), ("2.7", PY313, True), ("3", Target("python3.10"), False),
-    ("3.13", Target("python3.12"), True), ("not-a-version", PY313, False),
+    ("3.13", Target("python3.12"), True),
 ])
 def test_python_version_mismatch_is_a_warning_that_says_how_to_relock(tmp_path, lock_python, target,
                                                                          warned):
@@ -427,6 +427,26 @@ def test_path_outside_the_project_is_refused_saying_why(tmp_path, path, reason):
     message = str(caught.value)
     assert message.startswith(f"Pipfile.lock default entry 'app' is a path dependency on {path!r}")
     assert re.search(reason, message) if "\\" in reason else reason in message, message
+
+
+@pytest.mark.parametrize("entry", [
+    {"editable": True, "file": "."},  # pipenv 2024+
+    {"path": "."},  # no editable flag, as in [packages.e1839a8] path = "."
+    {"editable": True, "path": ".", "markers": "python_version >= '3.8'"},
+])
+def test_local_entries_in_every_spelling_are_own_code(tmp_path, entry):
+    make_project(tmp_path, {"six": GOOD, "e1839a8": entry})
+    assert read(tmp_path).local_paths == (("e1839a8", "."),)
+
+
+@pytest.mark.parametrize("python_version", ["^3.9", "3.x", ">=3.8"])
+def test_python_version_that_is_no_version_is_named(tmp_path, python_version):
+    make_project(tmp_path, python_version=python_version)
+    [warning] = read(tmp_path).warnings
+    assert warning.startswith(f"Pipfile [requires] python_version = {python_version!r} is not a "
+                              "Python version")
+    assert 'python_version = "3.13"' in warning
+    assert relock_hint(python_version, PY313) is None
 
 
 def test_path_entry_excluded_by_marker_is_skipped(tmp_path):

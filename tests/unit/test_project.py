@@ -448,9 +448,18 @@ def test_local_path_dependencies_bring_their_own_code(tmp_path):
 def test_no_code_found_warns_saying_what_to_write(tmp_path):
     write(tmp_path, {"lambda/handler.py": "", "tests/test_handler.py": "", "Pipfile": ""})
     [warning] = code_warnings(tmp_path, config(), detect_code(tmp_path, config()))
-    assert "No own code found" in warning and "lambda/handler.py" in warning
-    assert '[tool.layer-builder] packages = ["lambda"]' in warning
+    assert warning.startswith("No own code found in the project (Python files such as "
+                              "lambda/handler.py were left out)")
+    assert "lambda/ is not an importable name: rename the folder (e.g. handlers/)" in warning
     assert code_warnings(tmp_path, config(packages=()), []) == []
+    write(tmp_path, {"scripts/fn.py": "", "1up/job.py": "", "my_job/setup.py": "", "my_job/main.py": ""})
+    [warning] = code_warnings(tmp_path, config(), detect_code(tmp_path, config()))
+    assert '[tool.layer-builder] packages = ["my_job"]' in warning
+
+
+def test_tests_alone_are_no_missing_code(tmp_path):
+    write(tmp_path, {"tests/test_x.py": "", "test_root.py": "", "conftest.py": "", "setup.py": ""})
+    assert code_warnings(tmp_path, config(), detect_code(tmp_path, config())) == []
 
 
 def test_dependencies_only_project_gets_no_warning(tmp_path):
