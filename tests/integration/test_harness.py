@@ -453,3 +453,32 @@ def test_tmp_survives_a_reset_as_in_lambda(tmp_path: Path) -> None:
     assert crashed.error_type == "Runtime.ExitError"
     assert after.ok and after.cold_start and after.payload == {"before": True}
     assert function.resets >= 1
+
+
+@needs_root
+def test_the_reset_kills_processes_that_keep_forking(tmp_path: Path) -> None:
+    code = write_function(tmp_path / "forker", """
+        import os, time
+
+        def handler(event, context):
+            if os.fork() == 0:
+                os.setsid()
+                while True:  # every child forks again: a scan-then-kill loop would chase them
+                    try:
+                        if os.fork() == 0:
+                            time.sleep(0.01)
+                            continue
+                    except OSError:  # Lambda's 1,024 processes
+                        time.sleep(0.01)
+                    os._exit(0)
+            time.sleep(0.5)
+            os._exit(0)  # the runtime ends: Lambda resets the environment
+    """)
+    with LocalLambda(code, function_name="forker", timeout_s=10) as function:
+        result = function.invoke({})
+        wait_until(lambda: function.resets >= 1)
+        left = function.user.processes() if function.user else []
+        runtime = function.pid
+
+    assert result.error_type == "Runtime.ExitError"
+    assert left in ([], [runtime])  # only the next runtime process, if it is up already
