@@ -43,8 +43,9 @@ from ..target import Target
 CHECKS_PREFIX = "checks/"
 #: How long the check function's pre-signed URLs stay valid (it has nothing else).
 URL_EXPIRY_S = 3600
-#: On top of the action's own timeout: a cold start (init is capped at 10 s) and the transfers.
-INVOKE_OVERHEAD_S = 60.0
+#: Of the time left, what the function does not get for the action itself: its cold start (init
+#: is capped at 10 s) and the transfers (at most a quarter of the time left).
+INVOKE_OVERHEAD_S = 30.0
 #: Without a deadline: the longest a Lambda invocation can take.
 DEFAULT_TIMEOUT_S = 900.0
 #: Largest result the builder accepts (a zip of bytecode, a wheel).
@@ -173,8 +174,11 @@ class _Exchange:
     def __init__(self, sandbox: LambdaSandbox, function: str, prefix: str, scratch: Path,
                  timeout: float | None) -> None:
         self.sandbox, self.function, self.prefix, self.scratch = sandbox, function, prefix, scratch
-        self.timeout = DEFAULT_TIMEOUT_S if timeout is None else max(float(timeout), 0.001)
-        self.deadline = time.monotonic() + self.timeout + sandbox.invoke_overhead_s
+        left = DEFAULT_TIMEOUT_S if timeout is None else max(float(timeout), 0.001)
+        #: The whole exchange ends by the build's deadline; the action gets what is left of it
+        #: after the overhead, and says so in its event.
+        self.deadline = time.monotonic() + left
+        self.timeout = left - min(sandbox.invoke_overhead_s, left / 4)
 
     def _aws(self, action: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         try:

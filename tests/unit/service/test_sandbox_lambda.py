@@ -54,6 +54,8 @@ FAKE = """
         if mode == "pass":
             return {"ok": True, "startup": ["pass/__init__.py"], "ran_on": "fake",
                     "warnings": ["w"], "message": ""}
+        if mode == "echo_timeout":
+            return {"ok": True, "message": str(event["timeout"])}
         if mode == "fail":
             return {"ok": False, "message": "pass/__init__.py imports nothing_here"}
         if mode == "garbage":
@@ -140,7 +142,7 @@ def session(aws: LocalAws) -> Any:
 def sandbox(aws: LocalAws, lambdas: LocalLambdaService, session: Any) -> LambdaSandbox:
     s3 = session.client("s3", endpoint_url=aws.endpoint_url)
     return LambdaSandbox(s3, BUCKET, {target_key(TARGET): FUNCTION}, session=session,
-                         lambda_endpoint_url=lambdas.endpoint_url, invoke_overhead_s=2)
+                         lambda_endpoint_url=lambdas.endpoint_url, invoke_overhead_s=1)
 
 
 @pytest.fixture
@@ -198,11 +200,18 @@ def test_a_check_function_that_does_not_answer_in_time_is_a_sandbox_error(
     sandbox: LambdaSandbox, layer: Path, lambdas: LocalLambdaService,
 ) -> None:
     with pytest.raises(SandboxError, match="timeout|in time"):
-        sandbox.check(layer, CheckSpec(own=("sleep",)), TARGET, timeout=1)
+        sandbox.check(layer, CheckSpec(own=("sleep",)), TARGET, timeout=2)
     deadline = time.monotonic() + 30
     while lambdas.stats(FUNCTION).running:  # the next test needs the environment
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_the_action_gets_the_time_left_minus_the_invocations_overhead(
+    sandbox: LambdaSandbox, layer: Path,
+) -> None:
+    verdict = sandbox.check(layer, CheckSpec(own=("echo_timeout",)), TARGET, timeout=20)
+    assert float(verdict.message) == 19  # overhead 1 s: the whole call ends by the deadline
 
 
 def test_an_error_of_the_build_keeps_its_kind(sandbox: LambdaSandbox, layer: Path) -> None:
