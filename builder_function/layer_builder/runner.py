@@ -523,17 +523,20 @@ def _sdist_name(sdist: Path) -> str:
 
 
 def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | None,
-                      environ: Mapping[str, str] | None = None) -> Path:
+                      environ: Mapping[str, str] | None = None, name: str = "",
+                      version: str = "") -> Path:
     """A wheel for this machine from an operator-allowed, hash-verified sdist, built with uv.
 
     Build isolation, the installer's default index for build requirements and no index token
     (only PATH, locale, CA bundle and proxies pass from `environ`), a private HOME and uv cache,
     and the reaper. A failed build is SourceBuildError (permanent) carrying the whole log.
+    `name` and `version` name the package in messages when the file is not named after it (a
+    cache stores files by their sha256).
     """
     from .install import find_uv  # lazily: install imports check, which imports us
 
     uv = find_uv()
-    what = _sdist_name(Path(sdist))
+    what = f"{name} {version}".strip() or _sdist_name(Path(sdist))
     if uv is None:
         raise ConfigurationError(f"Building {what} from source needs uv, which is not installed "
                                  "with this builder.")

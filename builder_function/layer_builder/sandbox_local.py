@@ -93,7 +93,7 @@ class LocalSandbox:
                 f"Building {name} {version} from source here makes {os.uname().machine} binaries, "
                 f"not {target.machine}: build on {target.machine}.")
         wheel = runner.build_sdist_wheel(sdist, self._python(target), dest, timeout=timeout,
-                                         environ=self.environ)
+                                         environ=self.environ, name=name, version=version)
         built = wheel.name.split("-")
         if len(built) < 2 or built[0].lower() != name.replace("-", "_").lower() or built[1] != version:
             wheel.unlink(missing_ok=True)

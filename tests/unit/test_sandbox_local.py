@@ -190,6 +190,15 @@ def test_build_sdist_refuses_a_wheel_of_another_name(tmp_path):
     assert list((tmp_path / "wheels").iterdir()) == []
 
 
+@pytest.mark.network
+def test_a_failed_build_names_the_package_even_when_the_file_is_named_by_its_hash(tmp_path):
+    broken = dict(PURE, **{"setup.py": "raise SystemExit('error: this package does not build')\n"})
+    stored = tmp_path / "0123abcd.tar.gz"  # as a cache stores it
+    sdist(tmp_path, "tinypure", "1.0", broken).rename(stored)
+    with pytest.raises(SourceBuildError, match=r"^Building tinypure 1\.0 from source failed: .*this package does not build"):
+        LocalSandbox().build_sdist(stored, "tinypure", "1.0", TARGET, tmp_path / "wheels", timeout=300)
+
+
 def test_build_sdist_for_another_machine_is_refused_before_running_anything(tmp_path):
     with pytest.raises(ConfigurationError, match="build on"):
         LocalSandbox().build_sdist(tmp_path / "x-1.0.tar.gz", "x", "1.0", Target("python3.13", OTHER_ARCH),
