@@ -1,71 +1,108 @@
 # Every target does its own set-up: `make demo` and `make test` work on a fresh clone.
+# `make help` lists the targets: a target is listed by the `## ` comment on its line.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# Python 3.13 matches the Lambda runtime: PATH first, then pyenv, then whatever python3 is.
-PYTHON313 := $(shell for p in $$(command -v python3.13) $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV); do "$$p" -c "" 2>/dev/null && { echo "$$p"; break; }; done)
-PYTHON ?= $(if $(PYTHON313),$(PYTHON313),python3)
+# Python 3.13 matches the Lambda runtime: PATH, then pyenv, else `uv python install 3.13`
+# (tools/python313.sh says what it does). Evaluated once, and only by targets that need it.
+PYTHON313 = $(eval PYTHON313 := $(shell tools/python313.sh))$(PYTHON313)
+PYTHON ?= $(PYTHON313)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+BUILD_DIR := .aws-sam/build
+# make local-invoke FUNCTION=EmrTriggerFunction EVENT=events/emr-direct.json LAYER=layer.zip
+FUNCTION ?= EmrTriggerFunction
+EVENT ?= events/emr-direct.json
+LAYER ?=
+UPLOAD ?=
+ENV_VARS ?= events/env.json
+# make local-aws LOCAL_AWS_HOST=0.0.0.0 lets containers (sam local invoke) reach it.
+LOCAL_AWS_PORT ?= 5000
+LOCAL_AWS_HOST ?= 127.0.0.1
+# make lint: the engine, the service and the handlers.
+LINT_PATHS := builder_function emr_function $(wildcard check_function)
+HANDLERS := $(wildcard builder_function/*.py emr_function/app.py check_function/app.py)
 
-.PHONY: help need-python313 venv test unit integration lint reliability demo bench sam-build sam-validate clean
+.PHONY: help need-python313 venv test unit integration reliability browser lint demo bench \
+        local-aws build local-invoke env-vars sam-build sam-validate clean
 
-help:
-	@echo "make demo         the whole flow on a local AWS stand-in (moto on loopback)"
-	@echo "make test         unit, integration, template lint and end-to-end tests"
-	@echo "make reliability  hostile input, duplicate events and fault injection, as a table"
-	@echo "make bench        build speed, layer size and cold start against the seed script"
-	@echo "make venv         .venv with the layer-builder CLI at $(BIN)/layer-builder"
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "make %-14s %s\n", $$1, $$2}'
 
 # The tests and the demo run handlers and import layers under the Lambda runtime's Python.
-need-python313:
-	@test -n "$(PYTHON313)" || { echo "Python 3.13 (the Lambda runtime's) was not found on PATH or in pyenv: install it, e.g. 'pyenv install 3.13'." >&2; exit 1; }
+need-python313: ## check for Python 3.13 (installs one with uv when none is found)
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 (the Lambda runtime's) was not found on PATH or in pyenv, and 'uv python install 3.13' failed: install it, e.g. 'pyenv install 3.13'." >&2; exit 1; }
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || { $(MAKE) --no-print-directory need-python313 && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'
 	@touch $@
 
-venv: $(STAMP)
+venv: $(STAMP) ## .venv with the layer-builder CLI at .venv/bin/layer-builder
 
-# The reliability table prints at the end of every run that recorded cases.
-test: venv need-python313
-	$(BIN)/python -m pytest -n auto -p tests.reliability.table $(PYTEST_ARGS)
+# The reliability table prints at the end of every run that recorded cases. `make lint` is not
+# part of it yet: the repository-wide `ruff format` comes first (see README).
+test: venv need-python313 ## unit, integration, browser, reliability and end-to-end tests (CI)
+	PATH="$(dir $(PYTHON313)):$$PATH" $(BIN)/python -m pytest -n auto -p tests.reliability.table $(PYTEST_ARGS)
 
-unit: venv
+unit: venv ## unit tests only
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv
+integration: venv ## integration tests only (real CLI processes, real installs)
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-lint: venv
-	$(BIN)/cfn-lint template.yaml
-
-reliability: venv
+reliability: venv ## hostile input, duplicate events and fault injection, as a table
 	$(BIN)/python -m pytest tests/reliability -p tests.reliability.table $(PYTEST_ARGS)
 
-demo: venv need-python313
-	$(BIN)/python -m tools.demo
+browser: venv ## the HTML report in Debian's chromium (apt-get install -y chromium)
+	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
-bench: venv
+lint: venv ## cfn-lint, ruff (lint and format check) and mypy on the engine, service and handlers
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy builder_function/layer_builder
+	@# Each handler is a module named `app`: one mypy run per file keeps the names apart.
+	@set -e; for f in $(HANDLERS); do echo "$(BIN)/mypy $$f"; \
+		(cd $$(dirname $$f) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml $$(basename $$f)); done
+
+demo: venv need-python313 ## the whole flow on a local AWS stand-in (moto on loopback)
+	PATH="$(dir $(PYTHON313)):$$PATH" $(BIN)/python -m tools.demo
+
+bench: venv ## build speed, layer size and cold start against the seed script
 	$(BIN)/python -m bench.run
 
+local-aws: venv ## the local AWS stand-in alone, template.yaml deployed; prints its endpoint
+	$(BIN)/python -m tools.local_aws --deploy --port $(LOCAL_AWS_PORT) --host $(LOCAL_AWS_HOST)
+
+build: venv need-python313 ## .aws-sam/build/<Function> as `sam build` makes it (aws-lambda-builders)
+	PATH="$(dir $(PYTHON313)):$$PATH" $(BIN)/python -m tools.sam_local build --build-dir $(BUILD_DIR)
+
+# `sam local invoke $(FUNCTION) -e $(EVENT) --env-vars events/env.json`, without Docker.
+local-invoke: venv need-python313 ## run FUNCTION with EVENT from .aws-sam/build, like sam local invoke
+	@test -d $(BUILD_DIR)/$(FUNCTION) || $(MAKE) --no-print-directory build
+	$(BIN)/python -m tools.sam_local invoke $(FUNCTION) -e $(EVENT) -n $(ENV_VARS) \
+		--build-dir $(BUILD_DIR) $(foreach l,$(LAYER),--layer $(l)) $(if $(UPLOAD),--upload $(UPLOAD))
+
+env-vars: venv ## regenerate events/env.json from template.yaml (after changing the template)
+	$(BIN)/python -m tools.sam_local env-vars > $(ENV_VARS)
+
 # SAM CLI is large, so it lives in its own venv and only these targets install it.
-$(SAM): 
+$(SAM):
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install -q aws-sam-cli
 
-# `sam build` without Docker needs a python3.13 on PATH matching the runtime: use pyenv's.
-sam-build: $(SAM)
-	PATH="$(dir $(PYTHON)):$$PATH" $(SAM) build
+sam-build: $(SAM) need-python313 ## sam build (SAM CLI in .venv-sam) with a python3.13 on PATH
+	PATH="$(dir $(PYTHON313)):$$PATH" $(SAM) build
 
-sam-validate: $(SAM)
+sam-validate: $(SAM) ## sam validate --lint
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
 
-clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache out
+clean: ## remove the venvs, build output and caches
+	rm -rf $(VENV) $(SAM_VENV) .venv-uv .aws-sam .pytest_cache out

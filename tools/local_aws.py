@@ -13,11 +13,15 @@ What it changes in the parent process, and nothing else:
 - the "werkzeug" logger is set to WARNING so the server does not log every request.
 The parent's os.environ is never modified; `env()` returns a dict for the caller to pass on.
 
-Standalone: `python -m tools.local_aws` serves until Ctrl-C and prints the variables to export.
+Standalone (`make local-aws`): `python -m tools.local_aws [--port 5000] [--host 127.0.0.1]
+[--deploy]` serves until Ctrl-C, prints its endpoint and the variables to export, and with
+--deploy first deploys template.yaml as stack `layer-builder` (tools/stack.py) with moto's
+random generator seeded, so the generated names are the ones events/env.json holds.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -36,6 +40,11 @@ DEFAULT_REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 FAKE_CREDENTIAL = "testing"
 LOOPBACK = "127.0.0.1"
+#: `make local-aws` listens here by default (moto_server's own default port).
+DEFAULT_PORT = 5000
+#: Seeds moto's random generator before a deployment whose generated names must be stable
+#: (events/env.json names them).
+NAME_SEED = 12
 
 
 class LocalAwsError(RuntimeError):
@@ -45,9 +54,10 @@ class LocalAwsError(RuntimeError):
 class LocalAws:
     """Moto server on 127.0.0.1; use as a context manager or call start()/stop()."""
 
-    def __init__(self, region: str = DEFAULT_REGION, port: int = 0) -> None:
+    def __init__(self, region: str = DEFAULT_REGION, port: int = 0, host: str = LOOPBACK) -> None:
         self.region = region
         self._port = port  # 0 = let the OS pick a free port
+        self._host = host
         self._server: Any = None  # moto.server.ThreadedMotoServer once started
         self._endpoint_url: str | None = None
 
@@ -59,11 +69,12 @@ class LocalAws:
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        server = ThreadedMotoServer(ip_address=LOOPBACK, port=self._port, verbose=False)
+        server = ThreadedMotoServer(ip_address=self._host, port=self._port, verbose=False)
         server.start()
         host, port = server.get_host_and_port()
         self._server = server
-        self._endpoint_url = f"http://{host}:{port}"
+        # Listening on every interface (for containers) is still reached here through loopback.
+        self._endpoint_url = f"http://{LOOPBACK if host == '0.0.0.0' else host}:{port}"
         self.reset()  # resources left by an earlier LocalAws or mock_aws in this process
         return self
 
@@ -137,20 +148,44 @@ class LocalAws:
 
     def reset(self) -> None:
         """Forget every resource (moto's /moto-api/reset), e.g. between tests sharing a server."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
+        self._post("/moto-api/reset")
+
+    def seed(self, value: int = NAME_SEED) -> None:
+        """Seed moto's random generator (/moto-api/seed): the same calls then generate the same
+        ids and names (e.g. a table CloudFormation names `<stack>-<LogicalId>-<random>`)."""
+        self._post(f"/moto-api/seed?a={value}")
+
+    def _post(self, path: str) -> None:
+        request = urllib.request.Request(f"{self.endpoint_url}{path}", method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
 
-def main() -> int:
-    """Serve until interrupted, printing the environment a shell needs to use it."""
+def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted, printing the endpoint and the environment a shell needs."""
+    parser = argparse.ArgumentParser(prog="python -m tools.local_aws", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument("--host", default=LOOPBACK,
+                        help="address to listen on; 0.0.0.0 lets containers reach it (sam local)")
+    parser.add_argument("--deploy", action="store_true",
+                        help="deploy template.yaml as stack layer-builder (names as in events/env.json)")
+    args = parser.parse_args(argv)
     stop = threading.Event()
     # SIGTERM too: a backgrounded job ignores Ctrl-C's SIGINT.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalAws() as aws:
+    with LocalAws(port=args.port, host=args.host) as aws:
+        if args.deploy:
+            from tools.stack import provision
+
+            aws.seed()
+            stack = provision(aws)
+            for line in stack.deployment.lines():
+                print(f"# {line}", flush=True)
+        print(f"# Local AWS (moto) listening on {aws.endpoint_url}"
+              + (f" (all interfaces: {args.host})" if args.host != LOOPBACK else ""), flush=True)
         for key, value in aws.env().items():
             print(f"export {key}={json.dumps(value)}", flush=True)
-        print(f"# moto listening on {aws.endpoint_url}; Ctrl-C to stop", file=sys.stderr)
+        print("# Ctrl-C to stop", file=sys.stderr, flush=True)
         try:
             stop.wait()
         except KeyboardInterrupt:

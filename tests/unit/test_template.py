@@ -33,6 +33,7 @@ EVERYTHING = {
 }
 PARAMETER_SETS = pytest.mark.parametrize("overrides", [{}, EVERYTHING], ids=["defaults", "all-set"])
 BUILDER_ENV = {
+    "AWS_ENDPOINT_URL",  # empty; declared so `sam local invoke --env-vars` can set it (UX)
     "ARTIFACT_BUCKET",
     "SOURCE_PREFIX",
     "LAYER_NAME_PREFIX",
@@ -416,6 +417,7 @@ def test_builder_environment_is_exactly_the_contract(template, resources):
     assert raw["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     resolver = Resolver(template, overrides={"LayerNamePrefix": "acme-", "Architecture": "arm64"})
     assert resolver.function_environment("BuilderFunction") == {
+        "AWS_ENDPOINT_URL": "",
         "ARTIFACT_BUCKET": f"layer-builder-artifacts-{ACCOUNT}-us-east-1",
         "SOURCE_PREFIX": "incoming/",
         "LAYER_NAME_PREFIX": "acme-",
