@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 import sys
 import time
@@ -116,6 +117,8 @@ def main(argv: list[str]) -> None:
     child = os.fork()
     if child == 0:  # exec resets the handlers above to their defaults
         try:
+            # An import that crashes the interpreter must not leave a core dump behind.
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             os.execv(command[0], command)
         except OSError as exc:
             os.write(2, f"cannot run {command[0]}: {exc}\n".encode())
