@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import uuid
 import zipfile
@@ -383,6 +384,37 @@ def test_allow_env_lets_your_own_variable_through_and_never_shows_it(
     assert token not in run.stdout + run.stderr + report_path.read_text()
     record("project lock source ${TEAM_INDEX_TOKEN} with --allow-env TEAM_INDEX_TOKEN (CLI)",
            "accepted: the index got the credentials; absent from output and report")
+
+
+@pytest.mark.parametrize("where", ["path", "query", "userinfo"])
+def test_index_token_in_any_part_of_the_url_is_never_shown(
+        tmp_path: Path, sandbox: Sandbox, house: House, run_cli: Callable[..., CliRun],
+        monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The CLI registers the index URL it uses: progress, -vv logs, summary, --json, the report,
+    and the installer's own words when the index is down never show the token (issue 9)."""
+    token = f"Tk{uuid.uuid4().hex}"
+    served = tmp_path / "served"
+    shutil.copytree(house.simple, served / token / "simple")
+    shutil.copytree(house.simple, served / "simple")
+    project = pure_project(tmp_path / "project", house)
+    report_path = sandbox.out / "report.json"
+    auth = {"user": "u", "password": token} if where == "userinfo" else {}
+    with IndexServer(served, **auth) as index:
+        base = index.url().removesuffix("/simple")
+        url = {"path": f"{base}/{token}/simple", "query": f"{base}/simple?token={token}",
+               "userinfo": index.url()}[where]
+        monkeypatch.setenv("PIP_INDEX_URL", url)
+        run = run_cli(project.root, "-vv", "--json", "--report", str(report_path))
+        assert run.code == 0, run.stderr
+    # The same index, gone: the installer's message quotes the URL it could not reach.
+    down = run_cli(project.root, "--no-cache")
+    assert down.code == 1, down.stderr
+    assert "127.0.0.1" in down.stderr  # the URL is shown, masked
+    everything = run.stdout + run.stderr + report_path.read_text() + down.stdout + down.stderr
+    assert token not in everything
+    said = " ".join(line.strip() for line in down.stderr.splitlines() if "127.0.0.1" in line)
+    record(f"index token in the URL's {where}: CLI with -vv, --json, --report, index down",
+           f"leaked nothing: {said}")
 
 
 # ---------------------------------------------------------------- the builder service

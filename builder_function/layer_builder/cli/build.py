@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from packaging.utils import canonicalize_name
 from ..lock import IndexPolicy
 from ..pipeline import BuildRequest, build
 from ..project import directory_name
-from ..redact import register_secret
+from ..redact import redact, redact_data, register_secret
 from ..target import ARCH_MACHINE, DEFAULT_ARCH, DEFAULT_RUNTIME, RUNTIME_GLIBC, Target
 from ..unpack import strip_archive_suffix
 from .common import EXIT_OK, default_cache_dir, verbosity
@@ -100,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
         result = build(request, progress)
     finally:
         progress.done()
+    report = redact_data(result.report.to_dict())  # no index secret in what the build says
     if args.report:
-        write_reports(args.report, result.report.to_dict(), output)
+        write_reports(args.report, report, output)
     if args.json:
-        print(result.report.to_json())
+        print(json.dumps(report, indent=2))  # as BuildReport.to_json()
     elif level > -2:
-        print(summary(result.report, output, level))
+        print(redact(summary(result.report, output, level)))
     return EXIT_OK

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..report import BuildReport, human
 from ..limits import MAX_UNZIPPED_BYTES
+from ..redact import RedactingFilter, redact
+from ..report import BuildReport, human
 
 #: Piped output repeats a running step's counters at most this often (seconds); -v: every second.
 PIPED_INTERVAL = 5.0
@@ -53,6 +54,7 @@ class Progress:
                  unit: str = "") -> None:
         if self.level < 0:
             return
+        message = redact(message)  # e.g. "Installing from <index URL>"
         now = time.perf_counter()
         counter = _counter(done, total, unit)
         finished = done is not None and total is not None and done >= total
@@ -87,6 +89,8 @@ def configure_logging(level: int) -> None:
     if level > 0:
         logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s",
                             level=logging.INFO if level == 1 else logging.DEBUG)
+        for handler in logging.getLogger().handlers:  # index secrets never reach the terminal
+            handler.addFilter(RedactingFilter())
 
 
 # -------------------------------------------------------------------------------- charts
