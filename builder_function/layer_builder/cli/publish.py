@@ -20,7 +20,6 @@ from .. import limits, project, unpack
 from ..errors import InputError
 from ..pipeline import build
 from ..report import human
-from ..service.aws import SsmPointer
 from ..service.lifecycle import (assign_consumers, check_attach, consumers_of, repoint,
                                  require_function)
 from ..service.publish import layer_key, publish
@@ -132,6 +131,10 @@ def _publish(args, aws, target: Target, output: Path, report, consumers) -> dict
                         unzipped=report.unzipped_bytes, subscribed=True) for f in consumers]
     pointer = None
     if args.ssm_prefix:
+        # Imported here, as awsargs.adapters does: the AWS side (boto3, Powertools) is needed by
+        # the AWS commands only, so `layer-builder build` runs without it (uv tool install .).
+        from ..service.aws import SsmPointer
+
         ssm = SsmPointer(aws.ssm, args.ssm_prefix.rstrip("/"))
         if ssm.get(report.layer_name) != published.version_arn:
             ssm.put(report.layer_name, published.version_arn)
