@@ -28,7 +28,7 @@ from tools.stack import EVENTS, LocalStack, provision
 
 EXAMPLE = ROOT / "examples" / "emr-launcher"
 #: What the builder function ships (builder_function/requirements.txt), besides the runtime's boto3.
-BUILDER_PACKAGES = ("plette", "packaging", "uv", "aws-lambda-powertools", "pydantic", "aws-xray-sdk")
+BUILDER_PACKAGES = ("plette", "packaging", "requests", "uv", "aws-lambda-powertools", "pydantic", "aws-xray-sdk")
 EMR_PACKAGES = ("aws-lambda-powertools", "pydantic", "aws-xray-sdk")
 _SKIP = {".venv", "__pycache__", ".pytest_cache"}
 

@@ -7,26 +7,27 @@ the embedded source paths are rewritten to /opt/python so builds do not depend o
 
 from __future__ import annotations
 
+import contextlib
 import glob
-import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import tempfile
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import limits
-from .runner import out_of_time, run_bounded  # moved to runner.py; callers still import them here
+from .runner import out_of_time, run_bounded  # noqa: F401  (callers import them here)
 from .target import Target
 
 LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
 #: compileall's worker pool starts a forkserver (~0.7 s here); below this many sources one
 #: process is faster (measured: 77 botocore modules 1.8 s alone vs 2.3 s pooled on 2 cores).
 PARALLEL_MIN_SOURCES = 200
-#: The start-up probe only ranks bytecode near the size limit: never let it take longer than this.
-PROBE_TIMEOUT = 300.0
 
 
 def _version_of(python: str) -> tuple[int, int] | None:
@@ -63,125 +64,84 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
     return None
 
 
-def compile_tree(python: str, tree: Path, jobs: int = 0, only: list[Path] | None = None,
-                 timeout: float | None = None) -> list[str]:
-    """Compile every .py under tree (or only the given files); returns files that failed.
-
-    Raises OutOfTimeError when it takes longer than `timeout` seconds (None: no limit).
-    """
-    if jobs == 0:
-        sources = len(only) if only is not None else sum(1 for _ in tree.rglob("*.py"))
-        jobs = 0 if sources >= PARALLEL_MIN_SOURCES else 1
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
-           "SOURCE_DATE_EPOCH": "315532800"}
-    cmd = [python, "-I", "-m", "compileall", "-q", "-j", str(jobs),
-           "--invalidation-mode", "unchecked-hash", "-s", str(tree), "-p", LAYER_PATH]
-    if only is not None and not only:
-        return []
+#: Run in the target's interpreter: compile each file listed in argv[4] (relative to argv[1]) into
+#: argv[2] at its __pycache__ path, unchecked-hash, with the source path it has under /opt/python.
+_COMPILER = """
+import importlib.util, json, os, py_compile, sys
+root, out, layer, listing = sys.argv[1:5]
+failed = []
+for rel in open(listing, encoding="utf-8").read().splitlines():
+    cfile = os.path.join(out, importlib.util.cache_from_source(rel))
     try:
-        if only is None:
-            done = run_bounded([*cmd, str(tree)], env=env, timeout=timeout)
-        else:
-            done = run_bounded([*cmd, "-i", "-"], env=env, timeout=timeout,
-                               input="".join(f"{p}\n" for p in only))
-    except subprocess.TimeoutExpired:
-        raise out_of_time("Compiling bytecode") from None
-    if done.returncode == 0:
-        return []
-    # compileall prints "*** Error compiling '<file>'..." for sources the target cannot parse
-    # (e.g. Python 2 files shipped as data); those modules are not importable anyway.
-    return [line.split("'")[1] for line in done.stdout.splitlines()
-            if line.startswith("*** Error compiling") and "'" in line]
-
-
-_STARTUP_PROBE = """
-import importlib, json, sys
-tree = sys.argv[1]
-sys.path.insert(0, tree)
-for name in sys.argv[2:]:
-    try:
-        importlib.import_module(name)
-    except BaseException:
-        pass
-print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values())
-                         if getattr(m, "__file__", None) and m.__file__.startswith(tree)})))
+        py_compile.compile(os.path.join(root, rel), cfile=cfile, dfile=layer + "/" + rel,
+                           doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError, OSError):
+        failed.append(rel)
+print(json.dumps(failed))
 """
 
 
-def importable_names(tree: Path) -> list[str]:
-    """Public top-level packages and modules of an installed tree: what a function imports."""
-    names = []
-    for entry in sorted(tree.iterdir()):
-        if entry.name.startswith(("_", ".")) or entry.name.endswith((".dist-info", ".libs")):
-            continue
-        if entry.is_dir() and (entry / "__init__.py").is_file():
-            names.append(entry.name)
-        elif entry.suffix == ".py":
-            names.append(entry.stem)
-    return names
+def compile_sources(python: str, root: Path, files: list[str], *,
+                    timeout: float | None = None) -> dict[str, bytes]:
+    """Bytecode for `files` (paths relative to root, the layer's python/ dir) from `python`.
 
-
-def startup_sources(python: str, tree: Path, timeout: float | None = None) -> set[Path] | None:
-    """Sources the target interpreter loads when each public top-level name is imported.
-
-    None when the probe fails or needs more than PROBE_TIMEOUT: ranking then falls back to the
-    shallowest modules. `timeout` is the build's time left (None: no deadline); running out of
-    that raises OutOfTimeError instead, since nothing after the probe could finish either.
+    Returns `pkg/__pycache__/mod.cpython-3X.pyc` → bytes: `unchecked-hash`, so they stay valid
+    in a zip that normalises timestamps, and naming /opt/python/<file> as their source. Files the
+    target cannot compile (e.g. Python 2 sources shipped as data) are left out. Two processes
+    share a long list. Raises OutOfTimeError after `timeout` seconds (None: no limit).
     """
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
-    tree = tree.resolve()
-    limit = PROBE_TIMEOUT if timeout is None else min(timeout, PROBE_TIMEOUT)
-    try:
-        done = run_bounded([python, "-S", "-I", "-c", _STARTUP_PROBE, str(tree), *importable_names(tree)],
-                           env=env, timeout=limit)
-        return {Path(p) for p in json.loads(done.stdout.strip().splitlines()[-1])}
-    except subprocess.TimeoutExpired:
-        if timeout is not None and timeout <= PROBE_TIMEOUT:
-            raise out_of_time("The start-up import probe") from None
-        return None
-    except (ValueError, IndexError, OSError):
-        return None
+    if not files:
+        return {}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
+           "SOURCE_DATE_EPOCH": "315532800"}
+    with tempfile.TemporaryDirectory(prefix="pyc-") as tmp:
+        out = os.path.join(tmp, "out")
+        groups = [files] if len(files) < PARALLEL_MIN_SOURCES else [files[0::2], files[1::2]]
+        procs = []
+        try:
+            for number, group in enumerate(groups):
+                listing = Path(tmp, f"files-{number}.txt")
+                listing.write_text("".join(f"{f}\n" for f in group), encoding="utf-8")
+                procs.append(subprocess.Popen(
+                    [python, "-I", "-S", "-c", _COMPILER, str(root), out, LAYER_PATH, str(listing)],
+                    env=env, text=True, start_new_session=True, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for proc in procs:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                proc.communicate(timeout=left)
+        except subprocess.TimeoutExpired:
+            raise out_of_time("Compiling bytecode") from None
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        result = {}
+        for dirpath, _, names in os.walk(out):
+            for name in names:
+                path = Path(dirpath, name)
+                result[path.relative_to(out).as_posix()] = path.read_bytes()
+        return result
 
 
-def _pyc_source(pyc: Path) -> Path:
-    """pkg/__pycache__/mod.cpython-313.pyc → pkg/mod.py"""
-    return pyc.parent.parent / f"{pyc.name.split('.')[0]}.py"
+def pyc_name(source: str, python_version: str) -> str:
+    """`pkg/mod.py` → `pkg/__pycache__/mod.cpython-313.pyc` for the target's version."""
+    folder, _, name = source.rpartition("/")
+    tag = f"cpython-{python_version.replace('.', '')}"
+    pyc = f"__pycache__/{name[:-3]}.{tag}.pyc"
+    return f"{folder}/{pyc}" if folder else pyc
 
 
-def fit_budget(tree: Path, budget: int, limit: int,
-               find_startup: Callable[[], set[Path] | None]) -> dict[str, int | str]:
-    """Keep bytecode within `budget` bytes for the whole tree (`limit` if the tree without
-    bytecode leaves no room below the budget), start-up modules first.
+def pyc_source(pyc: str) -> str:
+    """`pkg/__pycache__/mod.cpython-313.pyc` → `pkg/mod.py`"""
+    folder, _, name = pyc.rpartition("/")
+    parent = folder.rpartition("/")[0] if folder.endswith("__pycache__") else folder
+    module = f"{name.split('.')[0]}.py"
+    return f"{parent}/{module}" if parent else module
 
-    Bytecode makes cold starts several times faster but adds about a fifth to a layer. When all
-    of it fits, all of it stays. Otherwise the modules the packages load at import time keep
-    theirs first, then the shallowest other modules while room is left.
-    """
-    tree = tree.resolve()
-    sizes = {p: p.stat().st_size for p in tree.rglob("*") if p.is_file()}
-    pycs = sorted(p for p in sizes if p.suffix == ".pyc" and p.parent.name == "__pycache__")
-    total, pyc_total = sum(sizes.values()), sum(sizes[p] for p in pycs)
-    if total <= budget:
-        return {"choice": "all", "kept": len(pycs), "dropped": 0, "dropped_bytes": 0}
-    if total - pyc_total > budget:
-        # Without bytecode the tree already eats the headroom: use what is left below the limit.
-        budget = limit
-    if total - pyc_total > budget:  # over even without bytecode: the size gate refuses it
-        return {"choice": "all", "kept": len(pycs), "dropped": 0, "dropped_bytes": 0}
-    room = budget - (total - pyc_total)
-    startup = find_startup()
-    first = [p for p in pycs if startup is not None and _pyc_source(p) in startup]
-    chosen = set(first)
-    rest = sorted((p for p in pycs if p not in chosen),
-                  key=lambda p: (len(p.relative_to(tree).parts), p.as_posix()))
-    kept = dropped = dropped_bytes = 0
-    for pyc in [*first, *rest]:
-        if sizes[pyc] <= room:
-            room -= sizes[pyc]
-            kept += 1
-        else:
-            pyc.unlink()
-            dropped += 1
-            dropped_bytes += sizes[pyc]
-    choice = "start-up modules first" if startup is not None else "shallowest modules first"
-    return {"choice": choice, "kept": kept, "dropped": dropped, "dropped_bytes": dropped_bytes}
+
+def rank(sources: list[str], startup: set[str]) -> list[str]:
+    """Start-up sources first, then the shallowest: the order bytecode is kept in."""
+    return sorted(sources, key=lambda s: (s not in startup, s.count("/"), s))

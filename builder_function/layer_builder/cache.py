@@ -1,260 +1,280 @@
-"""Dependency cache: the installed, slimmed, compiled and deflated dependencies of one lock.
+"""The build cache: wheels by their sha256, and what was derived from each wheel, signed.
 
-Keyed by everything that decides those bytes: the locked requirements with their hashes and
-indexes, the target, the slimming and bytecode settings, and the builder's version. A rebuild
-after a change to the project's own code copies the cached members into the new zip without
-installing, compiling or compressing anything again.
+A layer is made of wheels, and most locks share most wheels (numpy is numpy, in any team's
+lock), so the cache is per wheel, not per lock: a lock that differs by one pin pays for one
+wheel. Two kinds of entries:
 
-An entry is a directory `<key>/` with `deps.zip`, `meta.json` and, when kept, the installed
-`tree/` (needed by the import check; re-extracted from deps.zip when missing). Work in progress
-lives in `.staging-*` (a build) and `.fetch-*` (a download) directories next to the entries.
+- `wheels/<sha256>.whl`: content-addressed; the sha256 is checked again on every use, so a
+  wheel can come from anywhere (this machine, the shared S3 level) and still not be trusted.
+- `derived/<name>`: what the builder computed from wheels (a wheel's member plan, its bytecode
+  for one Python, the file chosen for a requirement). These cannot be re-checked from their
+  content, so each carries an HMAC-SHA256 over its name and bytes made with the builder's key
+  (`BuildRequest.signing_key`; nothing a build runs has it). A bad MAC is a miss and a warning.
+
+The remote level (the Lambda's artifact bucket, shared between containers) is a store of
+generic blobs under the same names. Eviction is least-recently-used (a use touches the file)
+down to a byte budget.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
+import hmac
 import os
+import secrets
 import shutil
 import time
 import uuid
-import zipfile
-import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from . import __version__, limits
-from .lock import LockedProject
-from .project import ProjectConfig
-from .target import Target
-
-DEPS_ZIP = "deps.zip"
-META = "meta.json"
-TREE = "tree"
-STAGING_PREFIX = ".staging-"
-FETCH_PREFIX = ".fetch-"
-#: Older work-in-progress directories belong to a build that was killed (Lambda's limit is 15 min).
+WHEELS = "wheels"
+DERIVED = "derived"
+KEY_FILE = "signing.key"
+KEY_BYTES = 32
+_MAGIC = b"LB1 "
+#: Work in progress older than this belongs to a build that was killed (Lambda's limit is 15 min).
 STALE_AFTER_S = 3600
-#: What the pipeline reads from meta.json, by type: an entry without them cannot be used.
-META_FIELDS: dict[str, type] = {
-    "sha256": dict, "owners": dict, "warnings": list, "built_from_source": list, "slimmed": list,
-    "bytecode_failed": list, "installer": str, "binaries_checked": int,
-}
-
-
-def cache_key(locked: LockedProject, target: Target, config: ProjectConfig,
-              interpreter: str | None, allow_sdist: frozenset[str], *,
-              host_machine: str | None = None) -> str:
-    """`host_machine` (default: this one) decides whether the start-up probe can run, and so
-    which .pyc survive near the size limit: builds on other machines must not share entries."""
-    host_machine = os.uname().machine if host_machine is None else host_machine
-    material = {
-        "builder": __version__,
-        "requirements": [[r.name, r.version, list(r.hashes), r.index] for r in locked.requirements],
-        "target": [target.runtime, target.arch, target.uv_platform],
-        "slim": [config.slim, list(config.slim_exclude)],
-        "bytecode": [config.bytecode, bool(interpreter)],
-        "startup_probe": bool(interpreter) and target.machine == host_machine,
-        "sdist": sorted(allow_sdist),
-        # what else decides the cached bytes
-        "zip_level": limits.ZIP_COMPRESS_LEVEL,
-        "budget": [limits.MAX_UNZIPPED_BYTES, limits.BYTECODE_BUDGET_RESERVE, limits.OWN_CODE_MIN_RESERVE],
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class CachedDeps:
-    path: Path
-
-    @property
-    def zip_path(self) -> Path:
-        return self.path / DEPS_ZIP
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return json.loads((self.path / META).read_text(encoding="utf-8"))
-
-    def tree(self) -> Path:
-        """The installed tree, extracted again from deps.zip when it was not kept."""
-        tree = self.path / TREE
-        if not tree.is_dir():
-            staging = self.path / f".{TREE}-{uuid.uuid4().hex}"
-            with zipfile.ZipFile(self.zip_path) as zf:
-                zf.extractall(staging)
-            try:
-                os.replace(staging / "python", tree)
-            except OSError:  # another build extracted it first
-                pass
-            shutil.rmtree(staging, ignore_errors=True)
-        return tree
+PARTIAL = ".part"
 
 
 class RemoteCache(Protocol):
-    """A second level shared between machines (the builder Lambda's artifact bucket)."""
+    """A second level shared between machines: generic blobs by name."""
 
-    def fetch(self, key: str, dest: Path) -> bool:
-        """Download deps.zip and meta.json of `key` into dest; False when absent."""
+    def fetch(self, name: str, dest: Path) -> bool:
+        """Download blob `name` to the file dest; False when absent."""
 
-    def push(self, key: str, source: Path) -> None:
-        """Upload deps.zip and meta.json from source."""
+    def push(self, name: str, path: Path) -> None:
+        """Upload the file at path as blob `name`."""
 
 
-class DependencyCache:
-    """A directory of entries; None as root means no cache (entries live in the work dir)."""
+def load_or_create_key(cache_dir: Path) -> bytes:
+    """The CLI's signing key: a 0600 file in its cache dir, made on first use."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(KEY_BYTES))
+    stat = path.lstat()
+    if path.is_symlink() or stat.st_mode & 0o077 or stat.st_uid != os.getuid():
+        raise PermissionError(f"{path} must be a file of this user with mode 0600.")
+    key = path.read_bytes()
+    if len(key) < KEY_BYTES:  # a concurrent first use is still writing it
+        time.sleep(0.1)
+        key = path.read_bytes()
+    return key
 
-    def __init__(self, root: Path | None, remote: RemoteCache | None = None) -> None:
-        self.root = root
-        self.remote = remote if root is not None else None
-        #: Why entries fetched from the remote were not used (for the build's warnings).
-        self.rejected: list[str] = []
 
-    def lookup(self, key: str) -> CachedDeps | None:
-        if self.root is None:
-            return None
-        path = self.root / key
-        if (path / DEPS_ZIP).is_file() and (path / META).is_file():
-            os.utime(path / META)  # recently used: evicted last
-            return CachedDeps(path)
-        if self.remote is not None:
-            staging = self.root / f"{FETCH_PREFIX}{uuid.uuid4().hex}"
-            staging.mkdir(parents=True)
-            try:
-                if self.remote.fetch(key, staging):
-                    # Another machine wrote it, through a bucket: check before trusting the bytes.
-                    problem = verify_entry(staging)
-                    if problem is not None:
-                        self.rejected.append(f"The shared cache entry {key[:12]} was not used ({problem}): "
-                                             "the dependencies were built again.")
-                        return None
-                    try:
-                        os.replace(staging, path)
-                    except OSError:  # fetched concurrently
-                        pass
-                    if (path / META).is_file():
-                        return CachedDeps(path)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mac(key: bytes, name: str, payload: bytes) -> bytes:
+    return hmac.new(key, name.encode() + b"\0" + payload, hashlib.sha256).hexdigest().encode()
+
+
+def sign(key: bytes, name: str, payload: bytes) -> bytes:
+    return _MAGIC + _mac(key, name, payload) + b"\n" + payload
+
+
+def unsign(key: bytes, name: str, blob: bytes) -> bytes | None:
+    """The payload when the MAC over (name, payload) is right, else None."""
+    head, _, payload = blob.partition(b"\n")
+    if not head.startswith(_MAGIC) or not hmac.compare_digest(head[len(_MAGIC):], _mac(key, name, payload)):
+        return None
+    return payload
+
+
+class BuildCache:
+    """The cache of one build. `root` None: a private directory the build removes (no reuse)."""
+
+    def __init__(self, root: Path | None, key: bytes | None, remote: RemoteCache | None = None,
+                 *, scratch: Path | None = None) -> None:
+        self.persistent = root is not None
+        self.root = root if root is not None else Path(scratch or "/tmp") / f"cache-{uuid.uuid4().hex}"
+        self.key = key
+        self.remote = remote if self.persistent else None
+        self.warnings: list[str] = []
+        self.hits = {"wheels": 0, "derived": 0}
+        self.misses = {"wheels": 0, "derived": 0}
+        (self.root / WHEELS).mkdir(parents=True, exist_ok=True)
+        (self.root / DERIVED).mkdir(parents=True, exist_ok=True)
+
+    # --- wheels ---------------------------------------------------------------------------
+
+    def wheel_path(self, sha256: str, suffix: str = ".whl") -> Path:
+        return self.root / WHEELS / f"{sha256}{suffix}"
+
+    def wheel(self, sha256: str, suffix: str = ".whl") -> Path | None:
+        """The verified file with this sha256, from this machine or the remote level."""
+        path = self.wheel_path(sha256, suffix)
+        if path.is_file() and not path.is_symlink():
+            if sha256_file(path) == sha256:
+                _touch(path)
+                self.hits["wheels"] += 1
+                return path
+            path.unlink(missing_ok=True)
+            self.warnings.append(f"The cached file {sha256[:12]}… did not match its sha256 and was "
+                                 "downloaded again.")
+        if self.remote is not None and self._fetch_remote(f"{WHEELS}/{path.name}", path,
+                                                          lambda p: sha256_file(p) == sha256):
+            self.hits["wheels"] += 1
+            return path
+        self.misses["wheels"] += 1
         return None
 
-    def evict(self, max_bytes: int, now: float | None = None) -> list[str]:
-        """Drop what killed builds left behind, then least recently used entries (uv's download
-        cache first) until the cache is within max_bytes. Returns the names removed."""
-        if self.root is None or not self.root.is_dir():
-            return []
-        now = time.time() if now is None else now
-        removed: list[str] = []
-        sizes: dict[Path, int] = {}
-        for path in self.root.iterdir():
-            if path.is_symlink() or not path.is_dir():
-                sizes[path] = _lstat_size(path)
-                continue
-            size, newest = _walk(path)  # the only walk of this directory
-            if path.name.startswith((STAGING_PREFIX, FETCH_PREFIX)) and now - newest > STALE_AFTER_S:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path.name)
-            else:
-                sizes[path] = size
-        # meta.json's mtime is the entry's last use (lookup touches it)
-        entries = [p for _, p in sorted((_lstat_mtime(p / META), p) for p in sizes if (p / META).is_file())]
-        uv = self.root / "uv"
-        candidates = ([uv] if uv in sizes and not uv.is_symlink() and uv.is_dir() else []) + entries
-        total = sum(sizes.values())
-        for victim in candidates:
-            if total <= max_bytes:
-                break
-            shutil.rmtree(victim, ignore_errors=True)
-            total -= sizes[victim]
-            removed.append(victim.name)
-        return removed
-
-    def store(self, key: str, staging: Path, meta: dict[str, Any]) -> CachedDeps:
-        """Move a finished staging dir (deps.zip + tree/) into the cache atomically."""
-        (staging / META).write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
-        if self.root is None:
-            return CachedDeps(staging)
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / key
-        try:
-            os.replace(staging, final)
-        except OSError:
-            # Same key finished concurrently (identical bytes) or a cross-device move.
-            if not (final / META).is_file():
-                shutil.copytree(staging, final, dirs_exist_ok=True)
-            shutil.rmtree(staging, ignore_errors=True)
+    def added_wheel(self, sha256: str, suffix: str = ".whl") -> None:
+        """A verified download is in place: share it."""
         if self.remote is not None:
-            self.remote.push(key, final)
-        return CachedDeps(final)
+            self._push(f"{WHEELS}/{sha256}{suffix}", self.wheel_path(sha256, suffix))
+
+    # --- derived entries ------------------------------------------------------------------
+
+    def get(self, name: str) -> bytes | None:
+        """A derived entry's payload, verified; None (a miss) without a key or on a bad MAC."""
+        if self.key is None:
+            return None
+        path = self.root / DERIVED / name
+        blob = _read(path)
+        if blob is not None:
+            payload = unsign(self.key, name, blob)
+            if payload is not None:
+                _touch(path)
+                self.hits["derived"] += 1
+                return payload
+            path.unlink(missing_ok=True)
+            self.warnings.append(f"The cache entry {name[:40]} failed its signature check and was "
+                                 "not used (made again).")
+        if self.remote is not None:
+            check = lambda p: unsign(self.key, name, p.read_bytes()) is not None  # noqa: E731
+            if self._fetch_remote(f"{DERIVED}/{name}", path, check, "failed its signature check"):
+                self.hits["derived"] += 1
+                return unsign(self.key, name, path.read_bytes())
+        self.misses["derived"] += 1
+        return None
+
+    def put(self, name: str, payload: bytes) -> None:
+        if self.key is None:
+            return
+        path = self.root / DERIVED / name
+        _atomic_write(path, sign(self.key, name, payload))
+        if self.remote is not None:
+            self._push(f"{DERIVED}/{name}", path)
+
+    # --- remote level ---------------------------------------------------------------------
+
+    def _fetch_remote(self, name: str, path: Path, valid, problem: str = "did not match its sha256") -> bool:  # type: ignore[no-untyped-def]
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}{PARTIAL}")
+        try:
+            if not self.remote.fetch(name, partial):  # type: ignore[union-attr]
+                return False
+            if not valid(partial):
+                self.warnings.append(f"The shared cache entry {name[:60]} {problem} and was not "
+                                     "used.")
+                return False
+            os.replace(partial, path)
+            return True
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+            self.warnings.append(f"The shared cache could not be read ({type(exc).__name__}); "
+                                 "built without it.")
+            return False
+        except Exception as exc:  # an adapter's network error costs a rebuild, not the build
+            self.warnings.append(f"The shared cache could not be read ({type(exc).__name__}); "
+                                 "built without it.")
+            return False
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def _push(self, name: str, path: Path) -> None:
+        try:
+            self.remote.push(name, path)  # type: ignore[union-attr]
+        except Exception as exc:  # the layer does not depend on sharing it
+            self.warnings.append(f"The shared cache could not be written ({type(exc).__name__}).")
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self.persistent:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def size(self) -> int:
+        return sum(_lstat(p)[0] for p in _entries(self.root))
 
 
-def verify_entry(path: Path) -> str | None:
-    """Why deps.zip and meta.json in path do not match, or None when every member of the zip
-    is listed in the meta with the sha256 of its content, and nothing else is listed."""
+def evict(root: Path, max_bytes: int, now: float | None = None) -> list[str]:
+    """Drop partial files of killed builds, then the least recently used entries until the
+    cache holds at most max_bytes. Returns the names removed. Links are never followed."""
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    entries = []
+    for path in _entries(root):
+        size, mtime = _lstat(path)
+        if path.name.endswith(PARTIAL) and now - mtime > STALE_AFTER_S:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        elif not path.name.endswith(PARTIAL):
+            entries.append((mtime, path, size))
+    total = sum(size for _, _, size in entries)
+    for _, path, size in sorted(entries):
+        if total <= max_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path.name)
+    return removed
+
+
+def _entries(root: Path) -> Iterable[Path]:
+    for kind in (WHEELS, DERIVED):
+        folder = root / kind
+        if folder.is_dir() and not folder.is_symlink():
+            for entry in os.scandir(folder):
+                if entry.is_file(follow_symlinks=False):
+                    yield Path(entry.path)
+
+
+def _lstat(path: Path) -> tuple[int, float]:
     try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return f"{META} is unreadable: {exc}"
-    if not isinstance(meta, dict):
-        return f"{META} is not an object"
-    wrong = sorted(k for k, kind in META_FIELDS.items() if not isinstance(meta.get(k), kind))
-    if wrong:
-        return f"{META} has no valid {', '.join(wrong)}"
-    expected: dict = meta["sha256"]
-    try:
-        with zipfile.ZipFile(path / DEPS_ZIP) as zf:
-            seen = set()
-            for info in zf.infolist():
-                name = info.filename
-                if name not in expected:
-                    return f"{DEPS_ZIP} holds {name}, which {META} does not list"
-                if not name.startswith("python/") or name.endswith("/") or ".." in name.split("/"):
-                    return f"{DEPS_ZIP} holds {name}, outside python/"
-                if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:
-                    return f"{DEPS_ZIP}:{name} is encrypted or not deflated"
-                digest = hashlib.sha256()
-                try:  # reading to the end also checks the CRC, as ZipFile.testzip() does
-                    with zf.open(info) as member:
-                        for block in iter(lambda: member.read(1 << 20), b""):
-                            digest.update(block)
-                except (EOFError, zipfile.BadZipFile, zlib.error) as exc:
-                    return f"{DEPS_ZIP}:{name} is corrupt: {exc}"
-                if digest.hexdigest() != expected[name]:
-                    return f"{DEPS_ZIP}:{name} does not match its sha256 in {META}"
-                seen.add(name)
-    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
-        return f"{DEPS_ZIP} is unreadable: {exc}"
-    missing = sorted(set(expected) - seen)
-    if missing:
-        return f"{DEPS_ZIP} lacks {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-    return None
-
-
-def _lstat_size(path: Path) -> int:
-    try:
-        return path.lstat().st_size
+        stat = path.lstat()
+        return stat.st_size, stat.st_mtime
     except OSError:
-        return 0
+        return 0, 0.0
 
 
-def _walk(root: Path) -> tuple[int, float]:
-    """Total size of the files under root, and the newest mtime of anything there."""
-    total, newest = 0, _lstat_mtime(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            newest = max(newest, _lstat_mtime(Path(dirpath, name)))
-        for name in filenames:
-            try:
-                stat = os.lstat(os.path.join(dirpath, name))
-            except OSError:  # removed while we looked
-                continue
-            newest = max(newest, stat.st_mtime)
-            total += stat.st_size
-    return total, newest
-
-
-def _lstat_mtime(path: Path) -> float:
+def _touch(path: Path) -> None:
     try:
-        return path.lstat().st_mtime
+        os.utime(path)
+    except OSError:  # read-only or removed meanwhile: the entry is still good for this build
+        pass
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        if path.is_symlink():
+            return None
+        return path.read_bytes()
     except OSError:
-        return 0.0
+        return None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}{PARTIAL}")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,26 +1,21 @@
-"""Check step: binaries for the target machine, own packages import, and the size fits Lambda."""
+"""Check step: binaries for the target machine and the size within Lambda's limit and the
+headroom. The import check runs in a sandbox (sandbox.py, runner.py), never here."""
 
 from __future__ import annotations
 
 import os
 import re
 import struct
-import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from . import limits
-from .bytecode import out_of_time, run_bounded
-from .errors import InputError, LayerTooLargeError, TargetMismatchError
+from .errors import LayerTooLargeError, TargetMismatchError
 from .runner import RUNTIME_PROVIDED, runtime_provided_paths  # noqa: F401  (moved to runner.py)
-from .runner import runtime_shim as _runtime_shim
 from .target import ARCH_MACHINE, ELF_MACHINE, Target
 
 _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
 _MACHINE_NAMES = {number: ARCH_MACHINE[arch] for arch, number in ELF_MACHINE.items()}
-#: Longer than this at import is the project's fault (Lambda's init phase allows 10 s), not time.
-IMPORT_CHECK_TIMEOUT = 120.0
 
 
 def is_shared_object(name: str) -> bool:
@@ -41,11 +36,15 @@ def machine_name(number: int | None) -> str:
 
 def check_binaries(headers: Iterable[tuple[str, bytes]], target: Target) -> int:
     """Every shared object is an ELF for the target machine; returns how many were checked."""
+    return check_machines(((name, elf_machine(header)) for name, header in headers), target)
+
+
+def check_machines(machines: Iterable[tuple[str, int | None]], target: Target) -> int:
+    """Every shared object's ELF machine (None: not ELF) is the target's; returns the count."""
     wrong: list[str] = []
     checked = 0
-    for name, header in headers:
+    for name, machine in machines:
         checked += 1
-        machine = elf_machine(header)
         if machine != target.elf_machine:
             wrong.append(f"{name} ({machine_name(machine)})")
     if wrong:
@@ -65,43 +64,25 @@ def tree_headers(tree: Path) -> Iterable[tuple[str, bytes]]:
                     yield path.relative_to(tree).as_posix(), f.read(20)
 
 
-def check_size(unzipped: int, by_package: Mapping[str, int], what: str = "The layer") -> None:
-    if unzipped <= limits.MAX_UNZIPPED_BYTES:
+def check_size(unzipped: int, by_package: Mapping[str, int], what: str = "The layer",
+               headroom: int = 0) -> None:
+    """Refuse a layer over Lambda's limit, or one that leaves less than `headroom` bytes of it
+    for the consumer's own code and other layers."""
+    if unzipped + headroom <= limits.MAX_UNZIPPED_BYTES:
         return
     top = sorted(by_package.items(), key=lambda kv: -kv[1])[: limits.TOP_PACKAGES_SHOWN]
     breakdown = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in top)
+    if unzipped <= limits.MAX_UNZIPPED_BYTES:
+        raise LayerTooLargeError(
+            f"{what} unzips to {unzipped:,} bytes, which leaves "
+            f"{limits.MAX_UNZIPPED_BYTES - unzipped:,} bytes of Lambda's limit of "
+            f"{limits.MAX_UNZIPPED_BYTES:,} bytes, less than the headroom of {headroom:,} bytes "
+            f"kept for the function's own code and other layers. Biggest: {breakdown}. Drop or "
+            "split dependencies, or lower `headroom` in [tool.layer-builder] if the functions "
+            "need less room.")
     raise LayerTooLargeError(
         f"{what} unzips to {unzipped:,} bytes, over Lambda's limit of "
         f"{limits.MAX_UNZIPPED_BYTES:,} bytes (function and all layers). Biggest: {breakdown}. "
         "Drop or split dependencies, or move the largest into a layer of their own.")
 
 
-def check_imports(python: str, paths: list[Path], modules: list[str], timeout: float | None = None) -> None:
-    """Import the project's own packages from the built tree under the target interpreter.
-
-    `timeout` is the build's time left (None: no deadline): running out of it is OutOfTimeError
-    (transient); an import slower than IMPORT_CHECK_TIMEOUT with time to spare is InputError.
-    """
-    if not modules:
-        return
-    code = ("import importlib, sys; sys.path[:0] = sys.argv[1].split(sys.argv[2]); "
-            "[importlib.import_module(m) for m in sys.argv[3:]]")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
-    with tempfile.TemporaryDirectory(prefix="runtime-shim-") as tmp:
-        # -S -I: nothing of the builder's site-packages leaks in; only the layer and runtime copies.
-        search = [str(p) for p in paths] + [str(_runtime_shim(Path(tmp) / "runtime"))]
-        limit = IMPORT_CHECK_TIMEOUT if timeout is None else min(timeout, IMPORT_CHECK_TIMEOUT)
-        try:
-            done = run_bounded([python, "-S", "-I", "-c", code, os.pathsep.join(search), os.pathsep, *modules],
-                               env=env, timeout=limit)
-        except subprocess.TimeoutExpired:
-            if timeout is not None and timeout <= IMPORT_CHECK_TIMEOUT:
-                raise out_of_time(f"The import check of {', '.join(modules)}") from None
-            raise InputError(f"Importing {', '.join(modules)} took over {limit:.0f} s: "
-                             "import-time work in the project must be light.") from None
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        raise InputError(
-            f"The project's packages do not import from the built layer under {Path(python).name}: "
-            f"{lines[-1] if lines else 'exit ' + str(done.returncode)}. Add the missing dependency "
-            "to the Pipfile (then `pipenv lock`) or fix the import.")

@@ -1,70 +1,212 @@
-"""Install step: the locked requirements into a target directory with uv (pip as a fallback).
+"""Install step: every locked requirement as a hash-verified wheel for the target, planned.
 
-Exactly the lock: `--require-hashes --no-deps`, wheels only, for the target's Python version and
-platform tag. The installer runs with an allow-listed environment: no AWS credentials or other
-secrets, a private HOME, and the index URL passed through the environment rather than argv.
+Nothing is installed into a directory: each requirement's wheel is chosen on its index
+(fetch.py), taken from the per-wheel cache or downloaded and verified, and read once into a plan
+of the members it ships (wheel.py). Operator-allowed source distributions are downloaded and
+verified the same way, then built into a wheel by the sandbox (never where the builder's rights
+are), and the built wheel is cached by the sdist's sha256 and the target.
+
+uv stays for those source builds (sandbox_local runs it with `installer_environment`), so its
+`--python-platform` must be a value uv accepts (Target.uv_platform).
 """
 
 from __future__ import annotations
 
-import errno
 import functools
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import zipfile
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
-
-from .check import is_shared_object
-from .errors import (
-    ConfigurationError,
-    DiskFullError,
-    HashMismatchError,
-    IndexUnreachableError,
-    LayerBuildError,
-    NoWheelError,
-    OutOfTimeError,
-    PackageNotFoundError,
-    TargetMismatchError,
-)
-from .lock import LockedProject, Requirement, redact
+from . import fetch, wheel
+from .cache import BuildCache
+from .errors import InputError, TargetMismatchError
+from .fetch import Chosen, IndexClient
+from .lock import LockedProject
 from .target import Target
 
-#: Only these variables of the builder's environment reach the installer.
+#: Only these variables of the builder's environment reach an installer (source builds).
 PASSTHROUGH_ENV = (
     "PATH", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 )
-_UNAUTHORIZED = ("401 unauthorized", "403 forbidden", "status code 401", "status code 403",
-                 "http status client error (401", "http status client error (403")
-_NO_WHEEL = ("has no usable wheels", "no wheels with a matching", "building from source is disabled",
-             "no matching distribution", "only has source distributions")
-_NOT_FOUND = ("not found in the package registry", "there is no version of",
-              "could not find a version that satisfies")
-#: Phrases, never single words: a package may be called "network" or "networkx".
-_NETWORK = ("failed to fetch", "error sending request", "could not connect", "dns error",
-            "timed out", "connection reset", "connection refused", "too many requests",
-            "503 service", "502 bad gateway", "500 internal", "504 gateway",
-            "network is unreachable", "connection broken", "failed to establish a new connection",
-            "temporary failure in name resolution", "name or service not known")
-
 #: Version names a shared object needs from glibc, e.g. b"GLIBC_2.34".
 _GLIBC = re.compile(rb"GLIBC_2\.(\d+)")
+#: Bumped when a plan's format or the mapping rules change: old plans are then not reused.
+PLAN_VERSION = 2
+FETCHER = "layer-builder wheel fetcher (PEP 691/503, parallel, sha256-verified)"
 
-Runner = Callable[..., subprocess.CompletedProcess]
+Progress = Callable[..., None]
+
+
+@dataclass
+class Installed:
+    """The dependencies of one target: each distribution's plan and the wheel it reads from."""
+
+    plans: list[tuple[wheel.Plan, Path]] = field(default_factory=list)
+    built_from_source: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    downloaded_bytes: int = 0
+    downloaded_files: int = 0
+    wheels: dict[str, str] = field(default_factory=dict)  # distribution → wheel file name
 
 
 @dataclass(frozen=True)
-class InstallResult:
-    installer: str
-    warnings: tuple[str, ...]
-    built_from_source: tuple[str, ...]
+class Settings:
+    """What decides a wheel's plan besides its bytes."""
+
+    python_version: str
+    slim: bool
+    slim_exclude: tuple[str, ...]
+
+    def key(self) -> str:
+        material = json.dumps([PLAN_VERSION, self.python_version, self.slim, list(self.slim_exclude)])
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def install(locked: LockedProject, target: Target, cache: BuildCache, settings: Settings, *,
+            client_factory: Callable[[], IndexClient], allow_sdist: frozenset[str] = frozenset(),
+            build_sdist: Callable[[Path, Chosen], Path] | None = None,
+            progress: Progress = lambda message, **_: None) -> Installed:
+    result = Installed()
+    unknown = sorted(allow_sdist - {r.name for r in locked.requirements})
+    if unknown:
+        result.warnings.append(
+            f"Allowed to build from source but not installed for {target.runtime}: "
+            f"{', '.join(unknown)} (not in the lock's default packages, or skipped by a marker); "
+            "check the spelling of --allow-sdist / AllowSdist.")
+    clients: list[IndexClient] = []
+
+    def client() -> IndexClient:  # one client: its connections and credentials are reused
+        if not clients:
+            clients.append(client_factory())
+        return clients[0]
+
+    try:
+        return _install(locked, target, cache, settings, client, allow_sdist, build_sdist,
+                        progress, result)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _install(locked: LockedProject, target: Target, cache: BuildCache, settings: Settings,
+             client: Callable[[], IndexClient], allow_sdist: frozenset[str],
+             build_sdist: Callable[[Path, Chosen], Path] | None, progress: Progress,
+             result: Installed) -> Installed:
+    chosen = _choose(locked, target, cache, client, allow_sdist)
+    files: dict[str, Path] = {}
+    missing = []
+    for c in chosen:
+        path = cache.wheel(c.sha256, _suffix(c.filename))
+        if path is None:
+            missing.append(c)
+        else:
+            files[c.sha256] = path
+    if missing:
+        progress(f"Downloading {len(missing)} of {len(chosen)} files")
+        result.downloaded_bytes = fetch.download_all(
+            client(), missing, lambda c: cache.wheel_path(c.sha256, _suffix(c.filename)), progress)
+        result.downloaded_files = len(missing)
+        for c in missing:
+            cache.added_wheel(c.sha256, _suffix(c.filename))
+            files[c.sha256] = cache.wheel_path(c.sha256, _suffix(c.filename))
+    wheels: list[tuple[Chosen, Path]] = []
+    for c in chosen:
+        if c.is_wheel:
+            wheels.append((c, files[c.sha256]))
+            continue
+        if build_sdist is None:
+            raise InputError(f"{c.requirement.name}=={c.requirement.version} must be built from "
+                             "source, and this builder has no sandbox to build it in.")
+        built = _built_wheel(c, files[c.sha256], target, cache, build_sdist)
+        wheels.append((c, built))
+        result.built_from_source.append(f"{c.requirement.name}=={c.requirement.version}")
+    progress(f"Reading {len(wheels)} wheels")
+    with ThreadPoolExecutor(min(4, max(1, len(wheels)))) as pool:
+        plans = list(pool.map(lambda item: _plan(item[1], cache, settings), wheels))
+    for (c, path), plan_ in zip(wheels, plans):
+        result.plans.append((plan_, path))
+        result.wheels[c.requirement.name] = c.filename
+    if result.built_from_source:
+        refuse_newer_glibc([(p, path) for (p, path), (c, _) in zip(result.plans, wheels) if not c.is_wheel],
+                           target)
+        result.warnings.append("Built from source (operator allowed): "
+                               f"{', '.join(result.built_from_source)}.")
+    return result
+
+
+def _suffix(filename: str) -> str:
+    for suffix in (".whl", ".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            return suffix
+    return ""
+
+
+def _choose(locked: LockedProject, target: Target, cache: BuildCache,
+            client_factory: Callable[[], IndexClient], allow_sdist: frozenset[str]) -> list[Chosen]:
+    """Each requirement's file: remembered choices (signed) or the index's listing."""
+    known: dict[str, Chosen] = {}
+    for req in locked.requirements:
+        key = fetch.requirement_key(req, target) + ("-sdist" if req.name in allow_sdist else "")
+        payload = cache.get(f"choice-{key}")
+        if payload is not None:
+            data = json.loads(payload)
+            known[fetch.requirement_key(req, target)] = Chosen(req, data["filename"], data["sha256"])
+    if len(known) == len(locked.requirements):
+        return [known[fetch.requirement_key(r, target)] for r in locked.requirements]
+    resolution = fetch.resolve(locked, target, client_factory(), allow_sdist=allow_sdist, known=known)
+    if resolution.missing:
+        raise fetch.no_wheel_error(resolution.missing, target, allow_sdist)
+    for c in resolution.chosen:
+        key = fetch.requirement_key(c.requirement, target) + (
+            "-sdist" if c.requirement.name in allow_sdist else "")
+        if key.removesuffix("-sdist") not in known:
+            cache.put(f"choice-{key}", json.dumps({"filename": c.filename, "sha256": c.sha256}).encode())
+    return resolution.chosen
+
+
+def _plan(path: Path, cache: BuildCache, settings: Settings) -> wheel.Plan:
+    name = f"plan-{path.name.split('.')[0]}-{settings.key()}"
+    payload = cache.get(name)
+    if payload is not None:
+        try:
+            return wheel.Plan.from_json(payload)
+        except (ValueError, KeyError, TypeError):
+            pass
+    result = wheel.plan(path, python_version=settings.python_version, slim_enabled=settings.slim,
+                        extra_patterns=settings.slim_exclude)
+    cache.put(name, result.to_json().encode())
+    return result
+
+
+def _built_wheel(c: Chosen, sdist: Path, target: Target, cache: BuildCache,
+                 build_sdist: Callable[[Path, Chosen], Path]) -> Path:
+    """The wheel built from a verified sdist, cached (signed) by the sdist's sha256 and target."""
+    name = f"built-{c.sha256}-{target.short}"
+    dest = cache.root / "built" / f"{c.sha256}-{target.short}"
+    payload = cache.get(name)
+    if payload is not None:
+        meta, _, data = payload.partition(b"\n")
+        path = dest / json.loads(meta)["filename"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+    built = build_sdist(sdist, c)
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / built.name
+    if built != path:
+        shutil.copyfile(built, path)
+    cache.put(name, json.dumps({"filename": built.name}).encode() + b"\n" + path.read_bytes())
+    return path
 
 
 @functools.cache
@@ -123,251 +265,21 @@ def installer_environment(environ: Mapping[str, str], home: Path, cache_dir: Pat
     return env
 
 
-def _uv_command(uv: str, target: Target, dest: Path, requirements: Path, python: str,
-                binary_only: bool) -> list[str]:
-    cmd = [uv, "pip", "install", "--no-config", "--quiet",
-           "--target", str(dest), "--python", python,
-           "--python-version", target.python_version, "--python-platform", target.uv_platform,
-           "--require-hashes", "--no-deps", "-r", str(requirements)]
-    if binary_only:
-        cmd += ["--only-binary", ":all:"]
-    return cmd
+def refuse_newer_glibc(built: list[tuple[wheel.Plan, Path]], target: Target) -> None:
+    """Shared objects built from source must not need a newer glibc than the target has.
 
-
-def _pip_command(target: Target, dest: Path, requirements: Path) -> list[str]:
-    # pip needs the whole platform tag ladder and still evaluates markers for the host (pip#11664);
-    # the lock step has already evaluated them for the target.
-    # Not --isolated: it makes pip ignore PIP_INDEX_URL, the only way the index reaches it
-    # (config files are off through PIP_CONFIG_FILE=/dev/null in installer_environment).
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet",
-           "--target", str(dest), "--python-version", target.python_version,
-           "--implementation", "cp", "--abi", f"cp{''.join(target.python_version.split('.'))}",
-           "--only-binary", ":all:", "--require-hashes", "--no-deps", "--no-compile",
-           "-r", str(requirements)]
-    for platform in target.pip_platforms:
-        cmd += ["--platform", platform]
-    return cmd
-
-
-def _mentioned(stderr: str, requirements: Iterable[Requirement]) -> list[Requirement]:
-    """The requirements an installer error names (uv and pip quote names in various forms)."""
-    lowered = stderr.lower()
-    found = []
-    for req in requirements:
-        spellings = {req.name, req.name.replace("-", "_"), req.name.replace("-", ".")}
-        if any(re.search(rf"(?<![\w.-]){re.escape(s)}(?![\w-])", lowered) for s in spellings):
-            found.append(req)
-    return found
-
-
-def classify_failure(stderr: str, requirements: list[Requirement], target: Target) -> LayerBuildError:
-    """Turn installer output into a named, actionable error."""
-    text = redact(stderr)
-    lowered = text.lower()
-    named = _mentioned(text, requirements)
-    which = ", ".join(f"{r.name}=={r.version}" for r in named) or "a locked package"
-    if "no space left on device" in lowered:
-        return DiskFullError(f"The disk filled up while installing {which}: give the builder more "
-                             "ephemeral storage or slim the lock.")
-    if any(s in lowered for s in _UNAUTHORIZED):
-        return ConfigurationError(
-            "The package index refused the credentials (HTTP 401/403): check the index URL and its "
-            "token (--index-url, PackageIndexUrl).")
-    if "hash mismatch" in lowered or "do not match the hashes" in lowered:
-        return HashMismatchError(
-            f"The downloaded file of {which} does not match the hashes in Pipfile.lock: the lock "
-            "was tampered with or the index serves other files. Re-run `pipenv lock` against a "
-            "trusted index.")
-    tail = "\n".join(text.strip().splitlines()[-6:])
-    # Before the no-wheel and not-found checks: pip ends an unreachable index with
-    # "No matching distribution found", which would otherwise be refused as permanent.
-    if any(s in lowered for s in _NETWORK):
-        return IndexUnreachableError(f"The package index could not be reached (will retry): {tail}")
-    if any(s in lowered for s in _NO_WHEEL):
-        return NoWheelError(
-            f"No wheel of {which} for {target.describe()}: the package publishes only source or "
-            "wheels for other platforms. Pin a version that ships a manylinux wheel for "
-            f"{target.machine}, or allow building it from source (--allow-sdist NAME / AllowSdist).")
-    if any(s in lowered for s in _NOT_FOUND):
-        return PackageNotFoundError(
-            f"{which} was not found on the package index: check the name and version in the "
-            "Pipfile and the configured index, then re-run `pipenv lock`.")
-    return LayerBuildError(f"The installer failed: {tail}")
-
-
-class Installer:
-    """One installer invocation per index, so every package comes only from its own index."""
-
-    def __init__(self, *, cache_dir: Path, home: Path, python: str | None = None,
-                 environ: Mapping[str, str] | None = None, runner: Runner = subprocess.run,
-                 use_uv: bool = True) -> None:
-        self.cache_dir = cache_dir
-        self.home = home
-        self.python = python or sys.executable
-        self.environ = os.environ if environ is None else environ
-        self.runner = runner
-        self.uv = find_uv() if use_uv else None
-
-    @property
-    def name(self) -> str:
-        return _uv_version(self.uv) if self.uv else "pip (uv not found)"
-
-    def install(self, locked: LockedProject, target: Target, dest: Path, *,
-                allow_sdist: frozenset[str] = frozenset(), timeout: float | None = None,
-                source_python: str | None = None) -> InstallResult:
-        dest.mkdir(parents=True, exist_ok=True)
-        self.home.mkdir(parents=True, exist_ok=True)
-        warnings: list[str] = []
-        if not self.uv:
-            warnings.append("uv was not found: installed with pip, which is slower.")
-        unknown = sorted(allow_sdist - {r.name for r in locked.requirements})
-        if unknown:
-            warnings.append(
-                f"Allowed to build from source but not installed for {target.runtime}: "
-                f"{', '.join(unknown)} (not in the lock's default packages, or skipped by a "
-                "marker); check the spelling of --allow-sdist / AllowSdist.")
-        built: list[Requirement] = []
-        for index, reqs in sorted(locked.by_index().items()):
-            wheels = [r for r in reqs if r.name not in allow_sdist]
-            allowed = [r for r in reqs if r.name in allow_sdist]
-            if wheels:
-                self._run(wheels, index, target, dest, binary_only=True, timeout=timeout)
-            if allowed:
-                built += self._install_allowed(allowed, index, target, dest, timeout, source_python)
-        if built:
-            _refuse_newer_glibc(dest, built, target)
-        names = tuple(f"{r.name}=={r.version}" for r in built)
-        if names:
-            warnings.append(f"Built from source (operator allowed): {', '.join(names)}.")
-        return InstallResult(self.name, tuple(warnings), names)
-
-    def _install_allowed(self, reqs: list[Requirement], index: str, target: Target, dest: Path,
-                         timeout: float | None, python: str | None) -> list[Requirement]:
-        """Wheels where the index has them; only the rest is built. Returns what was built."""
-        missing: list[Requirement] = []
-        remaining = list(reqs)
-        while remaining:  # the installer names one package without a wheel per run
-            try:
-                self._run(remaining, index, target, dest, binary_only=True, timeout=timeout,
-                          name_every_missing=False)
-                break
-            except NoWheelError as exc:
-                named = _mentioned(str(exc), remaining)
-                if not named:
-                    raise
-                missing += named
-                remaining = [r for r in remaining if r not in named]
-        if missing:
-            _check_can_build(missing, target, self.uv, python)
-            self._run(missing, index, target, dest, binary_only=False, timeout=timeout,
-                      python=python)
-        return missing
-
-    def _run(self, reqs: list[Requirement], index: str, target: Target, dest: Path, *,
-             binary_only: bool, timeout: float | None, python: str | None = None,
-             name_every_missing: bool = True) -> None:
-        requirements = self.home / "requirements.txt"
-        requirements.write_text("".join(r.line() + "\n" for r in reqs), encoding="utf-8")
-        env = installer_environment(self.environ, self.home, self.cache_dir)
-        if index:
-            env["UV_INDEX_URL" if self.uv else "PIP_INDEX_URL"] = index
-        if self.uv:
-            cmd = _uv_command(self.uv, target, dest, requirements, python or self.python, binary_only)
-        else:
-            cmd = _pip_command(target, dest, requirements)
-        try:
-            done = self.runner(cmd, env=env, capture_output=True, text=True, timeout=timeout,
-                               check=False)
-        except subprocess.TimeoutExpired:
-            raise OutOfTimeError(
-                "Installing the locked packages did not finish in the time left: retry, or give "
-                "the builder a longer timeout.") from None
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskFullError(f"The disk filled up while installing: {exc}") from None
-            raise
-        finally:
-            requirements.unlink(missing_ok=True)
-        if done.returncode != 0:
-            error = classify_failure(done.stderr or done.stdout or "", reqs, target)
-            if isinstance(error, NoWheelError) and binary_only and name_every_missing:
-                error = self._all_without_wheels(error, reqs, index, target, timeout)
-            raise error
-
-    def _all_without_wheels(self, first: NoWheelError, reqs: list[Requirement], index: str,
-                            target: Target, timeout: float | None) -> NoWheelError:
-        """Installers stop at the first package without a wheel; name every one of them."""
-        missing = [r for r in reqs if r.name in {m.name for m in _mentioned(str(first), reqs)}]
-        remaining = [r for r in reqs if r not in missing]
-        probe = self.home / "probe"
-        while missing and remaining:
-            try:
-                self._run(remaining, index, target, probe, binary_only=True, timeout=timeout,
-                          name_every_missing=False)
-                break
-            except NoWheelError as more:
-                newly = [r for r in _mentioned(str(more), remaining)]
-                if not newly:
-                    break
-                missing += newly
-                remaining = [r for r in remaining if r not in newly]
-            except LayerBuildError:
-                break
-        if len(missing) <= 1:
-            return first
-        names = ", ".join(f"{r.name}=={r.version}" for r in missing)
-        return NoWheelError(
-            f"No wheel for {target.describe()} of: {names}. Pin versions that ship manylinux "
-            f"wheels for {target.machine}, or allow building them from source "
-            "(--allow-sdist NAME / AllowSdist).")
-
-
-def _check_can_build(reqs: list[Requirement], target: Target, uv: str | None,
-                     python: str | None) -> None:
-    """Source builds run here, for this machine: refuse unless that is the target.
-
-    uv builds with the given interpreter and this machine's compiler, so the wheels are for the
-    host's architecture (uv refuses them for another one only after running their build code).
+    Source builds link against the build machine's glibc; manylinux wheels are checked by their
+    tag. The versions a library needs (GLIBC_2.NN) are plain strings in its dynamic string table.
     """
-    names = ", ".join(f"{r.name}=={r.version}" for r in reqs)
-    pin = f"or pin versions that ship manylinux wheels for {target.machine}"
-    host = os.uname().machine
-    if not uv:
-        raise NoWheelError(
-            f"No wheel of {names} for {target.describe()}, and building from source needs uv, "
-            f"which is not installed with this builder: install it, {pin}.")
-    if host != target.machine:
-        raise NoWheelError(
-            f"No wheel of {names} for {target.describe()}, and a source build on this {host} "
-            f"machine makes {host} binaries, not {target.machine}: build on {target.machine} (e.g. "
-            f"the builder Lambda with Architecture={target.arch}), {pin}.")
-    if python is None:
-        raise NoWheelError(
-            f"No wheel of {names} for {target.describe()}, and building from source needs a Python "
-            f"{target.python_version} interpreter, which was not found (PATH, pyenv): install one, "
-            f"{pin}.")
-
-
-def _refuse_newer_glibc(tree: Path, built: list[Requirement], target: Target) -> None:
-    """Shared objects built here must not need a newer glibc than the target runtime has.
-
-    Source builds link against this machine's glibc; manylinux wheels are checked by their tag.
-    The versions a library needs (GLIBC_2.NN) are plain strings in its dynamic string table.
-    """
-    wanted = {r.name for r in built}
     too_new = []
-    for record in tree.glob("*.dist-info/RECORD"):
-        distribution = record.parent.name.removesuffix(".dist-info").rsplit("-", 1)[0]
-        if canonicalize_name(distribution) not in wanted:
-            continue
-        for row in record.read_text(encoding="utf-8", errors="replace").splitlines():
-            relative = Path(row.split(",", 1)[0])
-            path = tree / relative
-            if (is_shared_object(path.name) and not relative.is_absolute()
-                    and ".." not in relative.parts and path.is_file()):
-                need = max((int(m) for m in _GLIBC.findall(path.read_bytes())), default=0)
-                if need > target.glibc[1]:
-                    too_new.append(f"{path.relative_to(tree)} (GLIBC_2.{need})")
+    for plan_, path in built:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                dest, _ = wheel._dest(info.filename, plan_.dist_info)
+                if dest and re.search(r"\.so(\.\d+)*$", dest):
+                    need = max((int(m) for m in _GLIBC.findall(zf.read(info))), default=0)
+                    if need > target.glibc[1]:
+                        too_new.append(f"{dest} (GLIBC_2.{need})")
     if too_new:
         raise TargetMismatchError(
             f"Built from source on this machine, {', '.join(too_new[:5])} needs a newer glibc than "

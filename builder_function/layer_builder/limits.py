@@ -31,13 +31,11 @@ MAX_ZIP_DIRECTORY_BYTES = 16 * 1024 * 1024
 #: The headers of one tar member (ustar, pax, GNU long names): tarfile reads them whole.
 MAX_TAR_HEADER_BYTES = 1024 * 1024
 
-#: Room kept for the project's own code and the function when choosing how much bytecode fits.
-BYTECODE_BUDGET_RESERVE = 10 * 1024 * 1024
-#: When dependencies alone leave less than that, bytecode may fill up to this close to the limit.
-OWN_CODE_MIN_RESERVE = 1024 * 1024
-#: Room a layer leaves under MAX_UNZIPPED_BYTES for the function and other layers, unless the
-#: project sets `[tool.layer-builder] headroom`.
+#: Room every layer leaves of MAX_UNZIPPED_BYTES for the consumer's own code and other layers,
+#: unless the project sets `[tool.layer-builder] headroom`; bytecode never eats it.
 DEFAULT_HEADROOM = 10 * 1024 * 1024
+#: Bytes reserved for the layer's manifest (.layer-builder.json), written after bytecode is chosen.
+MANIFEST_ALLOWANCE = 64 * 1024
 
 # --- Reproducible zip ---
 #: The earliest timestamp a zip can store; used for every entry.

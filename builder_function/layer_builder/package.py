@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import limits
 from .report import BuildReport
-from .zipwriter import FileEntry, RawEntry
+from .zipwriter import DataEntry, FileEntry, RawEntry
 
 MANIFEST_NAME = ".layer-builder.json"
 PREFIX = f"{limits.LAYER_PYTHON_DIR}/"
@@ -39,10 +39,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def content_hash(deps: Iterable[RawEntry], own: Iterable[FileEntry]) -> str:
+def entry_sha256(entry: FileEntry | RawEntry | DataEntry) -> str:
+    if isinstance(entry, RawEntry):
+        return entry.sha256
+    if isinstance(entry, DataEntry):
+        return hashlib.sha256(entry.data).hexdigest()
+    return file_sha256(entry.path)
+
+
+def content_hash(entries: Iterable[FileEntry | RawEntry | DataEntry]) -> str:
     """sha256 over every file's name, mode and content: equal hashes mean equal layers."""
-    lines = [f"{e.name}\0{int(e.executable)}\0{e.sha256}" for e in deps]
-    lines += [f"{e.name}\0{int(e.executable)}\0{file_sha256(e.path)}" for e in own]
+    lines = [f"{e.name}\0{int(e.executable)}\0{entry_sha256(e)}" for e in entries
+             if e.name != PREFIX + MANIFEST_NAME]
     return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
@@ -61,7 +69,3 @@ def manifest(report: BuildReport) -> str:
         "own_packages": report.own_packages,
         "bytecode": report.bytecode.get("mode", "none"),
     }, indent=2, sort_keys=True) + "\n"
-
-
-def layer_entries(deps: list[RawEntry], own: list[FileEntry], manifest_path: Path) -> list[RawEntry | FileEntry]:
-    return [*deps, *own, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)]

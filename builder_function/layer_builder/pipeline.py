@@ -1,37 +1,47 @@
-"""The build: unpack → lock → install → package → check → report, with a dependency cache.
+"""The build: unpack → lock → install (fetch wheels, plan members) → check → bytecode → zip.
 
 `build()` is the one entry point the CLI, the builder Lambda and the benchmarks share. It takes
 explicit arguments, touches only its work directory, the cache and the output path, and either
 produces a complete layer zip and report or raises a named error leaving no output behind.
+
+The layer is assembled from the wheels themselves: each member's compressed bytes are copied
+into the zip, so nothing is unpacked or deflated again. Uploaded code runs only in the sandbox
+(`request.sandbox`): it imports a candidate layer (without bytecode) and answers which sources
+load at start-up; bytecode is then compiled for what is kept, per wheel and cached, and the
+final zip written.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import os
+import secrets
 import shutil
-import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, bytecode, check, limits, lock, project, slim, unpack
-from .cache import DEPS_ZIP, STAGING_PREFIX, TREE, DependencyCache, RemoteCache, cache_key
-from .errors import DiskFullError, InputError, OutOfTimeError
-from .install import Installer
-from .package import MANIFEST_NAME, content_hash, file_sha256, layer_entries, manifest, tree_entries
-from .report import BuildReport, Timings, owners_from_dist_info, package_sizes
-from .target import Target
-from .zipwriter import raw_entries, write_zip
+import plette
 
-Progress = Callable[[str], None]
-#: Top-level entries uv writes into --target that do not belong in a layer (scripts, its lock file).
-NOT_IN_LAYER = ("bin", ".lock")
-#: uv adds this to the dist-info of wheels from local paths (file:// indexes, find-links); it
-#: holds the time uv cached the wheel, which would make every such layer differ.
-UV_CACHE_INFO = "uv_cache.json"
+from . import __version__, bytecode, check, fetch, limits, lock, project, unpack
+from .cache import BuildCache, RemoteCache, load_or_create_key
+from .errors import DiskFullError, InputError, LayerBuildError, OutOfTimeError, TargetMismatchError
+from .install import FETCHER, Installed, Settings, install
+from .package import MANIFEST_NAME, PREFIX, content_hash, manifest
+from .report import BuildReport, Timings, owners_from_plans, package_sizes
+from .sandbox import CheckSpec, Dependency, Sandbox, Verdict
+from .target import ARCH_MACHINE, Target
+from .wheel import Plan, with_bytecode
+from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, write_zip
+
+Progress = Callable[..., None]
+#: A .pyc is about as big as its source (measured on the heavy fixture: 0.93×); used to choose
+#: what to compile before its real size is known. What overflows after compiling is dropped.
+PYC_PER_SOURCE_BYTE = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +60,11 @@ class BuildRequest:
     #: time.monotonic() by which the build must have finished, or None.
     deadline: float | None = None
     environ: Mapping[str, str] | None = None
-    use_uv: bool = True
+    #: Where uploaded code runs (import check, start-up probe, source builds, foreign bytecode).
+    #: None: this machine's interpreters (check.HostSandbox) until LocalSandbox is everywhere.
+    sandbox: Sandbox | None = None
+    #: HMAC key for derived cache entries; None: a key file in cache_dir (made on first use).
+    signing_key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,26 @@ def _remaining(deadline: float | None, phase: str) -> float | None:
 
 
 def host_machine() -> str:
-    """The machine this build runs on: target code runs (probe, import check) only when equal."""
     return os.uname().machine
+
+
+def _reporter(progress: Progress) -> Progress:
+    """The contract's progress(message, done=, total=, unit=), also for a one-argument callback."""
+    try:
+        params = inspect.signature(progress).parameters
+        rich = "done" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    except (TypeError, ValueError):
+        rich = False
+    if rich:
+        return progress
+    last: list[str] = []
+
+    def plain(message: str, **_: object) -> None:
+        if not last or last[-1] != message:  # byte counts are for callbacks that show them
+            last.append(message)
+            progress(message)
+
+    return plain
 
 
 def _source_root(request: BuildRequest, work: Path) -> tuple[Path, list[str]]:
@@ -85,94 +117,273 @@ def _source_root(request: BuildRequest, work: Path) -> tuple[Path, list[str]]:
     return result.root, list(result.warnings)
 
 
-def _drop_uv_cache_info(tree: Path) -> None:
-    """Remove dist-info/uv_cache.json and its RECORD row, so equal wheels give equal layers."""
-    for info in tree.glob(f"*.dist-info/{UV_CACHE_INFO}"):
-        info.unlink()
-        record = info.parent / "RECORD"
-        if record.is_file():
-            row = f"{info.parent.name}/{UV_CACHE_INFO},"
-            lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
-            record.write_text("".join(line for line in lines if not line.startswith(row)),
-                              encoding="utf-8")
+def _direct_dependencies(root: Path) -> list[str]:
+    """The Pipfile's [packages]: what consumer functions import (lock.read_lock checked it)."""
+    try:
+        with (root / lock.PIPFILE).open(encoding="utf-8") as f:
+            packages = plette.Pipfile.load(f).get("packages") or {}
+    except Exception:  # read_lock refused a bad Pipfile already; never fail here
+        return []
+    return sorted(fetch.canonicalize_name(name) for name in packages)
 
 
-def _dist_infos(tree: Path) -> list[tuple[str, str, str]]:
-    found = []
-    for dist_info in sorted(tree.glob("*.dist-info")):
-        metadata, record = dist_info / "METADATA", dist_info / "RECORD"
-        found.append((dist_info.name,
-                      metadata.read_text(encoding="utf-8", errors="replace") if metadata.is_file() else "",
-                      record.read_text(encoding="utf-8", errors="replace") if record.is_file() else ""))
-    return found
+def _dependency_entries(plans: list[tuple[Plan, Path]]) -> list[Entry]:
+    entries: list[Entry] = []
+    for plan, path in plans:
+        entries += [RawEntry(PREFIX + m.dest, path, m.data_offset, m.compress_size, m.file_size,
+                             m.crc, m.sha256, m.executable, m.compress_type) for m in plan.members]
+        entries += [DataEntry(PREFIX + dest, data) for dest, data in plan.generated.items()]
+    return entries
 
 
-def _build_dependencies(request: BuildRequest, locked: lock.LockedProject, config: project.ProjectConfig,
-                        python: str | None, staging: Path, timings: Timings,
-                        progress: Progress) -> dict:
-    """Install, slim, compile and deflate the dependencies into staging/deps.zip."""
-    tree = staging / TREE
-    installer = Installer(cache_dir=Path(request.cache_dir or staging) / "uv",
-                          home=staging / "home", python=python, environ=request.environ,
-                          use_uv=request.use_uv)
-    with timings.phase("install"):
-        progress(f"Installing {len(locked.requirements)} locked packages with {installer.name}")
-        installed = installer.install(locked, request.target, tree, allow_sdist=request.allow_sdist,
-                                      timeout=_remaining(request.deadline, "install"),
-                                      source_python=python)
-        shutil.rmtree(staging / "home", ignore_errors=True)
-        for name in NOT_IN_LAYER:
-            if (tree / name).is_dir():
-                shutil.rmtree(tree / name, ignore_errors=True)
+def _own_entries(own_tree: Path) -> list[FileEntry]:
+    from .package import tree_entries
+    return tree_entries(own_tree)
+
+
+@dataclass
+class _Layer:
+    """Everything that goes into one target's zip, before bytecode."""
+
+    installed: Installed
+    own_tree: Path
+    own_names: list[str]
+
+    @property
+    def plans(self) -> list[tuple[Plan, Path]]:
+        return self.installed.plans
+
+    def entries(self, pycs: dict[str, bytes] | None = None) -> list[Entry]:
+        pycs = pycs or {}
+        entries = _dependency_entries(self.plans) + list(_own_entries(self.own_tree))
+        if pycs:
+            records = {}
+            for plan, _ in self.plans:
+                mine = {n: b"" for n in pycs if bytecode.pyc_source(n) in plan.source_set}
+                if mine:
+                    records[PREFIX + f"{plan.dist_info}/RECORD"] = with_bytecode(plan, mine)
+            entries = [DataEntry(e.name, records[e.name]) if e.name in records else e for e in entries]
+            entries += [DataEntry(PREFIX + name, data) for name, data in sorted(pycs.items())]
+        return entries
+
+    def files(self) -> list[tuple[str, int]]:
+        files = [f for plan, _ in self.plans for f in plan.files()]
+        files += [(e.name[len(PREFIX):], e.path.stat().st_size) for e in _own_entries(self.own_tree)]
+        return files
+
+
+def _signing_key(request: BuildRequest) -> bytes:
+    if request.signing_key is not None:
+        return request.signing_key
+    if request.cache_dir is not None:
+        return load_or_create_key(request.cache_dir)
+    return secrets.token_bytes(32)  # no cache to share: derived entries live for this build only
+
+
+def _install(request: BuildRequest, target: Target, locked: lock.LockedProject,
+             config: project.ProjectConfig, cache: BuildCache, sandbox: Sandbox,
+             progress: Progress, work: Path) -> Installed:
+    environ = os.environ if request.environ is None else request.environ
+
+    def build_sdist(sdist: Path, chosen: fetch.Chosen) -> Path:
+        progress(f"Building {chosen.requirement.name}=={chosen.requirement.version} from source")
+        return sandbox.build_sdist(sdist, chosen.requirement.name, chosen.requirement.version,
+                                   target, work / "built", _remaining(request.deadline, "a source build"))
+
+    return install(locked, target, cache, Settings(target.python_version, config.slim, config.slim_exclude),
+                   client_factory=lambda: fetch.IndexClient(
+                       environ, indexes={r.index for r in locked.requirements if r.index}),
+                   allow_sdist=request.allow_sdist,
+                   build_sdist=build_sdist, progress=progress)
+
+
+def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec,
+           sandbox: Sandbox, cache: BuildCache, work: Path, name: str) -> Verdict:
+    """The sandbox's verdict on a candidate zip (no bytecode), remembered per content."""
+    candidate = work / f"candidate-{name}.zip"
+    entries = layer.entries()
+    digest = content_hash(entries)
+    key = fetch.hashlib.sha256(f"{digest}|{spec.to_json()}|{target}".encode()).hexdigest()
+    remembered = cache.get(f"verdict-{key}")
+    if remembered is not None:
+        try:
+            return Verdict.from_json(remembered)
+        except LayerBuildError:
+            pass
+    write_zip(candidate, entries)
+    verdict = sandbox.check(candidate, spec, target, _remaining(request.deadline, "the import check"))
+    candidate.unlink(missing_ok=True)
+    if verdict.ok:  # a refusal is not remembered: the project will change
+        cache.put(f"verdict-{key}", verdict.to_json().encode())
+    return verdict
+
+
+def _spec(layer: _Layer, direct: list[str], config: project.ProjectConfig,
+          locked: lock.LockedProject) -> CheckSpec:
+    by_name = {plan.name: plan for plan, _ in layer.plans}
+    deps = tuple(Dependency(n, by_name[n].version, tuple(by_name[n].top_level))
+                 for n in direct if n in by_name and by_name[n].top_level)
+    return CheckSpec(own=tuple(layer.own_names), dependencies=deps,
+                     startup=tuple(getattr(config, "startup", ()) or ()),
+                     lock_python=locked.python_version)
+
+
+def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[str],
+             cache: BuildCache, sandbox: Sandbox, python: str | None, work: Path) -> dict[str, bytes]:
+    """Bytecode for the chosen sources (relative to python/): per wheel, cached (signed)."""
+    owner: dict[str, tuple[Plan, Path]] = {}
+    for plan, path in layer.plans:
+        for source in plan.sources:
+            owner[source] = (plan, path)
+    wanted: dict[str, list[str]] = {}
+    for source in chosen:
+        if source in owner:
+            wanted.setdefault(owner[source][1].name, []).append(source)
+    settings = f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked"
+    pycs: dict[str, bytes] = {}
+    todo: dict[str, list[str]] = {}
+    cached: dict[str, dict[str, bytes]] = {}
+    for wheel_name, sources in wanted.items():
+        entry = f"pyc-{wheel_name.split('.')[0]}-{fetch.hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+        have = _unpack_pycs(cache.get(entry))
+        cached[entry] = have
+        need = [s for s in sources if bytecode.pyc_name(s, target.python_version) not in have
+                and s not in have.get("#failed", {})]
+        pycs.update({n: d for n, d in have.items() if n != "#failed" and bytecode.pyc_source(n) in sources})
+        if need:
+            todo[entry] = need
+    own = [s for s in chosen if s not in owner]
+    root = work / "sources"
+    extracted = _extract_sources(layer, todo, owner, root)
+    files = sorted(extracted) + own
+    compiled: dict[str, bytes] = {}
+    if files:
+        timeout = _remaining(request.deadline, "compiling bytecode")
+        for name in own:
+            dest = root / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(layer.own_tree / name, dest)
+        if python is not None:
+            compiled = bytecode.compile_sources(python, root, files, timeout=timeout)
+        else:
+            sources_zip = work / "sources.zip"
+            with zipfile.ZipFile(sources_zip, "w") as zf:
+                for name in files:
+                    zf.write(root / name, name)
+            compiled = sandbox.compile(sources_zip, target, timeout)
+    shutil.rmtree(root, ignore_errors=True)
+    for entry, need in todo.items():
+        mine = {bytecode.pyc_name(s, target.python_version): s for s in need}
+        fresh = {n: d for n, d in compiled.items() if n in mine}
+        failed = {s: b"" for s in need if bytecode.pyc_name(s, target.python_version) not in fresh}
+        merged = {**cached[entry], **fresh}
+        merged["#failed"] = {**merged.get("#failed", {}), **failed}
+        cache.put(entry, _pack_pycs(merged))
+        pycs.update(fresh)
+    pycs.update({n: d for n, d in compiled.items() if bytecode.pyc_source(n) in own})
+    return pycs
+
+
+def _extract_sources(layer: _Layer, todo: dict[str, list[str]],
+                     owner: dict[str, tuple[Plan, Path]], root: Path) -> list[str]:
+    by_wheel: dict[Path, list[str]] = {}
+    for need in todo.values():
+        for source in need:
+            by_wheel.setdefault(owner[source][1], []).append(source)
+    done = []
+    for path, sources in by_wheel.items():
+        plan = owner[sources[0]][0]
+        members = {m.dest: m for m in plan.members}
+        with open(path, "rb") as f:
+            for source in sources:
+                m = members[source]
+                f.seek(m.data_offset)
+                data = f.read(m.compress_size)
+                if m.compress_type == zipfile.ZIP_DEFLATED:
+                    data = _inflate(data)
+                dest = root / source
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+                done.append(source)
+    return done
+
+
+def _inflate(data: bytes) -> bytes:
+    import zlib
+    return zlib.decompress(data, -15)
+
+
+def _pack_pycs(pycs: dict) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in sorted(pycs.items()):
+            if name == "#failed":
+                zf.writestr("#failed", "\n".join(sorted(data)))
             else:
-                (tree / name).unlink(missing_ok=True)
-        _drop_uv_cache_info(tree)
-    removals = []
-    if config.slim:
-        with timings.phase("slim"):
-            removals = slim.slim(tree, request.target.python_version, config.slim_exclude)
-    with timings.phase("check_binaries"):
-        binaries = check.check_binaries(check.tree_headers(tree), request.target)
-    failed: list[str] = []
-    coverage: dict = {"choice": "none", "kept": 0, "dropped": 0, "dropped_bytes": 0}
-    if python and config.bytecode != "none":
-        with timings.phase("bytecode"):
-            progress("Compiling bytecode for the target Python")
-            failed = bytecode.compile_tree(python, tree,
-                                           timeout=_remaining(request.deadline, "compiling bytecode"))
-            runnable = request.target.machine == host_machine()
-            auto = config.bytecode == "auto"
-            budget = limits.MAX_UNZIPPED_BYTES - limits.BYTECODE_BUDGET_RESERVE if auto else sys.maxsize
-            limit = limits.MAX_UNZIPPED_BYTES - limits.OWN_CODE_MIN_RESERVE if auto else sys.maxsize
-
-            def probe() -> set[Path] | None:
-                if not runnable:
-                    return None
-                return bytecode.startup_sources(
-                    python, tree, timeout=_remaining(request.deadline, "probing start-up imports"))
-
-            coverage = bytecode.fit_budget(tree, budget, limit, probe)
-    with timings.phase("compress"):
-        _remaining(request.deadline, "compressing")
-        written = write_zip(staging / DEPS_ZIP, tree_entries(tree))
-    return {
-        "installer": installed.installer,
-        "warnings": list(installed.warnings),
-        "built_from_source": list(installed.built_from_source),
-        "slimmed": [{"rule": r.rule, "files": r.files, "bytes": r.bytes} for r in removals],
-        "binaries_checked": binaries,
-        "bytecode_coverage": coverage,
-        "bytecode_failed": [str(Path(f).relative_to(tree)) for f in failed if f.startswith(str(tree))],
-        "owners": owners_from_dist_info(_dist_infos(tree)),
-        "sha256": {w.name: w.sha256 for w in written},
-    }
+                zf.writestr(name, data)
+    return buffer.getvalue()
 
 
-def build(request: BuildRequest, progress: Progress = lambda message: None) -> BuildResult:
+def _unpack_pycs(payload: bytes | None) -> dict:
+    if not payload:
+        return {}
+    import io
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        result: dict = {n: zf.read(n) for n in zf.namelist() if n != "#failed"}
+        if "#failed" in zf.namelist():
+            result["#failed"] = {s: b"" for s in zf.read("#failed").decode().splitlines() if s}
+    return result
+
+
+def _choose_bytecode(layer: _Layer, startup: set[str], room: int, mode: str,
+                     known: Mapping[str, int]) -> list[str]:
+    """Sources whose bytecode is kept, in rank order, within `room` bytes (estimated)."""
+    sizes = dict(layer.files())
+    sources = [s for s in sizes if s.endswith(".py")]
+    ranked = bytecode.rank(sources, startup)
+    if mode == "all":
+        return ranked
+    chosen, used = [], 0
+    for source in ranked:
+        estimate = known.get(source) or int(sizes[source] * PYC_PER_SOURCE_BYTE)
+        if used + estimate <= room:
+            chosen.append(source)
+            used += estimate
+    return chosen
+
+
+def _trim(pycs: dict[str, bytes], order: list[str], room: int, mode: str,
+          python_version: str) -> dict[str, bytes]:
+    """Keep compiled bytecode in rank order while its real size fits the room."""
+    if mode == "all":
+        return pycs
+    kept, used = {}, 0
+    for source in order:
+        name = bytecode.pyc_name(source, python_version)
+        if name in pycs and used + len(pycs[name]) <= room:
+            kept[name] = pycs[name]
+            used += len(pycs[name])
+    return kept
+
+
+def _twin_target(target: Target) -> Target | None:
+    arch = {machine: arch for arch, machine in ARCH_MACHINE.items()}.get(host_machine())
+    return Target(target.runtime, arch) if arch and arch != target.arch else None
+
+
+def _peak(work: Path, cache: BuildCache, start_cache: int, peak: list[int]) -> None:
+    used = sum(p.stat().st_size for p in work.rglob("*") if p.is_file() and not p.is_symlink())
+    peak[0] = max(peak[0], used + max(0, cache.size() - start_cache))
+
+
+def build(request: BuildRequest, progress: Progress = lambda message, **_: None) -> BuildResult:
+    progress = _reporter(progress)
     target = request.target
     timings = Timings()
     work = Path(tempfile.mkdtemp(prefix="layer-build-"))
     partial = request.output.with_name(f".{request.output.name}.partial")
+    cache: BuildCache | None = None
     try:
         with timings.phase("unpack"):
             # resolve(): "." has no name of its own, the directory it points at has.
@@ -183,86 +394,124 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             config = project.load_config(root, source_name)
             locked = lock.read_lock(root, target, request.index)
             code = project.detect_code(root, config, tuple(p for _, p in locked.local_paths))
+            direct = _direct_dependencies(root)
         warnings += [*config.warnings, *locked.warnings, *project.code_warnings(root, config, code)]
-        python = bytecode.find_interpreter(target, request.environ)
-        if python is None:
-            warnings.append(f"No {target.runtime} interpreter on this machine: the layer ships without "
-                            "bytecode and every cold start compiles its modules.")
+        headroom = getattr(config, "headroom", limits.DEFAULT_HEADROOM)
         name = project.layer_name(config.name, request.layer_prefix)
         report = BuildReport(
             layer_name=name, layer_version=config.version, description=config.description,
-            runtime=target.runtime, arch=target.arch, platform=target.uv_platform,
+            runtime=target.runtime, arch=target.arch, platform=target.platform,
             builder_version=__version__, lock_hash=locked.lock_sha256,
             packages=[{"name": r.name, "version": r.version} for r in locked.requirements],
             skipped_by_marker=[{"name": n, "markers": m} for n, m in locked.skipped],
+            headroom=headroom, installer=FETCHER,
         )
+        cache = BuildCache(request.cache_dir, _signing_key(request), request.remote_cache, scratch=work)
+        start_cache, peak = cache.size(), [0]
+        sandbox = request.sandbox or check.HostSandbox(
+            request.environ, index_url=next((r.index for r in locked.requirements if r.index), ""))
 
-        cache = DependencyCache(request.cache_dir, request.remote_cache)
-        key = cache_key(locked, target, config, python, request.allow_sdist, host_machine=host_machine())
-        deps = cache.lookup(key)
-        warnings += cache.rejected
-        report.dependency_cache = "off" if request.cache_dir is None else ("hit" if deps else "miss")
-        if deps is None:
-            staging = (request.cache_dir or work) / f"{STAGING_PREFIX}{os.getpid()}-{key[:12]}-{time.time_ns()}"
-            staging.mkdir(parents=True)
-            try:
-                meta = _build_dependencies(request, locked, config, python, staging, timings, progress)
-                deps = cache.store(key, staging, meta)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-        else:
-            progress("Dependencies unchanged: reusing the cached build")
-        meta = deps.meta
-        warnings += meta["warnings"]
+        with timings.phase("install"):
+            progress(f"Fetching {len(locked.requirements)} locked packages")
+            installed = _install(request, target, locked, config, cache, sandbox, progress, work)
+        warnings += installed.warnings
+        _peak(work, cache, start_cache, peak)
 
         with timings.phase("package"):
             own_tree = work / "own"
             own_tree.mkdir()
             own_names = project.copy_code(code, own_tree)
-            # python/six.py, python/six/ and python/six.cpython-313-….so all claim the name `six`.
-            clash = sorted(set(own_names) & {Path(n).parts[1].split(".")[0] for n in meta["sha256"]})
+            layer = _Layer(installed, own_tree, own_names)
+            tops = {dest.split("/", 1)[0].split(".")[0] for plan, _ in layer.plans for dest, _ in plan.files()}
+            clash = sorted(set(own_names) & tops)
             if clash:
                 raise project.clash_error(clash, own_names)
-            failed = []
-            if python and config.bytecode != "none":
-                failed = bytecode.compile_tree(
-                    python, own_tree, timeout=_remaining(request.deadline, "compiling the project's bytecode"))
-            failed += meta["bytecode_failed"]
+            owners = owners_from_plans([p for p, _ in layer.plans]) | {n: f"{n} (own)" for n in own_names}
+            files = layer.files()
+            sizes = package_sizes(files, owners)
+            binaries = check.check_machines(
+                [(dest, machine) for plan, _ in layer.plans for dest, machine in plan.machines.items()],
+                target)
+            unzipped = sum(size for _, size in files)
+            check.check_size(unzipped, sizes, headroom=headroom)
+
+        with timings.phase("check"):
+            spec = _spec(layer, direct, config, locked)
+            progress("Checking that the layer imports")
+            checked_on, verdict = target, None
+            if sandbox.native(target):
+                verdict = _check(request, target, layer, spec, sandbox, cache, work, target.short)
+            elif (twin := _twin_target(target)) is not None:
+                progress(f"Checking a {twin.arch} twin of the layer (same versions)")
+                twin_installed = _install(request, twin, locked, config, cache, sandbox, progress, work)
+                twin_layer = _Layer(twin_installed, own_tree, own_names)
+                checked_on = twin
+                if sandbox.native(twin):
+                    verdict = _check(request, twin, twin_layer, spec, sandbox, cache, work, twin.short)
+        if verdict is None:
+            import_status = (f"skipped: no sandbox runs {target.runtime} on {target.machine} "
+                             f"or on this {host_machine()} machine")
+            warnings.append(f"The import check did not run: {import_status.removeprefix('skipped: ')}.")
+        elif not verdict.ok:
+            raise TargetMismatchError(verdict.message) if "binar" in verdict.message.lower() \
+                else InputError(verdict.message)
+        else:
+            where = "" if checked_on == target else (
+                f" on a {checked_on.arch} twin of the layer (same locked versions; one rule for "
+                "both architectures)")
+            if verdict.ran_on == "skipped":
+                import_status = "skipped: " + (verdict.warnings[0] if verdict.warnings else "no interpreter")
+            else:
+                import_status = (f"ok: {', '.join(own_names)}" if own_names else "ok: no own packages") + where
+            warnings += list(verdict.warnings)
+        startup = set(verdict.startup) if verdict is not None else set()
+        _peak(work, cache, start_cache, peak)
+
+        python = bytecode.find_interpreter(target, request.environ)
+        pycs: dict[str, bytes] = {}
+        failed: list[str] = []
+        room = limits.MAX_UNZIPPED_BYTES - headroom - unzipped - limits.MANIFEST_ALLOWANCE
+        coverage: dict = {"choice": "none", "kept": 0, "dropped": 0, "dropped_bytes": 0}
+        can_compile = python is not None or sandbox.native(target)
+        if config.bytecode != "none" and not can_compile:
+            warnings.append(f"No {target.runtime} interpreter here or in the sandbox: the layer ships "
+                            "without bytecode and every cold start compiles its modules.")
+        elif config.bytecode != "none":
+            with timings.phase("bytecode"):
+                progress("Compiling bytecode for the target Python")
+                order = _choose_bytecode(layer, startup, room, config.bytecode, {})
+                compiled = _compile(request, target, layer, order, cache, sandbox, python, work)
+                pycs = _trim(compiled, order, room, config.bytecode, target.python_version)
+                failed = [s for s in order if bytecode.pyc_name(s, target.python_version) not in compiled]
+                sources = [s for s, _ in files if s.endswith(".py")]
+                coverage = {"choice": "start-up modules first" if startup else "shallowest modules first",
+                            "kept": len(pycs), "dropped": len(sources) - len(pycs),
+                            "dropped_bytes": sum(len(d) for n, d in compiled.items() if n not in pycs),
+                            "startup_sources": len(startup),
+                            "startup_kept": sum(1 for n in pycs if bytecode.pyc_source(n) in startup)}
+
+        entries = layer.entries(pycs)
+        digest = content_hash(entries)
+        report.content_hash = digest
+        report.own_packages = own_names
+        report.slimmed = _slimmed(layer.plans)
+        report.license = config.license
+        report.built_from_source = installed.built_from_source
+        report.wheels = installed.wheels
+        cached = len(layer.plans) - installed.downloaded_files
+        report.dependency_cache = ("off" if request.cache_dir is None else
+                                   "hit" if cached == len(layer.plans) else "miss" if cached == 0
+                                   else f"partial: {cached} of {len(layer.plans)} wheels cached")
+        report.downloaded_bytes = installed.downloaded_bytes
+        report.bytecode = {"interpreter": f"CPython {target.python_version}" if can_compile else None,
+                           "mode": config.bytecode if can_compile else "none",
+                           "invalidation": "unchecked-hash", "failed": len(failed), **coverage}
+        report.checks = {"binaries": f"{binaries} shared objects for {target.machine}",
+                         "imports": import_status, "size": "within limit, headroom kept",
+                         "sandbox": verdict.ran_on if verdict is not None else ""}
         if failed:
             warnings.append(f"{len(failed)} source files do not compile for {target.runtime} and ship "
                             f"without bytecode, e.g. {failed[0]}.")
-        own_entries = tree_entries(own_tree)
-        deps_entries = raw_entries(deps.zip_path, meta["sha256"])
-
-        with timings.phase("check"):
-            owners = dict(meta["owners"]) | {n: f"{n} (own)" for n in own_names}
-            files = [(e.name.split("/", 1)[1], e.file_size) for e in deps_entries]
-            files += [(e.name.split("/", 1)[1], e.path.stat().st_size) for e in own_entries]
-            sizes = package_sizes(files, owners)
-            check.check_size(sum(size for _, size in files), sizes)
-            check.check_binaries(check.tree_headers(own_tree), target)
-            import_status = "skipped: no target interpreter"
-            if python and target.machine == host_machine():
-                check.check_imports(python, [own_tree, deps.tree()], own_names,
-                                    timeout=_remaining(request.deadline, "the import check"))
-                import_status = f"ok: {', '.join(own_names)}" if own_names else "no own packages"
-            elif python:
-                import_status = f"skipped: cannot run {target.machine} code on {host_machine()}"
-
-        digest = content_hash(deps_entries, own_entries)
-        report.content_hash = digest
-        report.own_packages = own_names
-        report.slimmed = meta["slimmed"]
-        report.installer = meta["installer"]
-        report.license = config.license
-        report.built_from_source = meta["built_from_source"]
-        report.bytecode = {"interpreter": f"CPython {target.python_version}" if python else None,
-                           "mode": config.bytecode if python else "none",
-                           "invalidation": "unchecked-hash", "failed": len(failed),
-                           **meta.get("bytecode_coverage", {})}
-        report.checks = {"binaries": f"{meta['binaries_checked']} shared objects for {target.machine}",
-                         "imports": import_status, "size": "within limit"}
         manifest_path = work / MANIFEST_NAME
         manifest_path.write_text(manifest(report), encoding="utf-8")
 
@@ -270,15 +519,18 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
             _remaining(request.deadline, "writing the zip")
             progress("Writing the layer zip")
             request.output.parent.mkdir(parents=True, exist_ok=True)
-            written = write_zip(partial, layer_entries(deps_entries, own_entries, manifest_path))
+            written = write_zip(partial, [*entries, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)])
+            _peak(work, cache, start_cache, peak)
             os.replace(partial, request.output)
         report.files = len(written)
         report.unzipped_bytes = sum(w.file_size for w in written)
+        report.room_left_bytes = limits.MAX_UNZIPPED_BYTES - report.unzipped_bytes
         report.zipped_bytes = request.output.stat().st_size
-        report.zip_sha256 = file_sha256(request.output)
+        report.zip_sha256 = cache_sha(request.output)
         report.publish_via_s3 = report.zipped_bytes > limits.MAX_DIRECT_UPLOAD_BYTES
         report.sizes = package_sizes([(w.name.split("/", 1)[1], w.file_size) for w in written], owners)
-        report.warnings = list(dict.fromkeys(warnings))
+        report.warnings = list(dict.fromkeys(warnings + cache.warnings))
+        report.peak_tmp_bytes = peak[0]
         report.timings = timings.seconds
         return BuildResult(request.output, report)
     except OSError as exc:
@@ -288,4 +540,21 @@ def build(request: BuildRequest, progress: Progress = lambda message: None) -> B
         raise
     finally:
         partial.unlink(missing_ok=True)
+        if cache is not None:
+            cache.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _slimmed(plans: list[tuple[Plan, Path]]) -> list[dict]:
+    totals: dict[str, list[int]] = {}
+    for plan, _ in plans:
+        for rule, (count, size) in plan.skipped.items():
+            entry = totals.setdefault(rule, [0, 0])
+            entry[0] += count
+            entry[1] += size
+    return [{"rule": rule, "files": count, "bytes": size} for rule, (count, size) in sorted(totals.items())]
+
+
+def cache_sha(path: Path) -> str:
+    from .package import file_sha256
+    return file_sha256(path)

@@ -38,6 +38,17 @@ def owner_of(path: str, owners: Mapping[str, str]) -> str:
     return owners.get(top) or owners.get(top.removesuffix(".py")) or UNOWNED
 
 
+def owners_from_plans(plans: Iterable[Any]) -> dict[str, str]:
+    """Top-level path → distribution name, from wheel plans (wheel.Plan)."""
+    owners: dict[str, str] = {}
+    for plan in plans:
+        label = plan.display_name
+        owners[plan.dist_info] = label
+        for dest, _ in plan.files():
+            owners.setdefault(PurePosixPath(dest).parts[0], label)
+    return owners
+
+
 def package_sizes(files: Iterable[tuple[str, int]], owners: dict[str, str]) -> dict[str, int]:
     """Bytes per distribution (or own package) for paths relative to python/."""
     sizes: dict[str, int] = {}
@@ -86,6 +97,15 @@ class BuildReport:
     bytecode: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     installer: str = ""
+    #: Room Lambda's limit leaves after this layer, and the part of it the layer must keep free.
+    room_left_bytes: int = 0
+    headroom: int = limits.DEFAULT_HEADROOM
+    #: Most bytes the build had on disk at once (work dir plus what it added to the cache):
+    #: size the builder's ephemeral storage from it.
+    peak_tmp_bytes: int = 0
+    downloaded_bytes: int = 0
+    #: distribution → the wheel (or sdist) file it was assembled from.
+    wheels: dict[str, str] = field(default_factory=dict)
     dependency_cache: str = "off"
     built_from_source: list[str] = field(default_factory=list)
     skipped_by_marker: list[dict[str, str]] = field(default_factory=list)

@@ -1,100 +1,60 @@
-"""Safe slimming of installed dependencies: only what no import at run time can need.
+"""Safe slimming of dependencies: only what no import at run time can need, decided per member
+name while a wheel is read (nothing is installed, then deleted).
 
-Removed: test suites inside packages, C/C++ headers, Cython sources, and bytecode compiled for
-other Python versions. Never removed: extension modules (`.so`) and `*.dist-info`
-(importlib.metadata reads it). Every removal is reported with the bytes it saved.
+Left out: test suites inside packages and a wheel's own top-level `tests`/`test` package (typish
+ships one: on /opt/python it would also shadow the consumer's `tests`), C/C++ headers and sources,
+Cython sources, type stubs, and bytecode compiled for other Python versions. Never left out: extension modules
+(`.so`) and `*.dist-info` (importlib.metadata reads it). Every rule's savings are reported.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
-#: Directories that are test suites when they sit inside a package (never at the top level).
+#: Directories that are test suites: inside a package, or at the top level of a dependency.
 TEST_DIRS = frozenset({"tests", "test"})
 HEADER_SUFFIXES = (".h", ".hpp", ".hh", ".hxx")
+#: Compiled into the extension modules at build time; nothing imports or reads them at run time.
+C_SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx")
 CYTHON_SUFFIXES = (".pyx", ".pxd", ".pxi")
 _PYC = re.compile(r"\.cpython-(\d+)(?:\.opt-\d)?\.pyc$")
 _PROTECTED = re.compile(r"(\.so(\.\d+)*|\.dist-info)$")
+TEST_SUITES = "test suites inside packages"
+TOP_LEVEL_TESTS = "top-level test packages of dependencies"
 
 
-@dataclass(frozen=True)
-class Removal:
-    rule: str
-    files: int
-    bytes: int
+def rule_for(dest: str, python_version: str, extra: tuple[str, ...] = (),
+             packages: frozenset[str] = frozenset(), *, distribution: str = "") -> str | None:
+    """The slimming rule that leaves out the file `dest` (relative to python/), or None.
 
-
-def _size(path: Path) -> tuple[int, int]:
-    if path.is_file():
-        return 1, path.stat().st_size
-    files = total = 0
-    for dirpath, _, filenames in os.walk(path):
-        for name in filenames:
-            files += 1
-            total += os.lstat(os.path.join(dirpath, name)).st_size
-    return files, total
-
-
-def _is_package(path: Path) -> bool:
-    return (path / "__init__.py").is_file()
-
-
-def _rule_for_dir(rel: Path, path: Path) -> str | None:
-    if rel.name in TEST_DIRS and len(rel.parts) > 1 and _is_package(path.parent):
-        return "test suites inside packages"
-    return None
-
-
-def _rule_for_file(rel: Path, python_tag: str, extra: tuple[str, ...]) -> str | None:
-    name = rel.name
+    `packages` are the directories of the same wheel that hold an `__init__.py`.
+    """
+    path = PurePosixPath(dest)
+    parts = path.parts
+    if parts[0].endswith(".dist-info"):
+        return None
+    if parts[0] in TEST_DIRS and len(parts) > 1 and distribution not in TEST_DIRS:
+        return TOP_LEVEL_TESTS
+    for depth in range(1, len(parts) - 1):
+        if parts[depth] in TEST_DIRS and "/".join(parts[:depth]) in packages:
+            return TEST_SUITES
+    name = path.name
     if _PROTECTED.search(name):
         return None
     if name.endswith(HEADER_SUFFIXES):
         return "C/C++ headers"
     if name.endswith(CYTHON_SUFFIXES):
         return "Cython sources (.pyx/.pxd/.pxi)"
+    if name.endswith(C_SOURCE_SUFFIXES):
+        return "C/C++ sources"
+    if name.endswith(".pyi"):
+        return "type stubs (.pyi, read by type checkers only)"
     match = _PYC.search(name)
-    if match and match.group(1) != python_tag:
+    if match and match.group(1) != python_version.replace(".", ""):
         return "bytecode for other Python versions"
-    posix = rel.as_posix()
     for pattern in extra:
-        if fnmatch.fnmatch(posix, pattern) or fnmatch.fnmatch(name, pattern):
+        if fnmatch.fnmatch(dest, pattern) or fnmatch.fnmatch(name, pattern):
             return f"project pattern {pattern}"
     return None
-
-
-def slim(tree: Path, python_version: str, extra_patterns: tuple[str, ...] = ()) -> list[Removal]:
-    """Remove what is safe to remove from an installed tree; returns what each rule saved."""
-    tag = python_version.replace(".", "")
-    saved: dict[str, list[int]] = {}
-
-    def record(rule: str, files: int, size: int) -> None:
-        entry = saved.setdefault(rule, [0, 0])
-        entry[0] += files
-        entry[1] += size
-
-    for dirpath, dirnames, filenames in os.walk(tree):
-        current = Path(dirpath)
-        rel_dir = current.relative_to(tree)
-        if any(part.endswith(".dist-info") for part in rel_dir.parts):
-            dirnames[:] = []
-            continue
-        for name in sorted(dirnames):
-            path = current / name
-            rule = _rule_for_dir(rel_dir / name, path)
-            if rule and not path.is_symlink():
-                record(rule, *_size(path))
-                shutil.rmtree(path)
-                dirnames.remove(name)
-        for name in filenames:
-            path = current / name
-            rule = _rule_for_file(rel_dir / name, tag, extra_patterns)
-            if rule:
-                record(rule, 1, path.lstat().st_size)
-                path.unlink()
-    return [Removal(rule, files, size) for rule, (files, size) in sorted(saved.items())]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
+
+from packaging import tags
 
 from .errors import InputError
 
@@ -18,6 +21,10 @@ RUNTIME_GLIBC = {
 ARCH_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}
 #: ELF e_machine values (elf.h): EM_X86_64 and EM_AARCH64.
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
+#: The manylinux_2_X minors uv accepts in --python-platform (uv 0.13: `--python-platform help`
+#: lists 2_17, 2_28, 2_31 … 2_40). Amazon Linux 2's 2.26 is not among them, so uv (kept only for
+#: operator-allowed source builds) gets the newest one at or below the target's glibc.
+UV_MANYLINUX_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 DEFAULT_RUNTIME = "python3.13"
 DEFAULT_ARCH = "x86_64"
 
@@ -61,10 +68,32 @@ class Target:
         return RUNTIME_GLIBC[self.runtime]
 
     @property
-    def uv_platform(self) -> str:
-        """uv's --python-platform, e.g. x86_64-manylinux_2_34."""
+    def platform(self) -> str:
+        """The newest platform tag the target runs, e.g. x86_64-manylinux_2_34 (2_26 on AL2)."""
         major, minor = self.glibc
         return f"{self.machine}-manylinux_{major}_{minor}"
+
+    @property
+    def uv_platform(self) -> str:
+        """uv's --python-platform: a value uv accepts, never newer than the target's glibc."""
+        major, top = self.glibc
+        minor = max(m for m in UV_MANYLINUX_MINORS if m <= top)
+        return f"{self.machine}-manylinux_{major}_{minor}"
+
+    @cached_property
+    def wheel_tags(self) -> dict[tags.Tag, int]:
+        """Every wheel tag the target's interpreter accepts → its priority (0 is best).
+
+        As installers rank them (packaging.tags.sys_tags on the target): cpXY-cpXY, abi3 and
+        none on the manylinux ladder, then the pure-Python tags. Built for a foreign platform
+        from the runtime, never from the host.
+        """
+        version = self.version_tuple
+        abi = f"cp{version[0]}{version[1]}"
+        ladder = self.pip_platforms
+        ordered = [*tags.cpython_tags(version, abis=[abi], platforms=ladder),
+                   *tags.compatible_tags(version, abi, ladder)]
+        return {tag: rank for rank, tag in enumerate(dict.fromkeys(ordered))}
 
     @property
     def pip_platforms(self) -> list[str]:
@@ -101,3 +130,8 @@ class Target:
 
     def describe(self) -> str:
         return f"{self.runtime}/{self.arch} (manylinux_{self.glibc[0]}_{self.glibc[1]})"
+
+    @property
+    def short(self) -> str:
+        """py313-x86_64: for file and cache names."""
+        return f"py{self.python_version.replace('.', '')}-{self.arch}"

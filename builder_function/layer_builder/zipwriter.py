@@ -1,10 +1,12 @@
-"""A reproducible zip writer that compresses on every core and copies deflated members as-is.
+"""A reproducible zip writer that compresses on every core and copies compressed members as-is.
 
 The standard library's zipfile compresses one member at a time on the calling thread and cannot
-accept data that is already deflated, which makes it the slowest step of a layer build. This
-writer splits each file into 1 MiB chunks that worker threads deflate independently (each primed
-with the previous 32 KiB, as pigz does; zlib releases the GIL), and it copies members of earlier
-zips (the dependency cache) without recompressing them. Reading zips stays with zipfile.
+accept data that is already compressed (python/cpython#113924), which makes it the slowest step of
+a layer build. This writer copies members of other zips (wheels, stored or deflated, whatever
+their local headers, data descriptors or zip64 extras held) without recompressing them: their
+compressed bytes, CRC and sizes come from the source's central directory. Files on disk are split
+into 1 MiB chunks that worker threads deflate independently (each primed with the previous 32 KiB,
+as pigz does; zlib releases the GIL). Reading zips stays with zipfile.
 
 Output is byte-identical for identical input: sorted names, one fixed timestamp, normalised modes,
 no extra fields.
@@ -17,12 +19,12 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from zipfile import ZIP_DEFLATED, ZipFile
+from zipfile import ZIP_DEFLATED, ZIP_STORED, ZipFile
 
 from . import limits
 from .errors import LayerTooLargeError
@@ -52,8 +54,17 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class DataEntry:
+    """Bytes made by the builder (RECORD, bytecode, the manifest), deflated on the pool."""
+
+    name: str
+    data: bytes
+    executable: bool = False
+
+
+@dataclass(frozen=True)
 class RawEntry:
-    """A deflated member of another zip, copied without recompressing."""
+    """A stored or deflated member of another zip, copied without recompressing."""
 
     name: str
     source: Path
@@ -63,6 +74,7 @@ class RawEntry:
     crc: int
     sha256: str
     executable: bool = False
+    compress_type: int = ZIP_DEFLATED
 
 
 @dataclass(frozen=True)
@@ -93,28 +105,44 @@ def _deflate(path: Path, offset: int, last: bool, level: int) -> tuple[bytes, by
     return data, body + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
-def _chunk_tasks(entries: list[FileEntry | RawEntry]) -> Iterator[tuple[int, Path, int, bool]]:
+def _deflate_bytes(data: bytes, level: int) -> tuple[bytes, bytes]:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return data, compressor.compress(data) + compressor.flush()
+
+
+Entry = FileEntry | RawEntry | DataEntry
+
+
+def _chunk_tasks(entries: list[Entry]) -> Iterator[tuple[int, Path | bytes, int, bool]]:
     for position, entry in enumerate(entries):
         if isinstance(entry, FileEntry):
             size = entry.path.stat().st_size
             offsets = range(0, max(size, 1), CHUNK)
             for offset in offsets:
                 yield position, entry.path, offset, offset + CHUNK >= size
+        elif isinstance(entry, DataEntry):
+            yield position, entry.data, 0, True
 
 
-def raw_entries(zip_path: Path, sha256: dict[str, str]) -> list[RawEntry]:
-    """The members of a zip this module wrote, ready to copy into another one."""
+def raw_entries(zip_path: Path, sha256: dict[str, str], prefix: str = "") -> list[RawEntry]:
+    """The stored or deflated members of any zip, ready to copy into another one (as
+    prefix + name). Sizes and CRC come from the central directory, which zipfile reads with its
+    zip64 extras, so local headers with data descriptors copy as well."""
     entries = []
     with ZipFile(zip_path) as zf, open(zip_path, "rb") as f:
         for info in zf.infolist():
-            if info.compress_type != ZIP_DEFLATED:
-                raise ValueError(f"{zip_path.name}:{info.filename} is not deflated")
+            if info.is_dir():
+                continue
+            if info.compress_type not in (ZIP_STORED, ZIP_DEFLATED) or info.flag_bits & 0x1:
+                raise ValueError(f"{zip_path.name}:{info.filename} is encrypted or uses compression "
+                                 f"method {info.compress_type}")
             f.seek(info.header_offset)
             header = _LOCAL.unpack(f.read(_LOCAL.size))
             data_offset = info.header_offset + _LOCAL.size + header[9] + header[10]
             executable = bool((info.external_attr >> 16) & 0o111)
-            entries.append(RawEntry(info.filename, zip_path, data_offset, info.compress_size,
-                                    info.file_size, info.CRC, sha256[info.filename], executable))
+            entries.append(RawEntry(prefix + info.filename, zip_path, data_offset, info.compress_size,
+                                    info.file_size, info.CRC, sha256[info.filename], executable,
+                                    info.compress_type))
     return entries
 
 
@@ -123,22 +151,28 @@ class _Output:
         self.f = f
         self.central: list[bytes] = []
 
-    def begin(self, name: bytes) -> int:
+    def begin(self, name: bytes, method: int = ZIP_DEFLATED,
+              sizes: tuple[int, int, int] | None = None) -> int:
+        """A local header; with `sizes` (crc, compressed, uncompressed) known up front there is
+        nothing to patch afterwards."""
         offset = self.f.tell()
         if offset > _MAX_OFFSET:
             raise LayerTooLargeError("The layer zip grew past 4 GiB, far beyond Lambda's limits.")
-        self.f.write(_LOCAL.pack(_LOCAL_SIG, _VERSION, _UTF8, 8, _DOS_TIME, _DOS_DATE, 0, 0, 0,
-                                 len(name), 0) + name)
+        crc, csize, usize = sizes or (0, 0, 0)
+        self.f.write(_LOCAL.pack(_LOCAL_SIG, _VERSION, _UTF8, method, _DOS_TIME, _DOS_DATE, crc,
+                                 csize, usize, len(name), 0) + name)
         return offset
 
-    def finish(self, name: bytes, offset: int, crc: int, csize: int, usize: int, exe: bool) -> None:
-        end = self.f.tell()
-        self.f.seek(offset + 14)
-        self.f.write(struct.pack("<III", crc, csize, usize))
-        self.f.seek(end)
+    def finish(self, name: bytes, offset: int, crc: int, csize: int, usize: int, exe: bool,
+               method: int = ZIP_DEFLATED, patch: bool = True) -> None:
+        if patch:
+            end = self.f.tell()
+            self.f.seek(offset + 14)
+            self.f.write(struct.pack("<III", crc, csize, usize))
+            self.f.seek(end)
         self.central.append(_CENTRAL.pack(
-            _CENTRAL_SIG, _MADE_BY, _VERSION, _UTF8, 8, _DOS_TIME, _DOS_DATE, crc, csize, usize,
-            len(name), 0, 0, 0, 0, _mode(exe), offset) + name)
+            _CENTRAL_SIG, _MADE_BY, _VERSION, _UTF8, method, _DOS_TIME, _DOS_DATE, crc, csize,
+            usize, len(name), 0, 0, 0, 0, _mode(exe), offset) + name)
 
     def close(self) -> None:
         start = self.f.tell()
@@ -149,7 +183,7 @@ class _Output:
         self.f.write(_END.pack(_END_SIG, 0, 0, count, count, size, start, 0))
 
 
-def write_zip(out: Path, entries: Iterable[FileEntry | RawEntry], *,
+def write_zip(out: Path, entries: Iterable[Entry], *,
               level: int = limits.ZIP_COMPRESS_LEVEL, workers: int | None = None) -> list[Written]:
     """Write entries sorted by name; returns what was written, in order."""
     ordered = sorted(entries, key=lambda e: e.name)
@@ -173,33 +207,48 @@ def write_zip(out: Path, entries: Iterable[FileEntry | RawEntry], *,
                 task = next(tasks, None)
                 if task is None:
                     return
-                position, path, offset, last = task
-                pending.append((position, pool.submit(_deflate, path, offset, last, level)))
+                position, source, offset, last = task
+                if isinstance(source, bytes):
+                    pending.append((position, pool.submit(_deflate_bytes, source, level)))
+                else:
+                    pending.append((position, pool.submit(_deflate, source, offset, last, level)))
 
         refill()
         for position, entry in enumerate(ordered):
             name = entry.name.encode("utf-8")
-            offset = output.begin(name)
             if isinstance(entry, RawEntry):
+                if entry.compress_type not in (ZIP_STORED, ZIP_DEFLATED):
+                    raise ValueError(f"{entry.source.name}:{entry.name} uses compression "
+                                     f"method {entry.compress_type}")
+                sizes = (entry.crc, entry.compress_size, entry.file_size)
+                offset = output.begin(name, entry.compress_type, sizes)
                 _copy_raw(entry, f)
-                output.finish(name, offset, entry.crc, entry.compress_size, entry.file_size,
-                              entry.executable)
+                output.finish(name, offset, *sizes, entry.executable,
+                              method=entry.compress_type, patch=False)
                 written.append(Written(entry.name, entry.file_size, entry.compress_size,
                                        entry.sha256, entry.executable))
                 continue
-            crc, csize, usize, digest = 0, 0, 0, hashlib.sha256()
-            while pending and pending[0][0] == position:
-                data, deflated = pending.popleft()[1].result()
-                refill()
-                crc = zlib.crc32(data, crc)
-                digest.update(data)
-                usize += len(data)
-                csize += len(deflated)
-                f.write(deflated)
-            output.finish(name, offset, crc, csize, usize, entry.executable)
-            written.append(Written(entry.name, usize, csize, digest.hexdigest(), entry.executable))
+            _write_deflated(entry, position, name, output, pending, refill, written, f)
         output.close()
     return written
+
+
+def _write_deflated(entry: FileEntry | DataEntry, position: int, name: bytes, output: _Output,
+                    pending: deque, refill: Callable[[], None], written: list[Written],
+                    f: BinaryIO) -> None:
+    """Write the entry's chunks, which the pool deflated in order, then patch its header."""
+    offset = output.begin(name)
+    crc, csize, usize, digest = 0, 0, 0, hashlib.sha256()
+    while pending and pending[0][0] == position:
+        data, deflated = pending.popleft()[1].result()
+        refill()
+        crc = zlib.crc32(data, crc)
+        digest.update(data)
+        usize += len(data)
+        csize += len(deflated)
+        f.write(deflated)
+    output.finish(name, offset, crc, csize, usize, entry.executable)
+    written.append(Written(entry.name, usize, csize, digest.hexdigest(), entry.executable))
 
 
 def _copy_raw(entry: RawEntry, out: BinaryIO) -> None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import struct
-import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from layer_builder import limits
 from layer_builder.check import (
+    HostSandbox,
     check_binaries,
-    check_imports,
     check_size,
     elf_machine,
     is_shared_object,
@@ -20,6 +20,7 @@ from layer_builder.check import (
     tree_headers,
 )
 from layer_builder.errors import InputError, LayerTooLargeError, TargetMismatchError
+from layer_builder.sandbox import CheckSpec, Dependency, Verdict
 from layer_builder.target import Target
 
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
@@ -138,12 +139,20 @@ def test_size_message_names_what_was_measured():
         check_size(limits.MAX_UNZIPPED_BYTES + 1, {"x": 1}, what="The function and its layers")
 
 
-# --- imports ----------------------------------------------------------------------------------
+# --- imports (check.HostSandbox, until sandbox_local.LocalSandbox is everywhere) -------------
 
-def write_module(root: Path, name: str, text: str) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{name}.py").write_text(text, encoding="utf-8")
-    return root
+def layer(tmp_path: Path, modules: dict[str, str]) -> Path:
+    path = tmp_path / "layer.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in modules.items():
+            zf.writestr(f"python/{name}.py", text)
+    return path
+
+
+def run_check(tmp_path: Path, modules: dict[str, str], own: tuple[str, ...], timeout=None,
+              deps: tuple[Dependency, ...] = ()) -> Verdict:
+    return HostSandbox().check(layer(tmp_path, modules), CheckSpec(own=own, dependencies=deps),
+                               Target(), timeout)
 
 
 @pytest.mark.parametrize("six_imported_first", [False, True])
@@ -155,24 +164,29 @@ def test_runtime_provided_paths_are_the_packages_not_site_packages(six_imported_
         ["boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py"])
 
 
-def test_imports_from_layer_and_runtime_pass(tmp_path):
-    own = write_module(tmp_path / "own", "app", "import dep, six, jmespath\n")
-    deps = write_module(tmp_path / "deps", "dep", "VALUE = 1\n")
-    check_imports(sys.executable, [own, deps], ["app"])
-    check_imports(sys.executable, [own], [])  # nothing to import: nothing runs
+def test_imports_from_layer_and_runtime_pass_and_name_the_start_up_sources(tmp_path):
+    verdict = run_check(tmp_path, {"app": "import dep, six, jmespath\n", "dep": "VALUE = 1\n",
+                                   "cold": "X = 1\n"}, ("app",))
+    assert verdict.ok, verdict.message
+    assert set(verdict.startup) == {"app.py", "dep.py"}
+
+
+def test_a_direct_dependency_that_does_not_import_is_reported(tmp_path):
+    verdict = run_check(tmp_path, {"dep": "import cgi_removed_module\n"}, (),
+                        deps=(Dependency("dep", "1.0", ("dep",)),))
+    assert verdict.ok and "dep==1.0 does not import" in verdict.warnings[0]
 
 
 def test_builder_only_packages_do_not_leak_into_the_import_check(tmp_path):
     # pytest sits in the builder's site-packages next to boto3, but not in the layer.
-    own = write_module(tmp_path / "own", "app", "import pytest\n")
-    with pytest.raises(InputError, match="No module named 'pytest'.*Add the missing dependency"):
-        check_imports(sys.executable, [own], ["app"])
+    verdict = run_check(tmp_path, {"app": "import pytest\n"}, ("app",))
+    assert not verdict.ok
+    assert "No module named 'pytest'" in verdict.message and "Add the missing dependency" in verdict.message
 
 
 def test_broken_own_code_is_refused(tmp_path):
-    own = write_module(tmp_path / "own", "app", "def broken(:\n")
-    with pytest.raises(InputError, match="SyntaxError"):
-        check_imports(sys.executable, [own], ["app"])
+    verdict = run_check(tmp_path, {"app": "def broken(:\n"}, ("app",))
+    assert not verdict.ok and "SyntaxError" in verdict.message
 
 
 # --- import check time ------------------------------------------------------------------------
@@ -182,10 +196,9 @@ def test_an_import_check_that_runs_out_of_the_builds_time_is_transient(tmp_path)
 
     from layer_builder.errors import OutOfTimeError
 
-    own = write_module(tmp_path / "own", "app", "import time\ntime.sleep(30)\n")
     started = time.monotonic()
     with pytest.raises(OutOfTimeError) as caught:
-        check_imports(sys.executable, [own], ["app"], timeout=0.5)
+        run_check(tmp_path, {"app": "import time\ntime.sleep(30)\n"}, ("app",), timeout=0.5)
     assert time.monotonic() - started < 10
     assert caught.value.permanent is False
     message = str(caught.value)
@@ -197,8 +210,8 @@ def test_an_import_slower_than_the_cap_with_time_to_spare_is_refused(tmp_path, m
     from layer_builder import check
 
     monkeypatch.setattr(check, "IMPORT_CHECK_TIMEOUT", 0.5)
-    own = write_module(tmp_path / "own", "app", "import time\ntime.sleep(30)\n")
+    slow = {"app": "import time\ntime.sleep(30)\n"}
     with pytest.raises(InputError, match="took over .* s: import-time work"):
-        check_imports(sys.executable, [own], ["app"], timeout=600)
+        run_check(tmp_path, slow, ("app",), timeout=600)
     with pytest.raises(InputError, match="import-time work"):
-        check_imports(sys.executable, [own], ["app"])  # no deadline
+        run_check(tmp_path, slow, ("app",))  # no deadline

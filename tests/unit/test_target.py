@@ -20,23 +20,25 @@ def ladder(top: int, oldest: int, machine: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("runtime", "arch", "uv_platform", "machine", "elf", "version"),
+    ("runtime", "arch", "platform", "uv_platform", "machine", "elf", "version"),
     [
-        ("python3.13", "x86_64", "x86_64-manylinux_2_34", "x86_64", 62, "3.13"),
-        ("python3.13", "arm64", "aarch64-manylinux_2_34", "aarch64", 183, "3.13"),
-        ("python3.12", "arm64", "aarch64-manylinux_2_34", "aarch64", 183, "3.12"),
-        ("python3.11", "x86_64", "x86_64-manylinux_2_26", "x86_64", 62, "3.11"),
-        ("python3.11", "arm64", "aarch64-manylinux_2_26", "aarch64", 183, "3.11"),
+        ("python3.13", "x86_64", "x86_64-manylinux_2_34", "x86_64-manylinux_2_34", "x86_64", 62, "3.13"),
+        ("python3.13", "arm64", "aarch64-manylinux_2_34", "aarch64-manylinux_2_34", "aarch64", 183, "3.13"),
+        ("python3.12", "arm64", "aarch64-manylinux_2_34", "aarch64-manylinux_2_34", "aarch64", 183, "3.12"),
+        # uv accepts no 2_26 (issue 13 item 3): the newest value it accepts below AL2's glibc.
+        ("python3.11", "x86_64", "x86_64-manylinux_2_26", "x86_64-manylinux_2_17", "x86_64", 62, "3.11"),
+        ("python3.10", "arm64", "aarch64-manylinux_2_26", "aarch64-manylinux_2_17", "aarch64", 183, "3.10"),
     ],
 )
-def test_platform_values(runtime, arch, uv_platform, machine, elf, version):
+def test_platform_values(runtime, arch, platform, uv_platform, machine, elf, version):
     target = Target(runtime, arch)
+    assert target.platform == platform
     assert target.uv_platform == uv_platform
     assert target.machine == machine
     assert target.elf_machine == elf
     assert target.python_version == version
     assert target.version_tuple == tuple(int(p) for p in version.split("."))
-    assert target.describe() == f"{runtime}/{arch} ({uv_platform.split('-')[1]})"
+    assert target.describe() == f"{runtime}/{arch} ({platform.split('-')[1]})"
 
 
 @pytest.mark.parametrize(
@@ -52,7 +54,7 @@ def test_pip_tag_ladder(runtime, arch, expected):
     target = Target(runtime, arch)
     tags = target.pip_platforms
     assert tags == expected
-    assert tags[0] == f"{target.uv_platform.split('-')[1]}_{target.machine}"  # uv's tag on top
+    assert tags[0] == f"{target.platform.split('-')[1]}_{target.machine}"  # the glibc on top
     assert len(tags) == len(set(tags))
 
 
@@ -109,3 +111,44 @@ def test_defaults():
 def test_unsupported_targets_are_refused(runtime, arch, match):
     with pytest.raises(InputError, match=match):
         Target(runtime, arch)
+
+
+def test_uv_accepts_every_runtimes_platform(tmp_path):
+    """uv's own check of --python-platform, for every runtime and architecture (no network:
+    --dry-run of an empty requirements file)."""
+    import subprocess
+
+    from layer_builder.install import find_uv
+    from layer_builder.target import ARCH_MACHINE, RUNTIME_GLIBC
+
+    uv = find_uv()
+    (tmp_path / "empty.txt").write_text("")
+    for runtime in RUNTIME_GLIBC:
+        for arch in ARCH_MACHINE:
+            target = Target(runtime, arch)
+            done = subprocess.run([uv, "pip", "install", "--dry-run", "--no-config", "--offline",
+                                   "--python-platform", target.uv_platform, "--python-version",
+                                   target.python_version, "--target", str(tmp_path / "t"),
+                                   "-r", str(tmp_path / "empty.txt")],
+                                  capture_output=True, text=True, env={"PATH": "/usr/bin:/bin",
+                                                                       "HOME": str(tmp_path)})
+            assert "invalid value" not in done.stderr, (target, done.stderr)
+
+
+def test_wheel_tags_rank_as_an_installer_does():
+    from packaging.tags import Tag
+
+    tags = Target("python3.13", "x86_64").wheel_tags
+    ranks = [tags[Tag(*t.split("-"))] for t in (
+        "cp313-cp313-manylinux_2_34_x86_64", "cp313-cp313-manylinux_2_17_x86_64",
+        "cp313-cp313-manylinux2014_x86_64", "cp313-abi3-manylinux_2_17_x86_64",
+        "py3-none-manylinux_2_17_x86_64", "py3-none-any")]
+    assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
+    assert Tag("cp312", "cp312", "manylinux_2_17_x86_64") not in tags
+    assert Tag("cp313", "cp313", "manylinux_2_35_x86_64") not in tags
+    assert Tag("cp313", "cp313", "manylinux_2_17_aarch64") not in tags
+    assert Tag("cp313", "cp313", "linux_x86_64") not in tags
+    assert Tag("cp311", "abi3", "manylinux_2_17_x86_64") in tags
+    al2 = Target("python3.11", "arm64").wheel_tags
+    assert Tag("cp311", "cp311", "manylinux_2_26_aarch64") in al2
+    assert Tag("cp311", "cp311", "manylinux_2_28_aarch64") not in al2

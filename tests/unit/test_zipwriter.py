@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 import shutil
 import subprocess
@@ -152,12 +153,45 @@ def test_raw_copy_into_another_zip(written, tmp_path):
     assert again.read_bytes() == combined.read_bytes()
 
 
-def test_raw_entries_refuse_stored_members(tmp_path):
-    stored = tmp_path / "stored.zip"
-    with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("a.txt", b"abc")
-    with pytest.raises(ValueError, match="a.txt is not deflated"):
-        raw_entries(stored, {"a.txt": hashlib.sha256(b"abc").hexdigest()})
+class _Unseekable(io.RawIOBase):
+    """A write-only stream: zipfile then writes data descriptors after each member."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        return self.target.write(data)
+
+
+def test_members_of_any_wheel_copy_raw_stored_deflated_descriptors_and_zip64(tmp_path):
+    members = {"pkg/a.txt": (b"stored " * 50, zipfile.ZIP_STORED),
+               "pkg/b.py": (b"deflated = 1\n" * 200, zipfile.ZIP_DEFLATED),
+               "pkg/empty": (b"", zipfile.ZIP_DEFLATED)}
+    descriptors = tmp_path / "descriptors.whl"
+    with open(descriptors, "wb") as raw, zipfile.ZipFile(_Unseekable(raw), "w") as zf:
+        for name, (data, method) in members.items():
+            with zf.open(zipfile.ZipInfo(name), "w") as member:  # streamed: sizes come after
+                member.write(data)
+    zip64 = tmp_path / "zip64.whl"
+    with zipfile.ZipFile(zip64, "w") as zf:
+        for name, (data, method) in members.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = method
+            with zf.open(info, "w", force_zip64=True) as member:
+                member.write(data)
+    with zipfile.ZipFile(descriptors) as zf:
+        assert any(i.flag_bits & 0x08 for i in zf.infolist()), "the source has data descriptors"
+    sha = {name: hashlib.sha256(data).hexdigest() for name, (data, _) in members.items()}
+    for source in (descriptors, zip64):
+        out = tmp_path / f"copy-{source.stem}.zip"
+        write_zip(out, raw_entries(source, sha, prefix="python/"))
+        with zipfile.ZipFile(out) as zf:
+            assert zf.testzip() is None
+            assert {i.filename: zf.read(i) for i in zf.infolist()} == {
+                f"python/{name}": data for name, (data, _) in members.items()}
 
 
 def test_truncated_raw_source_is_detected(written, tmp_path):

@@ -22,7 +22,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import limits
-from ..cache import DEPS_ZIP, META
 from ..errors import ConfigurationError, DiskFullError, InputError, TransientError
 from .attach import AttachedLayer, ConcurrentUpdate, FunctionState
 from .publish import PublishedLayer
@@ -262,7 +261,9 @@ class DynamoSourceMemo:
 
 
 class S3DependencyCache:
-    """cache/<key>/ in the artifact bucket: a second level shared by all builder containers.
+    """cache/<name> in the artifact bucket: the build cache's second level (cache.RemoteCache),
+    shared by all builder containers. Blobs are wheels (checked by their sha256) and signed
+    derived entries (checked by their HMAC), so the bucket is never trusted.
 
     Best effort: a failure only costs a rebuild, so it is recorded, never raised."""
 
@@ -272,10 +273,9 @@ class S3DependencyCache:
         self.prefix = prefix
         self.errors: list[str] = []
 
-    def fetch(self, key: str, dest: Path) -> bool:
+    def fetch(self, name: str, dest: Path) -> bool:
         try:
-            for name in (META, DEPS_ZIP):
-                self.s3.download_file(self.bucket, f"{self.prefix}{key}/{name}", str(dest / name))
+            self.s3.download_file(self.bucket, f"{self.prefix}{name}", str(dest))
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") not in _MISSING:
@@ -284,10 +284,9 @@ class S3DependencyCache:
             self.errors.append(f"cache fetch: {exc}")
         return False
 
-    def push(self, key: str, source: Path) -> None:
-        try:  # meta.json last: its presence means deps.zip is complete
-            for name in (DEPS_ZIP, META):
-                self.s3.upload_file(str(source / name), self.bucket, f"{self.prefix}{key}/{name}")
+    def push(self, name: str, path: Path) -> None:
+        try:
+            self.s3.upload_file(str(path), self.bucket, f"{self.prefix}{name}")
         except (ClientError, BotoCoreError, Boto3Error) as exc:  # upload_file: S3UploadFailedError
             self.errors.append(f"cache push: {exc}")
 

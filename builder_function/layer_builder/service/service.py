@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..cache import DependencyCache
+from ..cache import evict
 from ..errors import LayerBuildError
 from ..lock import IndexPolicy
 from ..unpack import strip_archive_suffix
@@ -151,7 +151,7 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        DependencyCache(Path(settings.cache_dir)).evict(settings.cache_max_bytes)
+        evict(Path(settings.cache_dir), settings.cache_max_bytes)
 
 
 def _finish(outcome: Outcome, adapters: Adapters, detail_type: str) -> None:

@@ -1,0 +1,89 @@
+"""bytecode: compile_sources (the one compile entry point), pyc names, ranking, timeouts."""
+
+from __future__ import annotations
+
+import importlib.util
+import marshal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from layer_builder import bytecode
+from layer_builder.errors import OutOfTimeError
+
+TAG = f"cpython-{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def test_compile_sources_returns_unchecked_hash_pycs_named_under_the_layer(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("VALUE = 1\n")
+    (tmp_path / "top.py").write_text("def f():\n    return 2\n")
+    (tmp_path / "bad.py").write_text("def broken(:\n")
+    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["pkg/__init__.py", "top.py", "bad.py"])
+    assert sorted(pycs) == [f"__pycache__/top.{TAG}.pyc", f"pkg/__pycache__/__init__.{TAG}.pyc"]
+    data = pycs[f"pkg/__pycache__/__init__.{TAG}.pyc"]
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(data[4:8], "little") == 1  # unchecked-hash
+    assert data[8:16] == importlib.util.source_hash(b"VALUE = 1\n")
+    assert marshal.loads(data[16:]).co_filename == "/opt/python/pkg/__init__.py"
+    assert not list(tmp_path.rglob("__pycache__")), "nothing is written next to the sources"
+
+
+def test_many_sources_are_compiled_by_two_processes_with_the_same_result(tmp_path, monkeypatch):
+    files = []
+    for n in range(6):
+        (tmp_path / f"m{n}.py").write_text(f"X = {n}\n")
+        files.append(f"m{n}.py")
+    one = bytecode.compile_sources(sys.executable, tmp_path, files)
+    monkeypatch.setattr(bytecode, "PARALLEL_MIN_SOURCES", 2)
+    two = bytecode.compile_sources(sys.executable, tmp_path, files)
+    assert one == two and len(one) == 6
+
+
+def test_nothing_to_compile_runs_nothing():
+    assert bytecode.compile_sources("/nonexistent/python", Path("/"), []) == {}
+
+
+@pytest.mark.parametrize(("source", "pyc"), [
+    ("six.py", "__pycache__/six.cpython-313.pyc"),
+    ("pkg/sub/mod.py", "pkg/sub/__pycache__/mod.cpython-313.pyc"),
+])
+def test_pyc_names_round_trip(source, pyc):
+    assert bytecode.pyc_name(source, "3.13") == pyc
+    assert bytecode.pyc_source(pyc) == source
+
+
+def test_rank_puts_start_up_sources_first_then_the_shallowest():
+    sources = ["a/b/c.py", "a/__init__.py", "z.py", "a/b/hot.py"]
+    assert bytecode.rank(sources, {"a/b/hot.py"}) == ["a/b/hot.py", "z.py", "a/__init__.py", "a/b/c.py"]
+
+
+def _gone(pid: int) -> bool:
+    """True once pid has exited (a zombie counts: it no longer runs)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_out_of_time_kills_the_compiler_and_what_it_started(tmp_path):
+    worker_pid = tmp_path / "worker.pid"
+    fake = tmp_path / "python3.13"
+    fake.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {worker_pid}\nwait\n")
+    fake.chmod(0o755)
+    (tmp_path / "mod.py").write_text("x = 1\n")
+    started = time.monotonic()
+    with pytest.raises(OutOfTimeError) as caught:
+        bytecode.compile_sources(str(fake), tmp_path, ["mod.py"], timeout=0.5)
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "Compiling bytecode" in message and "stopped before publishing" in message
+    assert caught.value.permanent is False
+    pid = int(worker_pid.read_text())
+    deadline = time.monotonic() + 5
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid), "the compiler's child outlived the timeout"
