@@ -29,11 +29,19 @@ import plette
 
 from . import __version__, bytecode, check, fetch, limits, lock, project, unpack
 from .cache import BuildCache, RemoteCache, load_or_create_key
-from .errors import DiskFullError, InputError, LayerBuildError, OutOfTimeError, TargetMismatchError
+from .errors import (
+    DiskFullError,
+    InputError,
+    LayerBuildError,
+    NoWheelError,
+    OutOfTimeError,
+    TargetMismatchError,
+)
 from .install import FETCHER, Installed, Settings, install
 from .package import MANIFEST_NAME, PREFIX, content_hash, manifest
 from .report import BuildReport, Timings, owners_from_plans, package_sizes
 from .sandbox import CheckSpec, Dependency, Sandbox, Verdict
+from .sandbox_local import LocalSandbox
 from .target import ARCH_MACHINE, Target
 from .wheel import Plan, with_bytecode
 from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, write_zip
@@ -61,7 +69,7 @@ class BuildRequest:
     deadline: float | None = None
     environ: Mapping[str, str] | None = None
     #: Where uploaded code runs (import check, start-up probe, source builds, foreign bytecode).
-    #: None: this machine's interpreters (check.HostSandbox) until LocalSandbox is everywhere.
+    #: None: sandbox_local.LocalSandbox (subprocesses of this process: the CLI's and tests').
     sandbox: Sandbox | None = None
     #: HMAC key for derived cache entries; None: a key file in cache_dir (made on first use).
     signing_key: bytes | None = None
@@ -186,7 +194,19 @@ def _install(request: BuildRequest, target: Target, locked: lock.LockedProject,
     environ = os.environ if request.environ is None else request.environ
 
     def build_sdist(sdist: Path, chosen: fetch.Chosen) -> Path:
-        progress(f"Building {chosen.requirement.name}=={chosen.requirement.version} from source")
+        what = f"{chosen.requirement.name}=={chosen.requirement.version}"
+        if not sandbox.native(target):  # refused before any build code runs
+            host, pin = host_machine(), f"or pin a version that ships manylinux wheels for {target.machine}"
+            if host != target.machine:
+                raise NoWheelError(
+                    f"No wheel of {what} for {target.describe()}, and a source build on this {host} "
+                    f"machine makes {host} binaries, not {target.machine}: build on "
+                    f"{target.machine} (e.g. the builder Lambda with Architecture={target.arch}), {pin}.")
+            raise NoWheelError(
+                f"No wheel of {what} for {target.describe()}, and building from source needs a "
+                f"Python {target.python_version} interpreter, which was not found (PATH, pyenv): "
+                f"install one, {pin}.")
+        progress(f"Building {what} from source")
         return sandbox.build_sdist(sdist, chosen.requirement.name, chosen.requirement.version,
                                    target, work / "built", _remaining(request.deadline, "a source build"))
 
@@ -408,8 +428,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         )
         cache = BuildCache(request.cache_dir, _signing_key(request), request.remote_cache, scratch=work)
         start_cache, peak = cache.size(), [0]
-        sandbox = request.sandbox or check.HostSandbox(
-            request.environ, index_url=next((r.index for r in locked.requirements if r.index), ""))
+        sandbox = request.sandbox or LocalSandbox(request.environ)
 
         with timings.phase("install"):
             progress(f"Fetching {len(locked.requirements)} locked packages")
@@ -453,8 +472,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                              f"or on this {host_machine()} machine")
             warnings.append(f"The import check did not run: {import_status.removeprefix('skipped: ')}.")
         elif not verdict.ok:
-            raise TargetMismatchError(verdict.message) if "binar" in verdict.message.lower() \
-                else InputError(verdict.message)
+            raise TargetMismatchError(verdict.message)
         else:
             where = "" if checked_on == target else (
                 f" on a {checked_on.arch} twin of the layer (same locked versions; one rule for "

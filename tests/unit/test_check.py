@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import struct
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from layer_builder import limits
 from layer_builder.check import (
-    HostSandbox,
     check_binaries,
     check_size,
     elf_machine,
@@ -19,8 +17,7 @@ from layer_builder.check import (
     runtime_provided_paths,
     tree_headers,
 )
-from layer_builder.errors import InputError, LayerTooLargeError, TargetMismatchError
-from layer_builder.sandbox import CheckSpec, Dependency, Verdict
+from layer_builder.errors import LayerTooLargeError, TargetMismatchError
 from layer_builder.target import Target
 
 EM_386, EM_X86_64, EM_AARCH64 = 3, 62, 183
@@ -139,79 +136,19 @@ def test_size_message_names_what_was_measured():
         check_size(limits.MAX_UNZIPPED_BYTES + 1, {"x": 1}, what="The function and its layers")
 
 
-# --- imports (check.HostSandbox, until sandbox_local.LocalSandbox is everywhere) -------------
-
-def layer(tmp_path: Path, modules: dict[str, str]) -> Path:
-    path = tmp_path / "layer.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, text in modules.items():
-            zf.writestr(f"python/{name}.py", text)
-    return path
-
-
-def run_check(tmp_path: Path, modules: dict[str, str], own: tuple[str, ...], timeout=None,
-              deps: tuple[Dependency, ...] = ()) -> Verdict:
-    return HostSandbox().check(layer(tmp_path, modules), CheckSpec(own=own, dependencies=deps),
-                               Target(), timeout)
+def test_a_layer_leaving_less_than_the_headroom_is_refused_naming_the_setting():
+    fits = limits.MAX_UNZIPPED_BYTES - 5_000_000
+    check_size(fits, {"big": fits}, headroom=5_000_000)  # exactly the headroom left
+    with pytest.raises(LayerTooLargeError) as refused:
+        check_size(fits + 1, {"pyarrow": 160_000_000, "numpy": 50_000_000}, headroom=5_000_000)
+    message = str(refused.value)
+    assert "less than the headroom of 5,000,000 bytes" in message
+    assert "Biggest: pyarrow 160.0 MB, numpy 50.0 MB" in message
+    assert "`headroom` in [tool.layer-builder]" in message
 
 
-@pytest.mark.parametrize("six_imported_first", [False, True])
-def test_runtime_provided_paths_are_the_packages_not_site_packages(six_imported_first):
-    if six_imported_first:
-        import six  # noqa: F401  (six.py sets __path__ = [], so an imported six looks like a package)
-    paths = runtime_provided_paths()
-    assert sorted(p.name for p in paths) == sorted(
-        ["boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py"])
-
-
-def test_imports_from_layer_and_runtime_pass_and_name_the_start_up_sources(tmp_path):
-    verdict = run_check(tmp_path, {"app": "import dep, six, jmespath\n", "dep": "VALUE = 1\n",
-                                   "cold": "X = 1\n"}, ("app",))
-    assert verdict.ok, verdict.message
-    assert set(verdict.startup) == {"app.py", "dep.py"}
-
-
-def test_a_direct_dependency_that_does_not_import_is_reported(tmp_path):
-    verdict = run_check(tmp_path, {"dep": "import cgi_removed_module\n"}, (),
-                        deps=(Dependency("dep", "1.0", ("dep",)),))
-    assert verdict.ok and "dep==1.0 does not import" in verdict.warnings[0]
-
-
-def test_builder_only_packages_do_not_leak_into_the_import_check(tmp_path):
-    # pytest sits in the builder's site-packages next to boto3, but not in the layer.
-    verdict = run_check(tmp_path, {"app": "import pytest\n"}, ("app",))
-    assert not verdict.ok
-    assert "No module named 'pytest'" in verdict.message and "Add the missing dependency" in verdict.message
-
-
-def test_broken_own_code_is_refused(tmp_path):
-    verdict = run_check(tmp_path, {"app": "def broken(:\n"}, ("app",))
-    assert not verdict.ok and "SyntaxError" in verdict.message
-
-
-# --- import check time ------------------------------------------------------------------------
-
-def test_an_import_check_that_runs_out_of_the_builds_time_is_transient(tmp_path):
-    import time
-
-    from layer_builder.errors import OutOfTimeError
-
-    started = time.monotonic()
-    with pytest.raises(OutOfTimeError) as caught:
-        run_check(tmp_path, {"app": "import time\ntime.sleep(30)\n"}, ("app",), timeout=0.5)
-    assert time.monotonic() - started < 10
-    assert caught.value.permanent is False
-    message = str(caught.value)
-    assert "import check of app" in message and "stopped before publishing" in message
-    assert "longer timeout" in message
-
-
-def test_an_import_slower_than_the_cap_with_time_to_spare_is_refused(tmp_path, monkeypatch):
-    from layer_builder import check
-
-    monkeypatch.setattr(check, "IMPORT_CHECK_TIMEOUT", 0.5)
-    slow = {"app": "import time\ntime.sleep(30)\n"}
-    with pytest.raises(InputError, match="took over .* s: import-time work"):
-        run_check(tmp_path, slow, ("app",), timeout=600)
-    with pytest.raises(InputError, match="import-time work"):
-        run_check(tmp_path, slow, ("app",))  # no deadline
+def test_check_machines_names_every_wrong_binary():
+    from layer_builder.check import check_machines
+    assert check_machines([("a.so", EM_X86_64)], Target()) == 1
+    with pytest.raises(TargetMismatchError, match="b.so \\(aarch64\\), c.so \\(not ELF\\)"):
+        check_machines([("a.so", EM_X86_64), ("b.so", EM_AARCH64), ("c.so", None)], Target())

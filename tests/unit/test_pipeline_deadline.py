@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from layer_builder import bytecode, check
+from layer_builder import bytecode
+from layer_builder.sandbox_local import LocalSandbox
 from layer_builder.errors import OutOfTimeError
 from layer_builder.pipeline import BuildRequest, build
 from tests.lockfactory import make_project
@@ -31,7 +32,7 @@ def assert_out_of_time(caught: pytest.ExceptionInfo[OutOfTimeError], step: str) 
 
 def test_every_long_step_is_given_the_time_left(tmp_path, monkeypatch):
     timeouts: dict[str, list] = {"compile": [], "imports": []}
-    real_compile, real_check = bytecode.compile_sources, check.HostSandbox.check
+    real_compile, real_check = bytecode.compile_sources, LocalSandbox.check
 
     def compile_sources(*args, timeout=None, **kwargs):
         timeouts["compile"].append(timeout)
@@ -42,7 +43,7 @@ def test_every_long_step_is_given_the_time_left(tmp_path, monkeypatch):
         return real_check(self, layer_zip, spec, target, timeout)
 
     monkeypatch.setattr(bytecode, "compile_sources", compile_sources)
-    monkeypatch.setattr(check.HostSandbox, "check", sandbox_check)
+    monkeypatch.setattr(LocalSandbox, "check", sandbox_check)
 
     deadline = time.monotonic() + 120
     result = build(BuildRequest(source=project_with(tmp_path / "proj"), output=tmp_path / "out.zip",
