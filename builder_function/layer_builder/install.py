@@ -26,12 +26,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fetch, wheel
-from .cache import BuildCache
+from typing import TYPE_CHECKING
+
 from .errors import InputError, TargetMismatchError
-from .fetch import Chosen, IndexClient
-from .lock import LockedProject
 from .target import Target
+
+if TYPE_CHECKING:  # fetch (requests) is imported where it is used: the check function, which
+    # imports this module for find_uv and PASSTHROUGH_ENV, ships without requests.
+    from . import wheel
+    from .cache import BuildCache
+    from .fetch import Chosen, IndexClient
+    from .lock import LockedProject
 
 #: Only these variables of the builder's environment reach an installer (source builds).
 PASSTHROUGH_ENV = (
@@ -102,6 +107,8 @@ def _install(locked: LockedProject, target: Target, cache: BuildCache, settings:
              client: Callable[[], IndexClient], allow_sdist: frozenset[str],
              build_sdist: Callable[[Path, Chosen], Path] | None, progress: Progress,
              result: Installed) -> Installed:
+    from . import fetch
+
     chosen = _choose(locked, target, cache, client, allow_sdist)
     files: dict[str, Path] = {}
     missing = []
@@ -154,6 +161,9 @@ def _suffix(filename: str) -> str:
 def _choose(locked: LockedProject, target: Target, cache: BuildCache,
             client_factory: Callable[[], IndexClient], allow_sdist: frozenset[str]) -> list[Chosen]:
     """Each requirement's file: remembered choices (signed) or the index's listing."""
+    from . import fetch
+    from .fetch import Chosen
+
     known: dict[str, Chosen] = {}
     for req in locked.requirements:
         key = fetch.requirement_key(req, target) + ("-sdist" if req.name in allow_sdist else "")
@@ -175,6 +185,8 @@ def _choose(locked: LockedProject, target: Target, cache: BuildCache,
 
 
 def _plan(path: Path, cache: BuildCache, settings: Settings) -> wheel.Plan:
+    from . import wheel
+
     name = f"plan-{path.name.split('.')[0]}-{settings.key()}"
     payload = cache.get(name)
     if payload is not None:
@@ -271,6 +283,8 @@ def refuse_newer_glibc(built: list[tuple[wheel.Plan, Path]], target: Target) -> 
     Source builds link against the build machine's glibc; manylinux wheels are checked by their
     tag. The versions a library needs (GLIBC_2.NN) are plain strings in its dynamic string table.
     """
+    from . import wheel
+
     too_new = []
     for plan_, path in built:
         with zipfile.ZipFile(path) as zf:
