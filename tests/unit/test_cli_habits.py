@@ -55,7 +55,10 @@ def test_refusals_keep_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_every_option_names_its_environment_variable_in_help(
         capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("build", "inspect"):
+    parser = common.build_parser("layer-builder", "", cli.COMMANDS, "0")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"build", "inspect"} <= set(commands)
+    for command in commands:
         code, out, _ = _run([command, "--help"], capsys)
         assert code == 0
         parser = _subparser(command)
