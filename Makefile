@@ -64,13 +64,15 @@ browser: venv ## the HTML report in Debian's chromium (apt-get install -y chromi
 	$(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 lint: venv ## cfn-lint, ruff (lint and format check) and mypy on the engine, service and handlers
-	$(BIN)/cfn-lint template.yaml
-	$(BIN)/ruff check $(LINT_PATHS)
-	$(BIN)/ruff format --check $(LINT_PATHS)
-	$(BIN)/mypy builder_function/layer_builder
+	@# Every step runs, so one pass shows everything; the target fails if any step failed.
 	@# Each handler is a module named `app`: one mypy run per file keeps the names apart.
-	@set -e; for f in $(HANDLERS); do echo "$(BIN)/mypy $$f"; \
-		(cd $$(dirname $$f) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml $$(basename $$f)); done
+	@status=0; \
+	for step in "$(BIN)/cfn-lint template.yaml" "$(BIN)/ruff check $(LINT_PATHS)" \
+	            "$(BIN)/ruff format --check $(LINT_PATHS)" "$(BIN)/mypy builder_function/layer_builder"; do \
+		echo "== $$step"; $$step || status=1; done; \
+	for f in $(HANDLERS); do echo "== mypy $$f"; \
+		(cd $$(dirname $$f) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml $$(basename $$f)) || status=1; done; \
+	exit $$status
 
 demo: venv need-python313 ## the whole flow on a local AWS stand-in (moto on loopback)
 	PATH="$(dir $(PYTHON313)):$$PATH" $(BIN)/python -m tools.demo
