@@ -6,7 +6,7 @@ For a built layer: extracts it, drops its bytecode, and asks both probes which s
 direct dependencies and the own packages load at import (the modules named in the layer's
 manifest: every top-level of the layer). Then it compiles everything once and, within the same
 byte budget (the bytecode of the runtime probe's set), keeps each probe's choice first and the
-shallowest other modules after it, as bytecode.fit_budget does (and, for reference, only the
+shallowest other modules after it, as the pipeline does (bytecode.rank; and, for reference, only the
 shallowest modules: what happens without a probe), and times a cold import
 (`import <every top-level>` in a fresh `python -I -S -B`) from the tree: without bytecode, with
 each probe's choice, and with all of it. Ratios only: the machines are shared and noisy.
@@ -32,22 +32,25 @@ from layer_builder.target import Target
 
 
 def top_levels(python_dir: Path) -> list[str]:
-    """Public top-level packages and modules (what a function imports), as the probe names them."""
-    return bytecode.importable_names(python_dir)
+    """Public top-level packages and modules of the layer: what a function imports."""
+    names = []
+    for entry in sorted(python_dir.iterdir()):
+        if entry.name.startswith(("_", ".")) or entry.name.endswith((".dist-info", ".libs")):
+            continue
+        if entry.is_dir() and (entry / "__init__.py").is_file():
+            names.append(entry.name)
+        elif entry.suffix == ".py":
+            names.append(entry.stem)
+    return names
 
 
-def pyc_of(source: str, tag: str) -> str:
-    path = Path(source)
-    return (path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc").as_posix()
-
-
-def choose(pycs: dict[str, int], first: set[str], budget: int, tag: str) -> set[str]:
-    """fit_budget's order: the probe's sources first (by path), then the shallowest others."""
-    wanted = {pyc_of(s, tag) for s in first}
-    ordered = sorted(p for p in pycs if p in wanted)
-    ordered += sorted((p for p in pycs if p not in wanted), key=lambda p: (p.count("/"), p))
+def choose(pycs: dict[str, int], first: set[str], budget: int, version: str) -> set[str]:
+    """The pipeline's order (bytecode.rank: start-up sources first, then the shallowest), kept
+    while it fits the budget."""
+    by_source = {bytecode.pyc_source(p): p for p in pycs}
     kept, room = set(), budget
-    for pyc in ordered:
+    for source in bytecode.rank(sorted(by_source), first):
+        pyc = by_source[source]
         if pycs[pyc] <= room:
             kept.add(pyc)
             room -= pycs[pyc]
@@ -80,7 +83,7 @@ def main() -> None:
     python = bytecode.find_interpreter(target)
     if python is None:
         sys.exit(f"needs a {target.runtime} interpreter")
-    tag = f"cpython-{target.python_version.replace('.', '')}"
+    version = target.python_version
     with tempfile.TemporaryDirectory(prefix="probe-study-") as tmp:
         work = Path(tmp)
         with zipfile.ZipFile(args.layer) as zf:
@@ -99,16 +102,19 @@ def main() -> None:
         static_seconds = time.perf_counter() - started
         runtime = set(verdict.startup)
 
-        failed = bytecode.compile_tree(python, tree)
+        sources = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.py"))
+        compiled = bytecode.compile_sources(python, tree, sources)
+        failed = len(sources) - len(compiled)
         stash = work / "stash"
-        pycs = {p.relative_to(tree).as_posix(): p.stat().st_size for p in tree.rglob("*.pyc")}
-        for name in pycs:
+        for name, data in compiled.items():
             (stash / name).parent.mkdir(parents=True, exist_ok=True)
-            os.link(tree / name, stash / name)
-        budget = sum(pycs.get(pyc_of(s, tag), 0) for s in runtime)
-        configs = {"no bytecode": set(), "no probe (shallowest first)": choose(pycs, set(), budget, tag),
-                   "runtime probe": choose(pycs, runtime, budget, tag),
-                   "static probe": choose(pycs, static, budget, tag), "all bytecode": set(pycs)}
+            (stash / name).write_bytes(data)
+        pycs = {name: len(data) for name, data in compiled.items()}
+        budget = sum(pycs.get(bytecode.pyc_name(s, version), 0) for s in runtime)
+        configs = {"no bytecode": set(),
+                   "no probe (shallowest first)": choose(pycs, set(), budget, version),
+                   "runtime probe": choose(pycs, runtime, budget, version),
+                   "static probe": choose(pycs, static, budget, version), "all bytecode": set(pycs)}
         times: dict[str, list[float]] = {name: [] for name in configs}
         importable = [m for m in modules if m not in {e.split(":")[0] for e in verdict.warnings}]
         for _ in range(args.reps):  # interleaved, so noise hits every configuration alike
@@ -118,7 +124,7 @@ def main() -> None:
 
     both = runtime & static
     print(f"layer: {args.layer.name}; top-levels imported: {', '.join(importable)}")
-    print(f"verdict: ok={verdict.ok} warnings={len(verdict.warnings)}; sources that did not compile: {len(failed)}")
+    print(f"verdict: ok={verdict.ok} warnings={len(verdict.warnings)}; sources that did not compile: {failed}")
     print()
     print("| probe | sources found | of the runtime probe's | extra | cost |")
     print("|---|---:|---:|---:|---:|")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from layer_builder import bytecode
 from layer_builder.errors import ConfigurationError, SourceBuildError
 from layer_builder.sandbox import CheckSpec, Dependency, Sandbox
 from layer_builder.sandbox_local import LocalSandbox
@@ -115,21 +114,7 @@ def test_the_extracted_layer_is_read_only_as_opt_is(tmp_path):
 
 # --- compile -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def compile_sources(monkeypatch: pytest.MonkeyPatch):
-    """ENGINE-A's bytecode.compile_sources; until it lands, the same contract on compile_tree."""
-    if hasattr(bytecode, "compile_sources"):
-        return bytecode.compile_sources
-
-    def stand_in(python: str, root: Path, files: list[str], *, timeout: float | None) -> dict[str, bytes]:
-        bytecode.compile_tree(python, root, only=[root / f for f in files], timeout=timeout)
-        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*.pyc")}
-
-    monkeypatch.setattr(bytecode, "compile_sources", stand_in, raising=False)
-    return stand_in
-
-
-def test_compile_returns_unchecked_hash_bytecode_for_the_targets_python(tmp_path, private_tmp, compile_sources):
+def test_compile_returns_unchecked_hash_bytecode_for_the_targets_python(tmp_path, private_tmp):
     sources = tmp_path / "sources.zip"
     with zipfile.ZipFile(sources, "w") as zf:
         zf.writestr("pkg/__init__.py", "X = 1\n")
