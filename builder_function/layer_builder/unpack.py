@@ -34,9 +34,9 @@ import tarfile
 import unicodedata
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import IO, Protocol, cast
 
 from . import limits

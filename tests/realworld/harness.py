@@ -1,8 +1,7 @@
 """What the hermetic real-world traits share: a project written the way people write it, built by
 the CLI from the hermetic index, and the layer imported under the target interpreter.
 
-Test modules import the fixtures they use from here (`from .harness import house, sandbox, ...`)
-so that no conftest is shared with the traits other modules of this folder reproduce.
+The fixtures (house, sandbox, run_cli) come from tests/reliability through conftest.py.
 """
 
 from __future__ import annotations
@@ -15,19 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockfactory import PipenvProject, make_project
+from wheelhouse import lock_entry, write_code
+
 from layer_builder import bytecode
 from layer_builder.target import Target
-from lockfactory import PipenvProject, make_project
-from tests.reliability.conftest import (  # noqa: F401 (fixtures, used by name)
-    CliRun,
-    House,
-    Sandbox,
-    archive_dir,
-    house,
-    run_cli,
-    sandbox,
-)
-from wheelhouse import lock_entry, write_code
+from tests.reliability.conftest import CliRun, House, Sandbox, archive_dir
 
 TARGET = Target()
 
@@ -87,5 +79,5 @@ def imports(layer: Path, statement: str, tmp_path: Path) -> str:
     return done.stdout
 
 
-__all__ = ["TARGET", "Built", "CliRun", "House", "Sandbox", "archive_dir", "build", "house",
-           "imports", "project", "refused", "run_cli", "sandbox", "write_code"]
+__all__ = ["TARGET", "Built", "CliRun", "House", "Sandbox", "archive_dir", "build", "imports",
+           "project", "refused", "write_code"]

@@ -13,17 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import (  # noqa: F401 (fixtures)
-    House,
-    Sandbox,
-    build,
-    house,
-    imports,
-    project,
-    refused,
-    run_cli,
-    sandbox,
-)
+from .harness import House, Sandbox, build, imports, project, refused
 
 SERPAPI = {
     "setup.py": "from setuptools import setup\nsetup(name='serpapi', packages=['serpapi'])\n",

@@ -14,22 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from lockfactory import fake_hashes
-from tests.reliability.conftest import IndexServer
 from wheelhouse import lock_entry
 
-from .harness import (  # noqa: F401 (fixtures)
-    House,
-    Sandbox,
-    build,
-    house,
-    imports,
-    project,
-    refused,
-    run_cli,
-    sandbox,
-)
+from tests.reliability.conftest import IndexServer
+
+from .harness import House, Sandbox, build, imports, project, refused
 
 APP = {"app.py": "import tinypure\n\n\ndef handler(e, c):\n    return tinypure.double(e)\n"}
 

@@ -12,17 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import (  # noqa: F401 (fixtures)
-    House,
-    Sandbox,
-    build,
-    house,
-    imports,
-    project,
-    refused,
-    run_cli,
-    sandbox,
-)
+from .harness import House, Sandbox, build, imports, project, refused
 
 OLD_SOURCE = """[[source]]
 url = "${PIP_INDEX_URL}"

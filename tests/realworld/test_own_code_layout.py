@@ -11,18 +11,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from .harness import (  # noqa: F401 (fixtures)
-    House,
-    Sandbox,
-    archive_dir,
-    build,
-    house,
-    imports,
-    project,
-    refused,
-    run_cli,
-    sandbox,
-)
+from .harness import House, Sandbox, archive_dir, build, imports, project, refused
 
 
 def test_src_with_init_is_a_package_not_a_src_layout(

@@ -12,16 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import (  # noqa: F401 (fixtures)
-    House,
-    Sandbox,
-    build,
-    house,
-    imports,
-    project,
-    run_cli,
-    sandbox,
-)
+from .harness import House, Sandbox, build, imports, project
 
 RELOCK = ('Relock for the target: set python_version = "3.13" under [requires] in the Pipfile, '
           "run `pipenv lock --python 3.13` and upload both files.")

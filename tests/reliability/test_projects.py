@@ -18,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from lockfactory import PipenvProject, fake_hashes, make_project
+from wheelhouse import lock_entry, write_code
 
 from layer_builder import bytecode, limits
 from layer_builder.service.settings import Settings
 from layer_builder.target import ARCH_MACHINE, ELF_MACHINE, Target
-from lockfactory import PipenvProject, fake_hashes, make_project
 from tools.cfn import Resolver, load_template
-from wheelhouse import lock_entry, write_code
 
 from .conftest import (
     CliRun,
