@@ -1,7 +1,8 @@
 """What the hermetic real-world traits share: a project written the way people write it, built by
 the CLI from the hermetic index, and the layer imported under the target interpreter.
 
-The fixtures (house, sandbox, run_cli) come from tests/reliability through conftest.py.
+The fixtures (house, sandbox, run_cli) come from tests/reliability through conftest.py; they are
+re-exported here too, for modules that import them by name.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from wheelhouse import lock_entry, write_code
 
 from layer_builder import bytecode
 from layer_builder.target import Target
-from tests.reliability.conftest import CliRun, House, Sandbox, archive_dir
+from tests.reliability.conftest import (  # noqa: F401 (fixtures, re-exported for other modules)
+    CliRun,
+    House,
+    Sandbox,
+    archive_dir,
+    house,
+    run_cli,
+    sandbox,
+)
 
 TARGET = Target()
 
@@ -79,5 +88,5 @@ def imports(layer: Path, statement: str, tmp_path: Path) -> str:
     return done.stdout
 
 
-__all__ = ["TARGET", "Built", "CliRun", "House", "Sandbox", "archive_dir", "build", "imports",
-           "project", "refused", "write_code"]
+__all__ = ["TARGET", "Built", "CliRun", "House", "Sandbox", "archive_dir", "build", "house",
+           "imports", "project", "refused", "run_cli", "sandbox", "write_code"]
