@@ -253,3 +253,25 @@ def test_no_environment_variable_of_the_function_reaches_the_checked_code(
     assert not any(key.startswith("AWS_SECRET") or key == "AWS_SESSION_TOKEN" for key in seen)
     assert b"s3cr3t-value" not in (report_dir / "parent").read_bytes()
     assert os.geteuid() == 0  # (the report dir was readable to us as root)
+
+
+def test_compile_returns_unchecked_hash_bytecode_by_the_presigned_url(
+    aws: LocalAws, checker: LocalLambda, tmp_path: Path,
+) -> None:
+    sources = tmp_path / "sources.zip"
+    with zipfile.ZipFile(sources, "w") as zf:
+        zf.writestr("pkg/__init__.py", "VALUE = 1\n")
+        zf.writestr("pkg/mod.py", "def f():\n    return 2\n")
+        zf.writestr("py2.py", "print 'python 2'\n")  # does not compile: left out
+    result = checker.invoke({"action": "compile", "sources_url": get_url(aws, sources),
+                             "result_url": put_url(aws, "out/bytecode.zip"), "timeout": 60})
+
+    assert result.ok, (result.error, result.logs[-3000:])
+    body = aws.client("s3").get_object(Bucket=BUCKET, Key="out/bytecode.zip")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result.payload["sha256"]
+    compiled = zipfile.ZipFile(io.BytesIO(body))
+    assert sorted(compiled.namelist()) == ["pkg/__pycache__/__init__.cpython-313.pyc",
+                                           "pkg/__pycache__/mod.cpython-313.pyc"]
+    header = compiled.read("pkg/__pycache__/mod.cpython-313.pyc")[:16]
+    assert int.from_bytes(header[4:8], "little") == 0b01  # hash-based, unchecked
+    assert result.payload["files"] == 2
