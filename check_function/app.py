@@ -10,7 +10,6 @@ import os
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from sandbox_host import actions, lifecycle
 
 lifecycle.prepare_environment()  # init: /tmp wiped, no stray process of this user, subreaper

@@ -168,6 +168,24 @@ def processes_of(uid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a killed one may wait to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
+    """Poll `condition` until it holds; IsolationError after timeout_s (for harness users)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise IsolationError(f"not met within {timeout_s:.0f} s: {what or condition}")
+        time.sleep(0.01)
+
+
 def kill_user_processes(uid: int) -> None:
     """SIGKILL every process of `uid` and wait until none is alive.
 

@@ -316,17 +316,23 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     def _reply(
         self, code: int, body: bytes | dict[str, Any], headers: Mapping[str, str] | None = None
     ) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        json_reply(self, code, body, headers)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per long-poll would drown the function's own logs
+
+
+def json_reply(handler: BaseHTTPRequestHandler, code: int, body: bytes | dict[str, Any],
+               headers: Mapping[str, str] | None = None) -> None:
+    """An HTTP/1.1 answer with Content-Type and Content-Length (the runtime client needs both)."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def _error_document(body: bytes, error_type: str | None) -> dict[str, Any]:

@@ -58,14 +58,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 from tools.cfn import ROOT
-from tools.lambda_runtime import InvocationResult, LocalLambda
+from tools.lambda_runtime import InvocationResult, LocalLambda, json_reply
 from tools.local_aws import ACCOUNT_ID, LocalAws
 
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
@@ -412,7 +412,7 @@ class LocalLambdaService:
         error = event.last.error if event.last is not None else None
         record = {
             "version": "1.0",
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "requestContext": {"requestId": event.request_id, "functionArn": f"{function.arn}:$LATEST",
                                "condition": condition, "approximateInvokeCount": event.attempts},
             "requestPayload": event.payload,
@@ -516,14 +516,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, code: int, body: bytes | dict[str, Any],
                headers: Mapping[str, str] | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        json_reply(self, code, body, headers)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -51,16 +51,21 @@ def _checked_url(url: Any) -> str:
     return url
 
 
+def _copy(source: Any, out: Any, written: int, max_bytes: int, too_much: str) -> int:
+    """Copy in chunks, counting what is really written; returns the new total."""
+    while chunk := source.read(CHUNK):
+        written += len(chunk)
+        if written > max_bytes:
+            raise TransferError(f"{too_much} {max_bytes:,} bytes")
+        out.write(chunk)
+    return written
+
+
 def download(url: str, dest: Path, max_bytes: int, timeout: float) -> Path:
     """GET a pre-signed URL into dest, refusing more than max_bytes."""
-    written = 0
     with urllib.request.urlopen(_checked_url(url), timeout=timeout) as response, \
             open(dest, "wb") as out:
-        while chunk := response.read(CHUNK):
-            written += len(chunk)
-            if written > max_bytes:
-                raise TransferError(f"the input is larger than {max_bytes:,} bytes")
-            out.write(chunk)
+        _copy(response, out, 0, max_bytes, "the input is larger than")
     return dest
 
 
@@ -99,11 +104,7 @@ def extract(archive: Path, dest: Path, max_bytes: int = MAX_INPUT_BYTES) -> Path
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(member) as src, open(target, "wb") as out:
-                while chunk := src.read(CHUNK):
-                    written += len(chunk)
-                    if written > max_bytes:
-                        raise TransferError(f"the zip unpacks to more than {max_bytes:,} bytes")
-                    out.write(chunk)
+                written = _copy(src, out, written, max_bytes, "the zip unpacks to more than")
     return root
 
 

@@ -11,14 +11,14 @@ import subprocess
 import textwrap
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from layer_builder.sandbox import CheckSpec, Dependency, Verdict
 from tests.reliability.conftest import make_sdist
-from tools.lambda_isolation import isolation_available, shared_dir
+from tools.lambda_isolation import alive, isolation_available, shared_dir, wait_until
 from tools.lambda_runtime import LocalLambda
 from tools.local_aws import LocalAws
 from tools.local_lambda_service import check_function
@@ -26,21 +26,6 @@ from tools.local_lambda_service import check_function
 pytestmark = pytest.mark.skipif(not isolation_available(),
                                 reason="the check function refuses to share its user: needs root")
 BUCKET = "check-io"
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture(scope="module")

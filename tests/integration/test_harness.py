@@ -8,15 +8,14 @@ import os
 import signal
 import stat
 import textwrap
-import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ParamValidationError
 
-from tools.lambda_isolation import isolation_available
+from tools.lambda_isolation import alive, isolation_available, wait_until
 from tools.lambda_runtime import LocalLambda, extract_layer_readonly, project_site_packages
 from tools.local_aws import LocalAws
 
@@ -41,22 +40,6 @@ ECHO_APP = """
             "sys_path": sys.path,
         }
 """
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-def alive(pid: int) -> bool:
-    """A process that exists and is not a zombie (a killed one may wait to be reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def write_function(directory: Path, source: str) -> Path:

@@ -3,8 +3,6 @@ check function answers what each case needs: nothing malformed is ever a pass.""
 
 from __future__ import annotations
 
-import io
-import json
 import textwrap
 import time
 import zipfile
