@@ -300,7 +300,8 @@ def test_lambda_logs_reports_and_errors_never_show_index_credentials(
 
 SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"),
                ("subprocess", "getstatusoutput"), ("asyncio", "create_subprocess_shell")}
-SKIP_DIRS = {".venv", ".aws-sam", ".git", ".cache", "node_modules", "__pycache__", "build", "dist"}
+SKIP_DIRS = {".venv", ".venv-sam", ".venv-uv", ".aws-sam", ".git", ".cache", "node_modules",
+             "__pycache__", "build", "dist"}
 
 
 def python_files() -> list[Path]:
