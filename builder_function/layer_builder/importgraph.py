@@ -13,20 +13,22 @@ own package; 17 top-levels imported):
 
 | | sources | of the runtime probe's | extra | cost |
 |---|---:|---:|---:|---:|
-| runtime (the import check's Verdict.startup) | 460 | 460 | 0 | 6.1 s, the check itself |
-| static (this module) | 444 | 435 (95 %) | 9 | 5.4 s more |
+| runtime (the import check's Verdict.startup) | 460 | 460 | 0 | 4.6-6.1 s, the check itself |
+| static (this module) | 444 | 435 (95 %) | 9 | 5.4-6.0 s more |
 
 Cold import of those 17 top-levels within one byte budget (12.7 of 17.9 MB of bytecode, what
-the runtime set needs), 7 reps: no bytecode 1.00×, shallowest modules first (no probe) 1.87×,
-runtime probe 3.84×, static probe 3.91×, all bytecode 3.86×: the two probes tie within noise.
-The mixed fixture (six, markupsafe, two own modules): both find the same 5 sources, the static
-one adds markupsafe/_native.py (a fallback never loaded); imports take 0.05-0.1 s, all noise.
+the runtime set needs, kept in bytecode.rank's order), two runs of 7 reps: no bytecode 1.00×,
+shallowest modules first (no probe) 1.87-1.93×, runtime probe 3.84-4.15×, static probe
+3.73-3.91×, all bytecode 3.86-3.90×: the probes are within 10 % of each other, both twice
+as good as no probe. The mixed fixture (six, markupsafe, two own modules): both find the same 5
+sources, the static one adds markupsafe/_native.py (a fallback never loaded); its imports take
+0.02-0.1 s, all noise.
 
 Chosen: the runtime probe. The import check must run the imports anyway (it exists to catch
 missing dependencies and wrong binaries), so its list costs nothing more, while the graph costs
 seconds of parsing per cold build and misses lazy imports (dateutil's `__getattr__` submodules
 here). This module stays for where no sandbox can run the target's imports (no interpreter of
-that version, another machine and no twin): there it ranks as well as running them, twice as
+that version, another machine and no twin): there it ranks nearly as well as running them, twice as
 well as no probe.
 """
 
