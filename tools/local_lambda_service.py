@@ -81,9 +81,19 @@ DEFAULT_RETRY_DELAYS_S = (0.5, 1.0)
 LOG_TAIL_BYTES = 4096
 CHECK_FUNCTION_DIR = ROOT / "check_function"
 #: What a check function's deployment package carries besides its code: the engine's runner
-#: (layer_builder), Powertools, and uv for operator-allowed source builds.
+#: (layer_builder), and the distributions of check_function/requirements.txt (Powertools,
+#: packaging, uv for operator-allowed source builds); these until that file exists.
 CHECK_BUNDLED = {"layer_builder": ROOT / "builder_function" / "layer_builder"}
-CHECK_PACKAGES = ("aws-lambda-powertools", "packaging", "plette", "uv")
+CHECK_PACKAGES = ("aws-lambda-powertools", "packaging", "uv")
+
+
+def check_packages() -> tuple[str, ...]:
+    """The check function's distributions, as its requirements.txt locks them."""
+    if not (CHECK_FUNCTION_DIR / "requirements.txt").is_file():
+        return CHECK_PACKAGES
+    from tools.demo import requirements  # the demo reads every function's the same way
+
+    return requirements(CHECK_FUNCTION_DIR)
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authenticate", "proxy-authorization"}
 
@@ -92,7 +102,7 @@ def check_function(name: str, **local_lambda: Any) -> LocalLambda:
     """A check function (check_function/app.py) as its own local Lambda: no AWS access, no
     environment beyond Lambda's own, a user of its own (see tools.lambda_isolation)."""
     local_lambda.setdefault("timeout_s", 300.0)
-    return LocalLambda(CHECK_FUNCTION_DIR, function_name=name, packages=CHECK_PACKAGES,
+    return LocalLambda(CHECK_FUNCTION_DIR, function_name=name, packages=check_packages(),
                        bundled=CHECK_BUNDLED, **local_lambda)
 
 
@@ -355,7 +365,7 @@ class LocalLambdaService:
                     {"x86_64": "x86_64", "arm64": "aarch64"}[arch] != os.uname().machine:
                 continue
             name = self.register_from_stack(
-                stack, logical_id, aws_access=False, packages=CHECK_PACKAGES,
+                stack, logical_id, aws_access=False, packages=check_packages(),
                 bundled=CHECK_BUNDLED, **local_lambda)
             registered[f"{config['Runtime']}/{arch}"] = name
         return registered
