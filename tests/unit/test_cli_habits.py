@@ -166,6 +166,15 @@ def test_terminal_progress_redraws_one_line_with_a_bar() -> None:
     assert "1.5 MB of 3.0 MB" in text and text.endswith("\r\033[K") and "\n" not in text
 
 
+def test_terminal_progress_fits_one_screen_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    stream = _Stream(tty=True)
+    output.Progress(stream)("Downloading a great many wheels of a great many packages",
+                            done=1, total=2, unit="B")
+    drawn = stream.getvalue().removeprefix("\r\033[K")
+    assert len(drawn) == 39 and drawn.endswith("…")
+
+
 def test_quiet_progress_prints_nothing() -> None:
     stream = _Stream(tty=False)
     output.Progress(stream, level=-1)("Installing")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import threading
 import time
@@ -65,7 +66,12 @@ class Progress:
                     return
                 bar = f" {bar_text(done / total, 12)}" if done is not None and total else ""
                 suffix = f"{bar} {counter}" if counter else "…"
-                self.stream.write(f"\r\033[K[{now - self.start:5.1f}s] {message}{suffix}")
+                line = f"[{now - self.start:5.1f}s] {message}{suffix}"
+                # One screen line: a wrapped line could not be redrawn in place by \r.
+                width = shutil.get_terminal_size((80, 24)).columns - 1
+                if len(line) > width:
+                    line = line[:max(width - 1, 1)] + "…"
+                self.stream.write(f"\r\033[K{line}")
                 self._drawn = True
             else:
                 interval = 1.0 if self.level > 0 else PIPED_INTERVAL
