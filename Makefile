@@ -78,7 +78,8 @@ demo: venv need-python313 ## the whole flow on a local AWS stand-in (moto on loo
 	PATH="$(dir $(PYTHON313)):$$PATH" $(BIN)/python -m tools.demo
 
 bench: venv ## build speed, layer size and cold start against the seed script
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --fixture heavy
+	$(BIN)/python -m bench.run --fixture native
 
 local-aws: venv ## the local AWS stand-in alone, template.yaml deployed; prints its endpoint
 	$(BIN)/python -m tools.local_aws --deploy --port $(LOCAL_AWS_PORT) --host $(LOCAL_AWS_HOST)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import run
+from bench import contenders, measures, run
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -40,14 +40,15 @@ def test_harness_runs_every_contender_on_the_mixed_fixture(tmp_path: Path) -> No
     )
 
     table = (out / "latest-mixed.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and " s | " in line]
-    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == list(run.CONTENDERS)
-    assert "## Targets (issue 5)" in table
+    first = table.split("## Targets")[0]
+    rows = [line for line in first.splitlines() if line.startswith("| ") and " s | " in line]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == list(contenders.CONTENDERS)
+    assert "## Targets (issue 10)" in table
 
     (raw_path,) = out.glob("mixed-*.json")
     raw = json.loads(raw_path.read_text())
     timed = [r for r in raw["records"] if not r["warmup"]]
-    assert sorted(r["contender"] for r in timed) == sorted(run.CONTENDERS)
+    assert sorted(r["contender"] for r in timed) == sorted(contenders.CONTENDERS)
     for record in timed:
         assert record["returncode"] == 0, record
         assert record["error"] == "", record
@@ -56,9 +57,10 @@ def test_harness_runs_every_contender_on_the_mixed_fixture(tmp_path: Path) -> No
         assert record["max_rss_kb"] > 0
     cli = {r["contender"]: r for r in timed if r["contender"].startswith("cli-")}
     assert cli["cli-cold"]["report"]["dependency_cache"] == "miss"
-    assert cli["cli-uvwarm"]["report"]["dependency_cache"] == "miss"
-    assert cli["cli-warm"]["report"]["dependency_cache"] == "hit"
-    assert cli["cli-rebuild"]["report"]["dependency_cache"] == "hit"
+    assert cli["cli-same"]["report"]["dependency_cache"] == "hit"
+    # The bumped pin (six 1.17.0 -> 1.16.0) is the one wheel not in the warm cache.
+    assert cli["cli-bump"]["report"]["dependency_cache"] == "partial: 1 of 2 wheels cached"
+    assert cli["cli-bump"]["report"]["peak_tmp_bytes"] > 0
     imports = raw["summary"]["cli-cold"]["imports"]
     assert imports["errors"] == {} and imports["with_pyc"] > 0 and imports["without_pyc"] > 0
     # Every layer, work tree and cache of the run is gone; only the results stay.
@@ -72,7 +74,7 @@ def test_layer_figures_name_the_locked_distributions_a_zip_lacks(tmp_path: Path)
         zf.writestr("python/six-1.17.0.dist-info/METADATA", "Name: six\n")
         zf.writestr("python/typing_extensions-4.16.0.dist-info/RECORD", "")
 
-    figures = run.layer_figures(layer, ["six", "typing-extensions", "markupsafe"])
+    figures = measures.layer_figures(layer, ["six", "typing-extensions", "markupsafe"])
 
     assert figures["missing"] == ["markupsafe"]
     assert figures["files"] == 3 and figures["unzipped_bytes"] == 110
