@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from . import limits
+from .cache import sha256_file
 from .report import BuildReport
 from .zipwriter import DataEntry, FileEntry, RawEntry
 
@@ -31,12 +32,7 @@ def tree_entries(tree: Path) -> list[FileEntry]:
     return entries
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_sha256 = sha256_file  # one implementation, in cache.py
 
 
 def entry_sha256(entry: FileEntry | RawEntry | DataEntry) -> str:

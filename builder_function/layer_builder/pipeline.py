@@ -14,13 +14,16 @@ final zip written.
 from __future__ import annotations
 
 import errno
+import hashlib
 import inspect
+import io
 import os
 import secrets
 import shutil
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +41,7 @@ from .errors import (
     TargetMismatchError,
 )
 from .install import FETCHER, Installed, Settings, install
-from .package import MANIFEST_NAME, PREFIX, content_hash, manifest
+from .package import MANIFEST_NAME, PREFIX, content_hash, file_sha256, manifest, tree_entries
 from .report import BuildReport, Timings, owners_from_plans, package_sizes
 from .sandbox import CheckSpec, Dependency, Sandbox, Verdict
 from .sandbox_local import LocalSandbox
@@ -145,7 +148,6 @@ def _dependency_entries(plans: list[tuple[Plan, Path]]) -> list[Entry]:
 
 
 def _own_entries(own_tree: Path) -> list[FileEntry]:
-    from .package import tree_entries
     return tree_entries(own_tree)
 
 
@@ -219,18 +221,23 @@ def _install(request: BuildRequest, target: Target, locked: lock.LockedProject,
 
 def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec,
            sandbox: Sandbox, cache: BuildCache, work: Path, name: str) -> Verdict:
-    """The sandbox's verdict on a candidate zip (no bytecode), remembered per content."""
+    """The sandbox's verdict on a candidate zip, remembered per content.
+
+    The candidate carries the bytecode already cached for its wheels (signed entries of earlier
+    builds), so after a small change the check imports from .pyc instead of compiling in memory;
+    which bytecode ships is decided after the verdict.
+    """
     candidate = work / f"candidate-{name}.zip"
-    entries = layer.entries()
-    digest = content_hash(entries)
-    key = fetch.hashlib.sha256(f"{digest}|{spec.to_json()}|{target}".encode()).hexdigest()
+    # The verdict depends on the sources, not on which of their exact compiles ride along.
+    digest = content_hash(layer.entries())
+    key = hashlib.sha256(f"{digest}|{spec.to_json()}|{target}".encode()).hexdigest()
     remembered = cache.get(f"verdict-{key}")
     if remembered is not None:
         try:
             return Verdict.from_json(remembered)
         except LayerBuildError:
             pass
-    write_zip(candidate, entries)
+    write_zip(candidate, layer.entries(_cached_pycs(layer, cache, target)))
     verdict = sandbox.check(candidate, spec, target, _remaining(request.deadline, "the import check"))
     candidate.unlink(missing_ok=True)
     if verdict.ok:  # a refusal is not remembered: the project will change
@@ -259,12 +266,11 @@ def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[
     for source in chosen:
         if source in owner:
             wanted.setdefault(owner[source][1].name, []).append(source)
-    settings = f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked"
     pycs: dict[str, bytes] = {}
     todo: dict[str, list[str]] = {}
     cached: dict[str, dict[str, bytes]] = {}
     for wheel_name, sources in wanted.items():
-        entry = f"pyc-{wheel_name.split('.')[0]}-{fetch.hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+        entry = _pyc_entry(wheel_name, target)
         have = _unpack_pycs(cache.get(entry))
         cached[entry] = have
         need = [s for s in sources if bytecode.pyc_name(s, target.python_version) not in have
@@ -304,6 +310,21 @@ def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[
     return pycs
 
 
+def _pyc_entry(wheel_name: str, target: Target) -> str:
+    """The cache entry of a wheel's bytecode: its sha256 and what decides the bytes."""
+    settings = f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked"
+    return f"pyc-{wheel_name.split('.')[0]}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+
+
+def _cached_pycs(layer: _Layer, cache: BuildCache, target: Target) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for plan, path in layer.plans:
+        have = _unpack_pycs(cache.get(_pyc_entry(path.name, target)))
+        found.update({n: d for n, d in have.items()
+                      if n != "#failed" and bytecode.pyc_source(n) in plan.source_set})
+    return found
+
+
 def _extract_sources(layer: _Layer, todo: dict[str, list[str]],
                      owner: dict[str, tuple[Plan, Path]], root: Path) -> list[str]:
     by_wheel: dict[Path, list[str]] = {}
@@ -329,12 +350,10 @@ def _extract_sources(layer: _Layer, todo: dict[str, list[str]],
 
 
 def _inflate(data: bytes) -> bytes:
-    import zlib
     return zlib.decompress(data, -15)
 
 
 def _pack_pycs(pycs: dict) -> bytes:
-    import io
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
         for name, data in sorted(pycs.items()):
@@ -348,7 +367,6 @@ def _pack_pycs(pycs: dict) -> bytes:
 def _unpack_pycs(payload: bytes | None) -> dict:
     if not payload:
         return {}
-    import io
     with zipfile.ZipFile(io.BytesIO(payload)) as zf:
         result: dict = {n: zf.read(n) for n in zf.namelist() if n != "#failed"}
         if "#failed" in zf.namelist():
@@ -498,7 +516,10 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             with timings.phase("bytecode"):
                 progress("Compiling bytecode for the target Python")
                 order = _choose_bytecode(layer, startup, room, config.bytecode, {})
-                compiled = _compile(request, target, layer, order, cache, sandbox, python, work)
+                # Start-up modules are compiled (and cached per wheel) even when the layer has no
+                # room for them: later checks of a changed lock import them from .pyc.
+                extra = sorted(s for s in startup if s.endswith(".py") and s not in set(order))
+                compiled = _compile(request, target, layer, order + extra, cache, sandbox, python, work)
                 pycs = _trim(compiled, order, room, config.bytecode, target.python_version)
                 failed = [s for s in order if bytecode.pyc_name(s, target.python_version) not in compiled]
                 sources = [s for s, _ in files if s.endswith(".py")]
@@ -544,7 +565,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         report.unzipped_bytes = sum(w.file_size for w in written)
         report.room_left_bytes = limits.MAX_UNZIPPED_BYTES - report.unzipped_bytes
         report.zipped_bytes = request.output.stat().st_size
-        report.zip_sha256 = cache_sha(request.output)
+        report.zip_sha256 = file_sha256(request.output)
         report.publish_via_s3 = report.zipped_bytes > limits.MAX_DIRECT_UPLOAD_BYTES
         report.sizes = package_sizes([(w.name.split("/", 1)[1], w.file_size) for w in written], owners)
         report.warnings = list(dict.fromkeys(warnings + cache.warnings))
@@ -571,8 +592,3 @@ def _slimmed(plans: list[tuple[Plan, Path]]) -> list[dict]:
             entry[0] += count
             entry[1] += size
     return [{"rule": rule, "files": count, "bytes": size} for rule, (count, size) in sorted(totals.items())]
-
-
-def cache_sha(path: Path) -> str:
-    from .package import file_sha256
-    return file_sha256(path)
