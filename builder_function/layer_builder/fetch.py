@@ -30,10 +30,10 @@ import tomllib
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urldefrag, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urldefrag, urljoin, urlsplit, urlunsplit
 
 import plette.pipfiles
 import requests
@@ -278,7 +278,9 @@ class IndexClient:
             f"{self.attempts} times ({last}) at {redact(url)}.")
 
     def project_files(self, index_url: str, name: str) -> list[IndexFile]:
-        page = index_url.rstrip("/") + f"/{name}/"
+        parts = urlsplit(index_url)
+        # The page is under the index's path; a query (a token some indexes take there) stays.
+        page = urlunsplit(parts._replace(path=parts.path.rstrip("/") + f"/{name}/", fragment=""))
         if page.startswith("file:"):
             return _read_file_page(page)
         response = self._get(page, name, headers={"Accept": ACCEPT})
@@ -294,12 +296,14 @@ class IndexClient:
             base = response.url  # after redirects: relative links resolve against it
             try:
                 if kind == "application/vnd.pypi.simple.v1+json":
-                    return _parse_json(response.content, base)
-                return _parse_html(response.text, base)
+                    files = _parse_json(response.content, base)
+                else:
+                    files = _parse_html(response.text, base)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise IndexUnreachableError(
                     f"The package index's page for {name} at {redact(page)} is not a simple-API "
                     f"page ({type(exc).__name__}): check the index URL.") from None
+            return [_with_query(f, parts) for f in files] if parts.query else files
 
     def download(self, file: IndexFile, dest: Path, sha256: str,
                  on_bytes: Callable[[int], None] = lambda n: None) -> None:
@@ -382,6 +386,15 @@ def _write_verified(blocks: Iterable[bytes], partial: Path, sha256: str, file: I
 
 
 # --- index pages -----------------------------------------------------------------------------
+
+
+def _with_query(file: IndexFile, index: SplitResult) -> IndexFile:
+    """Files on the index's own origin get its query too (a token passed that way), as they get
+    its credentials; files elsewhere never do."""
+    parts = urlsplit(file.url)
+    if parts.query or _origin(file.url) != _origin(urlunsplit(index)):
+        return file
+    return replace(file, url=urlunsplit(parts._replace(query=index.query)))
 
 
 def _sha256_of(hashes: object, url: str) -> str | None:

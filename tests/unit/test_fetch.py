@@ -266,3 +266,18 @@ def test_a_file_index_is_read_from_disk(tmp_path):
     assert (tmp_path / "copy.whl").read_bytes() == WHEEL
     with pytest.raises(PackageNotFoundError):
         IndexClient({}).project_files((tmp_path / "simple").as_uri(), "other")
+
+
+def test_a_token_in_the_index_urls_query_reaches_its_pages_and_files_only(servers, tmp_path):
+    index, files = servers
+    index.need_auth = None
+    name = "tinypkg-1.0-py3-none-any.whl"
+    index.routes[f"/simple/tinypkg/?token={SECRET}"] = [json_page([
+        {"filename": name, "url": f"/files/{name}", "hashes": {"sha256": SHA}},
+        {"filename": "tinypkg-1.0.tar.gz", "url": f"{files.url}/x.tar.gz", "hashes": {"sha256": "0" * 64}}])]
+    index.routes[f"/files/{name}?token={SECRET}"] = [(200, {}, WHEEL)]
+    listed = IndexClient({}).project_files(f"{index.url}/simple?token={SECRET}", "tinypkg")
+    assert listed[0].url == f"{index.url}/files/{name}?token={SECRET}"
+    assert listed[1].url == f"{files.url}/x.tar.gz", "another host never gets the token"
+    IndexClient({}).download(listed[0], tmp_path / "w.whl", SHA)
+    assert (tmp_path / "w.whl").read_bytes() == WHEEL
