@@ -28,7 +28,7 @@ LINT_PATHS := builder_function emr_function $(wildcard check_function)
 HANDLERS := $(wildcard builder_function/*.py emr_function/app.py check_function/app.py)
 
 .PHONY: help need-python313 venv test unit integration reliability browser lint demo bench \
-        local-aws build local-invoke env-vars sam-build sam-validate clean
+        local-aws build local-invoke env-vars sam-build sam-validate lock-requirements clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -106,6 +106,10 @@ sam-build: $(SAM) need-python313 ## sam build (SAM CLI in .venv-sam) with a pyth
 
 sam-validate: $(SAM) ## sam validate --lint
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM) validate --lint
+
+# The functions' requirements.txt, hash-locked from pyproject.toml (tools/lock_requirements.py).
+lock-requirements: venv ## the functions' requirements.txt, hash-locked from pyproject.toml
+	$(BIN)/python -m tools.lock_requirements
 
 clean: ## remove the venvs, build output and caches
 	rm -rf $(VENV) $(SAM_VENV) .venv-uv .aws-sam .pytest_cache out

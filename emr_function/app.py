@@ -8,6 +8,7 @@ The event is either the criteria themselves (direct invoke) or an EventBridge ev
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -62,6 +63,10 @@ except ModuleNotFoundError as exc:
 CONFIG_DIR = Path(__file__).parent / "config"
 REGION_NAME = r"^[a-z]{2}(-[a-z]+)+-\d+$"
 VARIABLE_NAME = r"^[A-Z][A-Z0-9_]*$"
+#: What may follow JOB_SCRIPT_PREFIX: S3 key characters in plain segments. No "." or ".."
+#: segment (Hadoop normalises paths, so "jobs/../x.py" would leave the prefix), no empty one.
+SCRIPT_PATH = re.compile(r"(?!\.{1,2}(/|$))[\w!*'()=+-][\w.!*'()=+-]*(/(?!\.{1,2}(/|$))[\w.!*'()=+-]+)*",
+                         re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,8 @@ class Settings:
     emr_service_role: str
     emr_job_flow_role: str
     emr_log_uri: str
+    #: The only S3 prefix a JOB_SCRIPT may come from (template: JobScriptPrefix).
+    job_script_prefix: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -84,7 +91,25 @@ class Settings:
             )
         if not values["emr_log_uri"].startswith("s3://"):
             raise SettingsError(f"EMR_LOG_URI must be an s3:// URI, not {values['emr_log_uri']!r}.")
+        prefix = values["job_script_prefix"]
+        if not (prefix.startswith("s3://") and prefix.endswith("/") and len(prefix) > len("s3://x/")):
+            raise SettingsError(
+                f"JOB_SCRIPT_PREFIX must be an s3://bucket/prefix/ URI ending in '/', not {prefix!r}."
+            )
         return cls(**values)
+
+    def check_job_script(self, variables: dict[str, str]) -> None:
+        """spark-submit runs JOB_SCRIPT: only a script under the configured prefix is accepted."""
+        script = variables.get("JOB_SCRIPT")
+        if script is None:
+            return  # the config files then fail on ${JOB_SCRIPT}, starting nothing
+        rest = script.removeprefix(self.job_script_prefix)
+        if rest == script or not SCRIPT_PATH.fullmatch(rest):
+            raise InvalidTriggerEvent(
+                f"Invalid trigger event: variables.JOB_SCRIPT {script!r} is not a script under "
+                f"{self.job_script_prefix} (stack parameter JobScriptPrefix). Put the job script "
+                "under that prefix, or ask the operator to change JobScriptPrefix."
+            )
 
     def variables(self) -> dict[str, str]:
         """Placeholders for the config files: EMR_SERVICE_ROLE, EMR_JOB_FLOW_ROLE, EMR_LOG_URI."""
@@ -197,6 +222,7 @@ idempotency = IdempotencyConfig(
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
     criteria = parse_criteria(event)
+    settings.check_job_script(criteria.variables)
     metrics.add_metric(name="TriggerEventsAccepted", unit=MetricUnit.Count, value=1)
     logger.append_keys(
         dataset=criteria.dataset,

@@ -3,7 +3,8 @@
 moto cannot apply the SAM transform, so the demo and the end-to-end tests take names, settings and
 environment variables from the template through this small resolver instead of repeating them.
 It understands the intrinsic functions the template uses: Ref, Sub, Join, Split, Select, If,
-Equals, Not, GetAtt (Arn) and the pseudo parameters.
+Equals, Not, And, Or, Condition, GetAtt (Arn, an SSM parameter's Value, a queue's QueueName) and
+the pseudo parameters, and a resource's Condition (`enabled`).
 """
 
 from __future__ import annotations
@@ -64,8 +65,15 @@ class Resolver:
         for name, spec in self.template.get("Parameters", {}).items():
             raw = str(self.overrides.get(name, spec.get("Default", "")))
             self.parameters[name] = raw.split(",") if spec.get("Type") == "CommaDelimitedList" else raw
-        self.conditions = {name: self.resolve(expr)
-                           for name, expr in self.template.get("Conditions", {}).items()}
+        # Conditions may name other conditions (Condition: X), in any order: evaluate on demand.
+        self.conditions: dict[str, bool] = {}
+        for name in self.template.get("Conditions", {}):
+            self._condition(name)
+
+    def _condition(self, name: str) -> bool:
+        if name not in self.conditions:
+            self.conditions[name] = bool(self.resolve(self.template["Conditions"][name]))
+        return self.conditions[name]
 
     @property
     def resources(self) -> dict[str, Any]:
@@ -73,12 +81,20 @@ class Resolver:
 
     def physical_name(self, logical_id: str) -> str:
         props = self.resources[logical_id].get("Properties", {})
-        for key in ("BucketName", "FunctionName", "TableName", "QueueName", "Name"):
+        for key in ("BucketName", "FunctionName", "TableName", "QueueName", "LogGroupName", "Name"):
             if key in props:
                 return self.resolve(props[key])
         return f"{self.stack_name}-{logical_id}"
 
+    def enabled(self, logical_id: str) -> bool:
+        """False when the resource's Condition is false: CloudFormation would not create it."""
+        condition = self.resources[logical_id].get("Condition")
+        return condition is None or self._condition(condition)
+
     def arn(self, logical_id: str) -> str:
+        if logical_id not in self.resources and self._sam_role_of(logical_id):
+            # SAM names a function's generated role <FunctionId>Role; IAM gives it a random suffix.
+            return f"arn:aws:iam::{self.account}:role/{self.stack_name}-{logical_id}"
         kind = self.resources[logical_id]["Type"]
         name = self.physical_name(logical_id)
         prefix = f"arn:aws:{{}}:{self.region}:{self.account}"
@@ -87,7 +103,22 @@ class Resolver:
             "AWS::Serverless::Function": f"{prefix.format('lambda')}:function:{name}",
             "AWS::DynamoDB::Table": f"{prefix.format('dynamodb')}:table/{name}",
             "AWS::SQS::Queue": f"{prefix.format('sqs')}:{name}",
+            "AWS::IAM::Role": f"arn:aws:iam::{self.account}:role/{self.stack_name}-{logical_id}",
+            "AWS::SecretsManager::Secret": f"{prefix.format('secretsmanager')}:secret:{name}",
+            "AWS::Logs::LogGroup": f"{prefix.format('logs')}:log-group:{name}",
         }.get(kind, f"{prefix.format('cloudformation')}:{logical_id}")
+
+    def _sam_role_of(self, logical_id: str) -> bool:
+        function = self.resources.get(logical_id.removesuffix("Role"), {})
+        return logical_id.endswith("Role") and function.get("Type") == "AWS::Serverless::Function"
+
+    def attribute(self, logical_id: str, name: str) -> Any:
+        """Fn::GetAtt: an SSM parameter's Value, a queue's QueueName, otherwise the ARN."""
+        if name == "Value":
+            return self.resolve(self.resources[logical_id]["Properties"]["Value"])
+        if name == "QueueName":
+            return self.physical_name(logical_id)
+        return self.arn(logical_id)
 
     def _ref(self, name: str) -> Any:
         pseudo = {"AWS::StackName": self.stack_name, "AWS::AccountId": self.account,
@@ -105,8 +136,8 @@ class Resolver:
             if name in variables:
                 return str(variables[name])
             if "." in name:
-                logical, _ = name.split(".", 1)
-                return self.arn(logical)
+                logical, attribute = name.split(".", 1)
+                return str(self.attribute(logical, attribute))
             value = self._ref(name)
             return ",".join(value) if isinstance(value, list) else str(value)
 
@@ -133,7 +164,7 @@ class Resolver:
             if key == "Fn::Select":
                 return self.resolve(arg[1])[int(self.resolve(arg[0]))]
             if key == "Fn::If":
-                return self.resolve(arg[1] if self.conditions[arg[0]] else arg[2])
+                return self.resolve(arg[1] if self._condition(arg[0]) else arg[2])
             if key == "Fn::Equals":
                 return self.resolve(arg[0]) == self.resolve(arg[1])
             if key == "Fn::Not":
@@ -143,9 +174,9 @@ class Resolver:
             if key == "Fn::Or":
                 return any(self.resolve(a) for a in arg)
             if key == "Condition":
-                return self.conditions[arg]
+                return self._condition(arg)
             if key == "Fn::GetAtt":
-                return self.arn(arg[0])
+                return self.attribute(arg[0], arg[1])
         return {k: v for k, v in ((k, self.resolve(v)) for k, v in value.items()) if v is not NO_VALUE}
 
     def function_environment(self, logical_id: str) -> dict[str, str]:

@@ -357,7 +357,8 @@ class LocalLambdaService:
         Others stay unregistered: invoking one reaches moto, which cannot run it."""
         registered = {}
         for logical_id in stack.code_dirs:
-            if stack.code_dir(logical_id).resolve() != CHECK_FUNCTION_DIR.resolve():
+            if stack.code_dir(logical_id).resolve() != CHECK_FUNCTION_DIR.resolve() \
+                    or logical_id in stack.deployment.not_in_this_stack:  # target not enabled
                 continue
             config = stack.configuration(logical_id)
             arch = (config.get("Architectures") or ["x86_64"])[0]

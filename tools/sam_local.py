@@ -72,6 +72,11 @@ def functions() -> dict[str, dict[str, Any]]:
             for lid, res in template["Resources"].items() if res["Type"] == SERVERLESS_FUNCTION}
 
 
+def build_method(logical_id: str) -> str | None:
+    """Metadata BuildMethod (the check functions: makefile), as sam build reads it."""
+    return source_template()["Resources"][logical_id].get("Metadata", {}).get("BuildMethod")
+
+
 # ---------------------------------------------------------------------------------- build
 def build(build_dir: Path = BUILD_DIR, architecture: str = "x86_64",
           only: Sequence[str] = ()) -> dict[str, Path]:
@@ -83,6 +88,8 @@ def build(build_dir: Path = BUILD_DIR, architecture: str = "x86_64",
     from aws_lambda_builders.builder import LambdaBuilder
 
     builder = LambdaBuilder(language="python", dependency_manager="pip", application_framework=None)
+    # BuildMethod makefile: sam build runs `make build-<LogicalId>` (check_function/Makefile)
+    make = LambdaBuilder(language="provided", dependency_manager=None, application_framework=None)
     built = {}
     for logical_id, props in functions().items():
         if only and logical_id not in only:
@@ -92,8 +99,14 @@ def build(build_dir: Path = BUILD_DIR, architecture: str = "x86_64",
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
         with tempfile.TemporaryDirectory(prefix="sam-build-") as scratch:
-            builder.build(str(source), str(dest), scratch, manifest_path=str(source / "requirements.txt"),
-                          runtime=props["Runtime"], architecture=architecture)
+            if build_method(logical_id) == "makefile":
+                make.build(str(source), str(dest), scratch, manifest_path=str(source / "Makefile"),
+                           runtime=props["Runtime"], architecture=props["Architectures"][0],
+                           options={"build_logical_id": logical_id})
+            else:
+                builder.build(str(source), str(dest), scratch,
+                              manifest_path=str(source / "requirements.txt"),
+                              runtime=props["Runtime"], architecture=architecture)
         built[logical_id] = dest
     return built
 
@@ -104,9 +117,12 @@ def env_vars(stack: LocalStack, endpoint: str = DOCKER_ENDPOINT) -> dict[str, di
     deployed stack gives it, and the stand-in's endpoint for all functions (`Parameters`)."""
     document: dict[str, dict[str, str]] = {"Parameters": {ENDPOINT_VARIABLE: endpoint}}
     for logical_id in functions():
+        if logical_id in stack.deployment.not_in_this_stack:  # its Condition is false
+            continue
         variables = stack.template_environment(logical_id)
         variables.pop(ENDPOINT_VARIABLE, None)
-        document[logical_id] = dict(sorted(variables.items()))
+        if variables:  # the check functions declare none
+            document[logical_id] = dict(sorted(variables.items()))
     return document
 
 

@@ -30,7 +30,8 @@ import json
 import logging
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -150,6 +151,36 @@ def _drop_no_value(value: Any) -> Any:
     return value
 
 
+@contextmanager
+def _cloudformation_semantics(numbers: set[str]) -> Iterator[None]:
+    """Two intrinsics moto evaluates otherwise than CloudFormation, corrected while it creates
+    the stack (the template relies on both):
+    - AWS::NoValue in a list removes the item, in Fn::Join's list too (moto keeps a None, which
+      Fn::Join writes as "None"; the removal is validated against AWS in localstack#12163);
+    - Ref to a Number parameter (`numbers`) gives its string, as every parameter's (moto gives a
+      number, so that `Fn::Equals [!Ref N, "0"]` never holds).
+    moto's clean_json recurses through its module global, so the wrapper sees every level.
+    """
+    from moto.cloudformation import parsing
+
+    real_clean = parsing.clean_json
+
+    def clean(value: Any, resources_map: Any) -> Any:
+        if isinstance(value, list):
+            return [v for v in (clean(item, resources_map) for item in value) if v is not None]
+        result = real_clean(value, resources_map)
+        if isinstance(value, dict) and list(value) == ["Ref"] and value["Ref"] in numbers \
+                and isinstance(result, int | float):
+            return str(result)
+        return result
+
+    parsing.clean_json = clean
+    try:
+        yield
+    finally:
+        parsing.clean_json = real_clean
+
+
 def _bucket_policy(aws: Clients, props: dict[str, Any]) -> str | tuple[str, list[str]]:
     """Only the statements without a Condition: moto evaluates bucket policies but ignores their
     conditions, so `Deny unless aws:SecureTransport` would deny every request, the builder's too."""
@@ -186,6 +217,14 @@ def _secret(aws: Clients, props: dict[str, Any]) -> str:
     return secrets.create_secret(Name=props["Name"], SecretString=value, **args)["ARN"]
 
 
+def _secret_policy(aws: Clients, props: dict[str, Any]) -> str:
+    args = {"BlockPublicPolicy": bool(props["BlockPublicPolicy"])} \
+        if "BlockPublicPolicy" in props else {}
+    aws.client("secretsmanager").put_resource_policy(
+        SecretId=props["SecretId"], ResourcePolicy=json.dumps(props["ResourcePolicy"]), **args)
+    return props["SecretId"]
+
+
 def _alarm(aws: Clients, props: dict[str, Any]) -> str:
     args = {k: v for k, v in props.items() if k not in ("AlarmName",)}
     for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
@@ -212,6 +251,7 @@ _CREATE: dict[str, Callable[[Clients, dict[str, Any]], str | tuple[str, list[str
     "AWS::S3::BucketPolicy": _bucket_policy,
     "AWS::Lambda::EventInvokeConfig": _event_invoke_config,
     "AWS::SecretsManager::Secret": _secret,
+    "AWS::SecretsManager::ResourcePolicy": _secret_policy,
     "AWS::CloudWatch::Alarm": _alarm,
     "AWS::Lambda::LayerVersionPermission": _layer_permission,
 }
@@ -311,10 +351,13 @@ class Deployment:
     created_here: dict[str, str] = field(default_factory=dict)  # logical id → type moto lacks
     completed: dict[str, list[str]] = field(default_factory=dict)  # logical id → properties
     not_emulated: dict[str, list[str]] = field(default_factory=dict)
+    #: Resources whose Condition is false: CloudFormation creates them nowhere either.
+    not_in_this_stack: list[str] = field(default_factory=list)
 
     def missing(self) -> list[str]:
         """Resources of the transformed template that exist nowhere in the stand-in."""
-        return sorted(set(self.template["Resources"]) - set(self.physical_ids))
+        return sorted(set(self.template["Resources"]) - set(self.physical_ids)
+                      - set(self.not_in_this_stack))
 
     def lines(self) -> list[str]:
         """How the stack was made, for the demo's output."""
@@ -361,11 +404,14 @@ def deploy(aws: LocalAws, stack_name: str, overrides: dict[str, str] | None = No
     clients.client("s3").create_bucket(Bucket=bucket)
     template = transform(package(source, clients, bucket, functions), parameters, aws.region)
     cfn = clients.client("cloudformation")
-    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(template),
-                     Parameters=[{"ParameterKey": k, "ParameterValue": v}
-                                 for k, v in parameters.items()],
-                     Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM",
-                                   "CAPABILITY_AUTO_EXPAND"])
+    numbers = {name for name, spec in source.get("Parameters", {}).items()
+               if spec.get("Type") == "Number"}
+    with _cloudformation_semantics(numbers):
+        cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(template),
+                         Parameters=[{"ParameterKey": k, "ParameterValue": v}
+                                     for k, v in parameters.items()],
+                         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM",
+                                       "CAPABILITY_AUTO_EXPAND"])
     status = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     if status["StackStatus"] != "CREATE_COMPLETE":
         raise StackError(f"{stack_name}: {status['StackStatus']} "
@@ -375,12 +421,17 @@ def deploy(aws: LocalAws, stack_name: str, overrides: dict[str, str] | None = No
         if row.get("LogicalResourceId") and row.get("ResourceType"):  # moto lists skipped ones bare
             deployment.by_cloudformation.append(row["LogicalResourceId"])
             deployment.physical_ids[row["LogicalResourceId"]] = row.get("PhysicalResourceId") or ""
-    _fill_gaps(clients, deployment, _resolver(clients, stack_name))
+    with _cloudformation_semantics(numbers):
+        _fill_gaps(clients, deployment, _resolver(clients, stack_name))
     return deployment
 
 
 def _fill_gaps(clients: Clients, deployment: Deployment, resolve: Callable[[Any], Any]) -> None:
     for logical_id, resource in deployment.template["Resources"].items():
+        condition = resource.get("Condition")
+        if condition and not resolve({"Fn::If": [condition, True, False]}):
+            deployment.not_in_this_stack.append(logical_id)
+            continue
         kind = resource["Type"]
         props = resolve(resource.get("Properties", {}))
         if logical_id not in deployment.physical_ids:
@@ -505,6 +556,8 @@ def _exists(clients: Clients, kind: str, physical: str, logical_id: str) -> bool
             Name=physical.split("|")[-1]),
         "AWS::SecretsManager::Secret": lambda: clients.client("secretsmanager").describe_secret(
             SecretId=physical),
+        "AWS::SecretsManager::ResourcePolicy": lambda: clients.client("secretsmanager")
+        .get_resource_policy(SecretId=physical)["ResourcePolicy"],
         "AWS::CloudWatch::Alarm": lambda: clients.client("cloudwatch").describe_alarms(
             AlarmNames=[physical])["MetricAlarms"][0],
         "AWS::Logs::LogGroup": lambda: next(

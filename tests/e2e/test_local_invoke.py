@@ -31,7 +31,8 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # aws-lambda-builders checks a python3.13 on PATH against the runtime, as sam build does.
     os.environ["PATH"] = f"{Path(find_python313()).parent}{os.pathsep}{path}"
     try:
-        sam_local.build(dest)
+        # the two functions the flow runs (`make build` builds every one, as sam build does)
+        sam_local.build(dest, only=("BuilderFunction", "EmrTriggerFunction"))
     finally:
         os.environ["PATH"] = path
     return dest
@@ -53,11 +54,14 @@ def test_env_json_is_what_the_template_deploys(env_file: dict) -> None:
 def test_every_variable_in_env_json_is_declared_by_the_template(env_file: dict) -> None:
     """sam local invoke ignores keys the template does not declare (aws-sam-cli#1553)."""
     template = sam_local.source_template()
-    globals_ = set(template["Globals"]["Function"]["Environment"]["Variables"])
-    assert set(env_file["Parameters"]) <= globals_
-    for logical_id, props in sam_local.functions().items():
+    globals_ = set(template["Globals"]["Function"].get("Environment", {}).get("Variables", {}))
+    functions = sam_local.functions()
+    for logical_id in set(env_file) - {"Parameters"}:
+        props = functions[logical_id]
         declared = globals_ | set(props.get("Environment", {}).get("Variables", {}))
         assert set(env_file[logical_id]) <= declared, logical_id
+        if declared:  # Parameters applies to every function that declares its variables
+            assert set(env_file["Parameters"]) <= declared, logical_id
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +80,16 @@ def flow(build_dir: Path, env_file: dict, tmp_path_factory: pytest.TempPathFacto
         emr_event = json.loads((EVENTS / "emr-direct.json").read_text(encoding="utf-8"))
         emr = sam_local.invoke(stack, "EmrTriggerFunction", emr_event, env_file, [layer],
                                build_dir=build_dir, opt_dir=opt)
-        yield {"builder": builder, "result": result, "emr": emr, "layer": layer, "opt": opt}
+        prefix = stack.template_environment("BuilderFunction")["LAYER_NAME_PREFIX"]
+        yield {"builder": builder, "result": result, "emr": emr, "layer": layer, "opt": opt,
+               "prefix": prefix}
 
 
 def test_the_builder_runs_from_its_build_output_with_the_s3_event(flow) -> None:
     assert flow["result"]["status"] == "published"
-    assert flow["result"]["layer_name"] == "emr-launcher"
+    # the stack's layer prefix, derived from its name when LayerNamePrefix is empty
+    assert flow["prefix"] == "layer-builder-"
+    assert flow["result"]["layer_name"] == flow["prefix"] + "emr-launcher"
 
 
 def test_the_emr_trigger_imports_its_layer_from_the_read_only_opt(flow) -> None:

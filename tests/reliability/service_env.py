@@ -302,7 +302,7 @@ class Builder:
 
     def table_items(self) -> list[dict]:
         ddb = self.aws.client("dynamodb")
-        return ddb.scan(TableName=self.stack.name("IdempotencyTable"), ConsistentRead=True)["Items"]
+        return ddb.scan(TableName=self.stack.name("BuilderStateTable"), ConsistentRead=True)["Items"]
 
     def idempotency_records(self) -> list[dict]:
         """Powertools' records (the table also holds the order book and the build memo)."""
@@ -376,10 +376,13 @@ def make_builder_fixture(reliability_aws: LocalAws, builder_cache: Path, tmp_pat
     def make(cache_dir: Path | None = None) -> Builder:
         unique = uuid.uuid4().hex[:8]
         prefix = f"t{unique}-"
-        # The consumers subscribe to the layers these tests build (CONSUMER_LAYERS).
+        # One team whose consumer (the EMR trigger) subscribes to the layers these tests build.
+        stack_name = f"lb-{unique}"
+        teams = [{"name": "default", "layer_prefix": prefix, "consumers": [f"{stack_name}-emr-trigger"],
+                  "subscribed_layers": ["mixed", "emr-launcher", "data-tools"]}]
         stack = provision(reliability_aws, overrides={"LayerNamePrefix": prefix,
-                                                      "ConsumerLayerNames": "mixed,emr-launcher,data-tools"},
-                          stack_name=f"lb-{unique}")
+                                                      "Teams": json.dumps(teams)},
+                          stack_name=stack_name)
         cache = cache_dir or builder_cache
         variables = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache)}
         for name, value in variables.items():

@@ -30,7 +30,8 @@ ENV = {
     "IDEMPOTENCY_TABLE": TABLE,
     "EMR_SERVICE_ROLE": "stack-EmrServiceRole",
     "EMR_JOB_FLOW_ROLE": "stack-EmrInstanceProfile",
-    "EMR_LOG_URI": "s3://stack-artifacts-123456789012-us-east-1/emr-logs/",
+    "EMR_LOG_URI": "s3://stack-emr-logs-123456789012-us-east-1/",
+    "JOB_SCRIPT_PREFIX": "s3://example-emr-code/jobs/",
     "POWERTOOLS_SERVICE_NAME": "emr-trigger",
     "POWERTOOLS_METRICS_NAMESPACE": "LayerBuilder",
     "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
@@ -253,6 +254,56 @@ def test_partial_failure_is_kept_so_a_retry_starts_nothing_twice(app, aws, monke
     assert len(clusters("us-east-1")) == 1 and clusters("us-west-2") == []
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        "s3://other-bucket/jobs/load_dataset.py",
+        "s3://example-emr-code/jobs-other/load_dataset.py",  # a sibling of the prefix
+        "s3://example-emr-code/jobs/../admin/steal.py",  # Hadoop would normalise the ".."
+        "s3://example-emr-code/jobs/./load_dataset.py",
+        "s3://example-emr-code/jobs//load_dataset.py",
+        "s3://example-emr-code/jobs/",
+        "s3://example-emr-code/jobs/load dataset.py --conf x",
+        "https://example-emr-code/jobs/load_dataset.py",
+        "s3://example-emr-code/JOBS/load_dataset.py",
+    ],
+)
+def test_job_script_outside_the_configured_prefix_is_refused(app, aws, script):
+    bad = event("direct")
+    bad["variables"]["JOB_SCRIPT"] = script
+
+    with pytest.raises(app.InvalidTriggerEvent) as caught:
+        app.handler(bad, Context())
+
+    message = str(caught.value)
+    assert repr(script) in message
+    assert "s3://example-emr-code/jobs/" in message and "JobScriptPrefix" in message
+    assert clusters("us-east-1") == []
+    assert SESSION.client("dynamodb", region_name="us-east-1").scan(TableName=TABLE)["Count"] == 0
+
+
+def test_job_script_in_a_folder_under_the_prefix_runs(app, aws):
+    nested = event("direct")
+    nested["variables"]["JOB_SCRIPT"] = "s3://example-emr-code/jobs/daily/load.v2.py"
+
+    result = app.handler(nested, Context())
+
+    emr = SESSION.client("emr", region_name="us-east-1")
+    [step] = emr.list_steps(ClusterId=result["clusters"]["us-east-1"])["Steps"]
+    assert "s3://example-emr-code/jobs/daily/load.v2.py" in step["Config"]["Args"]
+
+
+@pytest.mark.parametrize("prefix", ["s3://example-emr-code/jobs", "example-emr-code/jobs/", "s3://"])
+def test_job_script_prefix_must_be_an_s3_folder(monkeypatch, prefix):
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("JOB_SCRIPT_PREFIX", prefix)
+    monkeypatch.syspath_prepend(str(LAYER_SOURCE))
+
+    with pytest.raises(RuntimeError, match="JOB_SCRIPT_PREFIX must be an s3://bucket/prefix/ URI"):
+        load_app("emr_trigger_app_bad_prefix")
+
+
 def test_missing_layer_is_named(monkeypatch):
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
@@ -285,9 +336,9 @@ def test_function_ships_config_for_every_environment_and_no_library(app):
         assert (FUNCTION_DIR / "config" / name).is_file(), name
     # the library and its dependency come from the layer only
     assert not list(FUNCTION_DIR.rglob("emrlauncher")) and not list(FUNCTION_DIR.rglob("yaml"))
+    # Powertools with its parser and tracer extras, boto3 and botocore locked together (see
+    # tests/unit/test_requirements.py), and nothing the layer provides
     lines = (FUNCTION_DIR / "requirements.txt").read_text().lower().splitlines()
-    requirements = "\n".join(line for line in lines if not line.startswith("#"))
-    assert "aws-lambda-powertools[parser,tracer]" in requirements
-    assert not any(
-        name in requirements for name in ("pyyaml", "boto3", "emrlauncher", "emr-launcher")
-    )
+    pinned = {line.split("==")[0] for line in lines if "==" in line and not line.startswith(" ")}
+    assert {"aws-lambda-powertools", "pydantic", "aws-xray-sdk", "boto3", "botocore"} <= pinned
+    assert not pinned & {"pyyaml", "emrlauncher", "emr-launcher"}

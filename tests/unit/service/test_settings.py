@@ -8,7 +8,7 @@ from layer_builder.errors import ConfigurationError
 from layer_builder.service.settings import Settings
 from tools.cfn import Resolver, load_template
 
-REQUIRED = {"ARTIFACT_BUCKET": "art", "IDEMPOTENCY_TABLE": "tbl", "POINTER_PARAMETER_PREFIX": "/s/layers/"}
+REQUIRED = {"ARTIFACT_BUCKET": "art", "STATE_TABLE": "tbl", "POINTER_PARAMETER_PREFIX": "/s/layers/"}
 
 
 def test_the_template_environment_makes_valid_settings():
@@ -16,8 +16,21 @@ def test_the_template_environment_makes_valid_settings():
     settings = Settings.from_env(env)
     assert settings.target.runtime == "python3.13"
     assert settings.consumer_functions == ("layer-builder-emr-trigger",)
-    assert settings.consumer_layers == frozenset({"emr-launcher"})
+    # the default team: the stack's derived prefix, the EMR trigger, the emr-launcher layer
+    assert settings.consumer_layers == frozenset({"layer-builder-emr-launcher"})
+    assert settings.layer_name_prefix == "layer-builder-"
     assert settings.package_index_url == ""
+
+
+def test_teams_give_the_consumers_and_their_layers():
+    teams = ('[{"name": "a", "layer_prefix": "s-a-", "consumers": ["f1"], "subscribed_layers": ["x"]},'
+             ' {"name": "b", "layer_prefix": "s-b-", "consumers": ["f2", "f1"], "subscribed_layers": []}]')
+    settings = Settings.from_env(REQUIRED | {"TEAMS": teams, "TARGETS": "python3.12/arm64,python3.13/x86_64"})
+    assert settings.consumer_functions == ("f1", "f2")
+    assert settings.consumer_layers == frozenset({"s-a-x"})
+    assert (settings.target.runtime, settings.target.arch) == ("python3.12", "arm64")
+    with pytest.raises(ConfigurationError, match="TEAMS"):
+        Settings.from_env(REQUIRED | {"TEAMS": "[{"})
 
 
 @pytest.mark.parametrize("missing", sorted(REQUIRED))
