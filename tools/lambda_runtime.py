@@ -65,6 +65,12 @@ ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 ACCOUNT_ID = "123456789012"
 LAMBDA_PYTHON = (3, 13)  # the functions' runtime, python3.13
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase (imports, module-level code)
+# "If all three tasks do not complete within 10 seconds, Lambda retries the Init phase at the time
+# of the first function invocation with the configured function timeout"
+# (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html). The harness
+# lets the running init go on instead of starting it again: an init may take INIT_TIMEOUT_S plus
+# the function timeout before the invocation fails. Several cold starts sharing two cores here
+# take longer than one in Lambda, which gives each environment its own CPU.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Keys the harness owns; a caller setting them would silently break the emulation.
 HARNESS_ENV_KEYS = frozenset(
@@ -700,7 +706,8 @@ class LocalLambda:
 
         As in Lambda, the event goes to a runtime that asked for one (GET /next): a process that
         is still ending is waited for, reset and replaced first (a cold start). The handler gets
-        timeout_s from the moment the runtime takes the event; init gets INIT_TIMEOUT_S on top.
+        timeout_s from the moment the runtime takes the event; init gets INIT_TIMEOUT_S and, as
+        Lambda retries a slow init, the function timeout on top.
         """
         if self._workdir is None:
             raise RuntimeNotRunningError("call invoke() inside `with LocalLambda(...) as fn:`")
@@ -735,11 +742,15 @@ class LocalLambda:
         return InvocationResult(invocation.request_id, payload, error, duration, cold, logs,
                                 invocation.response if error is None else b"")
 
+    @property
+    def _init_limit(self) -> float:
+        return INIT_TIMEOUT_S + self.timeout_s
+
     def _until_ready(self, request_id: str) -> dict[str, Any] | None:
         """Wait until a runtime polls /next, replacing a process that ended (once). Returns the
         error document when the replacement fails its init, else None. Call with the lock held."""
         replaced = False
-        deadline = time.monotonic() + INIT_TIMEOUT_S
+        deadline = time.monotonic() + self._init_limit
         while True:
             process, api = self._process, self._api
             if process is None or api is None or process.poll() is not None:
@@ -750,7 +761,7 @@ class LocalLambda:
                         "errorMessage": f"RequestId: {request_id} Error: Runtime exited "
                         f"with error: exit status {process.returncode}"}
                 self._replace_process(process)
-                replaced, deadline = True, time.monotonic() + INIT_TIMEOUT_S
+                replaced, deadline = True, time.monotonic() + self._init_limit
                 continue
             if api.is_idle():
                 return None
@@ -758,7 +769,7 @@ class LocalLambda:
                 self._stop_process()
                 return {"errorType": "Sandbox.Timedout",
                         "errorMessage": f"RequestId: {request_id} Error: Init phase timed out "
-                        f"after {INIT_TIMEOUT_S:.2f} seconds"}
+                        f"after {self._init_limit:.2f} seconds"}
             time.sleep(0.005)
 
     def _wait(
@@ -778,7 +789,7 @@ class LocalLambda:
                 }
             picked_at = invocation.picked_at
             if picked_at is None:
-                phase, elapsed, limit = "Init phase", time.monotonic() - queued_at, INIT_TIMEOUT_S
+                phase, elapsed, limit = "Init phase", time.monotonic() - queued_at, self._init_limit
             else:
                 phase, elapsed, limit = "Task", time.monotonic() - picked_at, self.timeout_s
             if elapsed > limit:

@@ -465,3 +465,25 @@ def test_the_reset_kills_processes_that_keep_forking(tmp_path: Path) -> None:
 
     assert result.error_type == "Runtime.ExitError"
     assert left in ([], [runtime])  # only the next runtime process, if it is up already
+
+
+def test_an_init_longer_than_ten_seconds_goes_on_under_the_function_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tools.lambda_runtime as runtime
+
+    monkeypatch.setattr(runtime, "INIT_TIMEOUT_S", 0.3)  # Lambda's 10 s, scaled down
+    code = write_function(tmp_path / "slow", """
+        import time
+        time.sleep(0.8)
+
+        def handler(event, context):
+            return "ready"
+    """)
+    with LocalLambda(code, timeout_s=2) as patient:
+        ok = patient.invoke({})
+    with LocalLambda(code, timeout_s=0.2) as hasty:
+        late = hasty.invoke({})
+
+    assert ok.ok and ok.payload == "ready"  # 0.8 s of init: over 0.3, within 0.3 + 2
+    assert late.error_type == "Sandbox.Timedout" and "Init phase" in late.error["errorMessage"]
