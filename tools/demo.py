@@ -141,14 +141,15 @@ def _deploy(aws: LocalAws) -> LocalStack:
     return stack
 
 
-def _serve(lambdas: LocalLambdaService, stack: LocalStack) -> str:
-    """Register what runs locally; returns the builder's name."""
+def _serve(lambdas: LocalLambdaService, stack: LocalStack) -> tuple[str, dict[str, str]]:
+    """Register what runs locally; returns the builder's name and the check functions'."""
     checks = lambdas.register_check_functions(stack)
     for target, name in sorted(checks.items()):
         print(f"  check function {name} ({target}): a local Lambda of its own, no AWS access")
     # /tmp/... is the function's private /tmp in the harness.
-    return lambdas.register_from_stack(stack, "BuilderFunction", packages=BUILDER_PACKAGES,
-                                       env={"CACHE_DIR": "/tmp/layer-builder-cache"})
+    builder = lambdas.register_from_stack(stack, "BuilderFunction", packages=BUILDER_PACKAGES,
+                                          env={"CACHE_DIR": "/tmp/layer-builder-cache"})
+    return builder, checks
 
 
 def _invoke(lambdas: LocalLambdaService, name: str, event: Any, what: str) -> InvocationResult:
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             LocalLambdaService(aws) as lambdas:
         work = Path(tmp)
         stack = _deploy(aws)
-        builder = _serve(lambdas, stack)
+        builder, checks = _serve(lambdas, stack)
         archive = zip_project(EXAMPLE, work / "aws-emr-launcher-0.1.0.zip")
         key = f"incoming/{archive.name}"
         event = stack.upload(archive, key)
@@ -215,6 +216,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = lambdas.stats(builder)
         print(f"Builder invocations {stats.invocations} in {len(lambdas.environments(builder))} "
               f"execution environment(s), {stats.errors} errors")
+        for target, name in sorted(checks.items()):
+            check = lambdas.stats(name)
+            print(f"Check function      {name} ({target}): {check.invocations} invocations in "
+                  f"{len(lambdas.environments(name))} environment(s) of their own, "
+                  f"{check.errors} errors")
         print(f"Report              s3://{stack.name('ArtifactBucket')}/{first['report']}")
         print(f"Done in {time.perf_counter() - started:.1f} s")
         ok = (len(versions_before) == 1 and first["version_arn"] in emr_layers

@@ -583,7 +583,9 @@ def provision(aws: LocalAws, overrides: dict[str, str] | None = None,
     dirs = {lid: ROOT / res["Properties"]["CodeUri"] for lid, res in source["Resources"].items()
             if res["Type"] == SERVERLESS_FUNCTION}
     dirs.update(code_dirs or {})
-    return LocalStack(aws, stack_name, deployment, {k: Path(v) for k, v in dirs.items()})
+    # Only the functions this stack has: a function whose Condition is false exists nowhere.
+    return LocalStack(aws, stack_name, deployment, {k: Path(v) for k, v in dirs.items()
+                                                    if k in deployment.physical_ids})
 
 
 if __name__ == "__main__":  # a quick look: python -m tools.stack
