@@ -11,7 +11,9 @@
    the same bytes: one layer version;
 5. the published layer extracted read-only, as /opt is, and the EMR trigger invoked with it;
 6. a changed upload publishes version 2 and moves the EMR trigger to it; `layer-builder prune`
-   (the CLI, against the stand-in) deletes version 1, which nothing uses any more.
+   (the CLI, against the stand-in) deletes version 1, which nothing uses any more;
+7. a team's CI publishes the project for two targets (x86_64 and arm64) with `layer-builder
+   publish`: one layer version per target.
 """
 
 from __future__ import annotations
@@ -115,6 +117,31 @@ def changed_copy(project: Path, work: Path, marker: str) -> Path:
     return copy
 
 
+def two_target_copy(project: Path, work: Path, targets: Sequence[str]) -> Path:
+    """The project declaring several targets in [tool.layer-builder] (INPUT's `targets`)."""
+    copy = Path(shutil.copytree(project, work / "targets" / project.name,
+                                ignore=shutil.ignore_patterns(*_SKIP)))
+    pyproject = copy / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    listed = ", ".join(f'"{t}"' for t in targets)
+    pyproject.write_text(text.replace("[tool.layer-builder]\n",
+                                      f"[tool.layer-builder]\ntargets = [{listed}]\n", 1),
+                         encoding="utf-8")
+    return copy
+
+
+def publish(aws: LocalAws, project: Path, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """`layer-builder publish` as a team's CI runs it: every target of the project, one layer
+    version each (the first target keeps the name, the others get -py313-arm64 style suffixes)."""
+    done = subprocess.run([str(CLI), "publish", str(project), "--bucket", bucket,
+                           "--layer-prefix", prefix, "--json", "-q"],
+                          env={**os.environ, **aws.env()}, capture_output=True, text=True,
+                          timeout=900, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"layer-builder publish failed ({done.returncode}): {done.stderr}")
+    return json.loads(done.stdout)["targets"]
+
+
 def prune(aws: LocalAws, layer: str, pointer: str, keep: int) -> list[str]:
     """`layer-builder prune` as a user runs it, pointed at the stand-in by the AWS environment."""
     done = subprocess.run([str(CLI), "prune", layer, "--keep", str(keep), "--ssm-parameter", pointer],
@@ -195,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         after_prune = _versions(aws, layer)
         emr_after = [x["Arn"] for x in lam.get_function_configuration(FunctionName=emr_name).get("Layers", [])]
 
+        targets = ("python3.13/x86_64", "python3.13/arm64")
+        print(f"A team's CI: `layer-builder publish` of the project declaring {', '.join(targets)}...")
+        ci = publish(aws, two_target_copy(EXAMPLE, work, targets), stack.name("ArtifactBucket"), "ci-")
+
         print()
         print(f"Layer version ARN   {first['version_arn']}  ({first['status']})")
         print(f"Layer size          {human(first['zipped_bytes'])} zipped, "
@@ -213,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f" -> {after_prune}")
         for line in pruned:
             print(f"  {line}")
+        for result in ci:
+            build = result["build"]
+            print(f"Two-target publish  {result['target']}: {result['version_arn']}; "
+                  f"{build['checks']['binaries']}; imports {build['checks']['imports']} "
+                  f"({build['checks'].get('sandbox', 'local')})")
         stats = lambdas.stats(builder)
         print(f"Builder invocations {stats.invocations} in {len(lambdas.environments(builder))} "
               f"execution environment(s), {stats.errors} errors")
@@ -225,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Done in {time.perf_counter() - started:.1f} s")
         ok = (len(versions_before) == 1 and first["version_arn"] in emr_layers
               and pointer == first["version_arn"] and second["version_arn"] in emr_after
-              and after_prune == [int(second["version_arn"].rsplit(":", 1)[1])])
+              and after_prune == [int(second["version_arn"].rsplit(":", 1)[1])]
+              and [r["target"] for r in ci] == list(targets))
         return 0 if ok else 1
 
 
