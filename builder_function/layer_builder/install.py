@@ -202,22 +202,22 @@ def _plan(path: Path, cache: BuildCache, settings: Settings) -> wheel.Plan:
 
 def _built_wheel(c: Chosen, sdist: Path, target: Target, cache: BuildCache,
                  build_sdist: Callable[[Path, Chosen], Path]) -> Path:
-    """The wheel built from a verified sdist, cached (signed) by the sdist's sha256 and target."""
+    """The wheel built from a verified sdist, cached (signed) by the sdist's sha256 and target.
+
+    The file sits among the cache's wheels, so eviction covers it; it is written again from the
+    signed entry on every use, never trusted as found.
+    """
+    from .cache import WHEELS
+
     name = f"built-{c.sha256}-{target.short}"
-    dest = cache.root / "built" / f"{c.sha256}-{target.short}"
+    path = cache.root / WHEELS / f"{name}.whl"
     payload = cache.get(name)
     if payload is not None:
-        meta, _, data = payload.partition(b"\n")
-        path = dest / json.loads(meta)["filename"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        path.write_bytes(payload)
         return path
     built = build_sdist(sdist, c)
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / built.name
-    if built != path:
-        shutil.copyfile(built, path)
-    cache.put(name, json.dumps({"filename": built.name}).encode() + b"\n" + path.read_bytes())
+    shutil.copyfile(built, path)
+    cache.put(name, path.read_bytes())
     return path
 
 
