@@ -121,6 +121,8 @@ class FunctionStats:
     to_destination: int = 0  # events sent to the on-failure destination
     running: int = 0
     max_running: int = 0  # the most invocations that ran at once
+    #: "errorType: errorMessage" of each failed invocation, for a test's message
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -191,7 +193,11 @@ class _Function:
             self.release(environment)
         with self.lock:
             self.stats.invocations += 1
-            self.stats.errors += 0 if result.ok else 1
+            if not result.ok:
+                self.stats.errors += 1
+                error = result.error or {}
+                self.stats.failures.append(
+                    f"{error.get('errorType')}: {str(error.get('errorMessage'))[:300]}")
         return result
 
     # -- asynchronous invocations --------------------------------------------------------------
@@ -400,7 +406,8 @@ class LocalLambdaService:
     def stats(self, name: str) -> FunctionStats:
         function = self._function(name)
         with function.lock:
-            return FunctionStats(**vars(function.stats))
+            return FunctionStats(**{**vars(function.stats),
+                                    "failures": list(function.stats.failures)})
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no async event is queued, running or waiting for a retry."""
