@@ -18,6 +18,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
@@ -159,12 +160,15 @@ def run(event: Mapping[str, Any], remaining_s: Callable[[], float],
     action = ACTIONS.get(event.get("action")) if isinstance(event, Mapping) else None
     if action is None:
         raise ValueError(f"unknown action; expected one of {', '.join(ACTIONS)}")
-    asked = event.get("timeout")
-    asked = float(asked) if isinstance(asked, (int, float)) and asked > 0 else None
+    asked = event.get("timeout")  # the builder's time left for this action, from now
+    ends = time.monotonic() + float(asked) if isinstance(asked, (int, float)) and asked > 0 \
+        else None
 
     def time_left() -> float:
         left = remaining_s() - FINISH_MARGIN_S
-        return max(min(left, asked) if asked is not None else left, 0.001)
+        if ends is not None:
+            left = min(left, ends - time.monotonic())
+        return max(left, 0.001)
 
     with tempfile.TemporaryDirectory(prefix=f"{event['action']}-") as tmp:  # 0700
         try:
