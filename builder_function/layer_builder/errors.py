@@ -60,6 +60,12 @@ class LayerTooLargeError(InputError):
     kind = "layer_too_large"
 
 
+class TeamError(InputError):
+    """An upload outside every team's folder, or a change outside the uploading team's layers."""
+
+    kind = "team_refused"
+
+
 class ConfigurationError(LayerBuildError):
     """The operator's settings are wrong (missing variable, bad value). Permanent."""
 

@@ -6,7 +6,9 @@ Moto speaks HTTP on loopback; every name and setting comes from template.yaml.
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +34,9 @@ def flow(tmp_path_factory):
         lam.update_function_configuration(FunctionName=emr_name, Layers=[other])
 
         archive = zip_project(EXAMPLE, work / "aws-emr-launcher-0.1.0.zip")
-        event = stack.upload(archive, f"incoming/{archive.name}")
-        reupload = stack.upload(archive, f"incoming/{archive.name}")  # same bytes, new object version
+        key = f"incoming/{first_team(stack)}/{archive.name}"
+        event = stack.upload(archive, key)
+        reupload = stack.upload(archive, key)  # same bytes, new object version
         first, again, unchanged = (r.payload["results"][0] for r in run_builder(
             stack, [event, event, reupload], work / "cache"))
         layer_dir = extract_layer_readonly(fetch_layer(stack, first["report"], work / "layer.zip"),
@@ -50,6 +53,11 @@ def flow(tmp_path_factory):
             "report": json.loads(aws.client("s3").get_object(
                 Bucket=stack.name("ArtifactBucket"), Key=first["report"])["Body"].read()),
         }
+
+
+def first_team(stack) -> str:
+    """The stack's first team (the template's default one): uploads go to incoming/<team>/."""
+    return json.loads(stack.environment("BuilderFunction")["TEAMS"])[0]["name"]
 
 
 def _tiny_layer(work):
@@ -102,3 +110,85 @@ def test_emr_trigger_launches_every_region_from_the_layer(flow):
     clusters = emr.get("clusters", emr)
     assert set(clusters) == {"us-east-1", "us-west-2"}
     assert all(str(c).startswith("j-") for c in clusters.values())
+
+
+# ---------------------------------------------------------------- one upload, two targets
+
+MATRIX = ["python3.13/x86_64", "python3.12/arm64"]
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    """A stack building python3.13 and 3.12 on x86_64 and arm64; team data's project asks for two
+    of them; its consumers run python3.13/x86_64 (the EMR trigger), python3.12/arm64 and
+    python3.11/x86_64 (no matching target)."""
+    work = tmp_path_factory.mktemp("matrix")
+    name = "matrix"
+    arm, old = f"{name}-arm-consumer", f"{name}-py311-consumer"
+    with LocalAws() as aws:
+        teams = [{"name": "data", "layer_prefix": f"{name}-data-",
+                  "consumers": [f"{name}-emr-trigger", arm, old],
+                  "subscribed_layers": ["emr-launcher"]}]
+        stack = provision(aws, overrides={"Teams": json.dumps(teams),
+                                          "Runtimes": "python3.13,python3.12",
+                                          "Architectures": "x86_64,arm64"}, stack_name=name)
+        lam = aws.client("lambda")
+        role = lam.get_function_configuration(FunctionName=f"{name}-emr-trigger")["Role"]
+        for function, runtime, arch in ((arm, "python3.12", "arm64"), (old, "python3.11", "x86_64")):
+            lam.create_function(FunctionName=function, Runtime=runtime, Architectures=[arch],
+                                Role=role, Handler="app.handler",
+                                Code={"ZipFile": _tiny_layer(work)})
+        project = Path(shutil.copytree(EXAMPLE, work / "emr-launcher",
+                                       ignore=shutil.ignore_patterns(".venv", "__pycache__")))
+        pyproject = project / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text(encoding="utf-8") + f"targets = {json.dumps(MATRIX)}\n",
+                             encoding="utf-8")
+        archive = zip_project(project, work / "aws-emr-launcher-0.2.0.zip")
+        event = stack.upload(archive, f"incoming/data/{archive.name}")
+        [run] = run_builder(stack, [event], work / "cache")
+        result = run.payload["results"][0]
+        yield {
+            "result": result,
+            "report": json.loads(aws.client("s3").get_object(
+                Bucket=stack.name("ArtifactBucket"), Key=result["report"])["Body"].read()),
+            "layers": {t["target"]: _version(lam, t["version_arn"]) for t in result["targets"]},
+            "consumers": {f: [x["Arn"] for x in lam.get_function_configuration(
+                FunctionName=f).get("Layers", [])] for f in (f"{name}-emr-trigger", arm, old)},
+            "names": (f"{name}-emr-trigger", arm, old),
+        }
+
+
+def _version(lam, arn):
+    layer, _, number = arn.rpartition(":")
+    return lam.get_layer_version(LayerName=layer, VersionNumber=int(number))
+
+
+def test_a_matrix_upload_publishes_one_version_per_target(matrix):
+    result = matrix["result"]
+    assert result["status"] == "published", result["error"]
+    assert [t["target"] for t in result["targets"]] == MATRIX
+    names = [t["layer_name"] for t in result["targets"]]
+    assert names == ["matrix-data-emr-launcher", "matrix-data-emr-launcher-py312-arm64"]
+    for target, version in matrix["layers"].items():
+        runtime, arch = target.split("/")
+        assert version["CompatibleRuntimes"] == [runtime]
+        assert version["CompatibleArchitectures"] == [arch]
+        assert version["Version"] == 1
+
+
+def test_each_consumer_gets_only_the_version_for_its_runtime_and_architecture(matrix):
+    x86, arm = (t["version_arn"] for t in matrix["result"]["targets"])
+    emr, arm_fn, old = matrix["names"]
+    assert matrix["consumers"][emr] == [x86]
+    assert matrix["consumers"][arm_fn] == [arm]
+    assert matrix["consumers"][old] == []
+    by_function = {a["function"]: a for a in matrix["result"]["attachments"]}
+    assert by_function[old]["status"] == "no matching target"
+    assert "python3.11/x86_64" in by_function[old]["reason"]
+
+
+def test_one_report_lists_every_target(matrix):
+    report = matrix["report"]
+    assert [t["target"] for t in report["targets"]] == MATRIX
+    assert [t["build"]["arch"] for t in report["targets"]] == ["x86_64", "arm64"]
+    assert all(t["html"].endswith(".html") for t in report["targets"])

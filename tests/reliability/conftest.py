@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import wheelhouse
-from layer_builder import cli as cli_module
 from lockfactory import PipenvProject, make_project
 from wheelhouse import Wheel, lock_entry, write_code
+
+from layer_builder import cli as cli_module
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_BUILDER = Path(sys.executable).parent / "layer-builder"
@@ -307,25 +307,45 @@ class Service:
     stack: Any  # tools.stack.LocalStack
     settings: Any  # layer_builder.service.settings.Settings
     clients: Any  # layer_builder.service.aws.Clients
+    #: The builder function's environment these settings came from (the template's, plus
+    #: CACHE_DIR and the secret holding the hermetic index's URL).
+    env: dict[str, str]
 
     @property
     def environ(self) -> dict[str, str]:
         """What the builder Lambda's process sees, AWS credentials included."""
-        return {**os.environ, **self.stack.environment("BuilderFunction")}
+        return {**os.environ, **self.env}
 
     def upload(self, archive: Path, key: str | None = None) -> Any:
+        """Uploaded by the stack's first team (incoming/<team>/<file>) unless `key` says."""
         from layer_builder.service.uploads import parse_uploads
 
-        event = self.stack.upload(archive, key or f"incoming/{archive.name}")
+        team = self.settings.teams[0].name
+        event = self.stack.upload(archive, key or f"incoming/{team}/{archive.name}")
         [upload], _ = parse_uploads(event, self.settings.source_prefix)
         return upload
 
+    def index_secret(self, url: str) -> str:
+        """A Secrets Manager secret holding `url` (as PACKAGE_INDEX_SECRET names one); its ARN."""
+        import hashlib
+
+        name = f"{self.stack.resolver.stack_name}/index-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+        sm = self.clients.secretsmanager
+        try:
+            return sm.describe_secret(SecretId=name)["ARN"]
+        except sm.exceptions.ResourceNotFoundException:
+            return sm.create_secret(Name=name, SecretString=url)["ARN"]
+
     def process(self, upload: Any, environ: Mapping[str, str] | None = None,
-                **settings: Any) -> Any:
-        """service.process_upload with these settings changed (e.g. allow_sdist)."""
+                package_index_url: str | None = None, **settings: Any) -> Any:
+        """service.process_upload with these settings changed (e.g. allow_sdist, targets); the
+        index URL is put into a secret, as the stack does."""
         from layer_builder.service.aws import Adapters
         from layer_builder.service.service import process_upload
 
+        if package_index_url is not None:
+            settings["package_index_secret"] = (self.index_secret(package_index_url)
+                                                if package_index_url else "")
         changed = dataclasses.replace(self.settings, **settings)
         return process_upload(upload, changed, Adapters.create(changed, self.clients),
                               self.environ if environ is None else environ)
@@ -341,7 +361,7 @@ class Service:
             LayerName=layer["LayerName"])["LayerVersions"]]
             for layer in lam.list_layers()["Layers"]}
         consumers = {name: [x["Arn"] for x in lam.get_function_configuration(
-            FunctionName=name).get("Layers", [])] for name in self.settings.consumer_functions}
+            FunctionName=name).get("Layers", [])] for name in self.consumers()}
         pointers = {p["Name"]: p["Value"] for p in ssm.get_parameters_by_path(
             Path=self.settings.pointer_parameter_prefix, Recursive=True)["Parameters"]}
         head = s3.head_object(Bucket=upload.bucket, Key=upload.key, VersionId=upload.version_id)
@@ -361,13 +381,16 @@ class Service:
         assert self.state(upload) == before
         return outcome.error["message"]
 
+    def consumers(self) -> list[str]:
+        return sorted({name for team in self.settings.teams for name in team.consumers})
+
     def alive(self) -> bool:
         """False once something reset moto's shared backends (e.g. another test's mock_aws)."""
         from botocore.exceptions import ClientError
 
         try:
             self.clients.s3.head_bucket(Bucket=self.settings.artifact_bucket)
-            for name in self.settings.consumer_functions:
+            for name in self.consumers():
                 self.clients.lambda_.get_function(FunctionName=name)
         except ClientError:
             return False
@@ -408,14 +431,16 @@ def service(shared_moto: Any, house: House, tmp_path_factory: pytest.TempPathFac
 def _provision(aws: Any, house: House, tmp_path_factory: pytest.TempPathFactory) -> Service:
     from layer_builder.service.aws import Clients
     from layer_builder.service.settings import Settings
-
     from tools.stack import provision
 
     stack = provision(aws, stack_name=f"rel-{uuid.uuid4().hex[:10]}")
+    clients = Clients(*(aws.client(name) for name in ("s3", "lambda", "ssm", "dynamodb", "events",
+                                                      "secretsmanager")))
+    index = clients.secretsmanager.create_secret(Name=f"{stack.resolver.stack_name}/index",
+                                                 SecretString=house.url)["ARN"]
     env = stack.environment("BuilderFunction") | {
-        "CACHE_DIR": str(tmp_path_factory.mktemp("service-cache")), "PACKAGE_INDEX_URL": house.url}
-    clients = Clients(*(aws.client(name) for name in ("s3", "lambda", "ssm", "dynamodb", "events")))
-    return Service(aws, stack, Settings.from_env(env), clients)
+        "CACHE_DIR": str(tmp_path_factory.mktemp("service-cache")), "PACKAGE_INDEX_SECRET": index}
+    return Service(aws, stack, Settings.from_env(env), clients, env)
 
 # The builder fixtures live beside their helpers; re-exported here so every module sees them.
 from tests.reliability.service_env import (  # noqa: E402, F401

@@ -189,12 +189,31 @@ class Builder:
     app: ModuleType
     cache_dir: Path
     work: Path
-    #: LAYER_NAME_PREFIX of this test's stack: every layer it builds is named prefix + name.
-    prefix: str
+    #: The stack's TEAMS (as the builder reads them); uploads go to the first team by default.
+    teams: list[dict[str, Any]]
     _projects: Iterator[int] = field(default_factory=count)
 
-    def layer(self, name: str = "mixed") -> str:
-        return self.prefix + name
+    @property
+    def team(self) -> str:
+        return self.teams[0]["name"]
+
+    @property
+    def stack_prefix(self) -> str:
+        """LAYER_NAME_PREFIX: every team's layer prefix starts with it."""
+        return self.app.settings.layer_name_prefix
+
+    @property
+    def prefix(self) -> str:
+        """The first team's layer prefix: every layer it builds is named prefix + name."""
+        return self.teams[0]["layer_prefix"]
+
+    def layer(self, name: str = "mixed", team: str | None = None) -> str:
+        prefix = next(t["layer_prefix"] for t in self.teams if t["name"] == (team or self.team))
+        return prefix + name
+
+    def key(self, archive: Path | str, team: str | None = None) -> str:
+        """Where a team uploads: incoming/<team>/<file>."""
+        return f"incoming/{team or self.team}/{getattr(archive, 'name', archive)}"
 
     # -- the function ---------------------------------------------------------------------
     @property
@@ -219,7 +238,7 @@ class Builder:
         """Every boto3 client the loaded builder uses (the idempotency store shares dynamodb)."""
         c = self.app.clients
         assert self.app.persistence.client is c.dynamodb
-        return [c.s3, c.lambda_, c.ssm, c.dynamodb, c.events]
+        return c.all()
 
     @contextmanager
     def faults(self) -> Iterator[FaultInjector]:
@@ -255,9 +274,10 @@ class Builder:
                    filter=lambda info: None if "__pycache__" in info.name else info)
         return dest
 
-    def upload(self, archive: Path, key: str | None = None, template: str = "s3-put.json") -> dict:
-        """Put the archive under incoming/ and return the S3 event S3 would send (one record)."""
-        key = key or f"incoming/{archive.name}"
+    def upload(self, archive: Path, key: str | None = None, template: str = "s3-put.json",
+               team: str | None = None) -> dict:
+        """Put the archive under incoming/<team>/ and return the S3 event S3 would send."""
+        key = key or self.key(archive, team)
         s3 = self.aws.client("s3")
         body = archive.read_bytes()
         put = s3.put_object(Bucket=self.stack.name("SourceBucket"), Key=key, Body=body)
@@ -302,7 +322,7 @@ class Builder:
 
     def table_items(self) -> list[dict]:
         ddb = self.aws.client("dynamodb")
-        return ddb.scan(TableName=self.stack.name("BuilderStateTable"), ConsistentRead=True)["Items"]
+        return ddb.scan(TableName=self.app.settings.state_table, ConsistentRead=True)["Items"]
 
     def idempotency_records(self) -> list[dict]:
         """Powertools' records (the table also holds the order book and the build memo)."""
@@ -316,6 +336,19 @@ class Builder:
         lam = self.aws.client("lambda")
         return lam.publish_layer_version(LayerName=name, Content={"ZipFile": buffer.getvalue()},
                                          CompatibleRuntimes=["python3.13"])["LayerVersionArn"]
+
+    def create_function(self, name: str, runtime: str = "python3.13", arch: str = "x86_64",
+                        layers: list[str] | None = None) -> str:
+        """Another consumer function (moto stores it; nothing runs it)."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            zf.writestr("app.py", "def handler(event, context):\n    return event\n")
+        lam = self.aws.client("lambda")
+        role = lam.get_function_configuration(FunctionName=self.consumer)["Role"]
+        lam.create_function(FunctionName=name, Runtime=runtime, Architectures=[arch], Role=role,
+                            Handler="app.handler", Code={"ZipFile": buffer.getvalue()},
+                            Layers=layers or [])
+        return name
 
     def set_layers(self, layers: list[str], function: str | None = None) -> None:
         lam = self.aws.client("lambda")
@@ -373,23 +406,30 @@ def make_builder_fixture(reliability_aws: LocalAws, builder_cache: Path, tmp_pat
     os.environ is restored after the test (monkeypatch).
     """
 
-    def make(cache_dir: Path | None = None) -> Builder:
+    def make(cache_dir: Path | None = None, teams: list[dict[str, Any]] | None = None,
+             environment: dict[str, str] | None = None) -> Builder:
+        """`teams`: TEAMS without the stack's prefix in layer_prefix (it is added); by default one
+        team "data" with the stack's own prefix, the EMR trigger as consumer, subscribed to the
+        layers these tests build."""
         unique = uuid.uuid4().hex[:8]
         prefix = f"t{unique}-"
-        # One team whose consumer (the EMR trigger) subscribes to the layers these tests build.
         stack_name = f"lb-{unique}"
-        teams = [{"name": "default", "layer_prefix": prefix, "consumers": [f"{stack_name}-emr-trigger"],
-                  "subscribed_layers": ["mixed", "emr-launcher", "data-tools"]}]
+        consumer = f"{stack_name}-emr-trigger"
+        teams = [{**team, "layer_prefix": prefix + team.get("layer_prefix", "")}
+                 for team in teams or [{"name": "data", "consumers": [consumer], "subscribed_layers":
+                                        ["mixed", "emr-launcher", "data-tools"]}]]
         stack = provision(reliability_aws, overrides={"LayerNamePrefix": prefix,
                                                       "Teams": json.dumps(teams)},
                           stack_name=stack_name)
         cache = cache_dir or builder_cache
-        variables = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache)}
+        variables = stack.environment("BuilderFunction") | {
+            "CACHE_DIR": str(cache), "LAYER_NAME_PREFIX": prefix, "TEAMS": json.dumps(teams),
+            **(environment or {})}
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
-        return Builder(reliability_aws, stack, load_builder_app(), cache, work, prefix)
+        return Builder(reliability_aws, stack, load_builder_app(), cache, work, teams)
 
     return make
 

@@ -15,11 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
-from layer_builder import limits
 
+from layer_builder import limits
+from layer_builder.errors import TransientError
+from tests.reliability.awsfaults import throttling
 from tests.reliability.service_env import (
     EMR_LAUNCHER,
     Builder,
+    BuilderFactory,
+    FakeContext,
+    load_builder_app,
 )
 from tests.reliability.table import record
 from tools.stack import EVENTS
@@ -102,10 +107,11 @@ def test_duplicate_events_at_once_publish_one_version(builder: Builder) -> None:
 
 
 def test_url_encoded_key_with_spaces_plus_and_unicode_is_decoded(builder: Builder) -> None:
-    key = "incoming/my team+layer é-1.0.0.zip"
+    key = builder.key("my team+layer é-1.0.0.zip")
     event = builder.upload(builder.archive("encoded"), key=key, template="s3-put-encoded-key.json")
     # Exactly how S3 writes this key into the event (events/s3-put-encoded-key.json).
-    assert event["Records"][0]["s3"]["object"]["key"] == "incoming/my+team%2Blayer+%C3%A9-1.0.0.zip"
+    assert event["Records"][0]["s3"]["object"]["key"] == \
+        f"incoming/{builder.team}/my+team%2Blayer+%C3%A9-1.0.0.zip"
 
     result = only(builder.deliver(event))
 
@@ -123,7 +129,8 @@ def _multiple_records_event(uploads: dict[str, dict]) -> dict:
     """
     event = json.loads((EVENTS / "s3-put-multiple.json").read_text(encoding="utf-8"))
     for item in event["Records"]:
-        source = uploads[item["s3"]["object"]["key"]]["Records"][0]
+        name = item["s3"]["object"]["key"].rsplit("/", 1)[1]
+        source = next(u for k, u in uploads.items() if k.endswith("/" + name))["Records"][0]
         item["s3"]["bucket"] = copy.deepcopy(source["s3"]["bucket"])
         item["s3"]["object"] = copy.deepcopy(source["s3"]["object"])
     return event
@@ -132,7 +139,7 @@ def _multiple_records_event(uploads: dict[str, dict]) -> dict:
 def test_event_with_several_records_processes_each_upload_once(builder: Builder) -> None:
     emr = builder.archive("multi-a", "aws-emr-launcher-0.1.0.zip", source=EMR_LAUNCHER)
     tools = builder.archive("multi-b", "data-tools-2.3.1.tar.gz")
-    uploads = {f"incoming/{a.name}": builder.upload(a) for a in (emr, tools)}
+    uploads = {builder.key(a): builder.upload(a) for a in (emr, tools)}
     event = _multiple_records_event(uploads)
     keys = [r["s3"]["object"]["key"] for r in event["Records"]]
     assert keys[0] == keys[2] != keys[1]  # the file's shape: the first upload delivered twice
@@ -207,7 +214,10 @@ def test_older_build_finishing_after_the_newest_does_not_overwrite_it(builder: B
     layer = newest["layer_name"]
     assert newest["status"] == "published"
     assert [r["status"] for r in older] == ["superseded"] * 4
-    assert all(r["published"] and r["attachments"] == [] for r in older)
+    # Each older build checked the consumer and found it on the newest: nothing to change.
+    assert all(r["published"] for r in older)
+    assert all([(a["status"], a["version_arn"]) for a in r["attachments"]]
+               == [("unchanged", newest["version_arn"])] for r in older)
     assert builder.versions(layer) == [1, 2, 3, 4, 5]
     assert calls.attempts("lambda", "UpdateFunctionConfiguration") == 1
     assert calls.attempts("ssm", "PutParameter") == 1
@@ -259,8 +269,8 @@ def test_function_at_the_layer_limit_is_refused_and_left_alone(builder: Builder)
 
 def test_an_upload_naming_a_layer_the_consumers_do_not_subscribe_to_changes_no_function(
         builder: Builder) -> None:
-    """Anyone who can upload can name any layer: it is published, but it only replaces an older
-    version of itself in a consumer, never lands in a function that does not use it."""
+    """A team member can name any layer of the team: it is published, but it only replaces an
+    older version of itself in a consumer, never lands in a function that does not use it."""
     before = builder.layers_of()
     event = builder.upload(builder.archive("rogue", "rogue-layer-1.0.0.zip"))
     [result] = builder.deliver(event)["results"]
@@ -268,5 +278,72 @@ def test_an_upload_naming_a_layer_the_consumers_do_not_subscribe_to_changes_no_f
     assert result["layer_name"] == builder.layer("rogue-layer")
     assert [a["status"] for a in result["attachments"]] == ["not a consumer"]
     assert builder.layers_of() == before
-    record("upload naming a layer outside CONSUMER_LAYERS",
+    record("upload naming a layer outside the team's subscribed_layers",
            "refused attach: published, no consumer function changed")
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_an_older_build_that_overwrote_the_newest_and_failed_is_repaired_by_its_retry(
+        builder: Builder) -> None:
+    """Issue 9's interleaving, in two builder containers: build A (older upload) is updating the
+    consumer when build B (newer) finishes; A's update lands after B's, then A fails before it
+    looks again. Lambda retries A: it cannot claim the order book (B is newer) and must still
+    put the consumer back on B."""
+    older, newer = _new_uploads(builder, 2)
+    other = load_builder_app()  # a second container, for B
+    real_set_layers = builder.app.adapters.functions.set_layers
+    seen: dict[str, dict] = {}
+
+    def b_finishes_meanwhile(state, layers, deadline):
+        if "b" not in seen:
+            seen["b"] = only(other.handler(newer, FakeContext(function_name=builder.function_name)))
+            calls.inject("ssm", "GetParameter", throttling("ssm"))  # A's next step fails for good
+        real_set_layers(state, layers, deadline)
+
+    builder.app.adapters.functions.set_layers = b_finishes_meanwhile
+    with builder.faults() as calls:
+        failure = builder.attempt(older)
+        layer = seen["b"]["layer_name"]
+        stale = ours(builder, layer)
+        calls.heal()
+        retried = only(builder.deliver(older))  # Lambda's retry of A
+
+    assert isinstance(failure, TransientError), failure
+    assert seen["b"]["status"] == "published"
+    assert stale != [seen["b"]["version_arn"]]  # A overwrote B: the state issue 9 describes
+    assert retried["status"] == "superseded"
+    assert ours(builder, layer) == [seen["b"]["version_arn"]]
+    assert builder.pointer(layer) == seen["b"]["version_arn"]
+    record("older build overwrites the newest, then fails before looking again (2 containers)",
+           "survived: its retry lost the order book to the newer upload and still put the consumer "
+           "and the pointer back on the newest version")
+
+
+def test_retention_and_sharing_follow_each_publish(make_builder: BuilderFactory) -> None:
+    """KEEP_VERSIONS=2 and a team sharing with one account: after four uploads the two newest
+    versions remain (a function still using an older one keeps it), and every version published
+    was shared with that account."""
+    account = "210987654321"
+    builder = make_builder(environment={"KEEP_VERSIONS": "2"}, teams=[{
+        "name": "data", "consumers": [], "subscribed_layers": ["mixed"],
+        "share_accounts": [account]}])
+    pinned = builder.create_function(f"pinned-{builder.stack_prefix}fn")
+    results = []
+    for n in range(4):
+        results.append(only(builder.deliver(builder.upload(builder.archive(f"keep-{n}")))))
+        if n == 0:  # a function outside the team keeps using version 1
+            builder.set_layers([results[0]["version_arn"]], function=pinned)
+    layer = results[0]["layer_name"]
+    lam = builder.aws.client("lambda")
+    assert builder.versions(layer) == [1, 3, 4]
+    deleted = [d for r in results for t in r["targets"] for d in t["retention"]]
+    assert [(d["version"], d["action"]) for d in deleted] == [(2, "deleted")]
+    for number in (1, 3, 4):
+        policy = json.loads(lam.get_layer_version_policy(LayerName=layer,
+                                                          VersionNumber=number)["Policy"])
+        [statement] = policy["Statement"]
+        assert account in json.dumps(statement["Principal"])
+        assert statement["Action"] == "lambda:GetLayerVersion"
+    record("KeepVersions=2 and team sharing, 4 uploads, version 1 still used elsewhere",
+           "survived: versions 1 (in use), 3 and 4 kept, 2 deleted after the fourth publish; "
+           "each version shared with the team's account")

@@ -465,7 +465,7 @@ def test_only_the_operator_can_allow_source_builds_in_the_lambda(
     operator = frozenset({"tinysrc"})  # AllowSdist=tinysrc in the template
     again = service.upload(archive_dir(project.root, tmp_path / "wants-source-1.0.1.zip"))
     built = service.process(again, package_index_url=index, allow_sdist=operator,
-                            target=Target(arch=HOST_ARCH))
+                            targets=(Target(arch=HOST_ARCH),))
     assert built.status == "published", built.to_dict()
     assert built.build["built_from_source"] == ["tinysrc==1.0"]
     assert service.report(built.report_key)["build"]["built_from_source"] == ["tinysrc==1.0"]
@@ -480,11 +480,9 @@ def test_allow_sdist_comes_from_the_template_parameter() -> None:
     env = Resolver(load_template(), overrides={"AllowSdist": "PyYAML,docopt"}).function_environment(
         "BuilderFunction")
     assert env["ALLOW_SDIST"] == "PyYAML,docopt"
-    settings = Settings.from_env({**env, "ARTIFACT_BUCKET": "b", "IDEMPOTENCY_TABLE": "t",
-                                  "POINTER_PARAMETER_PREFIX": "/p"})
+    settings = Settings.from_env(env)
     assert settings.allow_sdist == frozenset({"pyyaml", "docopt"})
     default = Resolver(load_template()).function_environment("BuilderFunction")
-    assert Settings.from_env({**default, "ARTIFACT_BUCKET": "b", "IDEMPOTENCY_TABLE": "t",
-                              "POINTER_PARAMETER_PREFIX": "/p"}).allow_sdist == frozenset()
+    assert Settings.from_env(default).allow_sdist == frozenset()
     record("template AllowSdist parameter", "accepted: ALLOW_SDIST reaches the builder's settings; "
            "empty by default, so source builds are off")

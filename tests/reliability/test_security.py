@@ -9,21 +9,25 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from lockfactory import ENV_SOURCE, make_project
+from wheelhouse import lock_entry
 
 from layer_builder import install
 from layer_builder.errors import LockError
 from layer_builder.lock import IndexPolicy, read_lock
 from layer_builder.target import Target
-from lockfactory import ENV_SOURCE, make_project
+from tests.reliability.awsfaults import FaultInjector
 from tools.cfn import Resolver, load_template
-from wheelhouse import lock_entry
 
 from .conftest import (
     ROOT,
@@ -253,46 +257,102 @@ class KeepLogs(logging.Handler):
         self.lines.append(self.format(record))
 
 
+def index_url_in(form: str, index: IndexServer, root: Path, token: str) -> str:
+    """The index URL with `token` where a real index would carry it."""
+    port = index._server.server_address[1]
+    if form == "user:password":
+        return index.url(password=token)
+    if form == "percent-encoded user:password":
+        return index.url(password=quote(token, safe=""))
+    if form == "path":  # https://host/<TOKEN>/simple/, as Artifactory and Gemfury do
+        (root / token).mkdir()
+        (root / token / "simple").symlink_to(root / "simple", target_is_directory=True)
+        return f"http://127.0.0.1:{port}/{token}/simple/"
+    return f"http://127.0.0.1:{port}/simple/?token={token}"  # query
+
+
+def s3_object(service: Service, url: str) -> bytes:
+    """The object a recorded PutObject wrote (path-style URL: /bucket/key)."""
+    from urllib.parse import unquote, urlsplit
+
+    bucket, key = unquote(urlsplit(url).path).lstrip("/").split("/", 1)
+    return service.clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+SECRET_FORMS = ["user:password", "percent-encoded user:password", "path", "query"]
+
+
 @pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
-def test_lambda_logs_reports_and_errors_never_show_index_credentials(
+@pytest.mark.parametrize("form", SECRET_FORMS)
+def test_lambda_logs_reports_events_and_results_never_show_the_index_token(
         tmp_path: Path, sandbox: Sandbox, house: House, service: Service,
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    token, wrong = f"tok-{uuid.uuid4().hex}", f"wrong-{uuid.uuid4().hex}"
-    results, keep = {}, None
-    with IndexServer(house.simple.parent, user="builder", password=token) as index:
-        try:
-            for label, password in (("good", token), ("wrong", wrong)):
-                env = {**service.stack.environment("BuilderFunction"),
-                       "CACHE_DIR": str(tmp_path / label / "cache"),
-                       "PACKAGE_INDEX_URL": index.url(password=password)}
-                for key, value in env.items():
-                    monkeypatch.setenv(key, value)
-                app = load_builder_app(f"builder_app_{label}")
-                if keep is None:  # Powertools loggers of one service share one logging.Logger
-                    keep = KeepLogs(app.logger.registered_formatter)
-                    logging.getLogger(app.logger.name).addHandler(keep)
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """The index URL comes from Secrets Manager at run time (PACKAGE_INDEX_SECRET); its token is
+    in the userinfo (also percent-encoded), the path or the query. A good build and a build
+    against an unreachable copy of the index must show it nowhere: not in Powertools' log lines,
+    the metrics, the handler's results or errors, the reports, the EventBridge events, or any
+    request the builder sends to AWS (the idempotency record included)."""
+    from layer_builder.redact import forget_secrets
+
+    token = f"T0k-{uuid.uuid4().hex}" if "percent" not in form else f"p@ss/w0rd:{uuid.uuid4().hex}"
+    root = tmp_path / "index"
+    shutil.copytree(house.simple.parent, root, symlinks=True)
+    auth = {"user": "builder", "password": token} if "user" in form else {}
+    outputs: list[str] = []
+    results = {}
+    config = service.clients.lambda_.get_function_configuration(
+        FunctionName=service.stack.name("BuilderFunction"))
+    with IndexServer(root, **auth) as index, FaultInjector() as calls:
+        url = index_url_in(form, index, root, token)
+        broken = url.replace(f":{index._server.server_address[1]}/", ":9/")  # closed port
+        for label, value in (("good", url), ("unreachable", broken)):
+            forget_secrets()  # each container starts knowing nothing
+            env = {**service.env, "CACHE_DIR": str(tmp_path / label / "cache"),
+                   "PACKAGE_INDEX_SECRET": service.index_secret(value)}
+            for key, setting in env.items():
+                monkeypatch.setenv(key, setting)
+            app = load_builder_app(f"builder_app_{label}_{uuid.uuid4().hex[:6]}")
+            calls.attach(*app.clients.all())
+            keep = KeepLogs(app.logger.registered_formatter)
+            keep.addFilter(app.logger.registered_handler.filters[0])
+            logging.getLogger(app.logger.name).addHandler(keep)
+            try:
                 project = pure_project(tmp_path / label / "project", house,
                                        code={f"{label}app/__init__.py": "X = 1\n"})
-                archive = archive_dir(project.root, tmp_path / f"creds-{label}-1.0.0.zip")
-                event = service.stack.upload(archive, f"incoming/{archive.name}")
-                results[label] = app.handler(event, FakeContext())["results"][0]
-        finally:
-            if keep is not None:
+                archive = archive_dir(project.root, tmp_path / f"token-{label}-1.0.0.zip")
+                event = service.stack.upload(
+                    archive, f"incoming/{service.settings.teams[0].name}/{archive.name}")
+                try:
+                    results[label] = app.handler(event, FakeContext())["results"][0]
+                except Exception as exc:  # a transient failure: what Lambda records
+                    results[label] = {"raised": "".join(traceback.format_exception(exc))}
+            finally:
                 logging.getLogger(app.logger.name).removeHandler(keep)
+            outputs += keep.lines
     printed = capsys.readouterr()
-    assert results["good"]["status"] == "published", results["good"]
-    assert results["wrong"]["status"] == "refused", results["wrong"]
-    assert "refused the credentials" in results["wrong"]["error"]["message"]
-    assert index.authorized()
-    assert keep is not None and len(keep.lines) >= 2, "expected 'Upload processed' log records"
-    reports = [service.report(r["report"]) for r in results.values()]
-    for secret in (token, wrong):
-        secret_free(secret, *keep.lines, printed.out, printed.err, json.dumps(results),
-                    json.dumps(reports))
-    assert sandbox.leftovers() == []
-    record("index credentials in PACKAGE_INDEX_URL (builder Lambda handler)",
-           f"leaked nothing: absent from {len(keep.lines)} log records, metrics, results, and the "
-           "success and failure reports")
+    sent = [call.body for call in calls.calls]
+    reports = [s3_object(service, c.url) for c in calls.calls
+               if c.operation == "PutObject" and "/reports/" in c.url]
+    events = [call.body for call in calls.calls if call.operation == "PutEvents"]
+    forms = {token, quote(token, safe=""), token.split("/")[-1]}
+    for secret in forms:
+        secret_free(secret, *outputs, printed.out, printed.err, json.dumps(results),
+                    *reports, *sent, json.dumps(config, default=str))
+    # A JSON and an HTML report for the good build, a JSON report for the failed one.
+    assert len(events) == 2 and len(reports) == 3 and len(outputs) >= 2
+    # The token was really used: the good build installed from the index with it.
+    assert results["good"]["status"] in ("published", "reused"), results["good"]
+    assert "raised" in results["unreachable"]
+    if "user" in form:
+        assert index.authorized()
+    else:
+        assert any(token in path for path, _ in index.seen), index.seen
+    assert "PACKAGE_INDEX_URL" not in config["Environment"]["Variables"]
+    outcome = {label: r.get("status", "raised") for label, r in results.items()}
+    record(f"index token in the URL's {form} (builder Lambda, URL from Secrets Manager)",
+           f"leaked nothing: absent from {len(outputs)} log lines, metrics, results and errors "
+           f"({outcome}), {len(reports)} reports, {len(events)} events and {len(sent)} AWS "
+           "requests; the function's configuration holds only the secret's ARN")
 
 
 # ---------------------------------------------------------------- no shell

@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -17,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from boto3.exceptions import Boto3Error
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from .. import limits
-from ..errors import ConfigurationError, DiskFullError, InputError, TransientError
+from ..errors import ConfigurationError, DiskFullError, InputError, OutOfTimeError, TransientError
+from ..redact import redact, redact_data, register_secret
 from .attach import AttachedLayer, ConcurrentUpdate, FunctionState
 from .publish import PublishedLayer
 from .settings import Settings
@@ -36,6 +41,12 @@ _CONFLICT = {"ResourceConflictException", "PreconditionFailedException"}
 ORDER_PREFIX = "layer-order#"
 MEMO_PREFIX = "source#"
 MEMO_TTL_S = 30 * 24 * 3600
+#: Longest waits for function_updated_v2 (polls 1 s apart), each also cut at the build's deadline.
+UPDATE_WAIT_S = 300
+CONFLICT_WAIT_S = 60
+#: How long a secret read from Secrets Manager or SSM is reused (Powertools' cache).
+SECRET_MAX_AGE_S = 300
+MIN_CACHE_KEY_BYTES = 16
 
 
 def _denied(action: str, code: str) -> ConfigurationError:
@@ -70,12 +81,18 @@ class Clients:
     ssm: Any
     dynamodb: Any
     events: Any
+    secretsmanager: Any = None
 
     @classmethod
     def create(cls, session: boto3.session.Session | None = None) -> Clients:
         session = session or boto3.session.Session()
         make = lambda service: session.client(service, config=RETRY_CONFIG)  # noqa: E731
-        return cls(make("s3"), make("lambda"), make("ssm"), make("dynamodb"), make("events"))
+        return cls(make("s3"), make("lambda"), make("ssm"), make("dynamodb"), make("events"),
+                   make("secretsmanager"))
+
+    def all(self) -> list[Any]:
+        return [c for c in (self.s3, self.lambda_, self.ssm, self.dynamodb, self.events,
+                            self.secretsmanager) if c is not None]
 
 
 class S3Artifacts:
@@ -124,8 +141,14 @@ class S3Artifacts:
 
     def put_json(self, key: str, data: dict) -> None:
         with aws_errors(f"Writing s3://{self.bucket}/{key}"):
+            body = json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2)
             self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/json",
-                               Body=json.dumps(data, indent=2, default=str).encode())
+                               Body=body.encode())
+
+    def put_html(self, key: str, page: str) -> None:
+        with aws_errors(f"Writing s3://{self.bucket}/{key}"):
+            self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="text/html; charset=utf-8",
+                               Body=redact(page).encode())
 
 
 class LambdaLayers:
@@ -190,13 +213,14 @@ class LambdaFunctions:
             try:
                 config = self.client.get_function_configuration(FunctionName=name)
             except self.client.exceptions.ResourceNotFoundException:
-                raise InputError(f"Consumer function {name} does not exist: fix CONSUMER_FUNCTIONS "
-                                 "(ConsumerFunctionNames).") from None
+                raise InputError(f"Consumer function {name} does not exist: fix the team's "
+                                 "consumers in the stack's TEAMS.") from None
         layers = tuple(AttachedLayer(item["Arn"], item.get("CodeSize", 0)) for item in config.get("Layers", []))
-        return FunctionState(name, layers, config.get("CodeSize", 0), config.get("RevisionId", ""))
+        return FunctionState(name, layers, config.get("CodeSize", 0), config.get("RevisionId", ""),
+                             config.get("Runtime", ""), tuple(config.get("Architectures") or ("x86_64",)))
 
-    def set_layers(self, state: FunctionState, layers: list[str]) -> None:
-        waiter = self.client.get_waiter("function_updated_v2")
+    def set_layers(self, state: FunctionState, layers: list[str],
+                   deadline: float | None = None) -> None:
         with aws_errors(f"Updating the layers of {state.name}"):
             try:
                 args: dict[str, Any] = {"FunctionName": state.name, "Layers": layers}
@@ -206,13 +230,30 @@ class LambdaFunctions:
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in _CONFLICT:
-                    waiter.wait(FunctionName=state.name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+                    self._wait(state.name, deadline, CONFLICT_WAIT_S)
                     raise ConcurrentUpdate(state.name) from None
                 if code == "InvalidParameterValueException":
                     raise InputError(f"Lambda refused the layers for {state.name}: "
                                      f"{exc.response['Error'].get('Message', '')}") from None
                 raise
-            waiter.wait(FunctionName=state.name, WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+            self._wait(state.name, deadline, UPDATE_WAIT_S)
+
+    def _wait(self, name: str, deadline: float | None, longest: int) -> None:
+        """function_updated_v2, never past the build's deadline (1 s between polls)."""
+        attempts = longest
+        if deadline is not None:
+            attempts = min(longest, int(deadline - time.monotonic()))
+            if attempts < 1:
+                raise OutOfTimeError(f"No time left to wait for the update of {name}: the retry "
+                                     "finishes attaching.")
+        try:
+            self.client.get_waiter("function_updated_v2").wait(
+                FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": attempts})
+        except WaiterError as exc:
+            if attempts < longest and "Max attempts exceeded" in str(exc):
+                raise OutOfTimeError(f"{name} was still updating when the build's time ran out: "
+                                     "the retry finishes attaching.") from None
+            raise
 
 
 class DynamoOrderBook:
@@ -220,12 +261,12 @@ class DynamoOrderBook:
         self.client = client
         self.table = table
 
-    def claim(self, layer_name: str, order: str, version_arn: str) -> bool:
-        with aws_errors(f"Recording the newest upload of {layer_name}"):
+    def claim(self, key: str, order: str, version_arn: str) -> bool:
+        with aws_errors(f"Recording the newest upload of {key}"):
             try:
                 self.client.put_item(
                     TableName=self.table,
-                    Item={"id": {"S": ORDER_PREFIX + layer_name}, "upload_order": {"S": order},
+                    Item={"id": {"S": ORDER_PREFIX + key}, "upload_order": {"S": order},
                           "version_arn": {"S": version_arn}, "updated": {"N": str(int(time.time()))}},
                     ConditionExpression="attribute_not_exists(id) OR upload_order <= :order",
                     ExpressionAttributeValues={":order": {"S": order}})
@@ -233,10 +274,10 @@ class DynamoOrderBook:
             except self.client.exceptions.ConditionalCheckFailedException:
                 return False
 
-    def newest(self, layer_name: str) -> str | None:
-        with aws_errors(f"Reading the newest upload of {layer_name}"):
+    def newest(self, key: str) -> str | None:
+        with aws_errors(f"Reading the newest upload of {key}"):
             item = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                        Key={"id": {"S": ORDER_PREFIX + layer_name}}).get("Item")
+                                        Key={"id": {"S": ORDER_PREFIX + key}}).get("Item")
         return item["version_arn"]["S"] if item else None
 
 
@@ -291,6 +332,103 @@ class S3DependencyCache:
             self.errors.append(f"cache push: {exc}")
 
 
+class S3BlobCache:
+    """cache/<name> in the artifact bucket: the cache's second level, shared by every builder
+    container. Only moves bytes: the engine signs each entry with the builder's HMAC key and
+    checks it after fetching, so an entry altered in S3 is a miss, never a layer.
+
+    Best effort: a failure only costs a rebuild, so it is recorded (a build warning), never raised."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str = "cache/") -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+        self.errors: list[str] = []
+
+    def fetch(self, name: str, dest: Path) -> bool:
+        partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.s3.download_file(self.bucket, self.prefix + name, str(partial))
+            os.replace(partial, dest)  # whole or absent: a reader never sees half a blob
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") not in _MISSING:
+                self.errors.append(f"cache fetch of {name}: {exc}")
+        except (BotoCoreError, Boto3Error, OSError) as exc:  # download_file: RetriesExceededError
+            self.errors.append(f"cache fetch of {name}: {exc}")
+        finally:
+            partial.unlink(missing_ok=True)
+        return False
+
+    def push(self, name: str, path: Path) -> None:
+        try:
+            self.s3.upload_file(str(path), self.bucket, self.prefix + name)
+        except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:  # S3UploadFailedError
+            self.errors.append(f"cache push of {name}: {exc}")
+
+
+class RuntimeSecrets:
+    """The index URL and the cache's HMAC key, read when a build needs them, never from the
+    function's configuration (anyone allowed GetFunctionConfiguration could read that).
+
+    Powertools' parameters utility keeps each value for SECRET_MAX_AGE_S, so a rotated secret
+    reaches warm containers within that time and a burst of builds makes one call."""
+
+    def __init__(self, secretsmanager: Any, ssm: Any, index_secret: str,
+                 cache_key_secret: str) -> None:
+        self.index_secret = index_secret
+        self.cache_key_secret = cache_key_secret
+        self.secrets = SecretsProvider(boto3_client=secretsmanager) if secretsmanager else None
+        self.parameters = SSMProvider(boto3_client=ssm) if ssm else None
+
+    def _read(self, name: str, what: str, variable: str) -> str | bytes:
+        secrets_manager = name.startswith("arn:") and ":secretsmanager:" in name
+        try:
+            if secrets_manager and self.secrets:
+                value = self.secrets.get(name, max_age=SECRET_MAX_AGE_S)
+            elif self.parameters:  # an SSM SecureString, by name or ARN
+                value = self.parameters.get(name, decrypt=True, max_age=SECRET_MAX_AGE_S)
+            else:
+                raise ConfigurationError(f"The builder has no client to read {what} ({variable}).")
+        except GetParameterError as exc:
+            cause = exc.__context__
+            code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) \
+                else ""
+            if code in _PERMISSION:
+                raise ConfigurationError(f"Reading {what} ({variable} = {name}) was denied ({code}): "
+                                         "grant the builder's role read on it (template.yaml).") from None
+            if code in {"ResourceNotFoundException", "ParameterNotFound"}:
+                raise ConfigurationError(f"{what} {name} ({variable}) does not exist: create it, or "
+                                         "fix the stack parameter that names it.") from None
+            # Only the code: a provider's message could quote what it read.
+            raise TransientError(f"Reading {what} ({name}) failed: "
+                                 f"{code or type(cause).__name__}") from None
+        if not isinstance(value, str | bytes) or not value.strip():
+            raise ConfigurationError(f"{what} {name} ({variable}) is empty or not text.")
+        return value
+
+    def index_url(self) -> str:
+        """The operator's package index URL; "" = the installer's default index."""
+        if not self.index_secret:
+            return ""
+        value = self._read(self.index_secret, "The package index secret", "PACKAGE_INDEX_SECRET")
+        url = (value.decode() if isinstance(value, bytes) else value).strip()
+        register_secret(url)  # out of every report, event, log line and error from now on
+        return url
+
+    def cache_key(self) -> bytes | None:
+        """The HMAC key of cache entries; None = no key, so no shared (S3) cache level."""
+        if not self.cache_key_secret:
+            return None
+        value = self._read(self.cache_key_secret, "The cache key secret", "CACHE_KEY_SECRET")
+        key = value if isinstance(value, bytes) else value.encode()
+        if len(key) < MIN_CACHE_KEY_BYTES:
+            raise ConfigurationError(f"The cache key secret {self.cache_key_secret} holds "
+                                     f"{len(key)} bytes: give it at least {MIN_CACHE_KEY_BYTES}.")
+        return key
+
+
 class SsmPointer:
     def __init__(self, client: Any, prefix: str) -> None:
         self.client = client
@@ -324,7 +462,7 @@ class EventBridgeNotifier:
         with aws_errors(f"Sending '{detail_type}' to EventBridge"):
             response = self.client.put_events(Entries=[{
                 "Source": self.SOURCE, "DetailType": detail_type, "EventBusName": self.bus,
-                "Detail": json.dumps(detail, default=str)}])
+                "Detail": json.dumps(redact_data(json.loads(json.dumps(detail, default=str))))}])
             if response.get("FailedEntryCount"):
                 raise TransientError(f"EventBridge refused the event: {response['Entries']}")
 
@@ -339,13 +477,22 @@ class Adapters:
     notifier: EventBridgeNotifier
     memo: DynamoSourceMemo
     cache: S3DependencyCache
+    secrets: RuntimeSecrets
+    #: lifecycle.py's views of layers and functions (retention and sharing after a publish).
+    lifecycle_layers: Any
+    catalog: Any
 
     @classmethod
     def create(cls, settings: Settings, clients: Clients | None = None) -> Adapters:
+        from .aws_lifecycle import LambdaFunctionCatalog, LambdaLayerStore  # it imports this module
+
         c = clients or Clients.create()
         return cls(S3Artifacts(c.s3, settings.artifact_bucket), LambdaLayers(c.lambda_),
-                   LambdaFunctions(c.lambda_), DynamoOrderBook(c.dynamodb, settings.idempotency_table),
+                   LambdaFunctions(c.lambda_), DynamoOrderBook(c.dynamodb, settings.state_table),
                    SsmPointer(c.ssm, settings.pointer_parameter_prefix),
                    EventBridgeNotifier(c.events, settings.event_bus_name),
-                   DynamoSourceMemo(c.dynamodb, settings.idempotency_table),
-                   S3DependencyCache(c.s3, settings.artifact_bucket))
+                   DynamoSourceMemo(c.dynamodb, settings.state_table),
+                   S3DependencyCache(c.s3, settings.artifact_bucket),
+                   RuntimeSecrets(c.secretsmanager, c.ssm, settings.package_index_secret,
+                                  settings.cache_key_secret),
+                   LambdaLayerStore(c.lambda_), LambdaFunctionCatalog(c.lambda_))

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from ..errors import TransientError
 from ..report import BuildReport
+from .settings import Team
 
 #: How many versions below ours may be a twin (publishes that raced ours); bounds the look-back
 #: when the versions seen before publishing were deleted.
@@ -56,8 +57,16 @@ def layer_key(report: BuildReport) -> str:
     return f"layers/{report.layer_name}/{report.zip_sha256}.zip"
 
 
+def _require_own(team: Team | None, layer: str, action: str) -> None:
+    if team is not None:
+        team.require_own(layer, action)
+
+
 def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
-            store: ArtifactStore) -> PublishedLayer:
+            store: ArtifactStore, team: Team | None = None) -> PublishedLayer:
+    """`team`: the builder's tenant, whose prefix every name must carry (the CLI has none: it acts
+    with its user's own rights)."""
+    _require_own(team, report.layer_name, "publish")
     ours = code_sha256(report.zip_sha256)
     latest = registry.latest(report.layer_name)
     if latest is not None and latest.code_sha256 == ours:
@@ -68,15 +77,16 @@ def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
         report.layer_name, bucket=store.bucket, key=key, description=report.description,
         runtime=report.runtime, arch=report.arch, license_info=report.license)
     if published.code_sha256 != ours:
+        _require_own(team, published.layer_arn, "delete a version of")
         registry.discard(published)  # never attached anywhere: leave no wrong version behind
         raise TransientError(
             f"Lambda stored {published.version_arn} with CodeSha256 {published.code_sha256}, not the "
             f"built zip's {ours}: the upload to s3://{store.bucket}/{key} was incomplete. Retrying.")
-    return _without_twin(published, latest, registry)
+    return _without_twin(published, latest, registry, team)
 
 
 def _without_twin(published: PublishedLayer, seen: PublishedLayer | None,
-                  registry: LayerRegistry) -> PublishedLayer:
+                  registry: LayerRegistry, team: Team | None) -> PublishedLayer:
     """One version per content, even when a publish was sent twice.
 
     A PublishLayerVersion whose response was lost still made a version, and botocore's retry
@@ -88,6 +98,7 @@ def _without_twin(published: PublishedLayer, seen: PublishedLayer | None,
     for number in range(floor + 1, published.version):
         twin = registry.version(published.layer_arn, number)
         if twin is not None and twin.code_sha256 == published.code_sha256:
+            _require_own(team, published.layer_arn, "delete a version of")
             registry.discard(published)
             return replace(twin, reused=False)
     return published

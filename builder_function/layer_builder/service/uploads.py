@@ -52,12 +52,15 @@ def parse_uploads(event: dict, source_prefix: str) -> tuple[list[Upload], list[s
                          "Send S3 ObjectCreated events (see events/s3-put.json).") from None
     uploads, ignored = [], []
     for record in model.Records:
-        key = unquote_plus(record.s3.object.key)
+        s3_object = record.s3.object
+        if s3_object is None:  # not an object notification (e.g. a test event)
+            continue
+        key = unquote_plus(s3_object.key)
         if not key.startswith(source_prefix) or not key.lower().endswith(ARCHIVE_SUFFIXES):
             ignored.append(key)
             continue
         uploads.append(Upload(
-            bucket=record.s3.bucket.name, key=key, version_id=record.s3.object.versionId or "",
-            sequencer=record.s3.object.sequencer or "", size=int(record.s3.object.size or 0),
+            bucket=record.s3.bucket.name, key=key, version_id=s3_object.versionId or "",
+            sequencer=s3_object.sequencer or "", size=int(s3_object.size or 0),
             event_time=record.eventTime.strftime("%Y-%m-%dT%H:%M:%S.%fZ")))
     return uploads, ignored

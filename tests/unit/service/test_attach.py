@@ -1,39 +1,60 @@
-"""attach: replace only our layer's old version, keep the rest, respect Lambda's limits,
-and converge on the newest upload whatever order builds finish in."""
+"""attach: replace only the team's layer in the team's consumers, keep the rest, respect Lambda's
+limits, give each consumer its own target, and converge on the newest upload whatever order
+builds finish (or fail) in."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from layer_builder import limits
+from layer_builder.errors import OutOfTimeError, TeamError, TransientError
 from layer_builder.service.attach import (
     AttachedLayer,
     ConcurrentUpdate,
     ConsumerRefused,
     FunctionState,
+    Release,
     attach,
+    book_key,
     plan_layers,
+    route,
     unversioned,
 )
+from layer_builder.service.settings import Team
 
-LAYER = "arn:aws:lambda:us-east-1:123456789012:layer:emr-launcher"
+LAYER = "arn:aws:lambda:us-east-1:123456789012:layer:s-data-emr-launcher"
+ARM = "arn:aws:lambda:us-east-1:123456789012:layer:s-data-emr-launcher-py312-arm64"
 OTHER = "arn:aws:lambda:us-east-1:123456789012:layer:team-utils:3"
+TEAM = Team("data", "s-data-", consumers=("a", "b", "full", "ok", "uses", "other", "shared"))
 
 
-def state(*arns: str, code_size: int = 1000, sizes: int = 100, name: str = "fn") -> FunctionState:
-    return FunctionState(name, tuple(AttachedLayer(a, sizes) for a in arns), code_size, "rev-1")
+def state(*arns: str, code_size: int = 1000, sizes: int = 100, name: str = "fn",
+          runtime: str = "python3.13", arch: str = "x86_64") -> FunctionState:
+    return FunctionState(name, tuple(AttachedLayer(a, sizes) for a in arns), code_size, "rev-1",
+                         runtime, (arch,))
+
+
+def release(version_arn: str = f"{LAYER}:2", order: str = "1", subscribed: bool = True,
+            target: str = "python3.13/x86_64", family: frozenset[str] = frozenset()) -> Release:
+    name = unversioned(version_arn).rsplit(":", 1)[1]
+    return Release(name, version_arn, 10, order, target, subscribed, family)
 
 
 class FakeFunctions:
-    def __init__(self, layers: dict[str, list[str]], conflicts: int = 0) -> None:
+    def __init__(self, layers: dict[str, list[str]], conflicts: int = 0,
+                 runtimes: dict[str, tuple[str, str]] | None = None) -> None:
         self.layers = layers
         self.conflicts = conflicts
+        self.runtimes = runtimes or {}
         self.updates: list[tuple[str, list[str]]] = []
 
     def get(self, name: str) -> FunctionState:
-        return state(*self.layers[name], name=name)
+        runtime, arch = self.runtimes.get(name, ("python3.13", "x86_64"))
+        return state(*self.layers[name], name=name, runtime=runtime, arch=arch)
 
-    def set_layers(self, current: FunctionState, layers: list[str]) -> None:
+    def set_layers(self, current: FunctionState, layers: list[str], deadline: float | None) -> None:
         if self.conflicts:
             self.conflicts -= 1
             raise ConcurrentUpdate(current.name)
@@ -43,30 +64,38 @@ class FakeFunctions:
 
 class FakeBook:
     def __init__(self) -> None:
-        self.order = ""
-        self.arn: str | None = None
+        self.entries: dict[str, tuple[str, str]] = {}
 
-    def claim(self, layer_name: str, order: str, version_arn: str) -> bool:
-        if order < self.order:
+    def claim(self, key: str, order: str, version_arn: str) -> bool:
+        if key in self.entries and order < self.entries[key][0]:
             return False
-        self.order, self.arn = order, version_arn
+        self.entries[key] = (order, version_arn)
         return True
 
-    def newest(self, layer_name: str) -> str | None:
-        return self.arn
+    def newest(self, key: str) -> str | None:
+        return self.entries[key][1] if key in self.entries else None
 
 
 class FakePointer:
     def __init__(self) -> None:
         self.value: str | None = None
         self.writes = 0
+        self.failures = 0  # the next reads that fail (a throttle after retries)
 
     def get(self, layer_name: str) -> str | None:
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("GetParameter failed: ThrottlingException")
         return self.value
 
     def put(self, layer_name: str, version_arn: str) -> None:
         self.value = version_arn
         self.writes += 1
+
+
+def run(rel: Release, consumers, functions, book=None, pointer=None, team=TEAM, deadline=None):
+    return attach(rel, consumers, team, functions, book or FakeBook(), pointer or FakePointer(),
+                  deadline)
 
 
 def test_unversioned():
@@ -80,6 +109,12 @@ def test_plan_replaces_our_old_version_in_place_and_keeps_the_others():
 
 def test_plan_appends_when_the_function_does_not_use_the_layer_yet():
     assert plan_layers(state(OTHER), f"{LAYER}:1", 10) == [OTHER, f"{LAYER}:1"]
+
+
+def test_plan_replaces_the_projects_layer_of_another_target_once():
+    """A function that moved to arm64 takes the arm64 layer instead of keeping the x86_64 one."""
+    planned = plan_layers(state(OTHER, f"{LAYER}:4"), f"{ARM}:1", 10, family={LAYER})
+    assert planned == [OTHER, f"{ARM}:1"]
 
 
 def test_plan_refuses_a_sixth_layer_naming_the_limit():
@@ -97,48 +132,124 @@ def test_plan_refuses_when_code_and_layers_exceed_the_unzipped_limit():
 def test_attach_updates_every_consumer_and_the_pointer():
     functions = FakeFunctions({"a": [OTHER], "b": [f"{LAYER}:1"]})
     pointer = FakePointer()
-    status, results = attach("emr-launcher", "2026|01", f"{LAYER}:2", 10, ("a", "b"), functions,
-                             FakeBook(), pointer)
+    status, results = run(release(), ("a", "b"), functions, pointer=pointer)
     assert status == "current"
     assert functions.layers == {"a": [OTHER, f"{LAYER}:2"], "b": [f"{LAYER}:2"]}
-    assert [r.status for r in results] == ["attached", "attached"]
+    assert [(r.status, r.version_arn) for r in results] == [("attached", f"{LAYER}:2")] * 2
     assert pointer.value == f"{LAYER}:2"
+
+
+def test_functions_outside_the_teams_consumers_are_never_touched():
+    functions = FakeFunctions({"a": [], "ops-fn": [f"{LAYER}:1"]})
+    _, results = run(release(), ("a", "ops-fn"), functions)
+    assert [r.function for r in results] == ["a"]
+    assert functions.layers["ops-fn"] == [f"{LAYER}:1"]
+
+
+def test_another_teams_layer_is_refused_before_anything_changes():
+    functions, pointer = FakeFunctions({"a": []}), FakePointer()
+    foreign = "arn:aws:lambda:us-east-1:123456789012:layer:s-ops-emr-launcher:1"
+    with pytest.raises(TeamError, match="not a layer of team 'data'"):
+        run(release(foreign), ("a",), functions, pointer=pointer)
+    assert functions.updates == [] and pointer.writes == 0
+
+
+def test_a_forged_order_book_entry_naming_another_teams_layer_changes_nothing():
+    """Defence in depth: even a book entry pointing elsewhere is never attached."""
+    functions, book, pointer = FakeFunctions({"a": []}), FakeBook(), FakePointer()
+    book.entries[book_key(TEAM, "s-data-emr-launcher")] = ("9999", "arn:x:layer:s-ops-evil:1")
+    with pytest.raises(TeamError):
+        run(release(), ("a",), functions, book, pointer)
+    assert functions.updates == [] and pointer.writes == 0
 
 
 def test_an_older_upload_finishing_later_changes_nothing():
     functions = FakeFunctions({"a": [f"{LAYER}:5"]})
     book, pointer = FakeBook(), FakePointer()
-    attach("emr-launcher", "2026-11-27T10:00:02|02", f"{LAYER}:5", 10, ("a",), functions, book, pointer)
-    status, results = attach("emr-launcher", "2026-11-27T10:00:01|01", f"{LAYER}:4", 10, ("a",),
-                             functions, book, pointer)
-    assert status == "superseded" and results == []
+    run(release(f"{LAYER}:5", "2026-11-27T10:00:02|02"), ("a",), functions, book, pointer)
+    writes = (len(functions.updates), pointer.writes)
+    status, results = run(release(f"{LAYER}:4", "2026-11-27T10:00:01|01"), ("a",), functions,
+                          book, pointer)
+    assert status == "superseded"
+    assert [(r.status, r.version_arn) for r in results] == [("unchanged", f"{LAYER}:5")]
     assert functions.layers["a"] == [f"{LAYER}:5"]
     assert pointer.value == f"{LAYER}:5"
+    assert (len(functions.updates), pointer.writes) == writes
 
 
 def test_a_build_that_lost_the_race_mid_attach_converges_on_the_newest():
     """Our claim succeeded, then a newer upload claimed before we attached: apply the newest."""
-    functions = FakeFunctions({"a": []})
-    book, pointer = FakeBook(), FakePointer()
+    functions, book, pointer = FakeFunctions({"a": []}), FakeBook(), FakePointer()
+    key = book_key(TEAM, "s-data-emr-launcher")
+    real_claim = book.claim
 
-    class Racing(FakeBook):
-        def claim(self, layer_name, order, version_arn):
-            ok = book.claim(layer_name, order, version_arn)
-            book.claim(layer_name, "9999", f"{LAYER}:9")  # newer upload lands right after
-            return ok
+    def claim_then_newer(k, order, version_arn):
+        ok = real_claim(k, order, version_arn)
+        real_claim(key, "9999", f"{LAYER}:9")  # a newer upload lands right after
+        return ok
 
-        def newest(self, layer_name):
-            return book.newest(layer_name)
-
-    status, _ = attach("emr-launcher", "2026", f"{LAYER}:8", 10, ("a",), functions, Racing(), pointer)
+    book.claim = claim_then_newer
+    status, _ = run(release(f"{LAYER}:8", "2026"), ("a",), functions, book, pointer)
     assert status == "superseded"
     assert functions.layers["a"] == [f"{LAYER}:9"]
     assert pointer.value == f"{LAYER}:9"
 
 
+def test_the_book_is_read_again_right_before_each_update():
+    """A newer upload claims between our plan and our update: we apply the newer one."""
+    functions, book = FakeFunctions({"a": []}), FakeBook()
+    key = book_key(TEAM, "s-data-emr-launcher")
+    real_get = functions.get
+
+    def get_then_newer(name):
+        found = real_get(name)
+        book.entries[key] = ("9999", f"{LAYER}:9")
+        return found
+
+    functions.get = get_then_newer
+    run(release(f"{LAYER}:8", "2026"), ("a",), functions, book)
+    assert functions.updates == [("a", [f"{LAYER}:9"])]
+
+
+def test_a_retry_of_a_build_that_overwrote_a_newer_version_repairs_it():
+    """Issue 9: build A (older) is in round 1 when B (newer) finishes; A overwrites the consumer,
+    then fails before round 2. A's retry cannot claim the book (B is newer) and must still put the
+    consumer and the pointer back on B, not return "superseded" with A left in place."""
+    functions, book, pointer = FakeFunctions({"a": []}), FakeBook(), FakePointer()
+    a, b = release(f"{LAYER}:1", "2026|01"), release(f"{LAYER}:2", "2026|02")
+    real_set = functions.set_layers
+    fired = []
+
+    def b_finishes_first(current, layers, deadline):
+        if layers == [f"{LAYER}:1"] and not fired:
+            fired.append(run(b, ("a",), functions, book, pointer))  # B: claim, attach, pointer
+            pointer.failures = 1  # then A's next AWS call fails for good (a transient error)
+        real_set(current, layers, deadline)
+
+    functions.set_layers = b_finishes_first
+    with pytest.raises(TransientError):
+        run(a, ("a",), functions, book, pointer)
+    assert fired[0][0] == "current"
+    assert functions.layers["a"] == [f"{LAYER}:1"] and pointer.value == f"{LAYER}:2"  # stale
+
+    status, results = run(a, ("a",), functions, book, pointer)  # Lambda retries A
+
+    assert status == "superseded"
+    assert functions.layers["a"] == [f"{LAYER}:2"]
+    assert pointer.value == f"{LAYER}:2"
+    assert [(r.status, r.version_arn) for r in results] == [("attached", f"{LAYER}:2")]
+
+
+def test_no_update_starts_after_the_deadline():
+    functions, pointer = FakeFunctions({"a": []}), FakePointer()
+    with pytest.raises(OutOfTimeError, match="the retry attaches it"):
+        run(release(), ("a",), functions, pointer=pointer, deadline=time.monotonic() - 1)
+    assert functions.updates == [] and pointer.writes == 0
+
+
 def test_conflicting_updates_are_planned_again_then_applied():
     functions = FakeFunctions({"a": [OTHER]}, conflicts=2)
-    status, results = attach("l", "1", f"{LAYER}:1", 10, ("a",), functions, FakeBook(), FakePointer())
+    _, results = run(release(f"{LAYER}:1"), ("a",), functions)
     assert results[0].status == "attached"
     assert functions.layers["a"] == [OTHER, f"{LAYER}:1"]
 
@@ -146,7 +257,7 @@ def test_conflicting_updates_are_planned_again_then_applied():
 def test_a_consumer_over_the_limit_is_refused_and_the_others_proceed():
     five = [f"arn:x:layer:l{i}:1" for i in range(5)]
     functions = FakeFunctions({"full": five, "ok": []})
-    _, results = attach("l", "1", f"{LAYER}:1", 10, ("full", "ok"), functions, FakeBook(), FakePointer())
+    _, results = run(release(f"{LAYER}:1"), ("full", "ok"), functions)
     by_name = {r.function: r for r in results}
     assert by_name["full"].status == "refused" and "allows 5" in by_name["full"].reason
     assert functions.layers["full"] == five
@@ -154,10 +265,9 @@ def test_a_consumer_over_the_limit_is_refused_and_the_others_proceed():
 
 
 def test_an_unsubscribed_layer_only_replaces_its_own_older_version():
-    """An upload can name any layer: it must not land in functions that do not use it."""
+    """An upload can name any layer of its team: it must not land in functions that do not use it."""
     functions = FakeFunctions({"uses": [OTHER, f"{LAYER}:1"], "other": [OTHER]})
-    _, results = attach("emr-launcher", "1", f"{LAYER}:2", 10, ("uses", "other"), functions,
-                        FakeBook(), FakePointer(), subscribed=False)
+    _, results = run(release(subscribed=False), ("uses", "other"), functions)
     by_name = {r.function: r for r in results}
     assert functions.layers == {"uses": [OTHER, f"{LAYER}:2"], "other": [OTHER]}
     assert by_name["other"].status == "not a consumer"
@@ -168,6 +278,22 @@ def test_already_attached_is_unchanged_and_writes_nothing():
     functions = FakeFunctions({"a": [f"{LAYER}:3"]})
     pointer = FakePointer()
     pointer.value = f"{LAYER}:3"
-    _, results = attach("l", "1", f"{LAYER}:3", 10, ("a",), functions, FakeBook(), pointer)
+    _, results = run(release(f"{LAYER}:3"), ("a",), functions, pointer=pointer)
     assert results[0].status == "unchanged"
     assert functions.updates == [] and pointer.writes == 0
+
+
+def test_route_gives_each_consumer_its_own_target_and_reports_the_rest():
+    functions = FakeFunctions(
+        {"a": [], "b": [], "old": [f"{LAYER}:1"], "other": [OTHER]},
+        runtimes={"b": ("python3.12", "arm64"), "old": ("python3.11", "x86_64"),
+                  "other": ("python3.10", "x86_64")})
+    groups, alone = route(["a", "b", "old", "other"], functions,
+                          ["python3.13/x86_64", "python3.12/arm64"],
+                          lambda s: any(unversioned(x.arn) == LAYER for x in s.layers),
+                          subscribed=False)
+    assert groups == {"python3.13/x86_64": ["a"], "python3.12/arm64": ["b"]}
+    by_name = {a.function: a for a in alone}
+    assert by_name["old"].status == "no matching target"
+    assert "runs python3.11/x86_64" in by_name["old"].reason
+    assert by_name["other"].status == "not a consumer"
