@@ -56,6 +56,8 @@ import botocore.loaders
 import botocore.session
 import pytest
 
+from layer_builder.sandbox_local import LocalSandbox
+
 from tests.reliability.awsfaults import FaultInjector, compressed_backoff
 from tools.cfn import ROOT
 from tools.demo import zip_project
@@ -429,7 +431,11 @@ def make_builder_fixture(reliability_aws: LocalAws, builder_cache: Path, tmp_pat
             monkeypatch.setenv(name, value)
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
-        return Builder(reliability_aws, stack, load_builder_app(), cache, work, teams)
+        app = load_builder_app()
+        # moto cannot run the check functions: uploaded code runs in LocalSandbox's subprocesses
+        # here (tests/integration/test_check_function.py and tests/e2e run the real one).
+        app.adapters.sandbox = LocalSandbox()
+        return Builder(reliability_aws, stack, app, cache, work, teams)
 
     return make
 

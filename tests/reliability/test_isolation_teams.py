@@ -1,18 +1,29 @@
-"""Isolation between teams (issue 8): one builder, many teams, and no upload reaches another team.
+"""Isolation (issue 8): between teams, and between a build and the shared cache.
 
 The team comes from the key (`incoming/<team>/…`) and every layer name starts with that team's
-prefix. Each test runs the real handler against moto (service_env.py) with two teams, `data` and
-`ops`, and a consumer function shared by both, and checks what AWS holds afterwards.
+prefix. Each test runs the real handler against moto (service_env.py), most with two teams,
+`data` and `ops`, and a consumer function shared by both, and checks what AWS holds afterwards.
+The last one alters the shared S3 cache between two builder containers.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import uuid
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import pytest
+from layer_builder.sandbox_local import LocalSandbox
 
-from tests.reliability.service_env import Builder, BuilderFactory
+from tests.reliability.service_env import (
+    Builder,
+    BuilderFactory,
+    FakeContext,
+    load_builder_app,
+)
 from tests.reliability.table import record
 
 REFUSED_KEYS = ["mixed-1.0.0.zip", "unknown/mixed-1.0.0.zip", "Data/mixed-1.0.0.zip",
@@ -132,9 +143,75 @@ def test_keys_outside_every_teams_folder_are_refused_before_anything_is_read(
 
 
 def _events(calls: Any) -> list[dict]:
-    import json
-
     found = []
     for call in calls.delivered("eventbridge", "PutEvents"):
         found += [json.loads(entry["Detail"]) for entry in json.loads(call.body)["Entries"]]
     return found
+
+
+def _tamper(blob: bytes, marker: bytes) -> bytes:
+    """What a third party with write access to cache/ would do: a wheel (a zip) gets a module of
+    its own and every module gets the marker; a signed entry keeps its signature line and gets
+    another payload."""
+    if blob[:2] == b"PK":
+        source, out = zipfile.ZipFile(io.BytesIO(blob)), io.BytesIO()
+        with zipfile.ZipFile(out, "w") as zf:
+            for info in source.infolist():
+                data = source.read(info)
+                zf.writestr(info, data + b"\n" + marker if info.filename.endswith(".py") else data)
+            zf.writestr("tampered.py", marker)
+        return out.getvalue()
+    head, _, payload = blob.partition(b"\n")
+    return head + b"\n" + payload.replace(b'"', b'"' + marker, 1) + marker
+
+
+def test_a_cache_entry_altered_in_s3_is_detected_rebuilt_and_never_published(
+        make_builder: BuilderFactory, make_cache_dir: Any, reliability_aws: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Container A fills the shared cache (cache/ in the artifact bucket); a third party alters
+    every entry there; container B, with an empty local cache, builds the same lock."""
+    key = reliability_aws.client("secretsmanager").create_secret(
+        Name=f"cache-key-{uuid.uuid4().hex}", SecretString=uuid.uuid4().hex * 2)["ARN"]
+    builder = make_builder(cache_dir=make_cache_dir(tmp_path / "a"),
+                           environment={"CACHE_KEY_SECRET": key})
+    first = only(builder.deliver(builder.upload(builder.archive("cache-a"))))
+    s3 = builder.aws.client("s3")
+    bucket = builder.stack.name("ArtifactBucket")
+    entries = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="cache/").get(
+        "Contents", [])]
+    assert first["status"] == "published" and entries, first
+    marker = f"TAMPERED-{uuid.uuid4().hex}".encode()
+    for name in entries:
+        body = s3.get_object(Bucket=bucket, Key=name)["Body"].read()
+        s3.put_object(Bucket=bucket, Key=name, Body=_tamper(body, marker))
+
+    monkeypatch.setenv("CACHE_DIR", str(make_cache_dir(tmp_path / "b")))
+    other = load_builder_app()  # container B: nothing cached locally
+    other.adapters.sandbox = LocalSandbox()
+    event = builder.upload(builder.archive("cache-b"))
+    second = only(other.handler(event, FakeContext(function_name=builder.function_name)))
+
+    assert second["status"] == "published", second["error"]
+    report = builder.report(second["report"])
+    rejected = [w for w in report["build"]["warnings"] if w.startswith("The shared cache entry")]
+    assert rejected, report["build"]["warnings"]
+    layers = {name: _layer_files(builder, result) for name, result in
+              (("a", first), ("b", second))}
+    assert not any(marker in data for data in layers["b"].values())
+    deps = lambda files: {n: d for n, d in files.items() if "build_marker" not in n  # noqa: E731
+                          and not n.endswith(".layer-builder.json")}
+    assert deps(layers["b"]) == deps(layers["a"])  # the dependencies, byte for byte
+    record(f"{len(entries)} shared cache entries (cache/ in S3) altered by a third party",
+           f"refused: each one the next container read failed its check ({len(rejected)} warnings "
+           f"like '{rejected[0][:90]}…'); rebuilt, dependencies byte-identical to the clean "
+           "build's, no altered byte in the layer")
+
+
+def _layer_files(builder: Builder, result: dict) -> dict[str, bytes]:
+    """Every member of the published layer zip (from layers/ in the artifact bucket)."""
+    s3 = builder.aws.client("s3")
+    build = builder.report(result["report"])["build"]
+    body = s3.get_object(Bucket=builder.stack.name("ArtifactBucket"),
+                         Key=f"layers/{build['layer_name']}/{build['zip_sha256']}.zip")["Body"].read()
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        return {info.filename: zf.read(info) for info in zf.infolist()}

@@ -30,7 +30,7 @@ from ..errors import ConfigurationError, DiskFullError, InputError, OutOfTimeErr
 from ..redact import redact, redact_data, register_secret
 from .attach import AttachedLayer, ConcurrentUpdate, FunctionState
 from .publish import PublishedLayer
-from .settings import Settings
+from .settings import Settings, target_label
 from .uploads import Upload
 
 RETRY_CONFIG = Config(retries={"max_attempts": 6, "mode": "standard"},
@@ -82,13 +82,15 @@ class Clients:
     dynamodb: Any
     events: Any
     secretsmanager: Any = None
+    #: The session the clients came from (the check-function sandbox makes its Lambda clients).
+    session: Any = None
 
     @classmethod
     def create(cls, session: boto3.session.Session | None = None) -> Clients:
         session = session or boto3.session.Session()
         make = lambda service: session.client(service, config=RETRY_CONFIG)  # noqa: E731
         return cls(make("s3"), make("lambda"), make("ssm"), make("dynamodb"), make("events"),
-                   make("secretsmanager"))
+                   make("secretsmanager"), session)
 
     def all(self) -> list[Any]:
         return [c for c in (self.s3, self.lambda_, self.ssm, self.dynamodb, self.events,
@@ -301,37 +303,6 @@ class DynamoSourceMemo:
                 "expiration": {"N": str(int(time.time()) + MEMO_TTL_S)}})
 
 
-class S3DependencyCache:
-    """cache/<name> in the artifact bucket: the build cache's second level (cache.RemoteCache),
-    shared by all builder containers. Blobs are wheels (checked by their sha256) and signed
-    derived entries (checked by their HMAC), so the bucket is never trusted.
-
-    Best effort: a failure only costs a rebuild, so it is recorded, never raised."""
-
-    def __init__(self, s3: Any, bucket: str, prefix: str = "cache/") -> None:
-        self.s3 = s3
-        self.bucket = bucket
-        self.prefix = prefix
-        self.errors: list[str] = []
-
-    def fetch(self, name: str, dest: Path) -> bool:
-        try:
-            self.s3.download_file(self.bucket, f"{self.prefix}{name}", str(dest))
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") not in _MISSING:
-                self.errors.append(f"cache fetch: {exc}")
-        except (BotoCoreError, Boto3Error) as exc:  # download_file: RetriesExceededError
-            self.errors.append(f"cache fetch: {exc}")
-        return False
-
-    def push(self, name: str, path: Path) -> None:
-        try:
-            self.s3.upload_file(str(path), self.bucket, f"{self.prefix}{name}")
-        except (ClientError, BotoCoreError, Boto3Error) as exc:  # upload_file: S3UploadFailedError
-            self.errors.append(f"cache push: {exc}")
-
-
 class S3BlobCache:
     """cache/<name> in the artifact bucket: the cache's second level, shared by every builder
     container. Only moves bytes: the engine signs each entry with the builder's HMAC key and
@@ -354,9 +325,9 @@ class S3BlobCache:
             return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code", "") not in _MISSING:
-                self.errors.append(f"cache fetch of {name}: {exc}")
+                self.errors.append(f"cache fetch: {name}: {exc}")
         except (BotoCoreError, Boto3Error, OSError) as exc:  # download_file: RetriesExceededError
-            self.errors.append(f"cache fetch of {name}: {exc}")
+            self.errors.append(f"cache fetch: {name}: {exc}")
         finally:
             partial.unlink(missing_ok=True)
         return False
@@ -365,7 +336,7 @@ class S3BlobCache:
         try:
             self.s3.upload_file(str(path), self.bucket, self.prefix + name)
         except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:  # S3UploadFailedError
-            self.errors.append(f"cache push of {name}: {exc}")
+            self.errors.append(f"cache push: {name}: {exc}")
 
 
 class RuntimeSecrets:
@@ -476,23 +447,28 @@ class Adapters:
     pointer: SsmPointer
     notifier: EventBridgeNotifier
     memo: DynamoSourceMemo
-    cache: S3DependencyCache
+    cache: S3BlobCache
     secrets: RuntimeSecrets
     #: lifecycle.py's views of layers and functions (retention and sharing after a publish).
     lifecycle_layers: Any
     catalog: Any
+    #: Where uploaded code runs: the target's check function (sandbox_lambda.LambdaSandbox).
+    sandbox: Any
 
     @classmethod
     def create(cls, settings: Settings, clients: Clients | None = None) -> Adapters:
         from .aws_lifecycle import LambdaFunctionCatalog, LambdaLayerStore  # it imports this module
+        from .sandbox_lambda import LambdaSandbox
 
         c = clients or Clients.create()
+        checks = {target_label(t): name for t, name in settings.check_functions.items()}
         return cls(S3Artifacts(c.s3, settings.artifact_bucket), LambdaLayers(c.lambda_),
                    LambdaFunctions(c.lambda_), DynamoOrderBook(c.dynamodb, settings.state_table),
                    SsmPointer(c.ssm, settings.pointer_parameter_prefix),
                    EventBridgeNotifier(c.events, settings.event_bus_name),
                    DynamoSourceMemo(c.dynamodb, settings.state_table),
-                   S3DependencyCache(c.s3, settings.artifact_bucket),
+                   S3BlobCache(c.s3, settings.artifact_bucket),
                    RuntimeSecrets(c.secretsmanager, c.ssm, settings.package_index_secret,
                                   settings.cache_key_secret),
-                   LambdaLayerStore(c.lambda_), LambdaFunctionCatalog(c.lambda_))
+                   LambdaLayerStore(c.lambda_), LambdaFunctionCatalog(c.lambda_),
+                   LambdaSandbox(c.s3, settings.artifact_bucket, checks, session=c.session))

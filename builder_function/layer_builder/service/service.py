@@ -186,31 +186,45 @@ def project_targets(config: project.ProjectConfig, settings: Settings) -> tuple[
     return wanted
 
 
-def build_request(upload: Upload, source: Path, output: Path, target: Target, team: Team,
-                  settings: Settings, environ: Mapping[str, str], deadline: float | None,
-                  index_url: str, remote_cache: Any = None) -> BuildRequest:
+@dataclass(frozen=True)
+class Inputs:
+    """What every target's build of one upload shares."""
+
+    upload: Upload
+    team: Team
+    environ: Mapping[str, str]
+    deadline: float | None
+    index_url: str
+    #: The cache's HMAC key from CACHE_KEY_SECRET; None: no shared S3 level (entries from S3
+    #: could not be told from forged ones), and a key file local to this container.
+    signing_key: bytes | None
+
+
+def build_request(inputs: Inputs, source: Path, output: Path, target: Target, settings: Settings,
+                  adapters: Adapters) -> BuildRequest:
     return BuildRequest(
         source=source, output=output, target=target,
         # An upload cannot pick an index: the operator's URL, or the installer's default.
-        index=IndexPolicy(override=index_url, environ={}, allow_lock_urls=False),
-        allow_sdist=settings.allow_sdist, layer_prefix=team.layer_prefix,
-        source_name=upload.filename, cache_dir=Path(settings.cache_dir), deadline=deadline,
-        environ=environ, remote_cache=remote_cache)
+        index=IndexPolicy(override=inputs.index_url, environ={}, allow_lock_urls=False),
+        allow_sdist=settings.allow_sdist, layer_prefix=inputs.team.layer_prefix,
+        source_name=inputs.upload.filename, cache_dir=Path(settings.cache_dir),
+        deadline=inputs.deadline, environ=inputs.environ, sandbox=adapters.sandbox,
+        signing_key=inputs.signing_key,
+        remote_cache=adapters.cache if inputs.signing_key else None)
 
 
-def _build_targets(upload: Upload, archive: Path, scratch: Path, team: Team, settings: Settings,
-                   adapters: Adapters, environ: Mapping[str, str], deadline: float | None,
-                   index_url: str) -> list[tuple[Target, BuildResult]]:
+def _build_targets(inputs: Inputs, archive: Path, scratch: Path, settings: Settings,
+                   adapters: Adapters) -> list[tuple[Target, BuildResult]]:
     """Every target built (none published yet): one unpack, one build per target."""
     dest = scratch / "src"
     dest.mkdir()
     unpacked = unpack.unpack(archive, dest)
-    config = project.load_config(unpacked.root, upload.filename)
+    config = project.load_config(unpacked.root, inputs.upload.filename)
     targets = project_targets(config, settings)
     built = []
     for number, target in enumerate(targets):
-        result = build(build_request(upload, unpacked.root, scratch / f"layer-{number}.zip", target,
-                                     team, settings, environ, deadline, index_url, adapters.cache))
+        result = build(build_request(inputs, unpacked.root, scratch / f"layer-{number}.zip", target,
+                                     settings, adapters))
         report = result.report
         report.layer_name = project.target_layer_name(report.layer_name, target, targets[0])
         report.warnings = list(dict.fromkeys([*unpacked.warnings, *report.warnings,
@@ -299,10 +313,11 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
     try:
         team = settings.team_for(upload.key)
         outcome.team = team.name
-        index_url = adapters.secrets.index_url()
+        inputs = Inputs(upload, team, environ, budget.build, adapters.secrets.index_url(),
+                        adapters.secrets.cache_key())
         archive, digest = adapters.artifacts.download(
             upload, scratch / "source" / local_name(upload.filename))
-        fingerprint = source_fingerprint(digest, settings, team, index_url)
+        fingerprint = source_fingerprint(digest, settings, team, inputs.index_url)
         remembered = adapters.memo.get(fingerprint)
         if remembered and remembered.get("targets") and all(
                 adapters.layers.exists(t["version_arn"]) for t in remembered["targets"]):
@@ -310,8 +325,7 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
             outcome.targets, outcome.reused_report = _remember(remembered), remembered["report"]
         else:
             remembered = None
-            built = _build_targets(upload, archive, scratch, team, settings, adapters, environ,
-                                   budget.build, index_url)
+            built = _build_targets(inputs, archive, scratch, settings, adapters)
             outcome.targets = _publish_targets(built, team, adapters)
         _attach_targets(outcome, team, adapters, budget.attach)
         _after_publish(outcome, team, settings, adapters)

@@ -180,14 +180,15 @@ class Settings:
     #: Time kept back from the Lambda's budget for publish, attach and the report.
     finish_margin_s: float = 60.0
 
+    #: CHECK_FUNCTIONS is required: without a check function the upload's code would run in
+    #: the builder, next to its rights.
     REQUIRED = ("ARTIFACT_BUCKET", "STATE_TABLE", "POINTER_PARAMETER_PREFIX", "LAYER_NAME_PREFIX",
-                "TEAMS", "TARGETS")
+                "TEAMS", "TARGETS", "CHECK_FUNCTIONS")
 
     @property
     def enabled_targets(self) -> tuple[Target, ...]:
-        """What a project may ask for: the targets with a check function (the defaults until the
-        stack has any)."""
-        return tuple(self.check_functions) or self.targets
+        """What a project may ask for: the targets the stack deployed a check function for."""
+        return tuple(self.check_functions)
 
     def team_prefixes(self) -> list[str]:
         return [f"{self.source_prefix}{team.name}/" for team in self.teams]
@@ -212,8 +213,11 @@ class Settings:
             raise ConfigurationError(f"LAYER_NAME_PREFIX {prefix!r} must be letters, digits, '-' "
                                      f"or '_', at most {MAX_LAYER_PREFIX} characters.")
         targets = parse_targets(environ["TARGETS"], "TARGETS")
-        checks = parse_check_functions(environ.get("CHECK_FUNCTIONS", ""))
-        unchecked = [target_label(t) for t in targets if checks and t not in checks]
+        checks = parse_check_functions(environ["CHECK_FUNCTIONS"])
+        if not checks:
+            raise ConfigurationError("CHECK_FUNCTIONS names no check function: deploy one per "
+                                     "target (the builder never runs uploaded code itself).")
+        unchecked = [target_label(t) for t in targets if t not in checks]
         if unchecked:
             raise ConfigurationError(f"TARGETS lists {', '.join(unchecked)}, which CHECK_FUNCTIONS "
                                      "has no check function for: deploy one per target.")

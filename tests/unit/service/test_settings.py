@@ -14,7 +14,8 @@ from tools.cfn import Resolver, load_template
 TEAM = {"name": "data", "layer_prefix": "s-data-", "consumers": ["fn"],
         "subscribed_layers": ["emr-launcher"]}
 REQUIRED = {"ARTIFACT_BUCKET": "art", "STATE_TABLE": "tbl", "POINTER_PARAMETER_PREFIX": "/s/layers/",
-            "LAYER_NAME_PREFIX": "s-", "TEAMS": json.dumps([TEAM]), "TARGETS": "python3.13/x86_64"}
+            "LAYER_NAME_PREFIX": "s-", "TEAMS": json.dumps([TEAM]), "TARGETS": "python3.13/x86_64",
+            "CHECK_FUNCTIONS": '{"python3.13/x86_64": "s-check-py313-x86_64"}'}
 
 
 def teams(*items: dict) -> dict[str, str]:
@@ -100,6 +101,12 @@ def test_a_default_target_without_a_check_function_is_refused():
     with pytest.raises(ConfigurationError, match="TARGETS lists python3.12/arm64.*CHECK_FUNCTIONS"):
         Settings.from_env(REQUIRED | {"TARGETS": "python3.13/x86_64,python3.12/arm64",
                                       "CHECK_FUNCTIONS": '{"python3.13/x86_64": "c"}'})
+
+
+def test_no_check_function_means_no_builder():
+    """Without one, the upload's code would run in the builder, beside its rights."""
+    with pytest.raises(ConfigurationError, match="CHECK_FUNCTIONS names no check function"):
+        Settings.from_env(REQUIRED | {"CHECK_FUNCTIONS": "{}"})
 
 
 def test_lists_are_trimmed_deduplicated_and_names_canonical():
