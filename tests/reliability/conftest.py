@@ -329,7 +329,7 @@ class Service:
         """A Secrets Manager secret holding `url` (as PACKAGE_INDEX_SECRET names one); its ARN."""
         import hashlib
 
-        name = f"{self.stack.resolver.stack_name}/index-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+        name = f"{self.stack.stack_name}/index-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
         sm = self.clients.secretsmanager
         try:
             return sm.describe_secret(SecretId=name)["ARN"]
@@ -439,7 +439,7 @@ def _provision(aws: Any, house: House, tmp_path_factory: pytest.TempPathFactory)
     stack = provision(aws, stack_name=f"rel-{uuid.uuid4().hex[:10]}")
     clients = Clients(*(aws.client(name) for name in ("s3", "lambda", "ssm", "dynamodb", "events",
                                                       "secretsmanager")))
-    index = clients.secretsmanager.create_secret(Name=f"{stack.resolver.stack_name}/index",
+    index = clients.secretsmanager.create_secret(Name=f"{stack.stack_name}/index",
                                                  SecretString=house.url)["ARN"]
     env = stack.environment("BuilderFunction") | {
         "CACHE_DIR": str(tmp_path_factory.mktemp("service-cache")), "PACKAGE_INDEX_SECRET": index}
