@@ -354,7 +354,9 @@ class RuntimeSecrets:
         self.parameters = SSMProvider(boto3_client=ssm) if ssm else None
 
     def _read(self, name: str, what: str, variable: str) -> str | bytes:
-        secrets_manager = name.startswith("arn:") and ":secretsmanager:" in name
+        # An SSM parameter by ARN or by path ("/..."); anything else is a Secrets Manager secret,
+        # by ARN or by name (GetSecretValue takes either).
+        secrets_manager = not (name.startswith("/") or ":ssm:" in name.split(":parameter/")[0])
         try:
             if secrets_manager and self.secrets:
                 value = self.secrets.get(name, max_age=SECRET_MAX_AGE_S)

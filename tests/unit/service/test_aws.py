@@ -163,3 +163,10 @@ def test_the_s3_blob_cache_moves_whole_blobs_and_records_failures(tmp_path, monk
         assert not broken.fetch("x", tmp_path / "x")
         broken.push("x", blob)
         assert len(broken.errors) == 2 and not (tmp_path / "x").exists()
+
+
+def test_a_secret_may_be_named_by_name_or_arn(moto_clients):
+    clients, _ = moto_clients
+    sm = clients["secretsmanager"]
+    sm.create_secret(Name="stack/cache-key", SecretString="k" * 64)
+    assert RuntimeSecrets(sm, clients["ssm"], "", "stack/cache-key").cache_key() == b"k" * 64
