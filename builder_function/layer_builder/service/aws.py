@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
@@ -28,9 +26,10 @@ from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from .. import limits
 from ..errors import ConfigurationError, DiskFullError, InputError, OutOfTimeError, TransientError
 from ..redact import redact, redact_data, register_secret
+from ..target import Target
 from .attach import AttachedLayer, ConcurrentUpdate, FunctionState
 from .publish import PublishedLayer
-from .settings import Settings, target_label
+from .settings import Settings
 from .uploads import Upload
 
 RETRY_CONFIG = Config(retries={"max_attempts": 6, "mode": "standard"},
@@ -350,20 +349,33 @@ class RuntimeSecrets:
                  cache_key_secret: str) -> None:
         self.index_secret = index_secret
         self.cache_key_secret = cache_key_secret
-        self.secrets = SecretsProvider(boto3_client=secretsmanager) if secretsmanager else None
-        self.parameters = SSMProvider(boto3_client=ssm) if ssm else None
+        self.clients = (secretsmanager, ssm)
+        self._providers: tuple[Any, Any] | None = None
+
+    def _provider(self, secrets_manager: bool) -> Any:
+        """Powertools' providers over our clients, made on first use (Lambda's init stays short)."""
+        if self._providers is None:
+            from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
+
+            secretsmanager, ssm = self.clients
+            self._providers = (SecretsProvider(boto3_client=secretsmanager) if secretsmanager else None,
+                               SSMProvider(boto3_client=ssm) if ssm else None)
+        return self._providers[0 if secrets_manager else 1]
 
     def _read(self, name: str, what: str, variable: str) -> str | bytes:
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
         # An SSM parameter by ARN or by path ("/..."); anything else is a Secrets Manager secret,
         # by ARN or by name (GetSecretValue takes either).
         secrets_manager = not (name.startswith("/") or ":ssm:" in name.split(":parameter/")[0])
+        provider = self._provider(secrets_manager)
+        if provider is None:
+            raise ConfigurationError(f"The builder has no client to read {what} ({variable}).")
         try:
-            if secrets_manager and self.secrets:
-                value = self.secrets.get(name, max_age=SECRET_MAX_AGE_S)
-            elif self.parameters:  # an SSM SecureString, by name or ARN
-                value = self.parameters.get(name, decrypt=True, max_age=SECRET_MAX_AGE_S)
-            else:
-                raise ConfigurationError(f"The builder has no client to read {what} ({variable}).")
+            if secrets_manager:
+                value = provider.get(name, max_age=SECRET_MAX_AGE_S)
+            else:  # an SSM SecureString, by name or ARN
+                value = provider.get(name, decrypt=True, max_age=SECRET_MAX_AGE_S)
         except GetParameterError as exc:
             cause = exc.__context__
             code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) \
@@ -463,7 +475,7 @@ class Adapters:
         from .sandbox_lambda import LambdaSandbox
 
         c = clients or Clients.create()
-        checks = {target_label(t): name for t, name in settings.check_functions.items()}
+        checks: dict[Target | str, str] = {t: n for t, n in settings.check_functions.items()}
         return cls(S3Artifacts(c.s3, settings.artifact_bucket), LambdaLayers(c.lambda_),
                    LambdaFunctions(c.lambda_), DynamoOrderBook(c.dynamodb, settings.state_table),
                    SsmPointer(c.ssm, settings.pointer_parameter_prefix),

@@ -18,11 +18,11 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, htmlreport, project, unpack
+from .. import __version__, project, unpack
 from ..cache import evict
 from ..errors import LayerBuildError, ProjectError, TransientError
 from ..lock import IndexPolicy
@@ -237,6 +237,8 @@ def _build_targets(inputs: Inputs, archive: Path, scratch: Path, settings: Setti
 def _page(result: BuildResult) -> tuple[str, str]:
     """The layer's HTML picture; a page that cannot be drawn costs a warning, not the build."""
     try:
+        from .. import htmlreport  # here, not at import: it is the builder's slowest import
+
         return htmlreport.html_for_zip(result.output, result.report.to_dict()), ""
     except Exception as exc:  # a report, not a reason to refuse a layer that passed every check
         return "", f"The HTML report could not be drawn: {type(exc).__name__}: {exc}"
