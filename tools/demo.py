@@ -71,15 +71,12 @@ def zip_project(project: Path, dest: Path) -> Path:
     return dest
 
 
-def run_builder(stack: LocalStack, events: list[dict[str, Any]], cache_dir: Path) -> list[InvocationResult]:
-    """The builder in one warm local Lambda, one event after the other (tests/e2e/test_flow)."""
-    env = stack.environment("BuilderFunction") | {"CACHE_DIR": str(cache_dir)}
-    with LocalLambda(stack.code_dir("BuilderFunction"), env=env, packages=BUILDER_PACKAGES,
-                     **stack.function_settings("BuilderFunction")) as builder:
-        results = []
-        for event in events:
-            results.append(_ok(builder.invoke(event), "builder"))
-        return results
+def run_builder(stack: LocalStack, events: list[dict[str, Any]]) -> list[InvocationResult]:
+    """The builder in one warm local Lambda, one event after the other (tests/e2e/test_flow),
+    its import checks in the stack's check functions, each a local Lambda of its own."""
+    with LocalLambdaService(stack.aws) as lambdas:
+        builder, _ = _serve(lambdas, stack, quiet=True)
+        return [_invoke(lambdas, builder, event, "builder") for event in events]
 
 
 def run_emr(stack: LocalStack, layer_dir: Path) -> dict[str, Any]:
@@ -168,11 +165,13 @@ def _deploy(aws: LocalAws) -> LocalStack:
     return stack
 
 
-def _serve(lambdas: LocalLambdaService, stack: LocalStack) -> tuple[str, dict[str, str]]:
+def _serve(lambdas: LocalLambdaService, stack: LocalStack,
+           quiet: bool = False) -> tuple[str, dict[str, str]]:
     """Register what runs locally; returns the builder's name and the check functions'."""
     checks = lambdas.register_check_functions(stack)
     for target, name in sorted(checks.items()):
-        print(f"  check function {name} ({target}): a local Lambda of its own, no AWS access")
+        if not quiet:
+            print(f"  check function {name} ({target}): a local Lambda of its own, no AWS access")
     # /tmp/... is the function's private /tmp in the harness.
     builder = lambdas.register_from_stack(stack, "BuilderFunction", packages=BUILDER_PACKAGES,
                                           env={"CACHE_DIR": "/tmp/layer-builder-cache"})

@@ -187,11 +187,17 @@ def invoke(stack: LocalStack, logical_id: str, event: Any, env_file: Mapping[str
     code = build_dir / logical_id
     if not (code / "app.py").exists() and not any(code.glob("*.py")):
         raise SystemExit(f"{code} is not a build output: run `make build` (or `make sam-build`)")
+    from tools.local_lambda_service import LocalLambdaService
+
     env = function_environment(stack, logical_id, env_file, stack.aws.endpoint_url)
     settings = stack.function_settings(logical_id)
-    with LocalLambda(code, handler=stack.handler(logical_id), env=env, packages=[],
-                     layer_dirs=unpack_layers(logical_id, layers, opt_dir), **settings) as function:
-        return function.invoke(event)
+    with LocalLambdaService(stack.aws) as lambdas:
+        if logical_id == "BuilderFunction":  # its import checks run in the stack's check functions
+            lambdas.register_check_functions(stack)
+            env = {**env, **lambdas.env()}
+        with LocalLambda(code, handler=stack.handler(logical_id), env=env, packages=[],
+                         layer_dirs=unpack_layers(logical_id, layers, opt_dir), **settings) as function:
+            return function.invoke(event)
 
 
 def _docker_endpoint(env_file: Mapping[str, Any]) -> str:

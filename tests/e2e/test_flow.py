@@ -1,4 +1,5 @@
-"""The demo's flow as a test: upload → builder (real awslambdaric bootstrap) → layer → EMR trigger.
+"""The demo's flow as a test: upload → builder (real awslambdaric bootstrap, its import check in
+the stack's check function, each a local Lambda) → layer → EMR trigger; then a two-target upload.
 
 Moto speaks HTTP on loopback; every name and setting comes from template.yaml.
 """
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from layer_builder.sandbox_local import LocalSandbox
+
+from tests.reliability.service_env import FakeContext, load_builder_app
 from tools.demo import EXAMPLE, fetch_layer, run_builder, run_emr, zip_project
 from tools.lambda_runtime import extract_layer_readonly
 from tools.local_aws import LocalAws
@@ -38,7 +42,7 @@ def flow(tmp_path_factory):
         event = stack.upload(archive, key)
         reupload = stack.upload(archive, key)  # same bytes, new object version
         first, again, unchanged = (r.payload["results"][0] for r in run_builder(
-            stack, [event, event, reupload], work / "cache"))
+            stack, [event, event, reupload]))
         layer_dir = extract_layer_readonly(fetch_layer(stack, first["report"], work / "layer.zip"),
                                            work / "opt")
         emr = run_emr(stack, layer_dir)
@@ -121,11 +125,15 @@ MATRIX = ["python3.13/x86_64", "python3.12/arm64"]
 def matrix(tmp_path_factory):
     """A stack building python3.13 and 3.12 on x86_64 and arm64; team data's project asks for two
     of them; its consumers run python3.13/x86_64 (the EMR trigger), python3.12/arm64 and
-    python3.11/x86_64 (no matching target)."""
+    python3.11/x86_64 (no matching target).
+
+    The builder runs in this process (service_env.load_builder_app, a cold start of app.py) with
+    LocalSandbox: the arm64 and python3.12 check functions cannot run on this machine, so the
+    arm64 layer is checked through its x86_64 twin, as the CLI does."""
     work = tmp_path_factory.mktemp("matrix")
     name = "matrix"
     arm, old = f"{name}-arm-consumer", f"{name}-py311-consumer"
-    with LocalAws() as aws:
+    with LocalAws() as aws, pytest.MonkeyPatch.context() as env:
         teams = [{"name": "data", "layer_prefix": f"{name}-data-",
                   "consumers": [f"{name}-emr-trigger", arm, old],
                   "subscribed_layers": ["emr-launcher"]}]
@@ -145,8 +153,13 @@ def matrix(tmp_path_factory):
                              encoding="utf-8")
         archive = zip_project(project, work / "aws-emr-launcher-0.2.0.zip")
         event = stack.upload(archive, f"incoming/data/{archive.name}")
-        [run] = run_builder(stack, [event], work / "cache")
-        result = run.payload["results"][0]
+        for key, value in (stack.environment("BuilderFunction") | {
+                "CACHE_DIR": str(work / "cache")}).items():
+            env.setenv(key, value)
+        app = load_builder_app()
+        app.adapters.sandbox = LocalSandbox()
+        result = app.handler(event, FakeContext(function_name=stack.name("BuilderFunction")))[
+            "results"][0]
         yield {
             "result": result,
             "report": json.loads(aws.client("s3").get_object(

@@ -106,6 +106,7 @@ def test_a_burst_of_uploads_queues_within_the_builders_reserved_concurrency(
     lam = service.aws.client("lambda")
     configured = lam.get_function_concurrency(FunctionName=service.builder)
     reserved = configured.get("ReservedConcurrentExecutions")  # as the stack deployed it
+    service.lambdas.register_check_functions(service.stack)  # where the builder's checks run
     service.lambdas.register_from_stack(
         service.stack, "BuilderFunction", packages=BUILDER_PACKAGES,
         env={"CACHE_DIR": "/tmp/layer-builder-cache"},

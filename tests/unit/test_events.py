@@ -12,12 +12,13 @@ from aws_lambda_powertools.utilities.parser.models import S3Model
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SOURCE_BUCKET = "layer-builder-source-123456789012-us-east-1"  # stack layer-builder, us-east-1
-EMR_LAUNCHER = "incoming/aws-emr-launcher-0.1.0.zip"
+# Under the default team's folder: the template's one team when Teams is empty.
+EMR_LAUNCHER = "incoming/default/aws-emr-launcher-0.1.0.zip"
 # Decoded keys, record by record: S3 sends keys URL-encoded with a space as "+".
 EXPECTED_KEYS = {
     "s3-put.json": [EMR_LAUNCHER],
-    "s3-put-encoded-key.json": ["incoming/my team+layer é-1.0.0.zip"],
-    "s3-put-multiple.json": [EMR_LAUNCHER, "incoming/data-tools-2.3.1.tar.gz", EMR_LAUNCHER],
+    "s3-put-encoded-key.json": ["incoming/default/my team+layer é-1.0.0.zip"],
+    "s3-put-multiple.json": [EMR_LAUNCHER, "incoming/default/data-tools-2.3.1.tar.gz", EMR_LAUNCHER],
 }
 
 

@@ -23,7 +23,7 @@ def test_a_put_event_becomes_one_upload_of_that_object_version():
     record = load("s3-put.json")["Records"][0]["s3"]
     assert ignored == []
     assert upload.bucket == record["bucket"]["name"]
-    assert upload.key == "incoming/aws-emr-launcher-0.1.0.zip"
+    assert upload.key == "incoming/default/aws-emr-launcher-0.1.0.zip"
     assert upload.version_id == record["object"]["versionId"]
     assert upload.filename == "aws-emr-launcher-0.1.0.zip"
     assert isinstance(upload.size, int)
@@ -32,10 +32,10 @@ def test_a_put_event_becomes_one_upload_of_that_object_version():
 def test_every_record_key_is_decoded_not_just_the_first():
     event = load("s3-put-encoded-key.json")
     second = copy.deepcopy(event["Records"][0])
-    second["s3"]["object"]["key"] = "incoming/second+file%2B%C3%A9.tgz"
+    second["s3"]["object"]["key"] = "incoming/default/second+file%2B%C3%A9.tgz"
     event["Records"].append(second)
     uploads, _ = parse_uploads(event, "incoming/")
-    assert uploads[1].key == "incoming/second file+é.tgz"
+    assert uploads[1].key == "incoming/default/second file+é.tgz"
     assert all("%" not in u.key for u in uploads)
 
 
@@ -49,11 +49,11 @@ def test_keys_outside_the_prefix_or_not_archives_are_ignored():
     other = copy.deepcopy(event["Records"][0])
     other["s3"]["object"]["key"] = "reports/x.json"
     readme = copy.deepcopy(event["Records"][0])
-    readme["s3"]["object"]["key"] = "incoming/README.md"
+    readme["s3"]["object"]["key"] = "incoming/default/README.md"
     event["Records"] += [other, readme]
     uploads, ignored = parse_uploads(event, "incoming/")
     assert len(uploads) == 1
-    assert ignored == ["reports/x.json", "incoming/README.md"]
+    assert ignored == ["reports/x.json", "incoming/default/README.md"]
 
 
 def test_not_an_s3_event_is_refused_with_what_to_send():
