@@ -71,6 +71,13 @@ EMR_LAUNCHER = ROOT / "examples" / "emr-launcher"
 FULL_BUDGET_MS = 900_000
 
 
+
+def json_reports(s3: Any, bucket: str) -> list[dict]:
+    """Every JSON report in the artifact bucket, by key (the HTML report beside each is skipped)."""
+    found = s3.list_objects_v2(Bucket=bucket, Prefix="reports/").get("Contents", [])
+    return [json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+            for item in sorted(found, key=lambda i: i["Key"]) if item["Key"].endswith(".json")]
+
 class _OneSessionAws(LocalAws):
     """LocalAws whose test clients share one boto3 session (parsed service models)."""
 
@@ -311,11 +318,7 @@ class Builder:
             return None
 
     def reports(self) -> list[dict]:
-        s3 = self.aws.client("s3")
-        bucket = self.stack.name("ArtifactBucket")
-        found = s3.list_objects_v2(Bucket=bucket, Prefix="reports/").get("Contents", [])
-        return [json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-                for item in sorted(found, key=lambda i: i["Key"])]
+        return json_reports(self.aws.client("s3"), self.stack.name("ArtifactBucket"))
 
     def report(self, key: str) -> dict:
         s3 = self.aws.client("s3")

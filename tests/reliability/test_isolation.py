@@ -18,6 +18,7 @@ import pytest
 
 from tests.reliability.service_env import (  # noqa: F401 (fixtures)
     MIXED,
+    json_reports,
     reliability_aws_fixture,
 )
 from tests.reliability.table import record
@@ -75,10 +76,7 @@ class LocalService:
         return self.stack.upload(archive, self.key(archive.name))
 
     def reports(self) -> list[dict[str, Any]]:
-        s3, bucket = self.aws.client("s3"), self.stack.name("ArtifactBucket")
-        listed = s3.list_objects_v2(Bucket=bucket, Prefix="reports/").get("Contents", [])
-        return [json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
-                for item in listed]
+        return json_reports(self.aws.client("s3"), self.stack.name("ArtifactBucket"))
 
     def failure_queue(self) -> list[dict[str, Any]]:
         sqs = self.aws.client("sqs")
