@@ -19,11 +19,17 @@ if TYPE_CHECKING:
 
 def add_aws_options(parser: argparse.ArgumentParser, *, pointer: str = "") -> None:
     """--region and --json; --ssm-parameter when `pointer` says what the command does with it."""
-    parser.add_argument("--region", metavar="REGION",
-                        help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)")
+    parser.add_argument(
+        "--region",
+        metavar="REGION",
+        help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)",
+    )
     if pointer:
-        parser.add_argument("--ssm-parameter", metavar="NAME",
-                            help=f"the SSM parameter holding the layer's current version ARN: {pointer}")
+        parser.add_argument(
+            "--ssm-parameter",
+            metavar="NAME",
+            help=f"the SSM parameter holding the layer's current version ARN: {pointer}",
+        )
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
@@ -47,7 +53,9 @@ def require(args: argparse.Namespace, *names: str) -> None:
     (argparse's required=True would ignore the variable)."""
     missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) in (None, "")]
     if missing:
-        raise UsageError(f"{args.command} needs {' and '.join(missing)} (or its LAYER_BUILDER_ variable)")
+        raise UsageError(
+            f"{args.command} needs {' and '.join(missing)} (or its LAYER_BUILDER_ variable)"
+        )
 
 
 def emit(args: argparse.Namespace, data: dict, lines: Iterable[str]) -> None:

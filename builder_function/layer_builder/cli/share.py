@@ -18,18 +18,24 @@ from .common import EXIT_OK
 
 def _grantee_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the layer's name")
-    parser.add_argument("--version", type=positive, metavar="V", dest="layer_version",
-                        help="the layer version")
+    parser.add_argument(
+        "--version", type=positive, metavar="V", dest="layer_version", help="the layer version"
+    )
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--account", metavar="ID", help="a 12-digit AWS account id")
-    who.add_argument("--organization", metavar="o-…", help="an AWS Organizations id: every account in it")
+    who.add_argument(
+        "--organization", metavar="o-…", help="an AWS Organizations id: every account in it"
+    )
     add_aws_options(parser)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    s = sub.add_parser("share", help="let another account or organization use a layer version",
-                       description="Grant lambda:GetLayerVersion on one layer version to an "
-                                   "account, or to every account of an organization.")
+    s = sub.add_parser(
+        "share",
+        help="let another account or organization use a layer version",
+        description="Grant lambda:GetLayerVersion on one layer version to an "
+        "account, or to every account of an organization.",
+    )
     _grantee_options(s)
     return s
 
@@ -39,10 +45,20 @@ def _act(args: argparse.Namespace, action, verb: str) -> int:
     grant = Grant(account=args.account or "", organization=args.organization or "")
     aws = adapters(args)
     status = action(args.name, args.layer_version, grant, aws.layers)
-    emit(args, {"layer": args.name, "version": args.layer_version, "grantee": str(grant),
-                "statement_id": grant.sid, "status": status},
-         [f"Version {args.layer_version} of layer {args.name}: {grant} "
-          + (f"was {verb} already" if status == "unchanged" else status)])
+    emit(
+        args,
+        {
+            "layer": args.name,
+            "version": args.layer_version,
+            "grantee": str(grant),
+            "statement_id": grant.sid,
+            "status": status,
+        },
+        [
+            f"Version {args.layer_version} of layer {args.name}: {grant} "
+            + (f"was {verb} already" if status == "unchanged" else status)
+        ],
+    )
     return EXIT_OK
 
 
@@ -51,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add_unshare_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    u = sub.add_parser("unshare", help="revoke what share granted",
-                       description="Remove the statement `share` added for this grantee.")
+    u = sub.add_parser(
+        "unshare",
+        help="revoke what share granted",
+        description="Remove the statement `share` added for this grantee.",
+    )
     _grantee_options(u)
     return u
 

@@ -36,23 +36,31 @@ class LambdaLayerStore:
     def _version(layer_name: str, item: dict) -> LayerVersion:
         content = item.get("Content", {})
         return LayerVersion(
-            layer_name=layer_name, number=item["Version"], arn=item["LayerVersionArn"],
+            layer_name=layer_name,
+            number=item["Version"],
+            arn=item["LayerVersionArn"],
             created=datetime.fromisoformat(item["CreatedDate"]),
-            code_sha256=content.get("CodeSha256", ""), code_size=content.get("CodeSize", 0),
+            code_sha256=content.get("CodeSha256", ""),
+            code_size=content.get("CodeSize", 0),
             runtimes=tuple(item.get("CompatibleRuntimes", ())),
             architectures=tuple(item.get("CompatibleArchitectures", ())),
-            description=item.get("Description", ""))
+            description=item.get("Description", ""),
+        )
 
     def versions(self, layer_name: str) -> list[LayerVersion]:
         with aws_errors(f"Listing versions of layer {layer_name}"):
             try:
-                pages = self.client.get_paginator("list_layer_versions").paginate(LayerName=layer_name)
+                pages = self.client.get_paginator("list_layer_versions").paginate(
+                    LayerName=layer_name
+                )
                 items = [item for page in pages for item in page["LayerVersions"]]
             except self.client.exceptions.ResourceNotFoundException:
                 return []
         # ListLayerVersions items carry no Content; moto adds it, AWS does not: never rely on it.
-        listed = [self._version(layer_name, {k: v for k, v in item.items() if k != "Content"})
-                  for item in items]
+        listed = [
+            self._version(layer_name, {k: v for k, v in item.items() if k != "Content"})
+            for item in items
+        ]
         return sorted(listed, key=lambda v: v.number, reverse=True)
 
     def version(self, layer_name: str, number: int) -> LayerVersion | None:
@@ -65,20 +73,30 @@ class LambdaLayerStore:
 
     def delete(self, version: LayerVersion) -> None:
         with aws_errors(f"Deleting {version.arn}"):
-            self.client.delete_layer_version(LayerName=version.layer_name, VersionNumber=version.number)
+            self.client.delete_layer_version(
+                LayerName=version.layer_name, VersionNumber=version.number
+            )
 
     def statements(self, layer_name: str, number: int) -> list[dict]:
         with aws_errors(f"Reading the policy of version {number} of layer {layer_name}"):
             try:
-                policy = self.client.get_layer_version_policy(LayerName=layer_name,
-                                                              VersionNumber=number)["Policy"]
+                policy = self.client.get_layer_version_policy(
+                    LayerName=layer_name, VersionNumber=number
+                )["Policy"]
             except self.client.exceptions.ResourceNotFoundException:
                 return []  # a version without a policy
         return json.loads(policy).get("Statement", [])
 
-    def grant(self, layer_name: str, number: int, sid: str, principal: str, organization: str) -> None:
-        args = {"LayerName": layer_name, "VersionNumber": number, "StatementId": sid,
-                "Action": "lambda:GetLayerVersion", "Principal": principal}
+    def grant(
+        self, layer_name: str, number: int, sid: str, principal: str, organization: str
+    ) -> None:
+        args = {
+            "LayerName": layer_name,
+            "VersionNumber": number,
+            "StatementId": sid,
+            "Action": "lambda:GetLayerVersion",
+            "Principal": principal,
+        }
         if organization:
             args["OrganizationId"] = organization
         with aws_errors(f"Sharing version {number} of layer {layer_name}"):
@@ -91,8 +109,9 @@ class LambdaLayerStore:
     def revoke(self, layer_name: str, number: int, sid: str) -> None:
         with aws_errors(f"Unsharing version {number} of layer {layer_name}"):
             try:
-                self.client.remove_layer_version_permission(LayerName=layer_name, VersionNumber=number,
-                                                            StatementId=sid)
+                self.client.remove_layer_version_permission(
+                    LayerName=layer_name, VersionNumber=number, StatementId=sid
+                )
             except self.client.exceptions.ResourceNotFoundException:
                 return  # removed meanwhile: the outcome wanted
 
@@ -104,10 +123,13 @@ class LambdaFunctionCatalog:
     @staticmethod
     def _config(item: dict) -> FunctionVersion:
         return FunctionVersion(
-            name=item["FunctionName"], version=item.get("Version", LATEST), arn=item["FunctionArn"],
+            name=item["FunctionName"],
+            version=item.get("Version", LATEST),
+            arn=item["FunctionArn"],
             runtime=item.get("Runtime", ""),  # container images have none
             arch=(item.get("Architectures") or ["x86_64"])[0],
-            layers=tuple(layer["Arn"] for layer in item.get("Layers", ())))
+            layers=tuple(layer["Arn"] for layer in item.get("Layers", ())),
+        )
 
     def all_versions(self) -> list[FunctionVersion]:
         # FunctionVersion=ALL: $LATEST and every published version (see lifecycle.py's note).
@@ -149,12 +171,20 @@ class LifecycleAdapters:
         """The standard AWS environment (credentials, profile, AWS_ENDPOINT_URL), plus --region."""
         session = boto3.session.Session(region_name=region or None)
         if not session.region_name:
-            raise InputError("No AWS region is set: pass --region, or set AWS_REGION "
-                             "(or AWS_DEFAULT_REGION, or a region in the AWS profile).")
+            raise InputError(
+                "No AWS region is set: pass --region, or set AWS_REGION "
+                "(or AWS_DEFAULT_REGION, or a region in the AWS profile)."
+            )
         lam = session.client("lambda", config=RETRY_CONFIG)
-        return cls(LambdaLayerStore(lam), LambdaFunctionCatalog(lam), LambdaFunctions(lam),
-                   LambdaLayers(lam), session, session.client("ssm", config=RETRY_CONFIG),
-                   session.client("s3", config=RETRY_CONFIG))
+        return cls(
+            LambdaLayerStore(lam),
+            LambdaFunctionCatalog(lam),
+            LambdaFunctions(lam),
+            LambdaLayers(lam),
+            session,
+            session.client("ssm", config=RETRY_CONFIG),
+            session.client("s3", config=RETRY_CONFIG),
+        )
 
     def require_bucket(self, bucket: str) -> None:
         """The artifact bucket exists, and in this region: PublishLayerVersion reads its S3
@@ -165,15 +195,20 @@ class LifecycleAdapters:
                 response = self.s3.head_bucket(Bucket=bucket)
             except ClientError as exc:
                 if _code(exc) in {"404", "NoSuchBucket", "NotFound"}:
-                    raise InputError(f"Bucket {bucket} does not exist: create it in {region}, or "
-                                     "name another with --bucket.") from None
+                    raise InputError(
+                        f"Bucket {bucket} does not exist: create it in {region}, or "
+                        "name another with --bucket."
+                    ) from None
                 raise
         where = response.get("BucketRegion") or response["ResponseMetadata"].get(
-            "HTTPHeaders", {}).get("x-amz-bucket-region", region)
+            "HTTPHeaders", {}
+        ).get("x-amz-bucket-region", region)
         if where != region:
-            raise InputError(f"Bucket {bucket} is in {where}, but Lambda takes layer content only "
-                             f"from a bucket in its own region ({region}): use a bucket there, "
-                             "or --region.")
+            raise InputError(
+                f"Bucket {bucket} is in {where}, but Lambda takes layer content only "
+                f"from a bucket in its own region ({region}): use a bucket there, "
+                "or --region."
+            )
 
     def pointer(self, parameter: str | None) -> NamedPointer | None:
         return NamedPointer(self.ssm, parameter) if parameter else None

@@ -22,7 +22,14 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from ..errors import InputError, TransientError
-from .attach import CONFLICT_ATTEMPTS, ConcurrentUpdate, Functions, Pointer, plan_layers, unversioned
+from .attach import (
+    CONFLICT_ATTEMPTS,
+    ConcurrentUpdate,
+    Functions,
+    Pointer,
+    plan_layers,
+    unversioned,
+)
 
 #: Layers and versions named in a refusal, at most.
 SHOWN = 20
@@ -119,8 +126,9 @@ class LayerStore(Protocol):
     def statements(self, layer_name: str, number: int) -> list[dict]:
         """The version's resource policy statements; [] without a policy."""
 
-    def grant(self, layer_name: str, number: int, sid: str, principal: str,
-              organization: str) -> None: ...
+    def grant(
+        self, layer_name: str, number: int, sid: str, principal: str, organization: str
+    ) -> None: ...
 
     def revoke(self, layer_name: str, number: int, sid: str) -> None: ...
 
@@ -133,6 +141,7 @@ class FunctionCatalog(Protocol):
 
 
 # -- reading ---------------------------------------------------------------------------------
+
 
 def usage(configurations: Iterable[FunctionVersion]) -> dict[str, list[str]]:
     """Layer version ARN → the function configurations that list it."""
@@ -176,17 +185,22 @@ def require_version(layer_name: str, number: int, layers: LayerStore, doing: str
     existing = _listing([str(v.number) for v in require_versions(layer_name, layers)])
     raise UnknownVersion(
         f"Cannot {doing} version {number} of layer {layer_name}: it does not exist "
-        f"(deleted, or never published). Existing versions: {existing}.")
+        f"(deleted, or never published). Existing versions: {existing}."
+    )
 
 
-def require_function(name: str, catalog: FunctionCatalog,
-                     suggestions: Callable[[], Sequence[str]]) -> FunctionVersion:
+def require_function(
+    name: str, catalog: FunctionCatalog, suggestions: Callable[[], Sequence[str]]
+) -> FunctionVersion:
     found = catalog.latest(name)
     if found is not None:
         return found
     names = list(suggestions())
-    hint = f"Functions that use the layer: {_listing(names)}." if names else \
-        "No function in this region uses the layer."
+    hint = (
+        f"Functions that use the layer: {_listing(names)}."
+        if names
+        else "No function in this region uses the layer."
+    )
     raise UnknownFunction(f"Function {name} does not exist in this region. {hint}")
 
 
@@ -198,14 +212,23 @@ class VersionRow:
 
     def to_dict(self) -> dict:
         v = self.version
-        return {"version": v.number, "arn": v.arn, "created": v.created.isoformat(),
-                "sha256": v.sha256, "code_sha256": v.code_sha256, "size": v.code_size,
-                "runtimes": list(v.runtimes), "architectures": list(v.architectures),
-                "used_by": list(self.used_by), "pointer": self.pointer}
+        return {
+            "version": v.number,
+            "arn": v.arn,
+            "created": v.created.isoformat(),
+            "sha256": v.sha256,
+            "code_sha256": v.code_sha256,
+            "size": v.code_size,
+            "runtimes": list(v.runtimes),
+            "architectures": list(v.architectures),
+            "used_by": list(self.used_by),
+            "pointer": self.pointer,
+        }
 
 
-def describe(layer_name: str, layers: LayerStore, catalog: FunctionCatalog,
-             pointer: Pointer | None = None) -> list[VersionRow]:
+def describe(
+    layer_name: str, layers: LayerStore, catalog: FunctionCatalog, pointer: Pointer | None = None
+) -> list[VersionRow]:
     listed = require_versions(layer_name, layers)
     used = usage(catalog.all_versions())
     named = pointer.get(layer_name) if pointer else None
@@ -219,6 +242,7 @@ def describe(layer_name: str, layers: LayerStore, catalog: FunctionCatalog,
 
 # -- retention -------------------------------------------------------------------------------
 
+
 @dataclass
 class Decision:
     version: LayerVersion
@@ -226,14 +250,25 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"version": self.version.number, "arn": self.version.arn,
-                "created": self.version.created.isoformat(), "action": self.action,
-                "reasons": self.reasons}
+        return {
+            "version": self.version.number,
+            "arn": self.version.arn,
+            "created": self.version.created.isoformat(),
+            "action": self.action,
+            "reasons": self.reasons,
+        }
 
 
-def plan_retention(versions: Sequence[LayerVersion], keep: int, *, used: dict[str, list[str]],
-                   pointer: str | None, now: datetime, older_than_days: float | None = None,
-                   keep_label: str = "--keep") -> list[Decision]:
+def plan_retention(
+    versions: Sequence[LayerVersion],
+    keep: int,
+    *,
+    used: dict[str, list[str]],
+    pointer: str | None,
+    now: datetime,
+    older_than_days: float | None = None,
+    keep_label: str = "--keep",
+) -> list[Decision]:
     """Keep the newest `keep` (0 keeps all), versions younger than older_than_days, and every
     version in use or named by the pointer; the rest is to delete. Every reason is listed."""
     decisions = []
@@ -261,11 +296,20 @@ def plan_retention(versions: Sequence[LayerVersion], keep: int, *, used: dict[st
     return decisions
 
 
-def apply_retention(layer_name: str, keep: int, *, layers: LayerStore, catalog: FunctionCatalog,
-                    pointer: Pointer | None, now: datetime, older_than_days: float | None = None,
-                    dry_run: bool = False, keep_label: str = "--keep",
-                    versions: Sequence[LayerVersion] | None = None,
-                    used: dict[str, list[str]] | None = None) -> list[Decision]:
+def apply_retention(
+    layer_name: str,
+    keep: int,
+    *,
+    layers: LayerStore,
+    catalog: FunctionCatalog,
+    pointer: Pointer | None,
+    now: datetime,
+    older_than_days: float | None = None,
+    dry_run: bool = False,
+    keep_label: str = "--keep",
+    versions: Sequence[LayerVersion] | None = None,
+    used: dict[str, list[str]] | None = None,
+) -> list[Decision]:
     """Delete what plan_retention marks, after looking at the functions and the pointer again
     right before deleting: a version attached meanwhile is kept. (A window of one API call
     remains; the function would keep running on the deleted version, see the module's note.)"""
@@ -274,9 +318,15 @@ def apply_retention(layer_name: str, keep: int, *, layers: LayerStore, catalog: 
     if keep < 0:
         raise InputError(f"{keep_label} must be 0 (keep all) or more, not {keep}.")
     named = pointer.get(layer_name) if pointer else None
-    decisions = plan_retention(versions, keep, used=usage(catalog.all_versions()) if used is None
-                               else used, pointer=named, now=now,
-                               older_than_days=older_than_days, keep_label=keep_label)
+    decisions = plan_retention(
+        versions,
+        keep,
+        used=usage(catalog.all_versions()) if used is None else used,
+        pointer=named,
+        now=now,
+        older_than_days=older_than_days,
+        keep_label=keep_label,
+    )
     doomed = [d for d in decisions if d.action == "delete"]
     if not doomed:
         return decisions
@@ -290,16 +340,25 @@ def apply_retention(layer_name: str, keep: int, *, layers: LayerStore, catalog: 
         arn = decision.version.arn
         if arn in fresh or arn == named:
             decision.action = "keep"
-            decision.reasons = [f"used by {', '.join(fresh[arn])}" if arn in fresh
-                                else "named by the SSM pointer", "(attached while pruning)"]
+            decision.reasons = [
+                f"used by {', '.join(fresh[arn])}" if arn in fresh else "named by the SSM pointer",
+                "(attached while pruning)",
+            ]
             continue
         layers.delete(decision.version)
         decision.action = "deleted"
     return decisions
 
 
-def sweep(prefix: str, keep: int, *, layers: LayerStore, catalog: FunctionCatalog,
-          pointer: Pointer | None, now: datetime) -> dict[str, list[Decision]]:
+def sweep(
+    prefix: str,
+    keep: int,
+    *,
+    layers: LayerStore,
+    catalog: FunctionCatalog,
+    pointer: Pointer | None,
+    now: datetime,
+) -> dict[str, list[Decision]]:
     """Retention for every layer whose name starts with prefix (the stack's, never empty)."""
     if not prefix:
         raise InputError("The sweep needs a layer-name prefix: it never touches every layer.")
@@ -308,13 +367,21 @@ def sweep(prefix: str, keep: int, *, layers: LayerStore, catalog: FunctionCatalo
     used = usage(catalog.all_versions())  # once for the sweep; refreshed before each deletion
     results = {}
     for name in sorted(n for n in layers.layer_names() if n.startswith(prefix)):
-        results[name] = apply_retention(name, keep, layers=layers, catalog=catalog,
-                                        pointer=pointer, now=now, used=used,
-                                        keep_label="KEEP_VERSIONS")
+        results[name] = apply_retention(
+            name,
+            keep,
+            layers=layers,
+            catalog=catalog,
+            pointer=pointer,
+            now=now,
+            used=used,
+            keep_label="KEEP_VERSIONS",
+        )
     return results
 
 
 # -- re-pointing consumers -------------------------------------------------------------------
+
 
 @dataclass
 class Repointed:
@@ -324,28 +391,45 @@ class Repointed:
     previous: str | None = None
 
     def to_dict(self) -> dict:
-        return {"function": self.function, "status": self.status, "layers": self.layers,
-                "previous": self.previous}
+        return {
+            "function": self.function,
+            "status": self.status,
+            "layers": self.layers,
+            "previous": self.previous,
+        }
 
 
-def check_consumer(function: FunctionVersion, version: LayerVersion, functions: Functions,
-                   unzipped: int = 0, subscribed: bool = False) -> None:
+def check_consumer(
+    function: FunctionVersion,
+    version: LayerVersion,
+    functions: Functions,
+    unzipped: int = 0,
+    subscribed: bool = False,
+) -> None:
     """Refuse before changing anything: an incompatible target, a function that does not use
     the layer (unless subscribed), or one over Lambda's limits (attach.plan_layers)."""
     if not version.serves(function):
         raise IncompatibleConsumer(
             f"Function {function.name} runs {function.runtime} on {function.arch}, but "
-            f"{version.arn} is for {version.target()}: choose a version built for that target.")
+            f"{version.arn} is for {version.target()}: choose a version built for that target."
+        )
     state = functions.get(function.name)
     if plan_layers(state, version.arn, unzipped, subscribed) is None:
         raise UnknownFunction(
             f"Function {function.name} does not use layer {version.layer_name} (its layers: "
             f"{', '.join(a.arn for a in state.layers) or 'none'}): only a version it already "
-            "uses can be replaced.")
+            "uses can be replaced."
+        )
 
 
-def repoint(function: str, version_arn: str, functions: Functions, *, unzipped: int = 0,
-            subscribed: bool = False) -> Repointed:
+def repoint(
+    function: str,
+    version_arn: str,
+    functions: Functions,
+    *,
+    unzipped: int = 0,
+    subscribed: bool = False,
+) -> Repointed:
     """Replace only this layer's version in the function (or add it when subscribed); the other
     layers stay in order. Retries while the function changes under us."""
     layer = unversioned(version_arn)
@@ -366,8 +450,9 @@ def repoint(function: str, version_arn: str, functions: Functions, *, unzipped: 
     raise TransientError(f"Function {function} kept changing while its layers were updated: retry.")
 
 
-def assign_consumers(consumers: Sequence[FunctionVersion],
-                     targets: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[FunctionVersion]]:
+def assign_consumers(
+    consumers: Sequence[FunctionVersion], targets: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[FunctionVersion]]:
     """Each consumer to the one (runtime, architecture) target that is its own, or a refusal:
     a layer built for another Python or machine would fail at import, or worse, later."""
     assigned: dict[tuple[str, str], list[FunctionVersion]] = {t: [] for t in targets}
@@ -379,26 +464,35 @@ def assign_consumers(consumers: Sequence[FunctionVersion],
                 f"Function {function.name} runs {function.runtime or 'a container image'} on "
                 f"{function.arch}, but this publish builds {built}: add {function.runtime}/"
                 f"{function.arch} to the project's targets ([tool.layer-builder] targets, or "
-                "--runtime/--arch), or leave the function out.")
+                "--runtime/--arch), or leave the function out."
+            )
         assigned[key].append(function)
     return assigned
 
 
-def check_attach(function: FunctionVersion, layer_name: str, unzipped: int,
-                 functions: Functions) -> None:
+def check_attach(
+    function: FunctionVersion, layer_name: str, unzipped: int, functions: Functions
+) -> None:
     """Before publishing: adding (or replacing) the layer keeps the function within Lambda's
     limits (attach.plan_layers raises ConsumerRefused naming the limit)."""
-    plan_layers(functions.get(function.name), f"{function.layer_arn(layer_name)}:0", unzipped,
-                subscribed=True)
+    plan_layers(
+        functions.get(function.name),
+        f"{function.layer_arn(layer_name)}:0",
+        unzipped,
+        subscribed=True,
+    )
 
 
-def consumers_of(layer_name: str, catalog: FunctionCatalog,
-                 among: Iterable[str] | None = None) -> list[FunctionVersion]:
+def consumers_of(
+    layer_name: str, catalog: FunctionCatalog, among: Iterable[str] | None = None
+) -> list[FunctionVersion]:
     """Functions whose $LATEST uses some version of the layer (published versions are frozen)."""
     wanted = set(among) if among is not None else None
-    return [c for c in catalog.all_versions()
-            if c.version == LATEST and c.uses(layer_name)
-            and (wanted is None or c.name in wanted)]
+    return [
+        c
+        for c in catalog.all_versions()
+        if c.version == LATEST and c.uses(layer_name) and (wanted is None or c.name in wanted)
+    ]
 
 
 @dataclass
@@ -409,14 +503,25 @@ class Rollback:
     pointer: str | None = None
 
     def to_dict(self) -> dict:
-        return {"layer": self.layer_name, "version": self.version.number,
-                "version_arn": self.version.arn, "pointer": self.pointer,
-                "consumers": [c.to_dict() for c in self.consumers]}
+        return {
+            "layer": self.layer_name,
+            "version": self.version.number,
+            "version_arn": self.version.arn,
+            "pointer": self.pointer,
+            "consumers": [c.to_dict() for c in self.consumers],
+        }
 
 
-def rollback(layer_name: str, number: int, *, layers: LayerStore, catalog: FunctionCatalog,
-             functions: Functions, pointer: Pointer | None,
-             consumers: Sequence[str] | None = None) -> Rollback:
+def rollback(
+    layer_name: str,
+    number: int,
+    *,
+    layers: LayerStore,
+    catalog: FunctionCatalog,
+    functions: Functions,
+    pointer: Pointer | None,
+    consumers: Sequence[str] | None = None,
+) -> Rollback:
     """Point the consumers (default: every function whose $LATEST uses the layer) and the pointer
     at an existing version. Everything is checked before the first change."""
     version = require_version(layer_name, number, layers, "roll back to")
@@ -435,6 +540,7 @@ def rollback(layer_name: str, number: int, *, layers: LayerStore, catalog: Funct
 
 # -- sharing ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Grant:
     """lambda:GetLayerVersion for one account, or for every account of an organization
@@ -450,8 +556,10 @@ class Grant:
         if self.account and not ACCOUNT_ID.match(self.account):
             raise InputError(f"{self.account!r} is not an AWS account id (12 digits).")
         if self.organization and not ORGANIZATION_ID.match(self.organization):
-            raise InputError(f"{self.organization!r} is not an organization id "
-                             "(o- and 10 to 32 lower-case letters or digits).")
+            raise InputError(
+                f"{self.organization!r} is not an organization id "
+                "(o- and 10 to 32 lower-case letters or digits)."
+            )
 
     @property
     def sid(self) -> str:
@@ -478,14 +586,19 @@ def grantees(statements: Iterable[dict]) -> list[str]:
         account = str(principal).removeprefix("arn:aws:iam::").removesuffix(":root")
         condition = statement.get("Condition", {}).get("StringEquals", {})
         organization = condition.get("aws:PrincipalOrgID") or statement.get("OrganizationId", "")
-        who = f"organization {organization}" if organization else \
-            "every AWS account" if account == "*" else f"account {account}"
+        who = (
+            f"organization {organization}"
+            if organization
+            else "every AWS account"
+            if account == "*"
+            else f"account {account}"
+        )
         found.append(f"{who} ({statement.get('Sid', 'no sid')})")
     return found
 
 
 def share(layer_name: str, number: int, grant: Grant, layers: LayerStore) -> str:
-    """"granted", or "unchanged" when our statement for this grantee exists already."""
+    """ "granted", or "unchanged" when our statement for this grantee exists already."""
     version = require_version(layer_name, number, layers, "share")
     if any(s.get("Sid") == grant.sid for s in layers.statements(layer_name, version.number)):
         return "unchanged"
@@ -499,13 +612,15 @@ def unshare(layer_name: str, number: int, grant: Grant, layers: LayerStore) -> s
     if not any(s.get("Sid") == grant.sid for s in statements):
         raise InputError(
             f"Version {number} of layer {layer_name} is not shared with {grant}: nothing to revoke. "
-            f"It is shared with: {', '.join(grantees(statements)) or 'nobody'}.")
+            f"It is shared with: {', '.join(grantees(statements)) or 'nobody'}."
+        )
     layers.revoke(layer_name, version.number, grant.sid)
     return "revoked"
 
 
-def apply_sharing(layer_name: str, number: int, grants: Iterable[Grant],
-                  layers: LayerStore) -> dict[str, str]:
+def apply_sharing(
+    layer_name: str, number: int, grants: Iterable[Grant], layers: LayerStore
+) -> dict[str, str]:
     """The stack's (or team's) sharing settings on a published version; idempotent."""
     return {str(g): share(layer_name, number, g, layers) for g in grants}
 
