@@ -11,6 +11,8 @@ class LayerBuildError(Exception):
     kind = "build_error"
     #: Permanent errors are refused (CLI exit 2, no Lambda retry).
     permanent = False
+    #: A tool's whole output behind the message (a failed source build's), for the report.
+    log = ""
 
 
 class InputError(LayerBuildError):
@@ -106,3 +108,13 @@ class ContainmentError(InputError):
     """Code under check killed the process that supervises its run: processes may have escaped."""
 
     kind = "containment_broken"
+
+
+def error_report(exc: LayerBuildError, max_log_chars: int) -> dict[str, str]:
+    """What a report says of a build that stopped: kind, message, whether a retry may help, and
+    the end of the tool's log where there is one (callers redact the result)."""
+    error = {"kind": exc.kind, "message": str(exc), "retryable": str(not exc.permanent)}
+    if exc.log:
+        error["log"] = exc.log[-max_log_chars:]
+    return error
+

@@ -48,3 +48,6 @@ ZIP_COMPRESS_LEVEL = 3
 
 # --- Size report ---
 TOP_PACKAGES_SHOWN = 10
+#: A failed tool's log kept in a report: its end, where compilers put what stopped them. The
+#: builder's JSON report stays small enough to read in a browser.
+MAX_REPORT_LOG_CHARS = 64 * 1024

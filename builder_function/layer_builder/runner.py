@@ -561,6 +561,7 @@ def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | 
             raise SourceBuildError(
                 f"Building {what} from source failed: {first_compiler_error(log)}. Fix the "
                 "package's source (or pin a version that ships a manylinux wheel for the target) "
-                "and run `pipenv lock`; the full build log is in the report.", log=log)
+                "and run `pipenv lock`; the full build log is in the build report (the CLI "
+                "prints it with -v).", log=log)
         Path(dest).mkdir(parents=True, exist_ok=True)
         return Path(shutil.move(wheels[0], Path(dest) / wheels[0].name))

@@ -10,6 +10,7 @@ default index, as in the service.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import textwrap
@@ -110,3 +111,17 @@ def test_an_sdist_that_compiles_builds_and_imports_under_the_target(tmp_path, in
     built = build(run_cli, sandbox, source(tmp_path, fine), "--arch", TARGET.arch,
                   "--index-url", simple.as_uri(), "--allow-sdist", "finec")
     assert imports(built.layer, "import app, finec; print(finec.answer())", tmp_path).strip() == "42"
+
+
+def test_the_cli_writes_the_refusal_and_its_log_to_the_report_and_shows_the_log_with_v(
+        tmp_path, index, run_cli, sandbox):
+    simple, broken, _ = index
+    report = tmp_path / "out" / "report.json"
+    run = run_cli(source(tmp_path, broken), "-v", "--arch", TARGET.arch, "--report", str(report),
+                  "--index-url", simple.as_uri(), "--allow-sdist", "brokenc")
+    assert run.code == 2, run.stderr
+    written = json.loads(report.read_text())
+    assert written["status"] == "refused"
+    assert written["error"]["kind"] == "source_build_failed"
+    assert FIRST_ERROR in written["error"]["log"] and "speed.c" in written["error"]["log"]
+    assert "setuptools" in run.stderr.lower()  # -v: the log itself, not only the one-line message

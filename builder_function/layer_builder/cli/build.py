@@ -11,6 +11,8 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from ..errors import LayerBuildError, error_report
+from ..limits import MAX_REPORT_LOG_CHARS
 from ..lock import IndexPolicy
 from ..pipeline import BuildRequest, build
 from ..project import directory_name
@@ -40,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"target architecture (default: {DEFAULT_ARCH})")
     b.add_argument("--report", type=Path, metavar="JSON",
                    help="write the JSON build report here, and its HTML picture beside it "
-                        "(same name, .html)")
+                        "(same name, .html); a refused or failed build writes its error (and "
+                        "a failed tool's log) there instead")
     add_build_options(b)
     b.add_argument("--json", action="store_true",
                    help="print the report as JSON on stdout instead of the summary")
@@ -98,9 +101,13 @@ def run(args: argparse.Namespace) -> int:
     request = build_request(args, args.source, output, target)
     progress = Progress(sys.stderr, level)
     try:
-        result = build(request, progress)
-    finally:
-        progress.done()
+        try:
+            result = build(request, progress)
+        finally:
+            progress.done()
+    except LayerBuildError as exc:
+        _report_stop(args, exc, level)
+        raise
     report = redact_data(result.report.to_dict())  # no index secret in what the build says
     if args.report:
         write_reports(args.report, report, output)
@@ -109,3 +116,17 @@ def run(args: argparse.Namespace) -> int:
     elif level > -2:
         print(redact(summary(result.report, output, level)))
     return EXIT_OK
+
+
+def _report_stop(args: argparse.Namespace, exc: LayerBuildError, level: int) -> None:
+    """A build that stopped still answers --report (status, error, the tool's log), and -v shows
+    the log on stderr: a failed source build's log is what the user needs next."""
+    error = redact_data(error_report(exc, MAX_REPORT_LOG_CHARS))
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        status = "refused" if exc.permanent else "failed"
+        args.report.write_text(json.dumps({"status": status, "error": error}, indent=2) + "\n",
+                               encoding="utf-8")
+    if exc.log and level >= 1:
+        print(error["log"], file=sys.stderr)
+

@@ -24,7 +24,8 @@ from typing import Any
 
 from .. import __version__, project, unpack
 from ..cache import evict
-from ..errors import LayerBuildError, ProjectError, TransientError
+from ..errors import LayerBuildError, ProjectError, TransientError, error_report
+from ..limits import MAX_REPORT_LOG_CHARS
 from ..lock import IndexPolicy
 from ..pipeline import BuildRequest, BuildResult, build
 from ..redact import redact, redact_data
@@ -138,6 +139,7 @@ class Outcome:
     def summary(self) -> dict[str, Any]:
         """The report without the builds: the result, the event's detail and the log line."""
         data = self.to_dict(with_builds=False)
+        data["error"] = {k: v for k, v in self.error.items() if k != "log"}  # the report has it
         build = self.build
         data["content_hash"] = build.get("content_hash", "")
         data["unzipped_bytes"] = build.get("unzipped_bytes", 0)
@@ -344,8 +346,7 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
         return outcome
     except LayerBuildError as exc:
         outcome.status = "refused" if exc.permanent else "failed"
-        outcome.error = {"kind": exc.kind, "message": redact(str(exc)),
-                         "retryable": str(not exc.permanent)}
+        outcome.error = redact_data(error_report(exc, MAX_REPORT_LOG_CHARS))
         _report_failure(outcome, adapters)
         if exc.permanent:
             return outcome
