@@ -53,10 +53,11 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
         return sys.executable
     environ = os.environ if environ is None else environ
     name = f"python{target.python_version}"
-    candidates = [shutil.which(name, path=environ.get("PATH"))]
+    candidates: list[str | None] = [shutil.which(name, path=environ.get("PATH"))]
     pyenv_root = environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    candidates += sorted(glob.glob(f"{pyenv_root}/versions/{target.python_version}*/bin/{name}"),
-                         key=_version_key, reverse=True)  # 3.13.10 before 3.13.9
+    pyenv = sorted(glob.glob(f"{pyenv_root}/versions/{target.python_version}*/bin/{name}"),
+                   key=_version_key, reverse=True)  # 3.13.10 before 3.13.9
+    candidates += pyenv
     for candidate in candidates:
         # pyenv shims sit on PATH but fail when the version is not selected: run each one.
         if candidate and _version_of(candidate) == target.version_tuple:

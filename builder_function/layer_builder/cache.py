@@ -173,7 +173,7 @@ class BuildCache:
 
     # --- remote level ---------------------------------------------------------------------
 
-    def _fetch_remote(self, name: str, path: Path, valid, problem: str = "did not match its sha256") -> bool:  # type: ignore[no-untyped-def]
+    def _fetch_remote(self, name: str, path: Path, valid, problem: str = "did not match its sha256") -> bool:
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}{PARTIAL}")
         try:
             if not self.remote.fetch(name, partial):  # type: ignore[union-attr]

@@ -31,7 +31,9 @@ def elf_machine(header: bytes) -> int | None:
 
 
 def machine_name(number: int | None) -> str:
-    return _MACHINE_NAMES.get(number, "not ELF" if number is None else f"ELF machine {number}")
+    if number is None:
+        return "not ELF"
+    return _MACHINE_NAMES.get(number, f"ELF machine {number}")
 
 
 def check_binaries(headers: Iterable[tuple[str, bytes]], target: Target) -> int:

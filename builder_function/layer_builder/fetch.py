@@ -42,7 +42,6 @@ from packaging.tags import Tag
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
-    canonicalize_name,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -59,12 +58,8 @@ from .errors import (
     PackageNotFoundError,
 )
 from .lock import LockedProject, Requirement
+from .redact import redact
 from .target import Target
-
-try:  # INPUT moves redaction to redact.py; use it where it has landed
-    from .redact import redact
-except ImportError:  # pragma: no cover - until then
-    from .lock import redact
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 #: Attempts for one request on a network error, a timeout or a 5xx (then IndexUnreachableError).
@@ -215,17 +210,17 @@ class _Session(requests.Session):
             except (OSError, netrc.NetrcParseError):
                 self._netrc = None
         host = urlsplit(url).hostname or ""
-        found = self._netrc.authenticators(host) if self._netrc else None
+        found = self._netrc.authenticators(host) if isinstance(self._netrc, netrc.netrc) else None
         return (found[0] or "", found[2] or "") if found else None
 
-    def rebuild_auth(self, prepared_request, response) -> None:  # type: ignore[no-untyped-def]
+    def rebuild_auth(self, prepared_request, response) -> None:
         super().rebuild_auth(prepared_request, response)
         if "Authorization" not in prepared_request.headers:
             auth = self.auth_for(prepared_request.url)
             if auth:
                 prepared_request.prepare_auth(auth)
 
-    def rebuild_proxies(self, prepared_request, proxies):  # type: ignore[no-untyped-def]
+    def rebuild_proxies(self, prepared_request, proxies):
         return self.proxies_for(prepared_request.url)
 
 
@@ -271,7 +266,7 @@ class IndexClient:
                 raise ConfigurationError(
                     f"The package index refused the credentials (HTTP 401/403) for {what} at "
                     f"{redact(url)} (it answered {response.status_code}): check the index URL and "
-                    "its token (--index-url, PackageIndexUrl) or the netrc entry for its host.")
+                    "its token (--index-url, the stack's PackageIndexSecretArn) or the netrc entry for its host.")
             return response
         raise IndexUnreachableError(
             f"The package index could not be reached (will retry): {what} failed "
@@ -588,12 +583,15 @@ def resolve(locked: LockedProject, target: Target, client: IndexClient, *,
     found: dict[Requirement, Chosen | Missing] = {}
     if todo:
         with ThreadPoolExecutor(min(workers, len(todo))) as pool:
-            for req, result in zip(todo, pool.map(one, todo)):
+            for req, result in zip(todo, pool.map(one, todo), strict=True):
                 found[req] = result
     resolution = Resolution()
     for req in locked.requirements:
         result = found.get(req) or known[requirement_key(req, target)]
-        (resolution.missing if isinstance(result, Missing) else resolution.chosen).append(result)
+        if isinstance(result, Missing):
+            resolution.missing.append(result)
+        else:
+            resolution.chosen.append(result)
     return resolution
 
 

@@ -108,7 +108,7 @@ def treemap_svg(tree: Mapping[str, Mapping[str, int]], total: int) -> str:
     parts = [f'<svg id="treemap" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
              f'aria-label="Unzipped bytes by package" xmlns="http://www.w3.org/2000/svg">']
     for rank, ((name, size), box) in enumerate(zip(packages, _layout([s for _, s in packages],
-                                                                      0, 0, WIDTH, HEIGHT))):
+                                                                      0, 0, WIDTH, HEIGHT), strict=False)):
         x, y, w, h = box["x"], box["y"], box["dx"], box["dy"]
         share = 100 * size / total if total else 0
         colour = _colour(name, rank)
@@ -121,7 +121,7 @@ def treemap_svg(tree: Mapping[str, Mapping[str, int]], total: int) -> str:
         dirs = _capped(list(tree.get(name, {}).items()), MAX_DIRS, "entries")
         inner = _layout([s for _, s in dirs], x + 2, y + header + 1, w - 4, h - header - 3)
         if header:
-            for (entry, bytes_), sub in zip(dirs, inner):
+            for (entry, bytes_), sub in zip(dirs, inner, strict=False):  # no boxes in a box too small
                 sx, sy, sw, sh = sub["x"], sub["y"], sub["dx"], sub["dy"]
                 parts.append(f'<g class="entry"><rect x="{sx:.2f}" y="{sy:.2f}" width="{sw:.2f}" '
                              f'height="{sh:.2f}" fill="{colour}" fill-opacity="0.55" '

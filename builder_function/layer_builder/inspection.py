@@ -14,7 +14,6 @@ from .package import MANIFEST_NAME
 from .report import owner_of, owners_from_dist_info, package_sizes
 from .target import Target
 
-
 #: What reading a member of someone else's zip can raise: encrypted (RuntimeError), an unknown
 #: compression method (NotImplementedError), corrupt data (zlib.error, BadZipFile, EOFError).
 _UNREADABLE = (RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile, EOFError, OSError)
@@ -88,7 +87,7 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         prefix = f"{limits.LAYER_PYTHON_DIR}/"
         outside = [i.filename for i in infos if not i.filename.startswith(prefix)]
         rel = {i.filename: i.filename[len(prefix):] for i in infos if i.filename.startswith(prefix)}
-        dist_infos = {}
+        dist_infos: dict[str, dict[str, str]] = {}
         for info in infos:
             parts = rel.get(info.filename, "").split("/")
             if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in ("METADATA", "RECORD"):
@@ -112,8 +111,8 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
                     broken.append(info.filename)
                 else:
                     shared.append((info.filename, header))
-    machines = {}
-    for name, header in shared:
+    machines: dict[str, int] = {}
+    for _name, header in shared:
         machine = check.machine_name(check.elf_machine(header))
         machines[machine] = machines.get(machine, 0) + 1
     if broken:

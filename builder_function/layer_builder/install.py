@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .errors import InputError, TargetMismatchError
@@ -140,11 +139,11 @@ def _install(locked: LockedProject, target: Target, cache: BuildCache, settings:
     progress(f"Reading {len(wheels)} wheels")
     with ThreadPoolExecutor(min(4, max(1, len(wheels)))) as pool:
         plans = list(pool.map(lambda item: _plan(item[1], cache, settings), wheels))
-    for (c, path), plan_ in zip(wheels, plans):
+    for (c, path), plan_ in zip(wheels, plans, strict=True):
         result.plans.append((plan_, path))
         result.wheels[c.requirement.name] = c.filename
     if result.built_from_source:
-        refuse_newer_glibc([(p, path) for (p, path), (c, _) in zip(result.plans, wheels) if not c.is_wheel],
+        refuse_newer_glibc([(p, path) for (p, path), (c, _) in zip(result.plans, wheels, strict=True) if not c.is_wheel],
                            target)
         result.warnings.append("Built from source (operator allowed): "
                                f"{', '.join(result.built_from_source)}.")

@@ -20,11 +20,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import LockError, ProjectError
-from .redact import redact  # re-exported until install.py imports it from .redact
+from .redact import redact
 from .target import Target
 
 __all__ = ["DEFAULT_ALLOWED_ENV", "IndexPolicy", "LockedProject", "Requirement", "read_lock",
-           "redact", "relock_hint"]
+           "relock_hint"]
 
 PIPFILE = "Pipfile"
 PIPFILE_LOCK = "Pipfile.lock"

@@ -27,8 +27,10 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import plette
+from packaging.utils import canonicalize_name
 
 from . import __version__, bytecode, check, fetch, limits, lock, project, unpack
 from .cache import BuildCache, RemoteCache, load_or_create_key
@@ -135,7 +137,7 @@ def _direct_dependencies(root: Path) -> list[str]:
             packages = plette.Pipfile.load(f).get("packages") or {}
     except Exception:  # read_lock refused a bad Pipfile already; never fail here
         return []
-    return sorted(fetch.canonicalize_name(name) for name in packages)
+    return sorted(canonicalize_name(name) for name in packages)
 
 
 def _dependency_entries(plans: list[tuple[Plan, Path]]) -> list[Entry]:
@@ -302,7 +304,7 @@ def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[
         mine = {bytecode.pyc_name(s, target.python_version): s for s in need}
         fresh = {n: d for n, d in compiled.items() if n in mine}
         failed = {s: b"" for s in need if bytecode.pyc_name(s, target.python_version) not in fresh}
-        merged = {**cached[entry], **fresh}
+        merged: dict[str, Any] = {**cached[entry], **fresh}
         merged["#failed"] = {**merged.get("#failed", {}), **failed}
         cache.put(entry, _pack_pycs(merged))
         pycs.update(fresh)

@@ -467,7 +467,7 @@ def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spe
         result = results.get(item.module)
         if result is None or result.get("ok") is not False:
             continue
-        error = result.get("error") if isinstance(result.get("error"), dict) else {}
+        error: dict[str, Any] = result["error"] if isinstance(result.get("error"), dict) else {}
         if item.dependency is not None:
             broken.update(_top(m) for m in item.dependency.modules)
             if item.dependency.name not in failed_deps:
@@ -486,7 +486,7 @@ def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spe
     by_module = {module: dep for dep in spec.dependencies for module in dep.modules}
     for result in submodules:
         dep = by_module.get(str(result.get("of")))
-        error = result.get("error") if isinstance(result.get("error"), dict) else {}
+        error = result["error"] if isinstance(result.get("error"), dict) else {}
         if dep is None or result.get("ok") is not False or dep.name in failed_deps:
             continue
         if error.get("kind") == "missing" and _removed_note(error.get("missing"), version):

@@ -127,7 +127,7 @@ def _dist_info(names: list[str], wheel: Path) -> str:
     return found[0]
 
 
-def _data_offset(f, info: zipfile.ZipInfo) -> int:  # type: ignore[no-untyped-def]
+def _data_offset(f, info: zipfile.ZipInfo) -> int:
     f.seek(info.header_offset)
     header = _LOCAL.unpack(f.read(_LOCAL.size))
     if header[0] != _LOCAL_SIG:
@@ -234,7 +234,7 @@ def plan(wheel: Path, *, python_version: str, slim_enabled: bool = True,
                     digests.append((known[0], head))
                 else:
                     digests.append(_member_sha256(zf, info))
-            for (info, dest), (digest, head) in zip(kept, digests):
+            for (info, dest), (digest, head) in zip(kept, digests, strict=True):
                 if _SHARED_OBJECT.search(dest):
                     result.machines[dest] = _elf_machine(head)
                 result.members.append(Member(

@@ -157,7 +157,7 @@ ACTIONS = {"check": _check, "compile": _compile, "build_sdist": _build_sdist}
 def run(event: Mapping[str, Any], remaining_s: Callable[[], float],
         environ: Mapping[str, str]) -> dict[str, Any]:
     """Do one action in a private work dir; `remaining_s` is the invocation's time left."""
-    action = ACTIONS.get(event.get("action")) if isinstance(event, Mapping) else None
+    action = ACTIONS.get(str(event.get("action"))) if isinstance(event, Mapping) else None
     if action is None:
         raise ValueError(f"unknown action; expected one of {', '.join(ACTIONS)}")
     asked = event.get("timeout")  # the builder's time left for this action, from now

@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import pytest
 
-from layer_builder import lock
 from layer_builder.redact import (
     RedactingFilter,
     RedactingFormatterMixin,
@@ -28,10 +27,6 @@ def clean_registry():
     forget_secrets()
     yield
     forget_secrets()
-
-
-def test_lock_reexports_the_same_function():
-    assert lock.redact is redact
 
 
 # --- what any URL gives away ------------------------------------------------------------------

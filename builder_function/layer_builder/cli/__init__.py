@@ -17,8 +17,16 @@ from .. import __version__
 from ..errors import LayerBuildError
 from ..redact import redact
 from . import build, inspect, prune, publish, rollback, share, versions
-from .common import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, UsageError, apply_environment,
-                     build_parser, verbosity)
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    UsageError,
+    apply_environment,
+    build_parser,
+    verbosity,
+)
 from .output import configure_logging
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]

@@ -60,7 +60,8 @@ def target_key(target: Target) -> str:
 
 
 def _error_classes() -> dict[str, type[LayerBuildError]]:
-    found, todo = {}, [LayerBuildError]
+    found: dict[str, type[LayerBuildError]] = {}
+    todo: list[type[LayerBuildError]] = [LayerBuildError]
     while todo:
         cls = todo.pop()
         found.setdefault(cls.kind, cls)
@@ -121,8 +122,7 @@ class LambdaSandbox:
                      "filename": sdist.name, "name": name, "version": version,
                      "result_url": exchange.put_url("wheel"), "timeout": exchange.timeout}
             _, payload = exchange.invoke(event)
-            filename = payload.get("filename")
-            _check_wheel_name(filename, name, version)
+            filename = _check_wheel_name(payload.get("filename"), name, version)
             wheel = exchange.result("wheel", payload)
             dest.mkdir(parents=True, exist_ok=True)
             return Path(shutil.move(wheel, dest / filename))
@@ -311,7 +311,8 @@ def _bytecode(result: Path, sources: set[str], function: str) -> dict[str, bytes
     return compiled
 
 
-def _check_wheel_name(filename: Any, name: str, version: str) -> None:
+def _check_wheel_name(filename: Any, name: str, version: str) -> str:
+    """The wheel's file name the check function answered, once it is that package's wheel."""
     if not isinstance(filename, str) or "/" in filename:
         raise SandboxError("The check function named no wheel.")
     try:
@@ -322,3 +323,4 @@ def _check_wheel_name(filename: Any, name: str, version: str) -> None:
     if not same:
         raise SourceBuildError(f"Building {name} {version} from source made {filename}, another "
                                "name or version: check the sdist.", log="")
+    return filename
