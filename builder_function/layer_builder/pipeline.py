@@ -49,7 +49,7 @@ from .sandbox import CheckSpec, Dependency, Sandbox, Verdict
 from .sandbox_local import LocalSandbox
 from .target import ARCH_MACHINE, Target
 from .wheel import Plan, with_bytecode
-from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, write_zip
+from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, Written, write_zip
 
 Progress = Callable[..., None]
 #: A .pyc is about as big as its source (measured on the heavy fixture: 0.93×); used to choose
@@ -98,6 +98,27 @@ def _remaining(deadline: float | None, phase: str) -> float | None:
 
 def host_machine() -> str:
     return os.uname().machine
+
+
+def _zip_progress(progress: Progress, entries: list[Entry]) -> Callable[[Written], None]:
+    """"Writing the layer zip" with the unzipped bytes written so far, of all of them."""
+    total = sum(_entry_size(e) for e in entries)
+    done = [0]
+    progress("Writing the layer zip", done=0, total=total, unit="B")
+
+    def on_written(written: Written) -> None:
+        done[0] += written.file_size
+        progress("Writing the layer zip", done=done[0], total=total, unit="B")
+
+    return on_written
+
+
+def _entry_size(entry: Entry) -> int:
+    if isinstance(entry, RawEntry):
+        return entry.file_size
+    if isinstance(entry, DataEntry):
+        return len(entry.data)
+    return entry.path.stat().st_size
 
 
 def _reporter(progress: Progress) -> Progress:
@@ -559,9 +580,9 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
 
         with timings.phase("zip"):
             _remaining(request.deadline, "writing the zip")
-            progress("Writing the layer zip")
             request.output.parent.mkdir(parents=True, exist_ok=True)
-            written = write_zip(partial, [*entries, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)])
+            zip_entries = [*entries, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)]
+            written = write_zip(partial, zip_entries, on_written=_zip_progress(progress, zip_entries))
             _peak(work, cache, start_cache, peak)
             os.replace(partial, request.output)
         report.files = len(written)

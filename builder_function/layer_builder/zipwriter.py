@@ -184,8 +184,10 @@ class _Output:
 
 
 def write_zip(out: Path, entries: Iterable[Entry], *,
-              level: int = limits.ZIP_COMPRESS_LEVEL, workers: int | None = None) -> list[Written]:
-    """Write entries sorted by name; returns what was written, in order."""
+              level: int = limits.ZIP_COMPRESS_LEVEL, workers: int | None = None,
+              on_written: Callable[[Written], None] | None = None) -> list[Written]:
+    """Write entries sorted by name; returns what was written, in order. `on_written` hears of
+    each entry once it is in the file (progress)."""
     ordered = sorted(entries, key=lambda e: e.name)
     names = [e.name for e in ordered]
     if len(set(names)) != len(names):
@@ -227,8 +229,10 @@ def write_zip(out: Path, entries: Iterable[Entry], *,
                               method=entry.compress_type, patch=False)
                 written.append(Written(entry.name, entry.file_size, entry.compress_size,
                                        entry.sha256, entry.executable))
-                continue
-            _write_deflated(entry, position, name, output, pending, refill, written, f)
+            else:
+                _write_deflated(entry, position, name, output, pending, refill, written, f)
+            if on_written is not None:
+                on_written(written[-1])
         output.close()
     return written
 

@@ -110,6 +110,8 @@ def test_piped_output_is_plain_lines_ending_with_the_summary(built: Built) -> No
     progress = run.stderr.splitlines()
     assert progress and all(re.match(r"^\[\d+\.\d+s\] \S", line) for line in progress), progress
     assert any("Fetching 2 locked packages" in line for line in progress)
+    writing = [line for line in progress if "Writing the layer zip (" in line]
+    assert writing and " of " in writing[0] and writing[0].endswith("B)"), progress  # bytes
 
     report = built.report
     lines = run.stdout.rstrip("\n").splitlines()

@@ -234,3 +234,9 @@ def test_empty_zip(tmp_path):
     assert write_zip(out, []) == []
     with zipfile.ZipFile(out) as zf:
         assert zf.infolist() == [] and zf.testzip() is None
+
+
+def test_on_written_hears_of_each_entry_in_order(source, tmp_path):
+    heard: list[Written] = []
+    result = write_zip(tmp_path / "heard.zip", entries(source), workers=4, on_written=heard.append)
+    assert heard == result and len(heard) == len(CONTENTS)
