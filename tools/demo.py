@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from layer_builder.report import BuildReport, human
-from layer_builder.service.publish import layer_key
 from packaging.requirements import Requirement
 
+from layer_builder.report import BuildReport, human
+from layer_builder.service.publish import layer_key
 from tools.cfn import ROOT
 from tools.lambda_runtime import InvocationResult, LocalLambda, extract_layer_readonly
 from tools.local_aws import LocalAws
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack = _deploy(aws)
         builder, checks = _serve(lambdas, stack)
         archive = zip_project(EXAMPLE, work / "aws-emr-launcher-0.1.0.zip")
-        key = f"incoming/{archive.name}"
+        key = stack.upload_key(archive.name)
         event = stack.upload(archive, key)
         print(f"Uploaded {archive.name} ({archive.stat().st_size:,} bytes) to "
               f"s3://{stack.name('SourceBucket')}/{key}")

@@ -488,6 +488,13 @@ class LocalStack:
         return self.clients.client("lambda").get_function_configuration(
             FunctionName=self.name(logical_id))
 
+    def upload_key(self, filename: str, team: str | None = None) -> str:
+        """Where a team uploads: `<SOURCE_PREFIX><team>/<filename>`, the first team by default
+        (the template's one team when its Teams parameter is empty)."""
+        env = self.template_environment("BuilderFunction")
+        team = team or json.loads(env["TEAMS"])[0]["name"]
+        return f"{env['SOURCE_PREFIX']}{team}/{filename}"
+
     def template_environment(self, logical_id: str) -> dict[str, str]:
         return dict(self.configuration(logical_id).get("Environment", {}).get("Variables", {}))
 

@@ -55,13 +55,6 @@ class LocalService:
     def builder(self) -> str:
         return self.stack.name("BuilderFunction")
 
-    def key(self, filename: str) -> str:
-        """Where an upload goes: under the first team's prefix when the stack declares teams."""
-        env = self.stack.template_environment("BuilderFunction")
-        prefix = env.get("SOURCE_PREFIX", "incoming/")
-        teams = json.loads(env.get("TEAMS") or "[]")
-        return f"{prefix}{teams[0]['name']}/{filename}" if teams else f"{prefix}{filename}"
-
     def archive(self, name: str, marker: str, extra: dict[str, str] | None = None) -> Path:
         """MIXED with its own code marked (so its layer differs) as <name>-1.0.0.zip."""
         project = self.work / f"{name}-{uuid.uuid4().hex[:6]}" / "mixed"
@@ -73,7 +66,7 @@ class LocalService:
         return zip_project(project, project.parent / f"{name}-1.0.0.zip")
 
     def event(self, archive: Path) -> dict[str, Any]:
-        return self.stack.upload(archive, self.key(archive.name))
+        return self.stack.upload(archive, self.stack.upload_key(archive.name))
 
     def reports(self) -> list[dict[str, Any]]:
         return json_reports(self.aws.client("s3"), self.stack.name("ArtifactBucket"))
