@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from lambda_account import CLI, Account
 from lockfactory import make_project
-from tools.local_aws import LocalAws
 from wheelhouse import lock_entry, simple_index, write_code, write_wheel
+
+from tools.local_aws import LocalAws
 
 pytestmark = pytest.mark.slow
 
@@ -245,3 +245,142 @@ def test_the_ci_examples_publish_step_publishes_and_attaches(story):
     assert after["versions"] == {PRIMARY: [1, 3], SECONDARY: [1, 2]}
     assert after["fn313"] == [story["utils"], f"{ARN}:{PRIMARY}:3"]
     assert after["fn312"] == [f"{ARN}:{SECONDARY}:2"]
+
+
+# -- the stack on its own: the maintenance function --------------------------------------------
+
+STACK = "layer-builder"  # tools.stack.provision's stack name: its prefix is "layer-builder-"
+DATA, ML, OUTSIDE = f"{STACK}-data-emr", f"{STACK}-ml-x", "outside-prefix"
+TEAMS = [{"name": "data", "layer_prefix": f"{STACK}-data-", "consumers": ["data-consumer"]},
+         {"name": "ml", "layer_prefix": f"{STACK}-ml-", "consumers": ["ml-consumer"]}]
+STACK_SHARE = "111122223333"
+EVENTS = Path(__file__).parents[2] / "events"
+CONSUMERS = ("data-consumer", "not-a-consumer", "ml-consumer")
+
+
+def sample_event(name: str, **changes) -> dict:
+    return json.loads((EVENTS / name).read_text(encoding="utf-8")) | changes
+
+
+@pytest.fixture(scope="module")
+def maintenance():
+    """template.yaml deployed into moto (Teams, KeepVersions=1, ShareAccounts), and its
+    LayerMaintenanceFunction run through the real runtime client (awslambdaric) as a local Lambda
+    with the environment the stack gave it: the schedule's sweep, then operator rollbacks."""
+    from tools.demo import BUILDER_PACKAGES
+    from tools.local_lambda_service import LocalLambdaService
+    from tools.stack import provision
+
+    seen: dict = {}
+    with LocalAws() as aws, LocalLambdaService(aws) as lambdas:
+        stack = provision(aws, overrides={"Teams": json.dumps(TEAMS), "KeepVersions": "1",
+                                          "ShareAccounts": STACK_SHARE}, stack_name=STACK)
+        account = Account(aws)
+        emr = [account.layer(DATA, f"V = {n}\n") for n in range(1, 6)]
+        ml = [account.layer(ML, f"V = {n}\n") for n in range(1, 4)]
+        for n in range(1, 4):
+            account.layer(OUTSIDE, f"V = {n}\n")
+        account.function("data-consumer", emr[0])
+        account.lam.publish_version(FunctionName="data-consumer")  # data-consumer:1 keeps emr:1
+        account.set_layers("data-consumer", emr[2])
+        account.function("ml-consumer", ml[1])
+        account.function("not-a-consumer", emr[2])
+        pointers = stack.template_environment("LayerMaintenanceFunction")["POINTER_PARAMETER_PREFIX"]
+        account.set_pointer(f"{pointers}/{DATA}", emr[1])
+        account.set_pointer(f"{pointers}/{ML}", ml[2])
+        name = lambdas.register_from_stack(stack, "LayerMaintenanceFunction",
+                                           packages=BUILDER_PACKAGES)
+
+        def invoke(event: dict) -> dict:
+            result = lambdas.invoke(name, event)
+            assert result is not None and result.error is None, \
+                f"{result and result.error}\n{result and result.logs[-3000:]}"
+            return result.payload
+
+        def state() -> dict:
+            return {**{f: account.layers_of(f) for f in CONSUMERS},
+                    "pointers": [account.pointer(f"{pointers}/{n}") for n in (DATA, ML)],
+                    "versions": {n: account.versions(n) for n in (DATA, ML, OUTSIDE)}}
+
+        seen["schedule"] = _scheduled_inputs(aws, name)
+        seen["sweep"] = invoke(sample_event("maintenance-sweep.json"))
+        seen["after sweep"] = state()
+        seen["policies"] = {n: account.policy(DATA, n) for n in (1, 5)}
+        seen["outside policy"] = _policy_or_none(account, OUTSIDE, 3)
+        seen["sweep again"] = invoke(sample_event("maintenance-sweep.json"))
+        rollback = dict(team="data", layer=DATA)
+        seen["rollback"] = invoke(sample_event("maintenance-rollback.json", **rollback, version=1))
+        seen["after rollback"] = state()
+        seen["refused"] = {
+            "other team's layer": invoke(sample_event("maintenance-rollback.json", team="data",
+                                                      layer=ML, version=1)),
+            "deleted version": invoke(sample_event("maintenance-rollback.json", **rollback,
+                                                   version=4)),
+            "unknown team": invoke(sample_event("maintenance-rollback.json", team="nobody",
+                                                layer=DATA, version=2)),
+            "no version": invoke({"action": "rollback", **rollback}),
+            "unknown action": invoke({"action": "delete-everything"}),
+        }
+        seen["after refusals"] = state()
+        seen["arns"] = {"emr": emr, "ml": ml}
+        seen["function"] = stack.configuration("LayerMaintenanceFunction")["FunctionName"]
+    return seen
+
+
+def _scheduled_inputs(aws: LocalAws, function: str) -> list[dict]:
+    """The events the stack's schedule rules send the function (a target's Input)."""
+    events = aws.client("events")
+    return [json.loads(target["Input"])
+            for rule in events.list_rules()["Rules"] if rule.get("ScheduleExpression")
+            for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+            if target["Arn"].endswith(f":function:{function}")]
+
+
+def _policy_or_none(account: Account, layer: str, version: int) -> list[dict] | None:
+    try:
+        return account.policy(layer, version)
+    except account.lam.exceptions.ResourceNotFoundException:
+        return None
+
+
+def test_the_daily_sweep_keeps_the_newest_and_every_version_in_use(maintenance):
+    # the deployed daily schedule sends exactly events/maintenance-sweep.json, which ran here
+    assert maintenance["schedule"] == [sample_event("maintenance-sweep.json")]
+    sweep = maintenance["sweep"]
+    assert sweep["status"] == "done" and sweep["keep_versions"] == 1
+    assert sweep["deleted"] == {DATA: [4], ML: [1]}
+    assert maintenance["after sweep"]["versions"] == {
+        DATA: [1, 2, 3, 5],  # 5 newest; 3 used; 2 the pointer's; 1 used by data-consumer:1
+        ML: [2, 3],  # 3 newest (and the pointer's); 2 used by ml-consumer
+        OUTSIDE: [1, 2, 3]}
+
+
+def test_the_sweep_shares_what_it_keeps_with_the_stacks_grantees(maintenance):
+    for number, statements in maintenance["policies"].items():
+        assert [s["Sid"] for s in statements] == [f"layer-builder-{STACK_SHARE}"], number
+        assert STACK_SHARE in json.dumps(statements[0]["Principal"])
+    assert maintenance["outside policy"] is None  # not the stack's layer: never touched
+    again = maintenance["sweep again"]
+    assert (again["deleted"], again["shared"]) == ({}, {})
+
+
+def test_an_operator_rollback_moves_only_the_teams_consumers_and_the_pointer(maintenance):
+    arns = maintenance["arns"]["emr"]
+    done = maintenance["rollback"]
+    assert done["status"] == "done" and done["version_arn"] == arns[0]
+    assert [c["function"] for c in done["consumers"]] == ["data-consumer"]
+    after = maintenance["after rollback"]
+    assert after["data-consumer"] == [arns[0]]
+    assert after["not-a-consumer"] == [arns[2]]  # uses the layer, but is not the team's consumer
+    assert after["pointers"][0] == arns[0]
+
+
+def test_refused_maintenance_events_change_nothing(maintenance):
+    refused = maintenance["refused"]
+    assert {k: v["status"] for k, v in refused.items()} == dict.fromkeys(refused, "refused")
+    assert f"{ML}: it is not a layer of team 'data'" in refused["other team's layer"]["error"]
+    assert "Existing versions: 5, 3, 2, 1." in refused["deleted version"]["error"]
+    assert "the stack's teams are data, ml" in refused["unknown team"]["error"]
+    assert "rollback.version: Field required" in refused["no version"]["error"]
+    assert "'sweep', 'rollback'" in refused["unknown action"]["error"]
+    assert maintenance["after refusals"] == maintenance["after rollback"]

@@ -5,8 +5,8 @@ and change nothing. (tests/e2e/test_lifecycle.py runs publish with real builds.)
 from __future__ import annotations
 
 import pytest
-
 from lambda_account import Account
+
 from tools.local_aws import LocalAws
 
 LAYER = "stack-data-emr"

@@ -322,13 +322,14 @@ def test_an_older_build_that_overwrote_the_newest_and_failed_is_repaired_by_its_
 
 
 def test_retention_and_sharing_follow_each_publish(make_builder: BuilderFactory) -> None:
-    """KEEP_VERSIONS=2 and a team sharing with one account: after four uploads the two newest
-    versions remain (a function still using an older one keeps it), and every version published
-    was shared with that account."""
-    account = "210987654321"
-    builder = make_builder(environment={"KEEP_VERSIONS": "2"}, teams=[{
-        "name": "data", "consumers": [], "subscribed_layers": ["mixed"],
-        "share_accounts": [account]}])
+    """KEEP_VERSIONS=2, the stack sharing with an organization and the team with one account:
+    after four uploads the two newest versions remain (a function still using an older one keeps
+    it), and every version published was shared with both."""
+    account, organization = "210987654321", "o-a1b2c3d4e5"
+    builder = make_builder(
+        environment={"KEEP_VERSIONS": "2", "SHARE_ORGANIZATION_ID": organization},
+        teams=[{"name": "data", "consumers": [], "subscribed_layers": ["mixed"],
+                "share_accounts": [account]}])
     pinned = builder.create_function(f"pinned-{builder.stack_prefix}fn")
     results = []
     for n in range(4):
@@ -343,9 +344,10 @@ def test_retention_and_sharing_follow_each_publish(make_builder: BuilderFactory)
     for number in (1, 3, 4):
         policy = json.loads(lam.get_layer_version_policy(LayerName=layer,
                                                           VersionNumber=number)["Policy"])
-        [statement] = policy["Statement"]
-        assert account in json.dumps(statement["Principal"])
-        assert statement["Action"] == "lambda:GetLayerVersion"
-    record("KeepVersions=2 and team sharing, 4 uploads, version 1 still used elsewhere",
+        by_account, by_organization = policy["Statement"]  # the stack's and the team's
+        assert account in json.dumps(by_account["Principal"])
+        assert organization in json.dumps(by_organization)  # moto: OrganizationId; AWS: Condition
+        assert {s["Action"] for s in policy["Statement"]} == {"lambda:GetLayerVersion"}
+    record("KeepVersions=2, stack and team sharing, 4 uploads, version 1 still used elsewhere",
            "survived: versions 1 (in use), 3 and 4 kept, 2 deleted after the fourth publish; "
-           "each version shared with the team's account")
+           "each version shared with the team's account and the stack's organization")

@@ -30,6 +30,7 @@ from .attach import (
     plan_layers,
     unversioned,
 )
+from .settings import Team
 
 #: Layers and versions named in a refusal, at most.
 SHOWN = 20
@@ -538,6 +539,31 @@ def rollback(
     return Rollback(layer_name, version, done, version.arn if pointer is not None else None)
 
 
+def team_rollback(
+    layer_name: str,
+    number: int,
+    team: Team,
+    *,
+    layers: LayerStore,
+    catalog: FunctionCatalog,
+    functions: Functions,
+    pointer: Pointer | None,
+) -> Rollback:
+    """The operators' rollback through the maintenance function: only a layer under the team's
+    prefix, and only the team's consumers whose $LATEST uses it now, are re-pointed."""
+    team.require_own(layer_name, "roll back")
+    users = [f.name for f in consumers_of(layer_name, catalog, among=team.consumers)]
+    return rollback(
+        layer_name,
+        number,
+        layers=layers,
+        catalog=catalog,
+        functions=functions,
+        pointer=pointer,
+        consumers=users,
+    )
+
+
 # -- sharing ---------------------------------------------------------------------------------
 
 
@@ -625,6 +651,13 @@ def apply_sharing(
     return {str(g): share(layer_name, number, g, layers) for g in grants}
 
 
-def grants_from(accounts: Iterable[str], organization: str = "") -> list[Grant]:
-    found = [Grant(account=a) for a in accounts if a]
-    return found + ([Grant(organization=organization)] if organization else [])
+def grants_from(accounts: Iterable[str], *organizations: str) -> list[Grant]:
+    found = [Grant(account=a) for a in dict.fromkeys(accounts) if a]
+    return found + [Grant(organization=o) for o in dict.fromkeys(organizations) if o]
+
+
+def team_grants(team: Team | None, accounts: Iterable[str], organization: str) -> list[Grant]:
+    """The stack's grantees (ShareAccounts, ShareOrganizationId) and the owning team's."""
+    if team is None:
+        return grants_from(accounts, organization)
+    return grants_from([*accounts, *team.share_accounts], organization, team.share_organization)

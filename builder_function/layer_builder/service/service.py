@@ -280,10 +280,11 @@ def _attach_targets(outcome: Outcome, team: Team, adapters: Adapters,
 
 
 def _after_publish(outcome: Outcome, team: Team, settings: Settings, adapters: Adapters) -> None:
-    """The team's sharing on every version (idempotent; a failure is retried), then the stack's
-    retention once the consumers hold the new version (a failure is a warning: the daily sweep
-    does it again). Retention never deletes a version a function uses or the pointer names."""
-    grants = lifecycle.grants_from(team.share_accounts, team.share_organization)
+    """The stack's and the team's sharing on every version (idempotent; a failure is retried),
+    then the stack's retention once the consumers hold the new version (a failure is a warning:
+    the daily sweep does it again). Retention never deletes a version a function uses or the
+    pointer names."""
+    grants = lifecycle.team_grants(team, settings.share_accounts, settings.share_organization)
     for result in outcome.targets:
         number = int(result.version_arn.rsplit(":", 1)[1])
         if grants:

@@ -154,6 +154,45 @@ def parse_check_functions(raw: str) -> dict[Target, str]:
     return {parse_targets(key, "CHECK_FUNCTIONS")[0]: name for key, name in data.items()}
 
 
+def parse_layer_name_prefix(environ: Mapping[str, str]) -> str:
+    prefix = environ["LAYER_NAME_PREFIX"]
+    if not LAYER_PREFIX.fullmatch(prefix) or len(prefix) > MAX_LAYER_PREFIX:
+        raise ConfigurationError(f"LAYER_NAME_PREFIX {prefix!r} must be letters, digits, '-' "
+                                 f"or '_', at most {MAX_LAYER_PREFIX} characters.")
+    return prefix
+
+
+def parse_number(environ: Mapping[str, str], name: str, default: str, kind: type = int) -> float:
+    try:
+        value = kind(environ.get(name) or default)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {environ[name]!r}.") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} cannot be negative.")
+    return value
+
+
+def parse_sharing(environ: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
+    """SHARE_ACCOUNTS and SHARE_ORGANIZATION_ID (template: ShareAccounts, ShareOrganizationId):
+    the stack's grantees, on every version of every team (each team's own come on top)."""
+    accounts = _names(environ.get("SHARE_ACCOUNTS", ""))
+    organization = environ.get("SHARE_ORGANIZATION_ID", "").strip()
+    bad = [a for a in accounts if not ACCOUNT_ID.fullmatch(a)]
+    if bad or (organization and not ORGANIZATION_ID.fullmatch(organization)):
+        raise ConfigurationError(f"SHARE_ACCOUNTS {list(accounts)} / SHARE_ORGANIZATION_ID "
+                                 f"{organization!r}: give 12-digit account ids (comma-separated) "
+                                 "and an o-… organization id.")
+    return accounts, organization
+
+
+def require(environ: Mapping[str, str], names: tuple[str, ...], function: str) -> None:
+    missing = [name for name in names if not environ.get(name, "").strip()]
+    if missing:
+        raise ConfigurationError(
+            f"The {function} is missing environment variables {', '.join(missing)}: "
+            "deploy it with template.yaml, which sets them.")
+
+
 @dataclass(frozen=True)
 class Settings:
     artifact_bucket: str
@@ -173,6 +212,10 @@ class Settings:
     allow_sdist: frozenset[str] = frozenset()
     #: Versions kept per layer after each publish (0 = all).
     keep_versions: int = 0
+    #: The stack's grantees of lambda:GetLayerVersion on every version (SHARE_ACCOUNTS,
+    #: SHARE_ORGANIZATION_ID); each team's share_accounts / share_organization add to them.
+    share_accounts: tuple[str, ...] = ()
+    share_organization: str = ""
     event_bus_name: str = "default"
     #: Local dependency cache; survives warm invocations, bounded by cache_max_bytes.
     cache_dir: str = "/tmp/layer-builder-cache"
@@ -203,15 +246,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        missing = [name for name in cls.REQUIRED if not environ.get(name, "").strip()]
-        if missing:
-            raise ConfigurationError(
-                f"The builder is missing environment variables {', '.join(missing)}: "
-                "deploy it with template.yaml, which sets them.")
-        prefix = environ["LAYER_NAME_PREFIX"]
-        if not LAYER_PREFIX.fullmatch(prefix) or len(prefix) > MAX_LAYER_PREFIX:
-            raise ConfigurationError(f"LAYER_NAME_PREFIX {prefix!r} must be letters, digits, '-' "
-                                     f"or '_', at most {MAX_LAYER_PREFIX} characters.")
+        require(environ, cls.REQUIRED, "builder")
+        prefix = parse_layer_name_prefix(environ)
         targets = parse_targets(environ["TARGETS"], "TARGETS")
         checks = parse_check_functions(environ["CHECK_FUNCTIONS"])
         if not checks:
@@ -221,16 +257,10 @@ class Settings:
         if unchecked:
             raise ConfigurationError(f"TARGETS lists {', '.join(unchecked)}, which CHECK_FUNCTIONS "
                                      "has no check function for: deploy one per target.")
-        numbers = {}
-        for name, default, kind in (("FINISH_MARGIN_SECONDS", "60", float),
-                                    ("CACHE_MAX_BYTES", str(2 * 1024**3), int),
-                                    ("KEEP_VERSIONS", "0", int)):
-            try:
-                numbers[name] = kind(environ.get(name) or default)
-            except ValueError:
-                raise ConfigurationError(f"{name} must be a number, not {environ[name]!r}.") from None
-            if numbers[name] < 0:
-                raise ConfigurationError(f"{name} cannot be negative.")
+        numbers = {name: parse_number(environ, name, default, kind) for name, default, kind in (
+            ("FINISH_MARGIN_SECONDS", "60", float), ("CACHE_MAX_BYTES", str(2 * 1024**3), int),
+            ("KEEP_VERSIONS", "0", int))}
+        share_accounts, share_organization = parse_sharing(environ)
         return cls(
             artifact_bucket=environ["ARTIFACT_BUCKET"],
             state_table=environ["STATE_TABLE"],
@@ -244,9 +274,48 @@ class Settings:
             cache_key_secret=environ.get("CACHE_KEY_SECRET", "").strip(),
             allow_sdist=frozenset(canonicalize_name(n) for n in _names(environ.get("ALLOW_SDIST", ""))),
             keep_versions=int(numbers["KEEP_VERSIONS"]),
+            share_accounts=share_accounts,
+            share_organization=share_organization,
             event_bus_name=environ.get("EVENT_BUS_NAME") or "default",
             cache_dir=environ.get("CACHE_DIR") or "/tmp/layer-builder-cache",
             cache_max_bytes=int(numbers["CACHE_MAX_BYTES"]),
             finish_margin_s=numbers["FINISH_MARGIN_SECONDS"],
         )
 
+
+
+@dataclass(frozen=True)
+class MaintenanceSettings:
+    """The maintenance function's environment (template.yaml, LayerMaintenanceFunction): the
+    builder's variables for the same things, nothing about uploads, caches or secrets."""
+
+    layer_name_prefix: str
+    pointer_parameter_prefix: str
+    teams: tuple[Team, ...]
+    keep_versions: int = 0
+    share_accounts: tuple[str, ...] = ()
+    share_organization: str = ""
+
+    REQUIRED = ("LAYER_NAME_PREFIX", "POINTER_PARAMETER_PREFIX", "TEAMS")
+    #: Every variable it reads (the template's, less AWS_ENDPOINT_URL and POWERTOOLS_*, which
+    #: boto3 and Powertools read themselves).
+    VARIABLES = (*REQUIRED, "KEEP_VERSIONS", "SHARE_ACCOUNTS", "SHARE_ORGANIZATION_ID")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> MaintenanceSettings:
+        require(environ, cls.REQUIRED, "maintenance function")
+        prefix = parse_layer_name_prefix(environ)
+        accounts, organization = parse_sharing(environ)
+        return cls(prefix, environ["POINTER_PARAMETER_PREFIX"].rstrip("/"),
+                   parse_teams(environ["TEAMS"], prefix),
+                   int(parse_number(environ, "KEEP_VERSIONS", "0")), accounts, organization)
+
+    def team(self, name: str) -> Team:
+        for team in self.teams:
+            if team.name == name:
+                return team
+        raise TeamError(f"No team {name!r}: the stack's teams are "
+                        f"{', '.join(t.name for t in self.teams)} (TEAMS).")
+
+    def owner(self, layer: str) -> Team | None:
+        return next((t for t in self.teams if t.owns(layer)), None)
