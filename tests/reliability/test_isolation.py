@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from tests.reliability.service_env import (  # noqa: F401 (fixtures)
 from tests.reliability.table import record
 from tools.cfn import load_template
 from tools.demo import BUILDER_PACKAGES, zip_project
-from tools.lambda_isolation import isolation_available
+from tools.lambda_isolation import alive, isolation_available, shared_dir
 from tools.local_aws import LocalAws
 from tools.local_lambda_service import LocalLambdaService
 from tools.stack import LocalStack, provision
@@ -122,3 +123,161 @@ def test_a_burst_of_uploads_queues_within_the_builders_reserved_concurrency(
     record(f"burst: {BURST} uploads at once, reserved concurrency {limit}",
            f"survived: at most {stats.max_running} builds ran at once ({source}); all {BURST} "
            f"finished, none failed, the failure queue is empty")
+
+
+# --------------------------------------------------------------------------------------------
+# A hostile upload's survivor (issue 8): the builder imports the upload's code only in the
+# check function, a Lambda of its own; here each function is a user of its own with a private
+# /tmp, as each is its own execution environment in Lambda.
+# --------------------------------------------------------------------------------------------
+SURVIVOR = """
+import http.client, os, time
+
+REPORT, TARGETS = {report!r}, {targets!r}
+
+
+def note(line):
+    with open(os.path.join(REPORT, "log"), "a") as log:
+        log.write(line + "\\n")
+
+
+def attempt(what, action):
+    try:
+        action()
+        note(f"{{what}}: DONE")
+    except Exception as exc:
+        note(f"{{what}}: denied ({{type(exc).__name__}})")
+
+
+def write(path):
+    if os.path.isdir(path):
+        with open(os.path.join(path, "poison"), "w") as f:
+            f.write("from another team")
+    else:
+        with open(path, "ab") as f:
+            f.write(b"poison")
+
+
+def read_other_environments():
+    mine, read = os.getuid(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{{pid}}").st_uid == mine:
+                continue
+            with open(f"/proc/{{pid}}/environ", "rb") as f:
+                if f.read():
+                    read.append(pid)
+        except OSError:
+            pass
+    if read:
+        raise SystemExit(0)  # DONE: some other process's environment was readable
+    raise PermissionError("no other process's environment")
+
+
+def next_event():
+    host, port = os.environ["AWS_LAMBDA_RUNTIME_API"].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=1)
+    conn.request("GET", "/2018-06-01/runtime/invocation/next")
+    if conn.getresponse().status == 200:
+        raise SystemExit(0)
+    raise PermissionError("no event")
+
+
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:  # a daemon in a session of its own
+        note(f"pid {{os.getpid()}}")
+        for what, path in TARGETS.items():
+            attempt(f"write {{what}}", lambda path=path: write(path))
+        for what, action in (("read other environments", read_other_environments),
+                             ("take the next event", next_event)):
+            try:
+                action()
+                note(f"{{what}}: denied ({{action.__name__}} raised nothing)")
+            except SystemExit:
+                note(f"{{what}}: DONE")
+            except Exception as exc:
+                note(f"{{what}}: denied ({{type(exc).__name__}})")
+        note("attempts done")
+        while True:  # stay, for the next build
+            time.sleep(0.05)
+    os._exit(0)
+deadline = time.time() + 20
+while time.time() < deadline and "attempts done" not in open(os.path.join(REPORT, "log")).read():
+    time.sleep(0.05)
+"""
+
+
+def same_content_new_bytes(archive: Path, dest: Path) -> Path:
+    """The archive again with a zip comment: a new upload (no memo), the same project."""
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(dest, "w") as out:
+        for info in src.infolist():
+            out.writestr(info, src.read(info))
+        out.comment = b"uploaded again"
+    return dest
+
+
+@pytest.fixture
+def two_teams(reliability_aws: LocalAws, tmp_path: Path) -> Iterator[LocalService]:
+    unique = uuid.uuid4().hex[:8]
+    prefix = f"s{unique}-"
+    teams = [{"name": "data", "layer_prefix": f"{prefix}data-"},
+             {"name": "ops", "layer_prefix": f"{prefix}ops-"}]
+    stack = provision(reliability_aws, stack_name=f"surv-{unique}",
+                      overrides={"LayerNamePrefix": prefix, "Teams": json.dumps(teams)})
+    with LocalLambdaService(reliability_aws) as lambdas:
+        yield LocalService(reliability_aws, stack, lambdas, tmp_path, prefix)
+
+
+def test_a_survivor_forked_by_one_teams_import_cannot_touch_the_builder_or_the_next_build(
+    two_teams: LocalService,
+) -> None:
+    service = two_teams
+    checks = service.lambdas.register_check_functions(service.stack)
+    builder = service.lambdas.register_from_stack(
+        service.stack, "BuilderFunction", packages=BUILDER_PACKAGES,
+        env={"CACHE_DIR": "/tmp/layer-builder-cache"})
+    assert checks, "this machine runs no check function of the stack"
+    victim = service.archive("victim", "clean")
+
+    def build(archive: Path, team: str) -> dict[str, Any]:
+        event = service.stack.upload(archive, service.stack.upload_key(archive.name, team))
+        result = service.lambdas.invoke(builder, event)
+        assert result is not None and result.ok, result and (result.error, result.logs[-3000:])
+        return result.payload["results"][0]
+
+    clean = build(victim, "data")
+    [environment] = service.lambdas.environments(builder)  # one warm container throughout
+    cache = environment.tmpdir / "layer-builder-cache"
+    report = shared_dir("survivor-")
+    report.chmod(0o1777)
+    (report / "log").touch(mode=0o666)
+    (report / "log").chmod(0o666)
+    targets = {"the builder's cache": str(cache),
+               **{f"the builder's cache/{p.name}": str(p) for p in sorted(cache.iterdir())},
+               "the builder's /tmp": str(environment.tmpdir),
+               "the builder's code": str(environment.task_root),
+               **{f"the builder's {p.name}": str(p) for entry in environment.python_path[1:]
+                  for p in sorted(Path(entry).glob("uv*"))[:2]}}
+    hostile = service.archive("hostile", "evil", extra={"evil/__init__.py": SURVIVOR.format(
+        report=str(report), targets=targets)})
+
+    attacked = build(hostile, "ops")
+    log = (report / "log").read_text().splitlines()
+    daemon = int(next(line for line in log if line.startswith("pid ")).split()[1])
+    survived = alive(daemon)
+    (service.work / "again").mkdir()
+    again = build(same_content_new_bytes(victim, service.work / "again" / victim.name), "data")
+
+    attempts = [line for line in log if ": " in line]
+    assert "attempts done" in log, log  # the daemon ran (in the check function) before the answer
+    assert len(attempts) == len(targets) + 2 and not [a for a in attempts if ": DONE" in a], log
+    assert not survived  # ended with the check's environment, before the next build
+    assert not list(cache.rglob("poison"))
+    assert clean["status"] == "published" and again["layer_name"] == clean["layer_name"]
+    assert again["content_hash"] == clean["content_hash"]  # byte-identical to the clean build
+    assert again["status"] == "reused", again  # same content as the latest: no new version
+    record("survivor: team ops's import forks a setsid daemon (check function)",
+           f"survived: {len(attempts)} attempts all denied ({'; '.join(attempts)}); the daemon "
+           f"was gone before the next build; team data's next layer has the clean build's "
+           f"content hash (the upload published {attacked['status']})")
