@@ -651,6 +651,16 @@ def apply_sharing(
     return {str(g): share(layer_name, number, g, layers) for g in grants}
 
 
+def ensure_shared(version: LayerVersion, grants: Iterable[Grant], layers: LayerStore) -> list[str]:
+    """The grants a version just listed lacks, added (the sweep's catch-up): one policy read per
+    version, where apply_sharing checks that the version exists first."""
+    present = {s.get("Sid") for s in layers.statements(version.layer_name, version.number)}
+    missing = [g for g in grants if g.sid not in present]
+    for g in missing:
+        layers.grant(version.layer_name, version.number, g.sid, g.principal, g.organization)
+    return [str(g) for g in missing]
+
+
 def grants_from(accounts: Iterable[str], *organizations: str) -> list[Grant]:
     found = [Grant(account=a) for a in dict.fromkeys(accounts) if a]
     return found + [Grant(organization=o) for o in dict.fromkeys(organizations) if o]

@@ -117,11 +117,10 @@ def sweep(settings: MaintenanceSettings, stores: Stores, now: datetime) -> dict[
         grants = lifecycle.team_grants(
             settings.owner(name), settings.share_accounts, settings.share_organization
         )
-        for d in decisions:
-            if grants and d.action != "deleted":
-                granted = lifecycle.apply_sharing(name, d.version.number, grants, stores.layers)
-                if "granted" in granted.values():
-                    shared[d.version.arn] = [g for g, how in granted.items() if how == "granted"]
+        for d in (d for d in decisions if grants and d.action != "deleted"):
+            added = lifecycle.ensure_shared(d.version, grants, stores.layers)
+            if added:
+                shared[d.version.arn] = added
     return {
         "status": "done",
         "action": "sweep",
