@@ -78,8 +78,10 @@ class Settings:
 
 def install(locked: LockedProject, target: Target, cache: BuildCache, settings: Settings, *,
             client_factory: Callable[[], IndexClient], allow_sdist: frozenset[str] = frozenset(),
-            build_sdist: Callable[[Path, Chosen], Path] | None = None,
+            build_sdist: Callable[[Path, Chosen], Path] | None = None, built_scope: str = "",
             progress: Progress = lambda message, **_: None) -> Installed:
+    """`built_scope` ends the cache names of wheels built from sdists (in the sandbox): only
+    builds of the same scope reuse them."""
     result = Installed()
     unknown = sorted(allow_sdist - {r.name for r in locked.requirements})
     if unknown:
@@ -96,7 +98,7 @@ def install(locked: LockedProject, target: Target, cache: BuildCache, settings: 
 
     try:
         return _install(locked, target, cache, settings, client, allow_sdist, build_sdist,
-                        progress, result)
+                        built_scope, progress, result)
     finally:
         for c in clients:
             c.close()
@@ -104,8 +106,8 @@ def install(locked: LockedProject, target: Target, cache: BuildCache, settings: 
 
 def _install(locked: LockedProject, target: Target, cache: BuildCache, settings: Settings,
              client: Callable[[], IndexClient], allow_sdist: frozenset[str],
-             build_sdist: Callable[[Path, Chosen], Path] | None, progress: Progress,
-             result: Installed) -> Installed:
+             build_sdist: Callable[[Path, Chosen], Path] | None, built_scope: str,
+             progress: Progress, result: Installed) -> Installed:
     from . import fetch
 
     chosen = _choose(locked, target, cache, client, allow_sdist)
@@ -133,7 +135,7 @@ def _install(locked: LockedProject, target: Target, cache: BuildCache, settings:
         if build_sdist is None:
             raise InputError(f"{c.requirement.name}=={c.requirement.version} must be built from "
                              "source, and this builder has no sandbox to build it in.")
-        built = _built_wheel(c, files[c.sha256], target, cache, build_sdist)
+        built = _built_wheel(c, files[c.sha256], target, cache, build_sdist, built_scope)
         wheels.append((c, built))
         result.built_from_source.append(f"{c.requirement.name}=={c.requirement.version}")
     progress(f"Reading {len(wheels)} wheels")
@@ -200,7 +202,7 @@ def _plan(path: Path, cache: BuildCache, settings: Settings) -> wheel.Plan:
 
 
 def _built_wheel(c: Chosen, sdist: Path, target: Target, cache: BuildCache,
-                 build_sdist: Callable[[Path, Chosen], Path]) -> Path:
+                 build_sdist: Callable[[Path, Chosen], Path], scope: str) -> Path:
     """The wheel built from a verified sdist, cached (signed) by the sdist's sha256 and target.
 
     The file sits among the cache's wheels, so eviction covers it; it is written again from the
@@ -208,7 +210,7 @@ def _built_wheel(c: Chosen, sdist: Path, target: Target, cache: BuildCache,
     """
     from .cache import WHEELS
 
-    name = f"built-{c.sha256}-{target.short}"
+    name = f"built-{c.sha256}-{target.short}{scope}"
     path = cache.root / WHEELS / f"{name}.whl"
     payload = cache.get(name)
     if payload is not None:

@@ -78,6 +78,11 @@ class BuildRequest:
     sandbox: Sandbox | None = None
     #: HMAC key for derived cache entries; None: a key file in cache_dir (made on first use).
     signing_key: bytes | None = None
+    #: Who may reuse what the sandbox made (verdicts, bytecode it compiled, wheels it built from
+    #: sdists): the service passes the team. The sandbox also runs uploads' code, so its output
+    #: is trusted only by the team whose upload it ran beside; entries this process makes from
+    #: verified wheels alone (downloads, bytecode of a local interpreter) serve everyone.
+    cache_scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -238,8 +243,8 @@ def _install(request: BuildRequest, target: Target, locked: lock.LockedProject,
     return install(locked, target, cache, Settings(target.python_version, config.slim, config.slim_exclude),
                    client_factory=lambda: fetch.IndexClient(
                        environ, indexes={r.index for r in locked.requirements if r.index}),
-                   allow_sdist=request.allow_sdist,
-                   build_sdist=build_sdist, progress=progress)
+                   allow_sdist=request.allow_sdist, build_sdist=build_sdist,
+                   built_scope=_scoped(request.cache_scope), progress=progress)
 
 
 def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec,
@@ -254,17 +259,19 @@ def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec
     # The verdict depends on the sources, not on which of their exact compiles ride along.
     digest = content_hash(layer.entries())
     key = hashlib.sha256(f"{digest}|{spec.to_json()}|{target}".encode()).hexdigest()
-    remembered = cache.get(f"verdict-{key}")
+    entry = f"verdict-{key}{_scoped(request.cache_scope)}"
+    remembered = cache.get(entry)
     if remembered is not None:
         try:
             return Verdict.from_json(remembered)
         except LayerBuildError:
             pass
-    write_zip(candidate, layer.entries(_cached_pycs(layer, cache, target)))
+    write_zip(candidate, layer.entries(_cached_pycs(layer, cache, target,
+                                                    _pyc_scope(request, target))))
     verdict = sandbox.check(candidate, spec, target, _remaining(request.deadline, "the import check"))
     candidate.unlink(missing_ok=True)
     if verdict.ok:  # a refusal is not remembered: the project will change
-        cache.put(f"verdict-{key}", verdict.to_json().encode())
+        cache.put(entry, verdict.to_json().encode())
     return verdict
 
 
@@ -293,7 +300,7 @@ def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[
     todo: dict[str, list[str]] = {}
     cached: dict[str, dict[str, bytes]] = {}
     for wheel_name, sources in wanted.items():
-        entry = _pyc_entry(wheel_name, target)
+        entry = _pyc_entry(wheel_name, target, _pyc_scope(request, target))
         have = _unpack_pycs(cache.get(entry))
         cached[entry] = have
         need = [s for s in sources if bytecode.pyc_name(s, target.python_version) not in have
@@ -333,16 +340,28 @@ def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[
     return pycs
 
 
-def _pyc_entry(wheel_name: str, target: Target) -> str:
-    """The cache entry of a wheel's bytecode: its sha256 and what decides the bytes."""
+def _pyc_entry(wheel_name: str, target: Target, scope: str) -> str:
+    """The cache entry of a wheel's bytecode: its sha256, what decides the bytes, and who may
+    reuse it (_pyc_scope)."""
     settings = f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked"
-    return f"pyc-{wheel_name.split('.')[0]}-{hashlib.sha256(settings.encode()).hexdigest()[:16]}"
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
+    return f"pyc-{wheel_name.split('.')[0]}-{digest}{_scoped(scope)}"
 
 
-def _cached_pycs(layer: _Layer, cache: BuildCache, target: Target) -> dict[str, bytes]:
+def _pyc_scope(request: BuildRequest, target: Target) -> str:
+    """Bytecode compiled here by the target's interpreter (isolated, importing nothing) serves
+    every build; bytecode the sandbox compiled serves only the request's cache scope."""
+    return "" if bytecode.find_interpreter(target, request.environ) else request.cache_scope
+
+
+def _scoped(scope: str) -> str:
+    return f"-for-{hashlib.sha256(scope.encode()).hexdigest()[:16]}" if scope else ""
+
+
+def _cached_pycs(layer: _Layer, cache: BuildCache, target: Target, scope: str) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for plan, path in layer.plans:
-        have = _unpack_pycs(cache.get(_pyc_entry(path.name, target)))
+        have = _unpack_pycs(cache.get(_pyc_entry(path.name, target, scope)))
         found.update({n: d for n, d in have.items()
                       if n != "#failed" and bytecode.pyc_source(n) in plan.source_set})
     return found

@@ -27,6 +27,14 @@ So, four layers, each enough on its own for what it covers:
 Plus: the handler process is not dumpable, so its children cannot read its environment (the
 role's credentials, for its logs only) or ptrace it.
 
+What these layers do not cover: code under check runs as the handler's user, so it can SIGKILL
+the handler before layer 1's sweep (the runtime then dies and Lambda resets the environment), and
+a process that forks and exits in a loop is never caught by layer 4's scan (each generation dies
+before its /proc entry is read). Lambda's reset is then the boundary, and what it kills is not
+documented. So nothing this function makes is trusted beyond the team whose upload it ran
+beside: the builder scopes the verdicts, bytecode and source-built wheels it caches from here to
+that team (pipeline.BuildRequest.cache_scope), and checks names and hashes of what it returns.
+
 Outside a Lambda runtime (AWS_LAMBDA_RUNTIME_API unset: unit tests) none of this runs and the
 handler returns normally.
 """

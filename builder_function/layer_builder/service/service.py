@@ -211,7 +211,7 @@ def build_request(inputs: Inputs, source: Path, output: Path, target: Target, se
         allow_sdist=settings.allow_sdist, layer_prefix=inputs.team.layer_prefix,
         source_name=inputs.upload.filename, cache_dir=Path(settings.cache_dir),
         deadline=inputs.deadline, environ=inputs.environ, sandbox=adapters.sandbox,
-        signing_key=inputs.signing_key,
+        signing_key=inputs.signing_key, cache_scope=inputs.team.name,
         remote_cache=adapters.cache if inputs.signing_key else None)
 
 
