@@ -489,6 +489,44 @@ def test_state_is_separate_for_the_builder_and_the_emr_trigger(template, resourc
     assert granted == {"BuilderFunction": {builder_table}, "EmrTriggerFunction": {emr_table}}
 
 
+def denies(statement: dict[str, Any], principal: str, action: str, resource: str) -> bool:
+    """Does this resource-policy Deny (Principal "*", an ArnLike on aws:PrincipalArn) apply?"""
+    if statement["Effect"] != "Deny" or statement["Principal"] != "*":
+        return False
+    if not any(arn_matches(a, action) for a in as_list(statement["Action"])):
+        return False
+    if not any(arn_matches(r, resource) for r in as_list(statement["Resource"])):
+        return False
+    patterns = statement["Condition"]["ArnLike"]["aws:PrincipalArn"]
+    return any(arn_matches(p, principal) for p in as_list(patterns))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"EmrJobFlowRoleName": "analytics-emr-ec2"}])
+def test_the_emr_roles_can_never_write_the_builders_state_or_upload_a_project(template, overrides):
+    """Whatever IAM grants them (the job-flow role's usual managed policy allows s3:* and
+    dynamodb:* on everything): the resources' own policies deny them, and only them."""
+    resolver = Resolver(template, overrides=overrides)
+    job_flow = overrides.get("EmrJobFlowRoleName", "EMR_EC2_DefaultRole")
+    emr = [resolver.arn("EmrTriggerFunctionRole"), f"arn:aws:iam::{ACCOUNT}:role/{job_flow}",
+           f"arn:aws:iam::{ACCOUNT}:role/service-role/{job_flow}"]
+    others = [resolver.arn("BuilderFunctionRole"), f"arn:aws:iam::{ACCOUNT}:role/data-team-ci"]
+    table = resolver.resolve(template["Resources"]["BuilderStateTable"]["Properties"])
+    [deny_state] = table["ResourcePolicy"]["PolicyDocument"]["Statement"]
+    bucket = resolver.resolve(template["Resources"]["SourceBucketPolicy"]["Properties"])
+    [deny_upload] = [s for s in bucket["PolicyDocument"]["Statement"]
+                     if s["Sid"] == "TheEmrRolesNeverUpload"]
+    state, upload = resolver.arn("BuilderStateTable"), f"{resolver.arn('SourceBucket')}/incoming/data/x.zip"
+
+    for principal in emr:
+        for action in ("dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem",
+                       "dynamodb:DeleteItem", "dynamodb:PartiQLUpdate"):
+            assert denies(deny_state, principal, action, state), (principal, action)
+        assert denies(deny_upload, principal, "s3:PutObject", upload), principal
+    for principal in others:
+        assert not denies(deny_state, principal, "dynamodb:PutItem", state), principal
+        assert not denies(deny_upload, principal, "s3:PutObject", upload), principal
+
+
 @pytest.mark.parametrize("table", ["BuilderStateTable", "EmrIdempotencyTable"])
 def test_tables_match_powertools_defaults(resources, table):
     props = resources[table]["Properties"]
