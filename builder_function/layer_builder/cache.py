@@ -140,8 +140,9 @@ class BuildCache:
 
     # --- derived entries ------------------------------------------------------------------
 
-    def get(self, name: str) -> bytes | None:
-        """A derived entry's payload, verified; None (a miss) without a key or on a bad MAC."""
+    def get(self, name: str, *, local_only: bool = False) -> bytes | None:
+        """A derived entry's payload, verified; None (a miss) without a key or on a bad MAC.
+        `local_only`: not from the shared level (entries this machine keeps to itself)."""
         if self.key is None:
             return None
         path = self.root / DERIVED / name
@@ -155,7 +156,7 @@ class BuildCache:
             path.unlink(missing_ok=True)
             self.warnings.append(f"The cache entry {name[:40]} failed its signature check and was "
                                  "not used (made again).")
-        if self.remote is not None:
+        if self.remote is not None and not local_only:
             check = lambda p: unsign(self.key, name, p.read_bytes()) is not None  # noqa: E731
             if self._fetch_remote(f"{DERIVED}/{name}", path, check, "failed its signature check"):
                 self.hits["derived"] += 1
@@ -163,12 +164,12 @@ class BuildCache:
         self.misses["derived"] += 1
         return None
 
-    def put(self, name: str, payload: bytes) -> None:
+    def put(self, name: str, payload: bytes, *, local_only: bool = False) -> None:
         if self.key is None:
             return
         path = self.root / DERIVED / name
         _atomic_write(path, sign(self.key, name, payload))
-        if self.remote is not None:
+        if self.remote is not None and not local_only:
             self._push(f"{DERIVED}/{name}", path)
 
     # --- remote level ---------------------------------------------------------------------

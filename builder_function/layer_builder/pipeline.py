@@ -13,6 +13,8 @@ final zip written.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import hashlib
 import inspect
@@ -32,7 +34,7 @@ from typing import Any
 import plette
 from packaging.utils import canonicalize_name
 
-from . import __version__, bytecode, check, fetch, limits, lock, project, unpack
+from . import __version__, buildmemo, bytecode, check, fetch, limits, lock, project, unpack
 from .cache import BuildCache, RemoteCache, load_or_create_key
 from .errors import (
     DiskFullError,
@@ -489,6 +491,26 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         cache = BuildCache(request.cache_dir, _signing_key(request), request.remote_cache, scratch=work)
         start_cache, peak = cache.size(), [0]
         sandbox = request.sandbox or LocalSandbox(request.environ)
+        own_tree = work / "own"
+        own_tree.mkdir()
+        own_names = project.copy_code(code, own_tree)
+        python = bytecode.find_interpreter(target, request.environ)
+        memo = None
+        if cache.persistent:
+            memo = buildmemo.key(_memo_inputs(request, target, locked, config, direct, name,
+                                              source_name, warnings, sandbox, python), own_tree)
+            request.output.parent.mkdir(parents=True, exist_ok=True)
+            with timings.phase("reuse"):
+                reused = buildmemo.reuse(cache, memo, partial)
+            if reused is not None:
+                progress("Reusing the layer of an identical earlier build")
+                os.replace(partial, request.output)
+                reused.reused = ("an identical earlier build (same lock, settings, own code, target "
+                                 "and engine): its zip, sha256 checked, and its report")
+                reused.dependency_cache, reused.downloaded_bytes, reused.peak_tmp_bytes = "hit", 0, 0
+                reused.warnings = list(dict.fromkeys(reused.warnings + cache.warnings))
+                reused.timings = timings.seconds
+                return BuildResult(request.output, reused)
 
         with timings.phase("install"):
             progress(f"Fetching {len(locked.requirements)} locked packages")
@@ -497,9 +519,6 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         _peak(work, cache, start_cache, peak)
 
         with timings.phase("package"):
-            own_tree = work / "own"
-            own_tree.mkdir()
-            own_names = project.copy_code(code, own_tree)
             layer = _Layer(installed, own_tree, own_names)
             tops = {dest.split("/", 1)[0].split(".")[0] for plan, _ in layer.plans for dest, _ in plan.files()}
             clash = sorted(set(own_names) & tops)
@@ -545,7 +564,6 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         startup = set(verdict.startup) if verdict is not None else set()
         _peak(work, cache, start_cache, peak)
 
-        python = bytecode.find_interpreter(target, request.environ)
         pycs: dict[str, bytes] = {}
         failed: list[str] = []
         room = limits.MAX_UNZIPPED_BYTES - headroom - unzipped - limits.MANIFEST_ALLOWANCE
@@ -614,6 +632,9 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         report.warnings = list(dict.fromkeys(warnings + cache.warnings))
         report.peak_tmp_bytes = peak[0]
         report.timings = timings.seconds
+        if memo is not None:
+            with contextlib.suppress(OSError):  # the layer is built; only its reuse is lost
+                buildmemo.remember(cache, memo, request.output, report)
         return BuildResult(request.output, report)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -625,6 +646,21 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         if cache is not None:
             cache.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _memo_inputs(request: BuildRequest, target: Target, locked: lock.LockedProject,
+                 config: project.ProjectConfig, direct: list[str], name: str, source_name: str,
+                 warnings: list[str], sandbox: Sandbox, python: str | None) -> dict:
+    """Everything besides the own code and the engine that decides the zip and its report."""
+    return {"target": [target.runtime, target.arch, target.platform],
+            "lock": [dataclasses.astuple(r) for r in locked.requirements],
+            "lock_meta": [locked.lock_sha256, locked.python_version, locked.skipped,
+                          locked.local_paths],
+            "direct": direct, "config": dataclasses.asdict(config), "name": name,
+            "source_name": source_name, "prefix": request.layer_prefix,
+            "allow_sdist": sorted(request.allow_sdist), "index": repr(request.index),
+            "warnings": warnings, "python": python,
+            "sandbox": [type(sandbox).__module__, type(sandbox).__qualname__, sandbox.native(target)]}
 
 
 def _slimmed(plans: list[tuple[Plan, Path]]) -> list[dict]:

@@ -107,6 +107,8 @@ class BuildReport:
     #: distribution → the wheel (or sdist) file it was assembled from.
     wheels: dict[str, str] = field(default_factory=dict)
     dependency_cache: str = "off"
+    #: Not empty when this zip is an identical earlier build's, reused (buildmemo): says which.
+    reused: str = ""
     built_from_source: list[str] = field(default_factory=list)
     skipped_by_marker: list[dict[str, str]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

@@ -165,7 +165,8 @@ def summary(report: BuildReport, output: Path, level: int = 0) -> str:
         limit_gauge(report.unzipped_bytes, report.limit_bytes,
                     int(getattr(report, "headroom", 0) or 0)),
         f"  content    sha256:{report.content_hash}",
-        f"  cache      {report.dependency_cache}; build {sum(report.timings.values()):.1f}s",
+        f"  cache      {report.dependency_cache}; build {sum(report.timings.values()):.1f}s"
+        + ("; reused an identical earlier build" if getattr(report, "reused", "") else ""),
         "Largest packages:",
         *sizes_table(report.sizes, report.unzipped_bytes, count=8 if level == 0 else 20),
     ]
