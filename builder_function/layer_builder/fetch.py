@@ -22,9 +22,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import netrc
 import os
-import ssl
 import time
 import tomllib
 import urllib.request
@@ -33,10 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, unquote, urldefrag, urljoin, urlsplit, urlunsplit
 
 import plette.pipfiles
-import requests
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import (
@@ -47,7 +45,6 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from . import __version__
 from .errors import (
     ConfigurationError,
     DiskFullError,
@@ -60,6 +57,9 @@ from .errors import (
 from .lock import LockedProject, Requirement
 from .redact import redact
 from .target import Target
+
+if TYPE_CHECKING:
+    import requests
 
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 #: Attempts for one request on a network error, a timeout or a 5xx (then IndexUnreachableError).
@@ -147,81 +147,16 @@ def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     return clean, (unquote(parts.username or ""), unquote(parts.password or ""))
 
 
-def _system_cafile() -> str | None:
-    """The system's trust store (as uv and curl use it; requests alone would use certifi's), so
-    an index behind a company CA the machine trusts works without configuration."""
-    path = ssl.get_default_verify_paths().openssl_cafile
-    return path if path and os.path.isfile(path) else None
-
-
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
-def _no_proxy(host: str, rules: str) -> bool:
-    """curl's no_proxy: `*`, or a host equal to a rule or ending with `.rule`."""
-    host = host.lower().strip("[]")
-    for rule in (r.strip().lower().lstrip(".") for r in rules.split(",")):
-        if rule == "*" or (rule and (host == rule.split(":")[0] or host.endswith("." + rule.split(":")[0]))):
-            return True
-    return False
+def _request_errors() -> type[Exception]:
+    import requests  # loaded already: a session exists before any request
 
-
-class _Session(requests.Session):
-    """requests with an explicit environment (proxies, netrc, CA bundle), never os.environ.
-
-    requests already drops the Authorization header on a redirect to another host
-    (Session.rebuild_auth); netrc entries are then looked up for the new host, as pip does.
-    """
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        super().__init__()
-        self.trust_env = False
-        self.headers["User-Agent"] = f"layer-builder/{__version__}"
-        self.environ = {k.lower(): v for k, v in environ.items() if k.lower().endswith("_proxy")}
-        self.verify = (environ.get("REQUESTS_CA_BUNDLE") or environ.get("SSL_CERT_FILE")
-                       or environ.get("CURL_CA_BUNDLE") or _system_cafile() or True)
-        self._netrc_path = environ.get("NETRC") or (
-            os.path.join(environ["HOME"], ".netrc") if environ.get("HOME") else "")
-        self._netrc: netrc.netrc | None | bool = False
-        #: user:password from index URLs, by scheme://host:port: sent to that origin only.
-        self.credentials: dict[str, tuple[str, str]] = {}
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=DOWNLOAD_WORKERS)
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
-
-    def proxies_for(self, url: str) -> dict[str, str]:
-        parts = urlsplit(url)
-        if _no_proxy(parts.hostname or "", self.environ.get("no_proxy", "")):
-            return {}
-        proxy = self.environ.get(f"{parts.scheme}_proxy") or self.environ.get("all_proxy")
-        return {parts.scheme: proxy} if proxy else {}
-
-    def auth_for(self, url: str) -> tuple[str, str] | None:
-        """Credentials given with an index URL for this origin, else its netrc entry."""
-        return self.credentials.get(_origin(url)) or self.netrc_auth(url)
-
-    def netrc_auth(self, url: str) -> tuple[str, str] | None:
-        if self._netrc is False:
-            try:
-                self._netrc = netrc.netrc(self._netrc_path) if self._netrc_path else None
-            except (OSError, netrc.NetrcParseError):
-                self._netrc = None
-        host = urlsplit(url).hostname or ""
-        found = self._netrc.authenticators(host) if isinstance(self._netrc, netrc.netrc) else None
-        return (found[0] or "", found[2] or "") if found else None
-
-    def rebuild_auth(self, prepared_request, response) -> None:
-        super().rebuild_auth(prepared_request, response)
-        if "Authorization" not in prepared_request.headers:
-            auth = self.auth_for(prepared_request.url)
-            if auth:
-                prepared_request.prepare_auth(auth)
-
-    def rebuild_proxies(self, prepared_request, proxies):
-        return self.proxies_for(prepared_request.url)
+    return requests.RequestException
 
 
 class IndexClient:
@@ -229,7 +164,9 @@ class IndexClient:
 
     def __init__(self, environ: Mapping[str, str], *, attempts: int = ATTEMPTS,
                  backoff: float = BACKOFF_S, indexes: Iterable[str] = ()) -> None:
-        self.session = _Session(environ)
+        from .indexsession import IndexSession  # lazily: see indexsession.py
+
+        self.session = IndexSession(environ)
         self.attempts = attempts
         self.backoff = backoff
         for index in indexes:  # files on the index's own origin get its credentials too
@@ -254,7 +191,7 @@ class IndexClient:
                 response = self.session.get(clean, auth=auth, headers=headers, stream=stream,
                                             proxies=self.session.proxies_for(clean),
                                             timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
-            except requests.RequestException as exc:
+            except _request_errors() as exc:
                 last = type(exc).__name__
                 continue
             if response.status_code >= 500 or response.status_code == 429:
@@ -344,7 +281,7 @@ class IndexClient:
                     _write_verified(response.raw.stream(BLOCK, decode_content=True), partial,
                                     sha256, file, on_bytes)
                     return
-                except (requests.RequestException, OSError) as exc:
+                except (_request_errors(), OSError) as exc:
                     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                         raise
                     if attempt == self.attempts - 1:
