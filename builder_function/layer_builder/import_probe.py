@@ -11,10 +11,17 @@ files under the layer the import loaded, for the start-up probe); finally `{"don
 Errors are data (type, attributes, frames), so the caller classifies them without parsing
 tracebacks. What the imported code prints goes to stderr.
 
+Each result also says what the import depended on, for the memo of import verdicts
+(importmemo.py): `touched` (layer files it loaded, opened or dlopen()ed), `listed` (layer
+directories it listed), `absent` (names it looked for that the layer did not provide: not
+found, or found outside the layer) and `after` (earlier imports whose modules it used).
+
 Standard library only, and Python 3.10 syntax: it runs on every supported target runtime.
 """
 
+import builtins
 import importlib
+import importlib.machinery
 import json
 import os
 import pkgutil
@@ -82,6 +89,125 @@ def describe(exc, layer, loaded_before):
     return error
 
 
+class Tracker:
+    """What the import in progress depends on: audit events, import calls, unfound names.
+
+    Also a meta path finder placed last: it is asked only for names no other finder found.
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.active = False
+        self.files, self.listed, self.absent, self.used = set(), set(), set(), set()
+        #: module name -> the import (of the task's list) that loaded it
+        self.owner = {}
+        #: Shared objects of the layer mapped so far (the dynamic linker loads a library's own
+        #: dependencies without any audit event).
+        self.mapped = set()
+
+    def begin(self):
+        self.files, self.listed, self.absent, self.used = set(), set(), set(), set()
+        self.active = True
+
+    def _path(self, value):
+        try:
+            value = os.fsdecode(os.fspath(value))
+        except TypeError:  # a file descriptor
+            return None
+        if os.path.abspath(value) == self.layer:
+            return "."
+        where = _inside(value, self.layer)
+        return where.replace(os.sep, "/") if where is not None else None
+
+    def audit(self, event, args):
+        if not self.active or not args:
+            return
+        try:
+            self._audit(event, args)
+        except Exception:  # noqa: BLE001  (a hook that raises would fail the audited call)
+            self.files.add("?")  # unknown: such a result is never remembered
+
+    def _audit(self, event, args):
+        if event in ("open", "ctypes.dlopen"):
+            where = self._path(args[0]) if args[0] is not None else None
+            if where is not None:
+                self.files.add(where)
+        elif event in ("os.listdir", "os.scandir"):
+            where = self._path(args[0] if args[0] is not None else ".")
+            if where is not None:
+                self.listed.add(where)
+
+    def find_spec(self, name, path=None, target=None):
+        if self.active:
+            self.absent.add(name)
+        return None
+
+    def wrap(self, real_import, real_import_module):
+        def _import(name, globals=None, locals=None, fromlist=(), level=0):
+            module = real_import(name, globals, locals, fromlist, level)
+            if self.active:
+                try:
+                    base = (importlib._bootstrap._resolve_name(
+                        name, (globals or {}).get("__package__") or "", level)
+                        if level else name)
+                except (ImportError, ValueError, AttributeError):
+                    base = name
+                self._use(base, fromlist)
+            return module
+
+        def _import_module(name, package=None):
+            module = real_import_module(name, package)
+            if self.active:
+                self._use(module.__name__, ())
+            return module
+
+        return _import, _import_module
+
+    def _use(self, name, fromlist):
+        parts = name.split(".") if name else []
+        for i in range(1, len(parts) + 1):
+            self.used.add(".".join(parts[:i]))
+        for item in fromlist or ():
+            if isinstance(item, str) and name + "." + item in sys.modules:
+                self.used.add(name + "." + item)
+
+    def _new_mappings(self):
+        try:
+            with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+                rows = [line.split(None, 5) for line in f]
+        except OSError:
+            return {"?"}  # unknown: such a result is never remembered
+        paths = {row[5].strip() for row in rows if len(row) == 6 and row[5].startswith("/")}
+        found = set()
+        for path in paths - self.mapped:
+            where = _inside(path, self.layer)
+            if where is not None:
+                found.add(where.replace(os.sep, "/"))
+        self.mapped |= paths
+        return found
+
+    def end(self, name, new_modules):
+        """This import's dependencies (layer-relative), and who loaded what."""
+        self.active = False
+        self.files |= self._new_mappings()
+        for key, module in new_modules:
+            path = getattr(module, "__file__", None)
+            where = _inside(path, self.layer) if isinstance(path, str) else None
+            portions = [p for p in (getattr(module, "__path__", None) or ()) if isinstance(p, str)]
+            if where is not None:
+                self.files.add(where.replace(os.sep, "/"))
+                self.owner[key] = name
+            elif any(_inside(p, self.layer) is not None for p in portions):
+                self.owner[key] = name  # a namespace package with a portion in the layer
+        # What it used from outside the layer (the standard library, the runtime's boto3):
+        # the layer must not start shadowing those names.
+        outside = {m.split(".")[0] for m in self.used if m not in self.owner}
+        outside |= {k.split(".")[0] for k, _ in new_modules if k not in self.owner}
+        after = sorted({self.owner[m] for m in self.used if self.owner.get(m, name) != name})
+        return {"touched": sorted(self.files), "listed": sorted(self.listed),
+                "absent": sorted(self.absent | outside), "after": after}
+
+
 def main():
     task = json.loads(sys.stdin.read())
     layer = os.path.abspath(task["layer"])
@@ -95,6 +221,15 @@ def main():
     site = os.path.join(layer, "lib", "python" + version, "site-packages")
     sys.path[:0] = ([site] if os.path.isdir(site) else []) + [layer] + list(task["extra_path"])
     out.write(json.dumps({"python": version, "machine": platform.machine()}) + "\n")
+    tracker = Tracker(layer)
+    # Every path entry listed now, before any import is tracked: which top-level names the layer
+    # has is checked from `absent`, not from a listing that changes with any dist-info name.
+    importlib.machinery.PathFinder.find_spec("__layer_probe_primer__")
+    tracker._new_mappings()  # what the interpreter mapped before any import of the layer
+    sys.meta_path.append(tracker)
+    sys.addaudithook(tracker.audit)
+    builtins.__import__, importlib.import_module = tracker.wrap(builtins.__import__,
+                                                                importlib.import_module)
     seen = set(sys.modules)
 
     def attempt(name, **extra):
@@ -105,6 +240,7 @@ def main():
         # import, so a later crash loses none of them. A module that raised is no longer in
         # sys.modules, but its code ran: its frames count.
         result["loaded"] = loaded = []
+        tracker.begin()
         try:
             importlib.import_module(name)
         except BaseException as exc:  # noqa: BLE001  (SystemExit too: report it, go on)
@@ -114,12 +250,15 @@ def main():
                 if where is not None and where.endswith(".py") and where not in loaded:
                     loaded.append(where.replace(os.sep, "/"))
         result["seconds"] = round(time.perf_counter() - started, 4)
+        new_modules = []
         for key, module in list(sys.modules.items()):
             if key not in seen:
                 seen.add(key)
+                new_modules.append((key, module))
                 where = _inside(getattr(module, "__file__", None), layer)
                 if where is not None and where.endswith(".py"):
                     loaded.append(where.replace(os.sep, "/"))
+        result.update(tracker.end(name, new_modules))
         out.write(json.dumps(result) + "\n")
 
     for name in task["modules"]:

@@ -34,7 +34,19 @@ from typing import Any
 import plette
 from packaging.utils import canonicalize_name
 
-from . import __version__, buildmemo, bytecode, check, fetch, limits, lock, project, unpack
+from . import (
+    __version__,
+    buildmemo,
+    bytecode,
+    check,
+    fetch,
+    importmemo,
+    limits,
+    lock,
+    project,
+    runner,
+    unpack,
+)
 from .cache import BuildCache, RemoteCache, load_or_create_key
 from .errors import (
     DiskFullError,
@@ -188,10 +200,23 @@ class _Layer:
     installed: Installed
     own_tree: Path
     own_names: list[str]
+    #: Only these distributions' wheels (a smaller candidate for the import check); None: all.
+    only: frozenset[str] | None = None
 
     @property
     def plans(self) -> list[tuple[Plan, Path]]:
-        return self.installed.plans
+        if self.only is None:
+            return self.installed.plans
+        return [(plan, path) for plan, path in self.installed.plans if plan.name in self.only]
+
+    def index(self) -> importmemo.LayerIndex:
+        """Who owns each file: the memo of import verdicts keys on it."""
+        own = f"{importmemo.OWN}@{content_hash(_own_entries(self.own_tree))}"
+        files = [(e.name[len(PREFIX):], own) for e in _own_entries(self.own_tree)]
+        for plan, path in self.plans:
+            owner = f"{plan.name}@{path.name.split('.')[0]}"
+            files += [(m.dest, owner) for m in plan.members] + [(d, owner) for d in plan.generated]
+        return importmemo.layer_index(files)
 
     def entries(self, pycs: dict[str, bytes] | None = None) -> list[Entry]:
         pycs = pycs or {}
@@ -250,14 +275,16 @@ def _install(request: BuildRequest, target: Target, locked: lock.LockedProject,
 
 
 def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec,
-           sandbox: Sandbox, cache: BuildCache, work: Path, name: str) -> Verdict:
+           sandbox: Sandbox, cache: BuildCache, work: Path, name: str,
+           scope: dict | None = None) -> Verdict:
     """The sandbox's verdict on a candidate zip, remembered per content.
 
     The candidate carries the bytecode already cached for its wheels (signed entries of earlier
     builds), so after a small change the check imports from .pyc instead of compiling in memory;
-    which bytecode ships is decided after the verdict.
+    which bytecode ships is decided after the verdict. With `scope`, each passing import is
+    remembered by what it depended on (importmemo) and only imports whose dependencies changed
+    run again, on a candidate of the wheels they reached when that is conclusive.
     """
-    candidate = work / f"candidate-{name}.zip"
     # The verdict depends on the sources, not on which of their exact compiles ride along.
     digest = content_hash(layer.entries())
     key = hashlib.sha256(f"{digest}|{spec.to_json()}|{target}".encode()).hexdigest()
@@ -268,13 +295,60 @@ def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec
             return Verdict.from_json(remembered)
         except LayerBuildError:
             pass
-    write_zip(candidate, layer.entries(_cached_pycs(layer, cache, target,
-                                                    _pyc_scope(request, target))))
-    verdict = sandbox.check(candidate, spec, target, _remaining(request.deadline, "the import check"))
-    candidate.unlink(missing_ok=True)
+    modules = [item.module for item in runner._plan(spec)]
+    lock_minor = ".".join((spec.lock_python or "").split(".")[:2])
+    if scope is not None and cache.persistent and lock_minor == target.python_version:
+        scope = {**scope, "target": str(target), "spec": spec.to_json()["lock_python"]}
+        index = layer.index()
+        parts = importmemo.split(cache, scope, modules, index)
+    else:
+        scope, index, parts = None, None, importmemo.Split(run=modules, hints={"*"})
+    verdict = Verdict(ok=True, ran_on="")
+    if parts.run:
+        verdict = _run_check(request, target, layer, _subspec(spec, parts.run), parts, sandbox,
+                             cache, work, name, index)
+        if verdict.ok and scope is not None:
+            importmemo.remember(cache, scope, verdict.imports, index)  # type: ignore[arg-type]
+    if verdict.ok and parts.proven:
+        loaded = {p for paths in parts.proven.values() for p in paths}
+        note = (f"{len(parts.proven)} of {len(modules)} imports proven by the memo of earlier checks "
+                "(same files)")
+        verdict = dataclasses.replace(verdict, startup=tuple(sorted(set(verdict.startup) | loaded)),
+                                      ran_on="; ".join(filter(None, (verdict.ran_on, note))))
     if verdict.ok:  # a refusal is not remembered: the project will change
-        cache.put(entry, verdict.to_json().encode())
+        cache.put(entry, dataclasses.replace(verdict, imports=()).to_json().encode())
     return verdict
+
+
+def _run_check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec,
+               parts: importmemo.Split, sandbox: Sandbox, cache: BuildCache, work: Path, name: str,
+               index: importmemo.LayerIndex | None) -> Verdict:
+    """The imports the memo does not prove, in the sandbox: first on the wheels they reached
+    last time (when the memo knows them), kept only when that says what the whole layer would."""
+    candidate = work / f"candidate-{name}.zip"
+    pyc_scope = _pyc_scope(request, target)
+    try:
+        if index is not None and "*" not in parts.hints:
+            part = dataclasses.replace(layer, only=frozenset(parts.hints))
+            write_zip(candidate, part.entries(_cached_pycs(part, cache, target, pyc_scope)))
+            verdict = sandbox.check(candidate, spec, target,
+                                    _remaining(request.deadline, "the import check"))
+            if (verdict.ok and len(verdict.imports) == len(runner._plan(spec))
+                    and importmemo.conclusive(verdict.imports, part.index(), index)):
+                return verdict
+        write_zip(candidate, layer.entries(_cached_pycs(layer, cache, target, pyc_scope)))
+        return sandbox.check(candidate, spec, target, _remaining(request.deadline, "the import check"))
+    finally:
+        candidate.unlink(missing_ok=True)
+
+
+def _subspec(spec: CheckSpec, modules: list[str]) -> CheckSpec:
+    """The check of only these modules (the others are proven by the memo)."""
+    run = set(modules)
+    deps = tuple(Dependency(d.name, d.version, tuple(m for m in d.modules if m in run))
+                 for d in spec.dependencies if run & set(d.modules))
+    return CheckSpec(own=tuple(m for m in spec.own if m in run), dependencies=deps,
+                     startup=tuple(m for m in spec.startup if m in run), lock_python=spec.lock_python)
 
 
 def _spec(layer: _Layer, direct: list[str], config: project.ProjectConfig,
@@ -500,9 +574,10 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             memo = buildmemo.key(_memo_inputs(request, target, locked, config, direct, name,
                                               source_name, warnings, sandbox, python), own_tree)
             request.output.parent.mkdir(parents=True, exist_ok=True)
-            with timings.phase("reuse"):
-                reused = buildmemo.reuse(cache, memo, partial)
+            started = time.perf_counter()
+            reused = buildmemo.reuse(cache, memo, partial)
             if reused is not None:
+                timings.seconds["reuse"] = round(time.perf_counter() - started, 3)
                 progress("Reusing the layer of an identical earlier build")
                 os.replace(partial, request.output)
                 reused.reused = ("an identical earlier build (same lock, settings, own code, target "
@@ -535,17 +610,23 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
 
         with timings.phase("check"):
             spec = _spec(layer, direct, config, locked)
+            # Import verdicts are remembered per layer: one project's checks prove only its own.
+            scope = {"layer": name, "team": request.cache_scope, "python": python,
+                     "runtime": _runtime_stamp(),
+                     "sandbox": [type(sandbox).__module__, type(sandbox).__qualname__]}
             progress("Checking that the layer imports")
             checked_on, verdict = target, None
             if sandbox.native(target):
-                verdict = _check(request, target, layer, spec, sandbox, cache, work, target.short)
+                verdict = _check(request, target, layer, spec, sandbox, cache, work, target.short,
+                                 scope)
             elif (twin := _twin_target(target)) is not None:
                 progress(f"Checking a {twin.arch} twin of the layer (same versions)")
                 twin_installed = _install(request, twin, locked, config, cache, sandbox, progress, work)
                 twin_layer = _Layer(twin_installed, own_tree, own_names)
                 checked_on = twin
                 if sandbox.native(twin):
-                    verdict = _check(request, twin, twin_layer, spec, sandbox, cache, work, twin.short)
+                    verdict = _check(request, twin, twin_layer, spec, sandbox, cache, work,
+                                     twin.short, scope)
         if verdict is None:
             import_status = (f"skipped: no sandbox runs {target.runtime} on {target.machine} "
                              f"or on this {host_machine()} machine")
@@ -634,7 +715,9 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         report.timings = timings.seconds
         if memo is not None:
             with contextlib.suppress(OSError):  # the layer is built; only its reuse is lost
-                buildmemo.remember(cache, memo, request.output, report)
+                # Without this build's cache warnings: a later reuse reports its own.
+                kept = [w for w in report.warnings if w not in cache.warnings]
+                buildmemo.remember(cache, memo, request.output, dataclasses.replace(report, warnings=kept))
         return BuildResult(request.output, report)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -648,6 +731,17 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _runtime_stamp() -> list[tuple[str, int]]:
+    """The copies of boto3 & co. a local check puts behind the layer, by path and change time."""
+    stamps = []
+    for path in runner.runtime_provided_paths():
+        try:
+            stamps.append((str(path), path.stat().st_mtime_ns))
+        except OSError:
+            stamps.append((str(path), 0))
+    return stamps
+
+
 def _memo_inputs(request: BuildRequest, target: Target, locked: lock.LockedProject,
                  config: project.ProjectConfig, direct: list[str], name: str, source_name: str,
                  warnings: list[str], sandbox: Sandbox, python: str | None) -> dict:
@@ -659,7 +753,9 @@ def _memo_inputs(request: BuildRequest, target: Target, locked: lock.LockedProje
             "direct": direct, "config": dataclasses.asdict(config), "name": name,
             "source_name": source_name, "prefix": request.layer_prefix,
             "allow_sdist": sorted(request.allow_sdist), "index": repr(request.index),
+            "cache_scope": request.cache_scope,
             "warnings": warnings, "python": python,
+            "limits": {k: v for k, v in vars(limits).items() if k.isupper()},
             "sandbox": [type(sandbox).__module__, type(sandbox).__qualname__, sandbox.native(target)]}
 
 

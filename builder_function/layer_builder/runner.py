@@ -35,7 +35,7 @@ from .errors import (
     OutOfTimeError,
     SourceBuildError,
 )
-from .sandbox import CheckSpec, Dependency, SandboxError, Verdict
+from .sandbox import CheckSpec, Dependency, ImportRecord, SandboxError, Verdict
 
 #: Longer than this at import is the project's fault (Lambda's init phase allows 10 s), not time.
 IMPORT_CHECK_TIMEOUT = 120.0
@@ -292,7 +292,19 @@ def run_check(python_dir: Path, spec: CheckSpec, python: str, *, timeout: float 
                                   probe.submodules)
     return Verdict(ok=not refusals, message="\n".join(refusals),
                    warnings=tuple(warnings + probe.notes), startup=tuple(sorted(probe.startup)),
-                   ran_on=f"python{version} {probe.interpreter['machine']}".strip())
+                   ran_on=f"python{version} {probe.interpreter['machine']}".strip(),
+                   imports=tuple(_record(item.module, probe.results.get(item.module, {}))
+                                 for item in plan))
+
+
+def _record(module: str, event: Mapping[str, Any]) -> ImportRecord:
+    """What one import depended on, from the probe's event (not ok when anything is off)."""
+    fields = {}
+    for key in ("touched", "listed", "absent", "after", "loaded"):
+        value = event.get(key)
+        fields[key] = tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+    complete = all(isinstance(event.get(k), list) for k in ("touched", "listed", "absent", "after"))
+    return ImportRecord(module=module, ok=event.get("ok") is True and complete, **fields)
 
 
 @dataclass

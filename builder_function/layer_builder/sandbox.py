@@ -76,6 +76,24 @@ class CheckSpec:
 
 
 @dataclass(frozen=True)
+class ImportRecord:
+    """One import of the check and what it depended on (paths relative to python/), so that
+    its verdict can be remembered for as long as those stay the same (importmemo.py)."""
+
+    module: str
+    ok: bool
+    #: Layer files it loaded, opened or dlopen()ed; directories it listed.
+    touched: tuple[str, ...] = ()
+    listed: tuple[str, ...] = ()
+    #: Names it looked for that the layer did not provide (not found, or found outside it).
+    absent: tuple[str, ...] = ()
+    #: Earlier imports of the same run whose modules it used.
+    after: tuple[str, ...] = ()
+    #: The layer's .py files it loaded first (the start-up probe's share of this import).
+    loaded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Verdict:
     ok: bool
     #: Why the layer is refused: names the module or package and what to do.
@@ -86,6 +104,9 @@ class Verdict:
     startup: tuple[str, ...] = field(default=())
     #: Where it ran, for the report: "python3.13 x86_64, local subprocess" or a function name.
     ran_on: str = ""
+    #: Per import, what it depended on; empty from a sandbox that does not say (nothing is
+    #: remembered then).
+    imports: tuple[ImportRecord, ...] = field(default=())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -116,7 +137,32 @@ class Verdict:
             raise SandboxError("The sandbox's verdict names start-up paths outside the layer.")
         return cls(ok=data["ok"], message=message[:MAX_MESSAGE_CHARS],
                    warnings=tuple(w[:MAX_MESSAGE_CHARS] for w in strings("warnings", MAX_WARNINGS)),
-                   startup=startup, ran_on=ran_on[:200])
+                   startup=startup, ran_on=ran_on[:200], imports=_records(data.get("imports", [])))
+
+
+def _records(value: Any) -> tuple[ImportRecord, ...]:
+    """Verdict.imports from JSON, as strictly as the rest: malformed is a SandboxError."""
+    if not isinstance(value, list) or len(value) > MAX_WARNINGS * 20:
+        raise SandboxError("The sandbox's verdict has a malformed `imports`.")
+    records, total = [], 0
+    for item in value:
+        if (not isinstance(item, dict) or not isinstance(item.get("module"), str)
+                or not isinstance(item.get("ok"), bool)):
+            raise SandboxError("The sandbox's verdict has a malformed `imports`.")
+        fields = {}
+        for key in ("touched", "listed", "absent", "after", "loaded"):
+            strings = item.get(key, [])
+            if not isinstance(strings, list) or not all(isinstance(v, str) for v in strings):
+                raise SandboxError(f"The sandbox's verdict has a malformed `imports.{key}`.")
+            if key in ("touched", "listed", "loaded") and any(
+                    p.startswith("/") or ".." in p.split("/") for p in strings):
+                raise SandboxError("The sandbox's verdict names paths outside the layer.")
+            total += len(strings)
+            fields[key] = tuple(strings)
+        records.append(ImportRecord(module=item["module"], ok=item["ok"], **fields))
+    if total > MAX_STARTUP_PATHS:
+        raise SandboxError("The sandbox's verdict has too many `imports` paths.")
+    return tuple(records)
 
 
 class Sandbox(Protocol):

@@ -84,7 +84,7 @@ class LocalSandbox:
             _remove(work)
         ran_on = f"{verdict.ran_on}, local subprocess".lstrip(", ")
         return Verdict(ok=verdict.ok, message=verdict.message, warnings=verdict.warnings,
-                       startup=verdict.startup, ran_on=ran_on)
+                       startup=verdict.startup, ran_on=ran_on, imports=verdict.imports)
 
     def build_sdist(self, sdist: Path, name: str, version: str, target: Target, dest: Path,
                     timeout: float | None) -> Path:

@@ -489,3 +489,38 @@ def test_a_source_build_runs_without_the_callers_secrets(tmp_path, monkeypatch):
     assert env["SSL_CERT_FILE"] == "/etc/ca.pem" and env["HOME"] != "/root"
     assert Path(env["UV_CACHE_DIR"]).is_relative_to(Path(env["HOME"]))
     assert seen["cmd"][1:3] == ["build", "--wheel"] and "--no-config" in seen["cmd"]
+
+
+def test_each_import_says_what_it_depended_on(tmp_path):
+    # What the memo of import verdicts keys on: files loaded or opened, names looked for and
+    # missed, earlier imports whose modules were used, directories listed.
+    python_dir = layer(tmp_path, {
+        "alpha/__init__.py": """
+            import os, beta
+            try:
+                import gamma_optional
+            except ImportError:
+                gamma_optional = None
+            with open(os.path.join(os.path.dirname(beta.__file__), "data.txt")) as f:
+                DATA = f.read()
+            NAMES = sorted(os.listdir(os.path.dirname(__file__)))
+            """,
+        "beta/__init__.py": "VALUE = 1\n",
+        "beta/data.txt": "hello\n",
+        "delta.py": "import beta\n",
+    })
+    deps = (Dependency("beta", "1", ("beta",)), Dependency("alpha", "1", ("alpha",)),
+            Dependency("delta", "1", ("delta",)))
+    verdict = check(python_dir, deps=deps)
+    assert verdict.ok, verdict.message
+    records = {r.module: r for r in verdict.imports}
+    assert list(records) == ["beta", "alpha", "delta"] and all(r.ok for r in records.values())
+
+    def sources(module: str) -> set[str]:  # the bytecode looked for (-B: none) aside
+        return {p for p in records[module].touched if "__pycache__" not in p}
+
+    assert sources("beta") == {"beta/__init__.py"} and records["beta"].after == ()
+    alpha = records["alpha"]
+    assert sources("alpha") == {"alpha/__init__.py", "beta/data.txt"} and alpha.after == ("beta",)
+    assert "gamma_optional" in alpha.absent and alpha.listed == ("alpha",)
+    assert records["delta"].after == ("beta",) and sources("delta") == {"delta.py"}
