@@ -41,8 +41,11 @@ def engine_digest() -> str:
 
 def key(inputs: Mapping[str, Any], own_tree: Path) -> str:
     """The memo's name for these inputs (any JSON-able values) plus the own code's content."""
-    text = json.dumps({**inputs, "engine": engine_digest(),
-                       "own": content_hash(tree_entries(own_tree))}, sort_keys=True, default=repr)
+    text = json.dumps(
+        {**inputs, "engine": engine_digest(), "own": content_hash(tree_entries(own_tree))},
+        sort_keys=True,
+        default=repr,
+    )
     return "build-" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -61,8 +64,9 @@ def reuse(cache: BuildCache, name: str, dest: Path) -> BuildReport | None:
         dest.unlink(missing_ok=True)
         if source.exists():
             source.unlink(missing_ok=True)
-            cache.warnings.append(f"The remembered layer {sha256[:12]}… did not match its sha256 "
-                                  "and was built again.")
+            cache.warnings.append(
+                f"The remembered layer {sha256[:12]}… did not match its sha256 and was built again."
+            )
         return None
     return report
 

@@ -80,8 +80,9 @@ def layer_index(files: Iterable[tuple[str, str]]) -> LayerIndex:
 
 
 def entry_name(scope: Mapping[str, object], module: str) -> str:
-    text = json.dumps({**scope, "probe": probe_digest(), "module": module}, sort_keys=True,
-                      default=repr)
+    text = json.dumps(
+        {**scope, "probe": probe_digest(), "module": module}, sort_keys=True, default=repr
+    )
     return "import-" + hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -110,14 +111,19 @@ def _dependencies(record: ImportRecord, index: LayerIndex) -> dict | None:
             owners |= index.tops[top]
         else:
             absent.add(top)
-    return {"owners": sorted(owners), "absent": sorted(absent),
-            "listed": {folder: index.listing(folder) for folder in record.listed}}
+    return {
+        "owners": sorted(owners),
+        "absent": sorted(absent),
+        "listed": {folder: index.listing(folder) for folder in record.listed},
+    }
 
 
 def _holds(deps: Mapping, index: LayerIndex, present: set[str]) -> bool:
-    return (all(o in present for o in deps["owners"])
-            and not any(name in index.tops for name in deps["absent"])
-            and all(index.listing(folder) == digest for folder, digest in deps["listed"].items()))
+    return (
+        all(o in present for o in deps["owners"])
+        and not any(name in index.tops for name in deps["absent"])
+        and all(index.listing(folder) == digest for folder, digest in deps["listed"].items())
+    )
 
 
 def _merge(into: dict, deps: Mapping) -> None:
@@ -137,8 +143,9 @@ class Split:
     hints: set[str] = field(default_factory=set)
 
 
-def split(cache: BuildCache, scope: Mapping[str, object], modules: Sequence[str],
-          index: LayerIndex) -> Split:
+def split(
+    cache: BuildCache, scope: Mapping[str, object], modules: Sequence[str], index: LayerIndex
+) -> Split:
     present = set(index.owners.values())
     result = Split()
     for module in modules:
@@ -161,8 +168,10 @@ def conclusive(records: Sequence[ImportRecord], partial: LayerIndex, full: Layer
     for record in records:
         if not record.ok:
             return False
-        if any(name.split(".")[0] in full.tops and name.split(".")[0] not in partial.tops
-               for name in record.absent):
+        if any(
+            name.split(".")[0] in full.tops and name.split(".")[0] not in partial.tops
+            for name in record.absent
+        ):
             return False
         if any(partial.listing(folder) != full.listing(folder) for folder in record.listed):
             return False
@@ -171,8 +180,12 @@ def conclusive(records: Sequence[ImportRecord], partial: LayerIndex, full: Layer
     return True
 
 
-def remember(cache: BuildCache, scope: Mapping[str, object], records: Sequence[ImportRecord],
-             index: LayerIndex) -> int:
+def remember(
+    cache: BuildCache,
+    scope: Mapping[str, object],
+    records: Sequence[ImportRecord],
+    index: LayerIndex,
+) -> int:
     """Store an entry for each passing import whose dependencies are known; returns how many."""
     by_module = {r.module: r for r in records}
     done: dict[str, dict | None] = {}
@@ -197,8 +210,11 @@ def remember(cache: BuildCache, scope: Mapping[str, object], records: Sequence[I
         found = deps(record.module)
         if found is not None:
             payload = {"deps": found, "loaded": list(record.loaded)}
-            cache.put(entry_name(scope, record.module), json.dumps(payload, sort_keys=True).encode(),
-                      local_only=True)
+            cache.put(
+                entry_name(scope, record.module),
+                json.dumps(payload, sort_keys=True).encode(),
+                local_only=True,
+            )
             stored += 1
     return stored
 
@@ -210,8 +226,12 @@ def _load(cache: BuildCache, name: str) -> dict | None:
     try:
         memo = json.loads(payload)
         deps = memo["deps"]
-        if not (isinstance(deps["owners"], list) and isinstance(deps["absent"], list)
-                and isinstance(deps["listed"], dict) and isinstance(memo["loaded"], list)):
+        if not (
+            isinstance(deps["owners"], list)
+            and isinstance(deps["absent"], list)
+            and isinstance(deps["listed"], dict)
+            and isinstance(memo["loaded"], list)
+        ):
             return None
         return memo
     except (ValueError, KeyError, TypeError):

@@ -29,7 +29,9 @@ def _no_proxy(host: str, rules: str) -> bool:
     """curl's no_proxy: `*`, or a host equal to a rule or ending with `.rule`."""
     host = host.lower().strip("[]")
     for rule in (r.strip().lower().lstrip(".") for r in rules.split(",")):
-        if rule == "*" or (rule and (host == rule.split(":")[0] or host.endswith("." + rule.split(":")[0]))):
+        if rule == "*" or (
+            rule and (host == rule.split(":")[0] or host.endswith("." + rule.split(":")[0]))
+        ):
             return True
     return False
 
@@ -46,10 +48,16 @@ class IndexSession(requests.Session):
         self.trust_env = False
         self.headers["User-Agent"] = f"layer-builder/{__version__}"
         self.environ = {k.lower(): v for k, v in environ.items() if k.lower().endswith("_proxy")}
-        self.verify = (environ.get("REQUESTS_CA_BUNDLE") or environ.get("SSL_CERT_FILE")
-                       or environ.get("CURL_CA_BUNDLE") or _system_cafile() or True)
+        self.verify = (
+            environ.get("REQUESTS_CA_BUNDLE")
+            or environ.get("SSL_CERT_FILE")
+            or environ.get("CURL_CA_BUNDLE")
+            or _system_cafile()
+            or True
+        )
         self._netrc_path = environ.get("NETRC") or (
-            os.path.join(environ["HOME"], ".netrc") if environ.get("HOME") else "")
+            os.path.join(environ["HOME"], ".netrc") if environ.get("HOME") else ""
+        )
         self._netrc: netrc.netrc | None | bool = False
         #: user:password from index URLs, by scheme://host:port: sent to that origin only.
         self.credentials: dict[str, tuple[str, str]] = {}

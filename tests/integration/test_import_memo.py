@@ -22,15 +22,22 @@ from layer_builder.sandbox_local import LocalSandbox
 from layer_builder.target import ARCH_MACHINE, Target
 
 HOST_ARCH = {machine: arch for arch, machine in ARCH_MACHINE.items()}.get(os.uname().machine, "")
-NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-              "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-              "NO_PROXY": "", "no_proxy": ""}
+NO_NETWORK = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "",
+    "no_proxy": "",
+}
 PURE = "py3-none-any"
 APP = "import alpha\n"
 
 
 def wheel(root: Path, name: str, version: str, code: str) -> Wheel:
-    return wheelhouse.write_wheel(root / "wheels", name, version, PURE, {f"{name}.py": code.encode()})
+    return wheelhouse.write_wheel(
+        root / "wheels", name, version, PURE, {f"{name}.py": code.encode()}
+    )
 
 
 @pytest.fixture
@@ -53,55 +60,86 @@ def project(tmp: Path, name: str, wheels: dict[str, Wheel]) -> Path:
     return write_code(proj.root, {"app/__init__.py": APP})
 
 
-def local_build(tmp: Path, wheels: list[Wheel], source: Path, output: Path,
-                cache_dir: Path | None) -> BuildResult:
+def local_build(
+    tmp: Path, wheels: list[Wheel], source: Path, output: Path, cache_dir: Path | None
+) -> BuildResult:
     simple = wheelhouse.simple_index(tmp / f"index-{output.stem}", wheels)
-    return build(BuildRequest(
-        source=source, output=output, target=Target("python3.13", HOST_ARCH),
-        index=IndexPolicy(override=simple.as_uri()), cache_dir=cache_dir,
-        environ={**os.environ, **NO_NETWORK}))
+    return build(
+        BuildRequest(
+            source=source,
+            output=output,
+            target=Target("python3.13", HOST_ARCH),
+            index=IndexPolicy(override=simple.as_uri()),
+            cache_dir=cache_dir,
+            environ={**os.environ, **NO_NETWORK},
+        )
+    )
 
 
 @pytest.fixture
 def base(tmp_path: Path) -> dict[str, Wheel]:
     if not HOST_ARCH:
         pytest.skip(f"Lambda has no architecture for this machine ({os.uname().machine})")
-    return {"alpha": wheel(tmp_path, "alpha", "1.0", "import beta\nVALUE = beta.VALUE\n"),
-            "beta": wheel(tmp_path, "beta", "1.0", "VALUE = 1\n"),
-            "gamma": wheel(tmp_path, "gamma", "1.0", "VALUE = 3\n")}
+    return {
+        "alpha": wheel(tmp_path, "alpha", "1.0", "import beta\nVALUE = beta.VALUE\n"),
+        "beta": wheel(tmp_path, "beta", "1.0", "VALUE = 1\n"),
+        "gamma": wheel(tmp_path, "gamma", "1.0", "VALUE = 3\n"),
+    }
 
 
 def test_a_bumped_pin_runs_only_the_imports_that_reach_it(tmp_path, base, runs):
     cache = tmp_path / "cache"
-    local_build(tmp_path, list(base.values()), project(tmp_path, "one", base),
-                tmp_path / "one.zip", cache)
+    local_build(
+        tmp_path, list(base.values()), project(tmp_path, "one", base), tmp_path / "one.zip", cache
+    )
     assert runs == [["alpha", "beta", "gamma", "app"]]
 
     bumped = {**base, "gamma": wheel(tmp_path, "gamma", "1.1", "VALUE = 4\n")}
-    second = local_build(tmp_path, list(bumped.values()), project(tmp_path, "two", bumped),
-                         tmp_path / "two.zip", cache)
+    second = local_build(
+        tmp_path,
+        list(bumped.values()),
+        project(tmp_path, "two", bumped),
+        tmp_path / "two.zip",
+        cache,
+    )
     assert runs[1:] == [["gamma"]], "imports that never touched gamma ran again"
     assert "3 of 4 imports proven by the memo" in second.report.checks["sandbox"]
 
     bumped = {**bumped, "beta": wheel(tmp_path, "beta", "1.1", "VALUE = 2\n")}
-    third = local_build(tmp_path, list(bumped.values()), project(tmp_path, "three", bumped),
-                        tmp_path / "three.zip", cache)
+    third = local_build(
+        tmp_path,
+        list(bumped.values()),
+        project(tmp_path, "three", bumped),
+        tmp_path / "three.zip",
+        cache,
+    )
     # alpha and the own package import beta: they run again, gamma does not.
     assert runs[2:] == [["alpha", "beta", "app"]]
     # The same layer as a build with no cache at all, byte for byte (bytecode chosen alike).
-    fresh = local_build(tmp_path, list(bumped.values()), project(tmp_path, "four", bumped),
-                        tmp_path / "four.zip", None)
+    fresh = local_build(
+        tmp_path,
+        list(bumped.values()),
+        project(tmp_path, "four", bumped),
+        tmp_path / "four.zip",
+        None,
+    )
     assert third.output.read_bytes() == fresh.output.read_bytes()
 
 
 def test_a_bump_that_does_not_import_is_refused(tmp_path, base, runs):
     cache = tmp_path / "cache"
-    local_build(tmp_path, list(base.values()), project(tmp_path, "one", base),
-                tmp_path / "one.zip", cache)
+    local_build(
+        tmp_path, list(base.values()), project(tmp_path, "one", base), tmp_path / "one.zip", cache
+    )
     broken = {**base, "beta": wheel(tmp_path, "beta", "1.1", "import cgi_gone_for_good\n")}
     with pytest.raises(TargetMismatchError) as caught:
-        local_build(tmp_path, list(broken.values()), project(tmp_path, "two", broken),
-                    tmp_path / "two.zip", cache)
+        local_build(
+            tmp_path,
+            list(broken.values()),
+            project(tmp_path, "two", broken),
+            tmp_path / "two.zip",
+            cache,
+        )
     assert "cgi_gone_for_good" in str(caught.value)
     assert not (tmp_path / "two.zip").exists()
 
@@ -110,22 +148,31 @@ def test_an_import_that_looked_for_a_name_the_layer_now_has_runs_again(tmp_path,
     if not HOST_ARCH:
         pytest.skip(f"Lambda has no architecture for this machine ({os.uname().machine})")
     optional = "try:\n    import delta\nexcept ImportError:\n    delta = None\n"
-    first = {"alpha": wheel(tmp_path, "alpha", "1.0", optional),
-             "gamma": wheel(tmp_path, "gamma", "1.0", "VALUE = 3\n")}
+    first = {
+        "alpha": wheel(tmp_path, "alpha", "1.0", optional),
+        "gamma": wheel(tmp_path, "gamma", "1.0", "VALUE = 3\n"),
+    }
     cache = tmp_path / "cache"
-    local_build(tmp_path, list(first.values()), project(tmp_path, "one", first),
-                tmp_path / "one.zip", cache)
+    local_build(
+        tmp_path, list(first.values()), project(tmp_path, "one", first), tmp_path / "one.zip", cache
+    )
     # delta arrives: alpha, which looked for it before (and went on without), runs again.
     second = {**first, "delta": wheel(tmp_path, "delta", "1.0", "VALUE = 5\n")}
-    local_build(tmp_path, list(second.values()), project(tmp_path, "two", second),
-                tmp_path / "two.zip", cache)
+    local_build(
+        tmp_path,
+        list(second.values()),
+        project(tmp_path, "two", second),
+        tmp_path / "two.zip",
+        cache,
+    )
     assert "alpha" in runs[1] and "gamma" not in runs[1], runs
 
 
 def test_a_tampered_import_memo_proves_nothing(tmp_path, base, runs):
     cache = tmp_path / "cache"
-    local_build(tmp_path, list(base.values()), project(tmp_path, "one", base),
-                tmp_path / "one.zip", cache)
+    local_build(
+        tmp_path, list(base.values()), project(tmp_path, "one", base), tmp_path / "one.zip", cache
+    )
     entries = sorted((cache / DERIVED).glob("import-*"))
     assert len(entries) == 4
     for entry in entries:  # claim that nothing was touched, keeping the signature
@@ -133,7 +180,12 @@ def test_a_tampered_import_memo_proves_nothing(tmp_path, base, runs):
         head, _, payload = blob.partition(b"\n")
         entry.write_bytes(head + b"\n" + payload.replace(b'"owners": [', b'"owners": [], "x": ['))
     bumped = {**base, "gamma": wheel(tmp_path, "gamma", "1.1", "VALUE = 4\n")}
-    second = local_build(tmp_path, list(bumped.values()), project(tmp_path, "two", bumped),
-                         tmp_path / "two.zip", cache)
+    second = local_build(
+        tmp_path,
+        list(bumped.values()),
+        project(tmp_path, "two", bumped),
+        tmp_path / "two.zip",
+        cache,
+    )
     assert runs[1:] == [["alpha", "beta", "gamma", "app"]]
     assert any("failed its signature check" in w for w in second.report.warnings)

@@ -14,8 +14,11 @@ def index(**wheels: str) -> importmemo.LayerIndex:
     """A layer of one-package wheels: name → sha."""
     files = []
     for name, sha in wheels.items():
-        files += [(f"{name}/__init__.py", f"{name}@{sha}"), (f"{name}/data.txt", f"{name}@{sha}"),
-                  (f"{name}-1.0.dist-info/RECORD", f"{name}@{sha}")]
+        files += [
+            (f"{name}/__init__.py", f"{name}@{sha}"),
+            (f"{name}/data.txt", f"{name}@{sha}"),
+            (f"{name}-1.0.dist-info/RECORD", f"{name}@{sha}"),
+        ]
     return importmemo.layer_index(files)
 
 
@@ -26,11 +29,13 @@ def remembered(tmp_path, record: ImportRecord, layer: importmemo.LayerIndex, now
 
 
 def test_a_verdict_holds_while_every_wheel_it_touched_is_the_same(tmp_path):
-    record = ImportRecord("alpha", True, touched=("alpha/__init__.py", "beta/data.txt"),
-                          loaded=("alpha/__init__.py",))
+    record = ImportRecord(
+        "alpha", True, touched=("alpha/__init__.py", "beta/data.txt"), loaded=("alpha/__init__.py",)
+    )
     before = index(alpha="a1", beta="b1", gamma="c1")
-    assert remembered(tmp_path / "1", record, before, index(alpha="a1", beta="b1", gamma="c2")
-                      ).proven == {"alpha": ["alpha/__init__.py"]}
+    assert remembered(
+        tmp_path / "1", record, before, index(alpha="a1", beta="b1", gamma="c2")
+    ).proven == {"alpha": ["alpha/__init__.py"]}
     changed = remembered(tmp_path / "2", record, before, index(alpha="a1", beta="b2", gamma="c1"))
     assert changed.run == ["alpha"] and changed.hints == {"alpha", "beta"}
 
@@ -39,7 +44,9 @@ def test_a_name_it_missed_must_stay_missing(tmp_path):
     record = ImportRecord("alpha", True, touched=("alpha/__init__.py",), absent=("delta", "json"))
     before = index(alpha="a1")
     assert remembered(tmp_path / "1", record, before, index(alpha="a1", beta="b1")).run == []
-    assert remembered(tmp_path / "2", record, before, index(alpha="a1", delta="d1")).run == ["alpha"]
+    assert remembered(tmp_path / "2", record, before, index(alpha="a1", delta="d1")).run == [
+        "alpha"
+    ]
     assert remembered(tmp_path / "3", record, before, index(alpha="a1", json="j1")).run == ["alpha"]
 
 
@@ -47,8 +54,13 @@ def test_a_directory_it_listed_must_hold_the_same_entries(tmp_path):
     record = ImportRecord("alpha", True, touched=("alpha/__init__.py",), listed=(".",))
     before = index(alpha="a1", beta="b1")
     # Another version of beta renames its dist-info: the root lists differently.
-    bumped = importmemo.layer_index([("alpha/__init__.py", "alpha@a1"), ("beta/__init__.py", "beta@b1"),
-                                     ("beta-2.0.dist-info/RECORD", "beta@b1")])
+    bumped = importmemo.layer_index(
+        [
+            ("alpha/__init__.py", "alpha@a1"),
+            ("beta/__init__.py", "beta@b1"),
+            ("beta-2.0.dist-info/RECORD", "beta@b1"),
+        ]
+    )
     assert remembered(tmp_path / "1", record, before, bumped).run == ["alpha"]
 
 
@@ -64,8 +76,9 @@ def test_a_file_the_probe_could_not_place_is_never_remembered(tmp_path):
 def test_a_run_on_part_of_the_layer_is_conclusive_only_when_it_missed_nothing_the_layer_has():
     full = index(alpha="a1", beta="b1", gamma="c1")
     part = index(alpha="a1", beta="b1")
-    ok = ImportRecord("alpha", True, touched=("alpha/__init__.py",), absent=("json", "nowhere"),
-                      listed=("alpha",))
+    ok = ImportRecord(
+        "alpha", True, touched=("alpha/__init__.py",), absent=("json", "nowhere"), listed=("alpha",)
+    )
     assert importmemo.conclusive([ok], part, full)
     missed = ImportRecord("alpha", True, touched=("alpha/__init__.py",), absent=("gamma",))
     assert not importmemo.conclusive([missed], part, full)
