@@ -52,16 +52,18 @@ def test_verdicts_and_sandbox_bytecode_serve_only_their_own_scope(
     # No python3.12 for the builder itself: the sandbox compiles.
     environ = {**os.environ, "PATH": "/nonexistent", "PYENV_ROOT": str(tmp_path / "no-pyenv")}
 
-    def run(scope: str, n: int) -> Counter[str]:
+    def run(scope: str, n: int, prefix: str = "") -> Counter[str]:
         project = Path(shutil.copytree(MIXED, tmp_path / f"p{n}" / "mixed"))
         sandbox = CountingSandbox()
         result = build(BuildRequest(source=project, output=tmp_path / f"out{n}.zip", target=TARGET,
                                     cache_dir=cache, environ=environ, sandbox=sandbox,
-                                    cache_scope=scope))
+                                    cache_scope=scope, layer_prefix=prefix))
         assert result.report.bytecode["kept"] > 0, result.report.bytecode
         return sandbox.calls
 
-    first, again, other = run("team-a", 1), run("team-a", 2), run("team-b", 3)
+    # `again` has another layer name, so the whole build is not simply reused (buildmemo) and
+    # what is asked of the sandbox shows which of its results are.
+    first, again, other = run("team-a", 1), run("team-a", 2, "again-"), run("team-b", 3)
 
     own = again["compiled files"]  # the project's own code is compiled on every build
     assert first["check"] == 1 and first["compiled files"] > own > 0
