@@ -19,12 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
+from ..limits import LAYER_NAME_PATTERN, MAX_LAYER_NAME_LENGTH
 from . import lifecycle
 from .attach import Functions, Pointer
 from .settings import TEAM_NAME, MaintenanceSettings
-
-#: Lambda's layer name rule (140 characters at most).
-LAYER_NAME = r"^[A-Za-z0-9_-]{1,140}$"
 
 
 class SweepRequest(BaseModel):
@@ -36,7 +34,9 @@ class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["rollback"]
     team: Annotated[str, Field(pattern=f"^{TEAM_NAME.pattern}$")]
-    layer: Annotated[str, Field(pattern=LAYER_NAME)]
+    layer: Annotated[
+        str, Field(pattern=f"^{LAYER_NAME_PATTERN}$", max_length=MAX_LAYER_NAME_LENGTH)
+    ]
     version: Annotated[int, Field(gt=0)]
 
 

@@ -150,6 +150,10 @@ def test_the_sample_events_are_what_the_function_accepts():
             {"action": "rollback", "team": "data", "layer": "arn:aws:x", "version": 1},
             "rollback.layer",
         ),
+        (
+            {"action": "rollback", "team": "data", "layer": "x" * 141, "version": 1},
+            "rollback.layer: String should have at most 140 characters",
+        ),
         ({"action": "sweep", "keep": 0}, "sweep.keep: Extra inputs are not permitted"),
         ({}, "Unable to extract tag"),
     ],
