@@ -58,6 +58,11 @@ def test_cli_refuses_hostile_archive_and_leaves_nothing(
     message = run.problem
     refusal_names(message, filename, member, reason)
     assert run.stdout == ""
+    # What --report asked for: the refusal, the same words; then nothing else may be left.
+    report = sandbox.out / "report.json"
+    written = json.loads(report.read_text())
+    assert written["status"] == "refused" and " ".join(written["error"]["message"].split()) == message
+    report.unlink()
     assert sandbox.leftovers() == []
     case = request.node.callspec.id
     record(f"archive {case}", f"refused: {message}")
