@@ -67,19 +67,53 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
 
 #: Run in the target's interpreter: compile each file listed in argv[4] (relative to argv[1]) into
 #: argv[2] at its __pycache__ path, unchecked-hash, with the source path it has under /opt/python.
+#: It first caps its own address space at argv[5] bytes: a source whose compile would take more
+#: fails with MemoryError, is left out like one that does not compile, and the next one goes on.
+#: (Set here rather than in a preexec_fn, which is unsafe in a process with threads.)
 _COMPILER = """
-import importlib.util, json, os, py_compile, sys
-root, out, layer, listing = sys.argv[1:5]
+import importlib.util, json, os, py_compile, resource, sys
+root, out, layer, listing, memory = sys.argv[1:6]
+resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
 failed = []
 for rel in open(listing, encoding="utf-8").read().splitlines():
     cfile = os.path.join(out, importlib.util.cache_from_source(rel))
     try:
         py_compile.compile(os.path.join(root, rel), cfile=cfile, dfile=layer + "/" + rel,
                            doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError, OSError):
+    except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError, OSError, MemoryError):
         failed.append(rel)
 print(json.dumps(failed))
 """
+
+
+def compilable(size: int) -> bool:
+    """Whether a source of `size` bytes is compiled at all (limits.MAX_COMPILE_SOURCE_BYTES)."""
+    return size <= limits.MAX_COMPILE_SOURCE_BYTES
+
+
+def _too_large(path: Path) -> bool:
+    try:
+        return not compilable(path.stat().st_size)
+    except OSError:
+        return False  # the compiler reports it as not compiling
+
+
+def failure_warnings(failed: list[str], sizes: Mapping[str, int], runtime: str) -> list[str]:
+    """What the report says of sources left without bytecode (`sizes`: bytes per source)."""
+    cap = limits.MAX_COMPILE_SOURCE_BYTES
+    large = [s for s in failed if not compilable(sizes.get(s, 0))]
+    others = [s for s in failed if s not in large]
+    warnings = []
+    if large:
+        more = f" ({len(large) - 1} more such files)" if len(large) > 1 else ""
+        warnings.append(f"{large[0]} is {sizes[large[0]]:,} bytes, past the limit of {cap:,} bytes "
+                        f"for compiling one source{more}: it ships without bytecode and every cold "
+                        "start compiles it; keep data out of .py files (load it from a file).")
+    if others:
+        warnings.append(f"{len(others)} source files do not compile for {runtime} (invalid there, "
+                        f"or needing more than {limits.MAX_COMPILE_MEMORY_BYTES:,} bytes of memory to "
+                        f"compile) and ship without bytecode, e.g. {others[0]}.")
+    return warnings
 
 
 def compile_sources(python: str, root: Path, files: list[str], *,
@@ -88,9 +122,12 @@ def compile_sources(python: str, root: Path, files: list[str], *,
 
     Returns `pkg/__pycache__/mod.cpython-3X.pyc` → bytes: `unchecked-hash`, so they stay valid
     in a zip that normalises timestamps, and naming /opt/python/<file> as their source. Files the
-    target cannot compile (e.g. Python 2 sources shipped as data) are left out. Two processes
-    share a long list. Raises OutOfTimeError after `timeout` seconds (None: no limit).
+    target cannot compile (e.g. Python 2 sources shipped as data), sources past
+    limits.MAX_COMPILE_SOURCE_BYTES and those needing more than limits.MAX_COMPILE_MEMORY_BYTES
+    to compile are left out. Two processes share a long list. Raises OutOfTimeError after
+    `timeout` seconds (None: no limit).
     """
+    files = [f for f in files if not _too_large(root / f)]
     if not files:
         return {}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
@@ -104,7 +141,8 @@ def compile_sources(python: str, root: Path, files: list[str], *,
                 listing = Path(tmp, f"files-{number}.txt")
                 listing.write_text("".join(f"{f}\n" for f in group), encoding="utf-8")
                 procs.append(subprocess.Popen(
-                    [python, "-I", "-S", "-c", _COMPILER, str(root), out, LAYER_PATH, str(listing)],
+                    [python, "-I", "-S", "-c", _COMPILER, str(root), out, LAYER_PATH, str(listing),
+                     str(limits.MAX_COMPILE_MEMORY_BYTES)],
                     env=env, text=True, start_new_session=True, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE))
             deadline = None if timeout is None else time.monotonic() + timeout

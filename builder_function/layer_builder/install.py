@@ -139,8 +139,11 @@ def _install(locked: LockedProject, target: Target, cache: BuildCache, settings:
         wheels.append((c, built))
         result.built_from_source.append(f"{c.requirement.name}=={c.requirement.version}")
     progress(f"Reading {len(wheels)} wheels")
+    from . import wheel
+
+    wheel.check_listings([(path, c.filename) for c, path in wheels])
     with ThreadPoolExecutor(min(4, max(1, len(wheels)))) as pool:
-        plans = list(pool.map(lambda item: _plan(item[1], cache, settings), wheels))
+        plans = list(pool.map(lambda item: _plan(item[1], cache, settings, item[0].filename), wheels))
     for (c, path), plan_ in zip(wheels, plans, strict=True):
         result.plans.append((plan_, path))
         result.wheels[c.requirement.name] = c.filename
@@ -185,7 +188,7 @@ def _choose(locked: LockedProject, target: Target, cache: BuildCache,
     return resolution.chosen
 
 
-def _plan(path: Path, cache: BuildCache, settings: Settings) -> wheel.Plan:
+def _plan(path: Path, cache: BuildCache, settings: Settings, filename: str) -> wheel.Plan:
     from . import wheel
 
     name = f"plan-{path.name.split('.')[0]}-{settings.key()}"
@@ -196,7 +199,7 @@ def _plan(path: Path, cache: BuildCache, settings: Settings) -> wheel.Plan:
         except (ValueError, KeyError, TypeError):
             pass
     result = wheel.plan(path, python_version=settings.python_version, slim_enabled=settings.slim,
-                        extra_patterns=settings.slim_exclude)
+                        extra_patterns=settings.slim_exclude, filename=filename)
     cache.put(name, result.to_json().encode())
     return result
 

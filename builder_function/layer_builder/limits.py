@@ -31,6 +31,31 @@ MAX_ZIP_DIRECTORY_BYTES = 16 * 1024 * 1024
 #: The headers of one tar member (ustar, pax, GNU long names): tarfile reads them whole.
 MAX_TAR_HEADER_BYTES = 1024 * 1024
 
+# --- Files the builder parses whole (memory bombs past the upload caps) ---
+#: Pipfile, Pipfile.lock, pyproject.toml and setup.cfg are parsed whole, at up to ~25 bytes of
+#: memory per byte (a 30 MB lock of `[[],[],...]` took 700 MB), so their size is checked first.
+#: The largest real Pipfile.lock files are well under 1 MB.
+MAX_PROJECT_FILE_BYTES = 4 * 1024 * 1024
+#: Members of one locked wheel, checked in its end records before zipfile parses the listing:
+#: planning costs ~1.5 kB per member. A layer zip holds at most 65,535 files, so a wheel listing
+#: more can never ship whole; the biggest common wheels list ~16,000 (tensorflow-cpu 15,632,
+#: cmeel-boost 16,235, torch 13,043). Its central directory is capped by MAX_ZIP_DIRECTORY_BYTES
+#: as an upload's is (those wheels use ~1.8 MB).
+MAX_WHEEL_MEMBERS = 65_535
+#: Members listed by all the wheels of one build together, checked before any is planned: four
+#: are planned at once (four wheels of 99,990 members took the builder to 657 MB, two of 74,990 to
+#: 287 MB, one of 99,990 to 189 MB). Room above 65,535 for what slimming drops.
+MAX_LAYER_WHEEL_MEMBERS = 100_000
+#: One source larger than this is not compiled (it ships without bytecode, with a warning). The
+#: largest real modules seen compile well under MAX_COMPILE_MEMORY_BYTES (pyscf's 3.9 MB
+#: sap_data.py: 189 MB; pydicom's 1.9 MB _concepts_dict.py: 157 MB), but a 12 MB `x=1` file
+#: took 4.85 GB, and its compile time grows with it before the memory cap stops it.
+MAX_COMPILE_SOURCE_BYTES = 4 * 1024 * 1024
+#: Address space (RLIMIT_AS) of a bytecode compiler process: a source that needs more fails with
+#: MemoryError and ships without bytecode. Measured (CPython 3.13): the modules above need at most
+#: 189 MB; `x=1` sources need ~400 bytes per byte of source.
+MAX_COMPILE_MEMORY_BYTES = 256 * 1024 * 1024
+
 #: Room every layer leaves of MAX_UNZIPPED_BYTES for the consumer's own code and other layers,
 #: unless the project sets `[tool.layer-builder] headroom`; bytecode never eats it.
 DEFAULT_HEADROOM = 10 * 1024 * 1024

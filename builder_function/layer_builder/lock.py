@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import LockError, ProjectError
+from .project import read_project_file
 from .redact import redact
 from .target import Target
 
@@ -103,7 +104,7 @@ def _load_pipfile(project: Path) -> plette.Pipfile:
             "upload the project with Pipfile and Pipfile.lock at its top level."
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_project_file(path)
         _check_pipfile_shape(tomllib.loads(text))
         return plette.Pipfile.load(io.StringIO(text))
     except ProjectError:
@@ -158,7 +159,7 @@ def _load_lock(project: Path) -> dict:
             f"{PIPFILE_LOCK} not found next to the Pipfile: run `pipenv lock` and upload it too."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_project_file(path))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{PIPFILE_LOCK} is not valid JSON: {exc}. Re-run `pipenv lock`.") from None
     if not isinstance(data, dict) or not isinstance(data.get("default"), dict):

@@ -419,7 +419,9 @@ def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[
 def _pyc_entry(wheel_name: str, target: Target, scope: str) -> str:
     """The cache entry of a wheel's bytecode: its sha256, what decides the bytes, and who may
     reuse it (_pyc_scope)."""
-    settings = f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked"
+    # The compile limits decide which sources fail, and failures are cached too.
+    settings = (f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked-"
+                f"{limits.MAX_COMPILE_SOURCE_BYTES}-{limits.MAX_COMPILE_MEMORY_BYTES}")
     digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
     return f"pyc-{wheel_name.split('.')[0]}-{digest}{_scoped(scope)}"
 
@@ -690,9 +692,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         report.checks = {"binaries": f"{binaries} shared objects for {target.machine}",
                          "imports": import_status, "size": "within limit, headroom kept",
                          "sandbox": verdict.ran_on if verdict is not None else ""}
-        if failed:
-            warnings.append(f"{len(failed)} source files do not compile for {target.runtime} and ship "
-                            f"without bytecode, e.g. {failed[0]}.")
+        warnings += bytecode.failure_warnings(failed, dict(files), target.runtime)
         manifest_path = work / MANIFEST_NAME
         manifest_path.write_text(manifest(report), encoding="utf-8")
 

@@ -137,9 +137,27 @@ def split_archive_name(filename: str) -> tuple[str, str]:
     return stem, ""
 
 
+#: What to do about each project file past limits.MAX_PROJECT_FILE_BYTES.
+_FILE_FIX = {
+    "Pipfile.lock": "re-create it with `pipenv lock` and upload it with the Pipfile",
+    "Pipfile": "keep only the packages and settings in it, then run `pipenv lock`",
+}
+
+
+def read_project_file(path: Path) -> str:
+    """The text of a Pipfile, Pipfile.lock, pyproject.toml or setup.cfg, which the builder parses
+    whole: its size is checked first (a parser takes up to ~25 bytes of memory per byte)."""
+    size, cap = path.stat().st_size, limits.MAX_PROJECT_FILE_BYTES
+    if size > cap:
+        fix = _FILE_FIX.get(path.name, "keep only the project's settings in it")
+        raise ProjectError(f"{path.name} is {size:,} bytes, past the limit of {cap:,} bytes for a "
+                           f"project file (real ones are well under 1 MB): {fix}.")
+    return path.read_text(encoding="utf-8")
+
+
 def _read_toml(path: Path) -> dict:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_project_file(path))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProjectError(f"{path.name} is not valid TOML: {exc}") from None
 
@@ -150,7 +168,7 @@ def _setup_cfg_metadata(root: Path) -> dict[str, str]:
         return {}
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read_string(path.read_text(encoding="utf-8"))
+        parser.read_string(read_project_file(path))
     except (configparser.Error, UnicodeDecodeError):
         return {}
     return dict(parser["metadata"]) if parser.has_section("metadata") else {}

@@ -280,14 +280,19 @@ _CENTRAL = struct.Struct("<4s6H3L5H2L")  # one central directory record, before 
 _LISTING_FIX = "upload only the project (Pipfile, Pipfile.lock, sources)"
 
 
-def _check_zip_listing(out: _Extractor) -> None:
-    """Refuse a listing past the caps before zipfile parses it (~430 bytes of memory per entry).
+def check_zip_listing(path: Path, max_members: int, fix: str, *, name: str = "") -> int:
+    """Refuse a zip whose listing is past the caps before zipfile parses it (~430 bytes of
+    memory per entry): more than `max_members` entries, or a central directory larger than
+    limits.MAX_ZIP_DIRECTORY_BYTES. Used for uploads and for locked wheels; `fix` ends the message,
+    which starts with `name` (default: the file's name).
 
     Finds the end records where zipfile does (the last 22 bytes, else the last 64 KiB + 22), then
-    counts the records in the bytes zipfile would parse: the declared count may lie.
+    counts the records in the bytes zipfile would parse: the declared count may lie. Raises
+    UnsafeArchiveError, or zipfile.BadZipFile for a zip zipfile could not read either. Returns
+    the number of entries listed.
     """
-    name, members, cap = out.archive.name, limits.MAX_ARCHIVE_MEMBERS, limits.MAX_ZIP_DIRECTORY_BYTES
-    with out.archive.open("rb") as f:
+    name, members, cap = name or path.name, max_members, limits.MAX_ZIP_DIRECTORY_BYTES
+    with path.open("rb") as f:
         size = f.seek(0, os.SEEK_END)
         tail_start = max(0, size - _EOCD.size - 0xFFFF)
         f.seek(tail_start)
@@ -308,11 +313,10 @@ def _check_zip_listing(out: _Extractor) -> None:
                 location = locator_at - _ZIP64_EOCD.size
         if count > members:
             raise UnsafeArchiveError(f"{name}: the zip lists {count:,} members, past the limit of "
-                                     f"{members:,} members: {_LISTING_FIX}")
+                                     f"{members:,} members: {fix}")
         if listing > cap:
             raise UnsafeArchiveError(f"{name}: the zip's list of members (central directory) takes "
-                                     f"{listing:,} bytes, past the limit of {cap:,} bytes: "
-                                     f"{_LISTING_FIX}")
+                                     f"{listing:,} bytes, past the limit of {cap:,} bytes: {fix}")
         if listing > location:
             raise zipfile.BadZipFile("bad offset for central directory")
         f.seek(location - listing)
@@ -327,11 +331,12 @@ def _check_zip_listing(out: _Extractor) -> None:
         if found > members:
             raise UnsafeArchiveError(f"{name}: the zip lists more than {members:,} members (it "
                                      f"declares {count:,}), past the limit of {members:,} members: "
-                                     f"{_LISTING_FIX}")
+                                     f"{fix}")
+    return found
 
 
 def _unpack_zip(out: _Extractor) -> None:
-    _check_zip_listing(out)
+    check_zip_listing(out.archive, limits.MAX_ARCHIVE_MEMBERS, _LISTING_FIX)
     try:
         zf = zipfile.ZipFile(out.archive)
     except UnicodeDecodeError as exc:  # flagged UTF-8, but is not; exc.object is the raw name

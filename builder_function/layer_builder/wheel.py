@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 
-from . import slim
+from . import limits, slim
 from .errors import InputError, UnsafeArchiveError
+from .unpack import check_zip_listing
 
 INSTALLER = "layer-builder"
 #: Files the installer writes itself, or that regenerating RECORD makes wrong.
@@ -189,16 +190,46 @@ def _dest(name: str, dist_info: str) -> tuple[str | None, str | None]:
     return name, None
 
 
+_WHEEL_LISTING_FIX = ("no real wheel holds that many files: the wheel is malformed or hostile; "
+                      "pin another version of it")
+
+
+def check_listings(wheels: list[tuple[Path, str]]) -> None:
+    """Refuse, before any is parsed, wheels (path, filename on the index) that list more than
+    limits.MAX_WHEEL_MEMBERS members each or limits.MAX_LAYER_WHEEL_MEMBERS together: planning
+    keeps ~1.5 kB per member, and several wheels are planned at once."""
+    counts = []
+    for path, filename in wheels:
+        try:
+            counts.append((check_zip_listing(path, limits.MAX_WHEEL_MEMBERS, _WHEEL_LISTING_FIX,
+                                             name=filename), filename))
+        except zipfile.BadZipFile as exc:
+            raise InputError(f"{filename} is not a readable wheel ({exc}): pin another version "
+                             "of it.") from None
+    total, cap = sum(n for n, _ in counts), limits.MAX_LAYER_WHEEL_MEMBERS
+    if total > cap:
+        largest = ", ".join(f"{name} ({n:,})" for n, name in sorted(counts, reverse=True)[:3])
+        raise InputError(f"The locked wheels list {total:,} members together, past the limit of "
+                         f"{cap:,} for one layer; the largest: {largest}: drop or replace them.")
+
+
 def plan(wheel: Path, *, python_version: str, slim_enabled: bool = True,
-         extra_patterns: tuple[str, ...] = (), requested: bool = True) -> Plan:
-    """Read a (hash-verified) wheel and decide every member; hashes each shipped file once."""
+         extra_patterns: tuple[str, ...] = (), requested: bool = True, filename: str = "") -> Plan:
+    """Read a (hash-verified) wheel and decide every member; hashes each shipped file once.
+
+    `filename`: the wheel's name on the index, for messages (the cache names files by sha256).
+    """
+    shown = Path(filename or wheel.name)
     try:
+        # A pinned wheel is what its author uploaded: its listing is checked as an upload's is,
+        # before zipfile parses it whole (~1.5 kB of memory per member by the end of planning).
+        check_zip_listing(wheel, limits.MAX_WHEEL_MEMBERS, _WHEEL_LISTING_FIX, name=shown.name)
         with zipfile.ZipFile(wheel) as zf, open(wheel, "rb") as raw:
             infos = [i for i in zf.infolist() if not i.is_dir()]
-            names = [_safe(i.filename, wheel) for i in infos]
+            names = [_safe(i.filename, shown) for i in infos]
             if len(set(names)) != len(names):
-                raise UnsafeArchiveError(f"{wheel.name} holds a member twice: the wheel is malformed.")
-            dist_info = _dist_info(names, wheel)
+                raise UnsafeArchiveError(f"{shown.name} holds a member twice: the wheel is malformed.")
+            dist_info = _dist_info(names, shown)
             metadata = HeaderParser().parsestr(zf.read(f"{dist_info}/METADATA").decode("utf-8", "replace"))
             display = str(metadata.get("Name") or dist_info.split("-")[0])
             result = Plan(name=_canonical(display), display_name=display,
@@ -220,7 +251,7 @@ def plan(wheel: Path, *, python_version: str, slim_enabled: bool = True,
                     entry[1] += info.file_size
                     continue
                 if info.flag_bits & 0x1:
-                    raise InputError(f"{wheel.name}:{info.filename} is encrypted: pin another version.")
+                    raise InputError(f"{shown.name}:{info.filename} is encrypted: pin another version.")
                 kept.append((info, dest))
             # The wheel's RECORD gives each member's sha256 without decompressing it: its bytes are
             # vouched for by the lock's sha256 of the whole wheel. Members it does not list (or
@@ -246,7 +277,7 @@ def plan(wheel: Path, *, python_version: str, slim_enabled: bool = True,
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError, NotImplementedError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and exc.errno:
             raise
-        raise InputError(f"{wheel.name} is not a readable wheel ({type(exc).__name__}: {exc}): "
+        raise InputError(f"{shown.name} is not a readable wheel ({type(exc).__name__}: {exc}): "
                          "pin another version of it.") from None
     result.members.sort(key=lambda m: m.dest)
     result.top_level = _top_level(top_level, result.members, dist_info)

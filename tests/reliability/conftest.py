@@ -120,6 +120,47 @@ def run_cli_process(sandbox: Sandbox) -> Callable[..., CliRun]:
     return run
 
 
+#: What the builder may use on any bomb; the Lambda has 3 GB, but a bomb must cost no more than
+#: an honest build.
+PEAK_LIMIT_MB = 300
+
+#: The CLI, reporting its peak RSS at exit. VmHWM belongs to the process's memory map, which exec
+#: replaces; ru_maxrss would also count the forking test process's own peak (it survives exec).
+#: RUSAGE_CHILDREN's ru_maxrss is the largest peak of the processes the CLI started and waited
+#: for (uv, bytecode compilers, import checks); a child forked rather than spawned counts the
+#: builder's own memory at the fork too, so it can only overstate.
+_MEASURED_CLI = """
+import atexit, os, resource, sys
+from layer_builder.cli import main
+
+def peak():
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open("/proc/self/status") as status, open(os.environ["PEAK_FILE"], "w") as out:
+        builder = next(line for line in status if line.startswith("VmHWM:")).split()[1]
+        out.write(f"{builder} {children}")
+
+atexit.register(peak)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@dataclass(frozen=True)
+class Peak:
+    builder: float  # MB: the CLI process's own peak resident memory
+    child: float  # MB: the largest peak of any process it started
+
+
+def run_measuring_peak(argv: list[str], sandbox: Sandbox,
+                       env: Mapping[str, str] | None = None) -> tuple[CliRun, Peak]:
+    """`layer-builder ARGV` in a child process: its exit code, output and peak RSS."""
+    peak_file = sandbox.tmp.parent / "peak-kb"
+    environ = {**os.environ, **(env or {}), "TMPDIR": str(sandbox.tmp), "PEAK_FILE": str(peak_file)}
+    done = subprocess.run([sys.executable, "-c", _MEASURED_CLI, *argv], env=environ,
+                          capture_output=True, text=True, timeout=300, check=False)
+    builder, child = (int(kb) / 1024 for kb in peak_file.read_text().split())
+    return CliRun(done.returncode, done.stdout, done.stderr), Peak(builder, child)
+
+
 # ---------------------------------------------------------------- a hermetic package index
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -30,7 +28,16 @@ from tests.unit.test_unpack import (  # noqa: F401 (small_limits is a fixture us
     zip_bytes,
 )
 
-from .conftest import CliRun, House, Sandbox, Service, archive_dir, pure_project
+from .conftest import (
+    PEAK_LIMIT_MB,
+    CliRun,
+    House,
+    Sandbox,
+    Service,
+    archive_dir,
+    pure_project,
+    run_measuring_peak,
+)
 from .table import record
 
 Build = Callable[[], bytes]
@@ -233,11 +240,6 @@ def test_zip_of_a_zip_is_refused_as_a_project_without_pipfile(
 
 # ---------------------------------------------------------------- memory bombs (issue 9)
 
-#: What the builder may use on any bomb; the Lambda has 3 GB, but a bomb must cost no more than
-#: an honest build.
-PEAK_LIMIT_MB = 300
-
-
 def zip_listing_bomb(path: Path, entries: int, **options: Any) -> None:
     with path.open("wb") as f:
         write_zip_listing(f, entries, **options)
@@ -267,30 +269,6 @@ MEMORY_BOMBS = [
 ]
 
 
-#: The CLI, reporting its peak RSS at exit. VmHWM belongs to the process's memory map, which exec
-#: replaces; ru_maxrss would also count the forking test process's own peak (it survives exec).
-_MEASURED_CLI = """
-import atexit, os, sys
-from layer_builder.cli import main
-
-def peak():
-    with open("/proc/self/status") as status, open(os.environ["PEAK_FILE"], "w") as out:
-        out.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
-
-atexit.register(peak)
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def run_measuring_peak(argv: list[str], sandbox: Sandbox) -> tuple[CliRun, float]:
-    """`layer-builder ARGV` in a child process: its exit code, output and peak RSS in MB."""
-    peak_file = sandbox.tmp.parent / "peak-kb"
-    environ = {**os.environ, "TMPDIR": str(sandbox.tmp), "PEAK_FILE": str(peak_file)}
-    done = subprocess.run([sys.executable, "-c", _MEASURED_CLI, *argv], env=environ,
-                          capture_output=True, text=True, timeout=300, check=False)
-    return CliRun(done.returncode, done.stdout, done.stderr), int(peak_file.read_text()) / 1024
-
-
 @pytest.mark.parametrize(("filename", "build", "reason"), MEMORY_BOMBS)
 def test_memory_bombs_are_refused_within_bounded_memory(
         tmp_path: Path, sandbox: Sandbox, filename: str, build: Callable[[Path], None],
@@ -303,7 +281,7 @@ def test_memory_bombs_are_refused_within_bounded_memory(
     assert run.code == 2, run.stderr
     message = run.problem
     refusal_names(message, filename, None, reason)
-    assert peak < PEAK_LIMIT_MB, f"peak RSS {peak:.0f} MB on {filename}"
+    assert peak.builder < PEAK_LIMIT_MB, f"peak RSS {peak.builder:.0f} MB on {filename}"
     assert sandbox.leftovers() == []
     record(f"memory bomb {request.node.callspec.id} ({size:,} bytes uploaded)",
-           f"refused at a peak of {peak:.0f} MB (limit {PEAK_LIMIT_MB} MB): {message}")
+           f"refused at a peak of {peak.builder:.0f} MB (limit {PEAK_LIMIT_MB} MB): {message}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from layer_builder import bytecode
+from layer_builder import bytecode, limits
 from layer_builder.errors import OutOfTimeError
 
 TAG = f"cpython-{sys.version_info[0]}{sys.version_info[1]}"
@@ -87,3 +87,35 @@ def test_out_of_time_kills_the_compiler_and_what_it_started(tmp_path):
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(pid), "the compiler's child outlived the timeout"
+
+
+def test_a_source_past_the_size_cap_is_left_out_and_the_rest_compiles(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_COMPILE_SOURCE_BYTES", 100)
+    (tmp_path / "big.py").write_text("x = 1\n" * 20)  # 120 bytes
+    (tmp_path / "edge.py").write_text("#" * 99 + "\n")  # 100 bytes: at the cap, compiled
+    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["big.py", "edge.py"])
+    assert sorted(pycs) == [f"__pycache__/edge.{TAG}.pyc"]
+
+
+def test_a_source_needing_more_memory_than_the_cap_fails_alone(tmp_path, monkeypatch):
+    # ~400 bytes of memory per byte of `x=1` lines: 1 MB needs ~400 MB, past a 128 MiB cap.
+    monkeypatch.setattr(limits, "MAX_COMPILE_MEMORY_BYTES", 128 * 1024 * 1024)
+    (tmp_path / "table.py").write_text("x=1\n" * 250_000)
+    (tmp_path / "after.py").write_text("y = 2\n")
+    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["table.py", "after.py"])
+    assert sorted(pycs) == [f"__pycache__/after.{TAG}.pyc"], "the next source still compiles"
+    monkeypatch.setattr(limits, "MAX_COMPILE_MEMORY_BYTES", 2 * 1024 * 1024 * 1024)
+    assert f"__pycache__/table.{TAG}.pyc" in bytecode.compile_sources(sys.executable, tmp_path,
+                                                                      ["table.py"])
+
+
+def test_failure_warnings_name_a_source_past_the_size_cap_apart(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_COMPILE_SOURCE_BYTES", 1000)
+    sizes = {"app/table.py": 5000, "app/data.py": 2000, "py2/old.py": 10}
+    big, bad = bytecode.failure_warnings(["app/table.py", "app/data.py", "py2/old.py"], sizes,
+                                         "python3.13")
+    assert big.startswith("app/table.py is 5,000 bytes, past the limit of 1,000 bytes for compiling "
+                          "one source (1 more such files): it ships without bytecode")
+    assert bad.startswith("1 source files do not compile for python3.13 (invalid there, or needing "
+                          f"more than {limits.MAX_COMPILE_MEMORY_BYTES:,} bytes of memory") and "py2/old.py" in bad
+    assert bytecode.failure_warnings([], sizes, "python3.13") == []

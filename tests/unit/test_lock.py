@@ -9,6 +9,7 @@ from pathlib import Path
 import plette
 import pytest
 
+from layer_builder import limits
 from layer_builder.errors import LockError, ProjectError
 from layer_builder.lock import IndexPolicy, LockedProject, Requirement, read_lock, relock_hint
 from layer_builder.target import Target
@@ -99,6 +100,20 @@ def test_missing_or_invalid_files_name_the_file(tmp_path, tamper, names):
     tamper(project)
     with pytest.raises(ProjectError, match=names):
         read(tmp_path)
+
+
+@pytest.mark.parametrize(("name", "fix"), [("Pipfile.lock", "re-create it with `pipenv lock`"),
+                                         ("Pipfile", "keep only the packages and settings")])
+def test_pipfile_or_lock_past_the_size_cap_is_refused_before_parsing(tmp_path, monkeypatch, name, fix):
+    make_project(tmp_path)
+    size = (tmp_path / name).stat().st_size
+    monkeypatch.setattr(limits, "MAX_PROJECT_FILE_BYTES", size - 1)
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed past the cap"))
+    with pytest.raises(ProjectError) as caught:
+        read(tmp_path)
+    assert str(caught.value).startswith(f"{name} is {size:,} bytes, past the limit of {size - 1:,} "
+                                        "bytes for a project file")
+    assert fix in str(caught.value)
 
 
 def test_lock_not_in_the_lock_format_is_a_lock_error(tmp_path):

@@ -502,3 +502,14 @@ def test_directory_name_skips_generic_folders(tmp_path):
     assert directory_name(tmp_path / "serpapi-lambda" / "lambda") == "serpapi-lambda"
     assert directory_name(tmp_path / "serpapi-lambda" / "lambda" / "src") == "serpapi-lambda"
     assert directory_name(tmp_path / "serpapi-lambda") == "serpapi-lambda"
+
+
+@pytest.mark.parametrize("name", ["pyproject.toml", "setup.cfg"])
+def test_a_project_file_past_the_size_cap_is_refused_by_name(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(limits, "MAX_PROJECT_FILE_BYTES", 100)
+    (tmp_path / name).write_text("[metadata]\n" + "#" * 89 + "\n")  # 101 bytes
+    with pytest.raises(ProjectError, match=rf"^{re.escape(name)} is 101 bytes, past the limit of "
+                                           r"100 bytes for a project file .*: keep only the "):
+        load_config(tmp_path, "svc-1.0.zip")
+    (tmp_path / name).write_text("[metadata]\n" + "#" * 88 + "\n")  # at the cap: read
+    assert load_config(tmp_path, "svc-1.0.zip").name == "svc"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from layer_builder import wheel
+from layer_builder import limits, wheel
 from layer_builder.errors import InputError, UnsafeArchiveError
 from layer_builder.zipwriter import DataEntry, RawEntry, write_zip
 from tests.wheelhouse import write_wheel
@@ -136,3 +136,51 @@ def test_members_missing_from_record_are_hashed_from_their_bytes(tmp_path):
     plan = wheel.plan(rewritten, python_version="3.13")
     assert {m.dest: m.sha256 for m in plan.members}["norec.py"] == \
         __import__("hashlib").sha256(b"A = 1\n").hexdigest()
+
+
+def test_a_wheel_listing_more_members_than_the_cap_is_refused_before_zipfile_reads_it(
+        demo, monkeypatch):
+    listed = len(zipfile.ZipFile(demo).infolist())
+    monkeypatch.setattr(limits, "MAX_WHEEL_MEMBERS", listed - 1)
+
+    def never(*args, **kwargs):
+        raise AssertionError("zipfile parsed a listing past the cap")
+
+    monkeypatch.setattr(zipfile, "ZipFile", never)
+    with pytest.raises(UnsafeArchiveError) as caught:
+        wheel.plan(demo, python_version="3.13", filename="demo-1.0-py3-none-any.whl")
+    assert str(caught.value).startswith(
+        f"demo-1.0-py3-none-any.whl: the zip lists {listed} members, past the limit of "
+        f"{listed - 1} members: no real wheel holds that many files")
+    assert caught.value.permanent
+
+
+def test_a_wheel_at_the_member_cap_is_planned_and_messages_use_the_index_filename(
+        demo, tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "MAX_WHEEL_MEMBERS", len(zipfile.ZipFile(demo).infolist()))
+    assert wheel.plan(demo, python_version="3.13").name == "demo"
+    cached = tmp_path / "0123abcd.whl"  # the cache names wheels by sha256
+    cached.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match=r"^demo-1\.0-py3-none-any\.whl is not a readable wheel"):
+        wheel.plan(cached, python_version="3.13", filename="demo-1.0-py3-none-any.whl")
+
+
+def test_wheels_listing_more_members_together_than_the_layer_cap_are_refused_by_name(
+        tmp_path, monkeypatch):
+    small = write_wheel(tmp_path, "small", "1.0", "py3-none-any", {"small.py": b""}).path
+    big = write_wheel(tmp_path, "big", "1.0", "py3-none-any",
+                      {f"big/m{n}.py": b"" for n in range(6)}).path
+    wheels = [(small, "small-1.0-py3-none-any.whl"), (big, "big-1.0-py3-none-any.whl")]
+    monkeypatch.setattr(limits, "MAX_LAYER_WHEEL_MEMBERS", 13)  # 4 + 9 members: at the cap
+    wheel.check_listings(wheels)
+    monkeypatch.setattr(limits, "MAX_LAYER_WHEEL_MEMBERS", 12)
+    with pytest.raises(InputError, match=r"^The locked wheels list 13 members together, past the "
+                       r"limit of 12 for one layer; the largest: big-1\.0-py3-none-any\.whl \(9\), "
+                       r"small-1\.0-py3-none-any\.whl \(4\): drop or replace them\.$"):
+        wheel.check_listings(wheels)
+    monkeypatch.setattr(limits, "MAX_WHEEL_MEMBERS", 8)
+    with pytest.raises(UnsafeArchiveError, match=r"^big-1\.0-py3-none-any\.whl: the zip lists 9 "):
+        wheel.check_listings(wheels)
+    (tmp_path / "cut.whl").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputError, match=r"^cut-1\.0-py3-none-any\.whl is not a readable wheel"):
+        wheel.check_listings([(tmp_path / "cut.whl", "cut-1.0-py3-none-any.whl")])
