@@ -224,7 +224,8 @@ class _Layer:
         if pycs:
             records = {}
             for plan, _ in self.plans:
-                mine = {n: b"" for n in pycs if bytecode.pyc_source(n) in plan.source_set}
+                sources = plan.source_set  # a property that builds the set: once per plan
+                mine = {n: b"" for n in pycs if bytecode.pyc_source(n) in sources}
                 if mine:
                     records[PREFIX + f"{plan.dist_info}/RECORD"] = with_bytecode(plan, mine)
             entries = [DataEntry(e.name, records[e.name]) if e.name in records else e for e in entries]
@@ -440,8 +441,9 @@ def _cached_pycs(layer: _Layer, cache: BuildCache, target: Target, scope: str) -
     found: dict[str, bytes] = {}
     for plan, path in layer.plans:
         have = _unpack_pycs(cache.get(_pyc_entry(path.name, target, scope)))
+        sources = plan.source_set
         found.update({n: d for n, d in have.items()
-                      if n != "#failed" and bytecode.pyc_source(n) in plan.source_set})
+                      if n != "#failed" and bytecode.pyc_source(n) in sources})
     return found
 
 
@@ -574,7 +576,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         memo = None
         if cache.persistent:
             memo = buildmemo.key(_memo_inputs(request, target, locked, config, direct, name,
-                                              source_name, warnings, sandbox, python), own_tree)
+                                              warnings, sandbox, python), own_tree)
             request.output.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             reused = buildmemo.reuse(cache, memo, partial)
@@ -743,15 +745,16 @@ def _runtime_stamp() -> list[tuple[str, int]]:
 
 
 def _memo_inputs(request: BuildRequest, target: Target, locked: lock.LockedProject,
-                 config: project.ProjectConfig, direct: list[str], name: str, source_name: str,
+                 config: project.ProjectConfig, direct: list[str], name: str,
                  warnings: list[str], sandbox: Sandbox, python: str | None) -> dict:
     """Everything besides the own code and the engine that decides the zip and its report."""
     return {"target": [target.runtime, target.arch, target.platform],
             "lock": [dataclasses.astuple(r) for r in locked.requirements],
             "lock_meta": [locked.lock_sha256, locked.python_version, locked.skipped,
                           locked.local_paths],
+            # Not the source's name or path: the config and layer name derived from it are here.
             "direct": direct, "config": dataclasses.asdict(config), "name": name,
-            "source_name": source_name, "prefix": request.layer_prefix,
+            "prefix": request.layer_prefix,
             "allow_sdist": sorted(request.allow_sdist), "index": repr(request.index),
             "cache_scope": request.cache_scope,
             "warnings": warnings, "python": python,
