@@ -6,12 +6,12 @@ import json
 import zipfile
 import zlib
 from collections.abc import Iterable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import check, limits
 from .errors import InputError, LayerBuildError
 from .package import MANIFEST_NAME
-from .report import owner_of, owners_from_dist_info, package_sizes
+from .report import owner_of, owners_from_dist_info, package_sizes, path_parts
 from .target import Target
 
 #: What reading a member of someone else's zip can raise: encrypted (RuntimeError), an unknown
@@ -47,7 +47,7 @@ def layer_tree(files: Iterable[tuple[str, int]], owners: Mapping[str, str]
     """
     tree: dict[str, dict[str, int]] = {}
     for path, size in files:
-        parts = PurePosixPath(path).parts
+        parts = path_parts(path)
         if len(parts) == 1:
             top = parts[0]
         elif parts[0].endswith((".dist-info", ".libs")) or parts[0] == "__pycache__":
@@ -66,12 +66,14 @@ def bytecode_coverage(paths: Iterable[str]) -> dict[str, int]:
     """How many .py modules have a .pyc for some CPython beside them (in __pycache__)."""
     names = set(paths)
     compiled_stems = set()
-    for name in names:
-        path = PurePosixPath(name)
-        if path.suffix == ".pyc" and path.parent.name == "__pycache__":
-            compiled_stems.add(str(path.parent.parent / path.name.split(".", 1)[0]))
+    for name in names:  # string operations: a layer has thousands of names
+        folder, _, file = name.rpartition("/")
+        if file.endswith(".pyc") and (folder == "__pycache__" or folder.endswith("/__pycache__")):
+            parent = folder[: -len("__pycache__")].rstrip("/")
+            stem = file.split(".", 1)[0]
+            compiled_stems.add(f"{parent}/{stem}" if parent else stem)
     modules = [n for n in names if n.endswith(".py")]
-    compiled = sum(1 for n in modules if str(PurePosixPath(n).with_suffix("")) in compiled_stems)
+    compiled = sum(1 for n in modules if n[:-3] in compiled_stems)
     return {"modules": len(modules), "compiled": compiled}
 
 
