@@ -17,12 +17,13 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .cache import BuildCache
+from .cache import PARTIAL, BuildCache
 from .package import content_hash, tree_entries
 from .report import BuildReport
 
@@ -75,13 +76,15 @@ def remember(cache: BuildCache, name: str, output: Path, report: BuildReport) ->
     """Keep the zip (a hard link when the cache is on the same disk) and a signed memo naming it."""
     stored = cache.wheel_path(report.zip_sha256, SUFFIX)
     if not stored.exists():
-        partial = stored.with_name(f".{stored.name}.memo.part")
-        partial.unlink(missing_ok=True)
+        partial = stored.with_name(f".{stored.name}.{uuid.uuid4().hex}{PARTIAL}")
         try:
-            os.link(output, partial)
-        except OSError:
-            shutil.copyfile(output, partial)
-        os.replace(partial, stored)
+            try:
+                os.link(output, partial)
+            except OSError:
+                shutil.copyfile(output, partial)
+            os.replace(partial, stored)
+        finally:
+            partial.unlink(missing_ok=True)
     memo = {"zip_sha256": report.zip_sha256, "report": dataclasses.asdict(report)}
     cache.put(name, json.dumps(memo, sort_keys=True).encode(), local_only=True)
 

@@ -720,6 +720,8 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 # Without this build's cache warnings: a later reuse reports its own.
                 kept = [w for w in report.warnings if w not in cache.warnings]
                 buildmemo.remember(cache, memo, request.output, dataclasses.replace(report, warnings=kept))
+            _peak(work, cache, start_cache, peak)  # the zip it keeps counts (a hard link: less)
+            report.peak_tmp_bytes = peak[0]
         return BuildResult(request.output, report)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
