@@ -62,7 +62,7 @@ from .report import BuildReport, Timings, owners_from_plans, package_sizes
 from .sandbox import CheckSpec, Dependency, Sandbox, Verdict
 from .sandbox_local import LocalSandbox
 from .target import ARCH_MACHINE, Target
-from .wheel import Plan, with_bytecode
+from .wheel import Plan, refuse_overlaps, with_bytecode
 from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, Written, write_zip
 
 Progress = Callable[..., None]
@@ -603,6 +603,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             clash = sorted(set(own_names) & tops)
             if clash:
                 raise project.clash_error(clash, own_names)
+            refuse_overlaps(p for p, _ in layer.plans)
             owners = owners_from_plans([p for p, _ in layer.plans]) | {n: f"{n} (own)" for n in own_names}
             files = layer.files()
             sizes = package_sizes(files, owners)

@@ -22,12 +22,13 @@ import re
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path, PurePosixPath
 
 from . import limits, slim
-from .errors import InputError, UnsafeArchiveError
+from .errors import InputError, LockError, UnsafeArchiveError
 from .unpack import check_zip_listing
 
 INSTALLER = "layer-builder"
@@ -101,6 +102,27 @@ class Plan:
     def files(self) -> list[tuple[str, int]]:
         return [(m.dest, m.file_size) for m in self.members] + [
             (dest, len(data)) for dest, data in self.generated.items()]
+
+
+def refuse_overlaps(plans: Iterable[Plan]) -> None:
+    """Two locked distributions that install the same file (alternatives such as jwt and PyJWT,
+    or one wheel repackaging another): an installer lets the last one overwrite the first, so the
+    layer's content would depend on the order. Refused, naming both."""
+    owner: dict[str, Plan] = {}
+    clashes: dict[tuple[str, str], list[str]] = {}
+    for plan in plans:
+        for dest, _ in plan.files():
+            first = owner.setdefault(dest, plan)
+            if first is not plan:
+                clashes.setdefault((first.display_name or first.name,
+                                    plan.display_name or plan.name), []).append(dest)
+    if clashes:
+        (a, b), paths = next(iter(clashes.items()))
+        more = f" (and {len(paths) - 1} more files)" if len(paths) > 1 else ""
+        raise LockError(
+            f"{a} and {b} both install {paths[0]}{more}: one would overwrite the other in the "
+            f"layer. Keep only one of them in the Pipfile (or pin versions that do not overlap), "
+            "then run `pipenv lock`.")
 
 
 def record_hash(data: bytes | str) -> str:
