@@ -54,23 +54,21 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return seen
 
 
-def project(tmp: Path, name: str, wheels: dict[str, Wheel]) -> Path:
-    # The same project (so the same layer name) at each step, in a directory of its own.
+def step(tmp: Path, name: str, wheels: dict[str, Wheel], cache: Path | None) -> BuildResult:
+    """Build the project locked to these wheels (from an index of them) into <name>.zip.
+
+    The same project, so the same layer name, at each step, in a directory of its own.
+    """
     proj = make_project(tmp / name / "memoapp", {n: lock_entry(w) for n, w in wheels.items()})
-    return write_code(proj.root, {"app/__init__.py": APP})
-
-
-def local_build(
-    tmp: Path, wheels: list[Wheel], source: Path, output: Path, cache_dir: Path | None
-) -> BuildResult:
-    simple = wheelhouse.simple_index(tmp / f"index-{output.stem}", wheels)
+    write_code(proj.root, {"app/__init__.py": APP})
+    simple = wheelhouse.simple_index(tmp / f"index-{name}", list(wheels.values()))
     return build(
         BuildRequest(
-            source=source,
-            output=output,
+            source=proj.root,
+            output=tmp / f"{name}.zip",
             target=Target("python3.13", HOST_ARCH),
             index=IndexPolicy(override=simple.as_uri()),
-            cache_dir=cache_dir,
+            cache_dir=cache,
             environ={**os.environ, **NO_NETWORK},
         )
     )
@@ -89,57 +87,29 @@ def base(tmp_path: Path) -> dict[str, Wheel]:
 
 def test_a_bumped_pin_runs_only_the_imports_that_reach_it(tmp_path, base, runs):
     cache = tmp_path / "cache"
-    local_build(
-        tmp_path, list(base.values()), project(tmp_path, "one", base), tmp_path / "one.zip", cache
-    )
+    step(tmp_path, "one", base, cache)
     assert runs == [["alpha", "beta", "gamma", "app"]]
 
     bumped = {**base, "gamma": wheel(tmp_path, "gamma", "1.1", "VALUE = 4\n")}
-    second = local_build(
-        tmp_path,
-        list(bumped.values()),
-        project(tmp_path, "two", bumped),
-        tmp_path / "two.zip",
-        cache,
-    )
+    second = step(tmp_path, "two", bumped, cache)
     assert runs[1:] == [["gamma"]], "imports that never touched gamma ran again"
     assert "3 of 4 imports proven by the memo" in second.report.checks["sandbox"]
 
     bumped = {**bumped, "beta": wheel(tmp_path, "beta", "1.1", "VALUE = 2\n")}
-    third = local_build(
-        tmp_path,
-        list(bumped.values()),
-        project(tmp_path, "three", bumped),
-        tmp_path / "three.zip",
-        cache,
-    )
+    third = step(tmp_path, "three", bumped, cache)
     # alpha and the own package import beta: they run again, gamma does not.
     assert runs[2:] == [["alpha", "beta", "app"]]
     # The same layer as a build with no cache at all, byte for byte (bytecode chosen alike).
-    fresh = local_build(
-        tmp_path,
-        list(bumped.values()),
-        project(tmp_path, "four", bumped),
-        tmp_path / "four.zip",
-        None,
-    )
+    fresh = step(tmp_path, "four", bumped, None)
     assert third.output.read_bytes() == fresh.output.read_bytes()
 
 
 def test_a_bump_that_does_not_import_is_refused(tmp_path, base, runs):
     cache = tmp_path / "cache"
-    local_build(
-        tmp_path, list(base.values()), project(tmp_path, "one", base), tmp_path / "one.zip", cache
-    )
+    step(tmp_path, "one", base, cache)
     broken = {**base, "beta": wheel(tmp_path, "beta", "1.1", "import cgi_gone_for_good\n")}
     with pytest.raises(TargetMismatchError) as caught:
-        local_build(
-            tmp_path,
-            list(broken.values()),
-            project(tmp_path, "two", broken),
-            tmp_path / "two.zip",
-            cache,
-        )
+        step(tmp_path, "two", broken, cache)
     assert "cgi_gone_for_good" in str(caught.value)
     assert not (tmp_path / "two.zip").exists()
 
@@ -153,26 +123,16 @@ def test_an_import_that_looked_for_a_name_the_layer_now_has_runs_again(tmp_path,
         "gamma": wheel(tmp_path, "gamma", "1.0", "VALUE = 3\n"),
     }
     cache = tmp_path / "cache"
-    local_build(
-        tmp_path, list(first.values()), project(tmp_path, "one", first), tmp_path / "one.zip", cache
-    )
+    step(tmp_path, "one", first, cache)
     # delta arrives: alpha, which looked for it before (and went on without), runs again.
     second = {**first, "delta": wheel(tmp_path, "delta", "1.0", "VALUE = 5\n")}
-    local_build(
-        tmp_path,
-        list(second.values()),
-        project(tmp_path, "two", second),
-        tmp_path / "two.zip",
-        cache,
-    )
+    step(tmp_path, "two", second, cache)
     assert "alpha" in runs[1] and "gamma" not in runs[1], runs
 
 
 def test_a_tampered_import_memo_proves_nothing(tmp_path, base, runs):
     cache = tmp_path / "cache"
-    local_build(
-        tmp_path, list(base.values()), project(tmp_path, "one", base), tmp_path / "one.zip", cache
-    )
+    step(tmp_path, "one", base, cache)
     entries = sorted((cache / DERIVED).glob("import-*"))
     assert len(entries) == 4
     for entry in entries:  # claim that nothing was touched, keeping the signature
@@ -180,12 +140,6 @@ def test_a_tampered_import_memo_proves_nothing(tmp_path, base, runs):
         head, _, payload = blob.partition(b"\n")
         entry.write_bytes(head + b"\n" + payload.replace(b'"owners": [', b'"owners": [], "x": ['))
     bumped = {**base, "gamma": wheel(tmp_path, "gamma", "1.1", "VALUE = 4\n")}
-    second = local_build(
-        tmp_path,
-        list(bumped.values()),
-        project(tmp_path, "two", bumped),
-        tmp_path / "two.zip",
-        cache,
-    )
+    second = step(tmp_path, "two", bumped, cache)
     assert runs[1:] == [["alpha", "beta", "gamma", "app"]]
     assert any("failed its signature check" in w for w in second.report.warnings)
