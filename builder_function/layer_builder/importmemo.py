@@ -10,11 +10,14 @@ top-level names it found missing or outside the layer (they must stay absent), a
 each directory it listed. A later check whose layer satisfies all of them takes the verdict of
 that import from the memo; every other import runs in the sandbox.
 
-Entries are scoped to the layer (name, target, interpreter, probe and runner sources, the
-sandbox), so what one project's build reports can only prove imports of later builds of the
-same project; a signed entry cannot be forged by an upload, and one that fails its signature is
-a miss. What the probe cannot see: a file only stat()ed, never opened or listed, in a wheel the
-import otherwise did not touch.
+Entries are scoped to the layer (name and team, target, interpreter, probe and runner sources,
+the sandbox). The dependencies an entry records come from the probe, which runs the upload's code,
+so an upload could misreport them; the scope makes that mislead only later checks of the same
+project, which its code could mislead anyway by behaving differently under the check. Entries are
+written by the builder alone, signed; one that fails its signature is a miss. Only the local
+sandbox passes the records on (the check function's answer has none), so in the service every
+import still runs. What the probe cannot see: a file only stat()ed, never opened, listed or
+mapped, in a wheel the import otherwise did not touch.
 """
 
 from __future__ import annotations
