@@ -14,6 +14,7 @@ broke its containment) comes back as {"ok": false, "error": {"kind", "message", 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -121,8 +122,11 @@ def _check(event: Mapping[str, Any], work: Path, time_left: Callable[[], float],
                                environ=environ)
     where = f"check function {environ.get('AWS_LAMBDA_FUNCTION_NAME', '?')}"
     ran_on = f"{verdict.ran_on}, {where}".lstrip(", ")
-    return {"ok": verdict.ok, "message": verdict.message, "warnings": list(verdict.warnings),
-            "startup": list(verdict.startup), "ran_on": ran_on}
+    # The whole verdict, `imports` included: the builder remembers each passing import by what
+    # it depended on (importmemo), so a bumped pin re-runs only the imports that reach it.
+    answer: dict[str, Any] = json.loads(verdict.to_json())
+    answer["ran_on"] = ran_on
+    return answer
 
 
 def _compile(event: Mapping[str, Any], work: Path, time_left: Callable[[], float],

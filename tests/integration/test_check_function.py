@@ -91,6 +91,8 @@ def test_a_clean_layer_passes_and_every_check_gets_a_fresh_environment(
     assert first.ok and second.ok, (first.error, second.error, second.logs[-2000:])
     verdict = Verdict.from_json(json.dumps(first.payload))
     assert verdict.ok and "goodpkg/__init__.py" in verdict.startup
+    # what each import depended on comes back too, so the builder can remember it
+    assert [r.module for r in verdict.imports] == ["goodpkg"], verdict.imports
     assert "check function check-py313-x86_64" in verdict.ran_on
     assert first.cold_start and second.cold_start  # never a warm environment
 
