@@ -46,9 +46,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## .venv with the layer-builder CLI at .venv/bin/layer-builder
 
-# The reliability table prints at the end of every run that recorded cases. `make lint` is not
-# part of it yet: the repository-wide `ruff format` comes first (see README).
-test: venv need-python313 ## unit, integration, browser, reliability and end-to-end tests (CI)
+# `make lint` first; the reliability table prints at the end of every run that recorded cases.
+test: venv need-python313 lint ## lint, then unit, integration, browser, reliability and end-to-end tests (CI)
 	PATH="$(dir $(PYTHON313)):$$PATH" $(BIN)/python -m pytest -n auto -p tests.reliability.table $(PYTEST_ARGS)
 
 unit: venv ## unit tests only

@@ -36,13 +36,19 @@ clients = Clients.create()
 adapters = Adapters.create(settings, clients)
 # The idempotency store shares the adapters' DynamoDB client, so it gets the same standard retries
 # (Powertools would otherwise build its own client with botocore's legacy retry mode).
-persistence = DynamoDBPersistenceLayer(table_name=settings.state_table, boto3_client=clients.dynamodb)
-idempotency = IdempotencyConfig(event_key_jmespath="[bucket, key, version_id]",
-                                raise_on_no_idempotency_key=True, expires_after_seconds=24 * 3600)
+persistence = DynamoDBPersistenceLayer(
+    table_name=settings.state_table, boto3_client=clients.dynamodb
+)
+idempotency = IdempotencyConfig(
+    event_key_jmespath="[bucket, key, version_id]",
+    raise_on_no_idempotency_key=True,
+    expires_after_seconds=24 * 3600,
+)
 
 
-@idempotent_function(data_keyword_argument="upload", config=idempotency,
-                     persistence_store=persistence)
+@idempotent_function(
+    data_keyword_argument="upload", config=idempotency, persistence_store=persistence
+)
 def build_upload(upload: dict, budget: Budget) -> dict:
     outcome = process_upload(Upload.from_identity(upload), settings, adapters, os.environ, budget)
     return outcome.summary()
@@ -50,8 +56,13 @@ def build_upload(upload: dict, budget: Budget) -> dict:
 
 def count_build(status: str) -> None:
     """One metric, `Build`, with the outcome as its Status dimension (alarms pick a status)."""
-    with single_metric(name="Build", unit=MetricUnit.Count, value=1, namespace=metrics.provider.namespace,
-                       default_dimensions={"service": metrics.provider.service}) as metric:
+    with single_metric(
+        name="Build",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.provider.namespace,
+        default_dimensions={"service": metrics.provider.service},
+    ) as metric:
         metric.add_dimension(name="Status", value=status)
 
 
@@ -70,7 +81,9 @@ def run_upload(upload: Upload, context: LambdaContext) -> dict:
         raise
     logger.info("Upload processed", **result)
     count_build(result["status"])
-    metrics.add_metric(name="LayerUnzippedBytes", unit=MetricUnit.Bytes, value=result["unzipped_bytes"])
+    metrics.add_metric(
+        name="LayerUnzippedBytes", unit=MetricUnit.Bytes, value=result["unzipped_bytes"]
+    )
     return result
 
 

@@ -20,6 +20,10 @@ logger = Logger()
 @logger.inject_lambda_context
 def handler(event: dict, context: LambdaContext) -> dict:
     result = actions.run(event, lambda: context.get_remaining_time_in_millis() / 1000, os.environ)
-    logger.info("Action done", action=event.get("action"), ok=result.get("ok"),
-                error=result.get("error", {}).get("kind"))
+    logger.info(
+        "Action done",
+        action=event.get("action"),
+        ok=result.get("ok"),
+        error=result.get("error", {}).get("kind"),
+    )
     return result

@@ -65,8 +65,9 @@ REGION_NAME = r"^[a-z]{2}(-[a-z]+)+-\d+$"
 VARIABLE_NAME = r"^[A-Z][A-Z0-9_]*$"
 #: What may follow JOB_SCRIPT_PREFIX: S3 key characters in plain segments. No "." or ".."
 #: segment (Hadoop normalises paths, so "jobs/../x.py" would leave the prefix), no empty one.
-SCRIPT_PATH = re.compile(r"(?!\.{1,2}(/|$))[\w!*'()=+-][\w.!*'()=+-]*(/(?!\.{1,2}(/|$))[\w.!*'()=+-]+)*",
-                         re.ASCII)
+SCRIPT_PATH = re.compile(
+    r"(?!\.{1,2}(/|$))[\w!*'()=+-][\w.!*'()=+-]*(/(?!\.{1,2}(/|$))[\w.!*'()=+-]+)*", re.ASCII
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,9 @@ class Settings:
         if not values["emr_log_uri"].startswith("s3://"):
             raise SettingsError(f"EMR_LOG_URI must be an s3:// URI, not {values['emr_log_uri']!r}.")
         prefix = values["job_script_prefix"]
-        if not (prefix.startswith("s3://") and prefix.endswith("/") and len(prefix) > len("s3://x/")):
+        if not (
+            prefix.startswith("s3://") and prefix.endswith("/") and len(prefix) > len("s3://x/")
+        ):
             raise SettingsError(
                 f"JOB_SCRIPT_PREFIX must be an s3://bucket/prefix/ URI ending in '/', not {prefix!r}."
             )

@@ -32,8 +32,13 @@ PARALLEL_MIN_SOURCES = 200
 
 def _version_of(python: str) -> tuple[int, int] | None:
     try:
-        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30, check=False)
+        out = subprocess.run(
+            [python, "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     try:
@@ -55,8 +60,11 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
     name = f"python{target.python_version}"
     candidates: list[str | None] = [shutil.which(name, path=environ.get("PATH"))]
     pyenv_root = environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    pyenv = sorted(glob.glob(f"{pyenv_root}/versions/{target.python_version}*/bin/{name}"),
-                   key=_version_key, reverse=True)  # 3.13.10 before 3.13.9
+    pyenv = sorted(
+        glob.glob(f"{pyenv_root}/versions/{target.python_version}*/bin/{name}"),
+        key=_version_key,
+        reverse=True,
+    )  # 3.13.10 before 3.13.9
     candidates += pyenv
     for candidate in candidates:
         # pyenv shims sit on PATH but fail when the version is not selected: run each one.
@@ -106,18 +114,23 @@ def failure_warnings(failed: list[str], sizes: Mapping[str, int], runtime: str) 
     warnings = []
     if large:
         more = f" ({len(large) - 1} more such files)" if len(large) > 1 else ""
-        warnings.append(f"{large[0]} is {sizes[large[0]]:,} bytes, past the limit of {cap:,} bytes "
-                        f"for compiling one source{more}: it ships without bytecode and every cold "
-                        "start compiles it; keep data out of .py files (load it from a file).")
+        warnings.append(
+            f"{large[0]} is {sizes[large[0]]:,} bytes, past the limit of {cap:,} bytes "
+            f"for compiling one source{more}: it ships without bytecode and every cold "
+            "start compiles it; keep data out of .py files (load it from a file)."
+        )
     if others:
-        warnings.append(f"{len(others)} source files do not compile for {runtime} (invalid there, "
-                        f"or needing more than {limits.MAX_COMPILE_MEMORY_BYTES:,} bytes of memory to "
-                        f"compile) and ship without bytecode, e.g. {others[0]}.")
+        warnings.append(
+            f"{len(others)} source files do not compile for {runtime} (invalid there, "
+            f"or needing more than {limits.MAX_COMPILE_MEMORY_BYTES:,} bytes of memory to "
+            f"compile) and ship without bytecode, e.g. {others[0]}."
+        )
     return warnings
 
 
-def compile_sources(python: str, root: Path, files: list[str], *,
-                    timeout: float | None = None) -> dict[str, bytes]:
+def compile_sources(
+    python: str, root: Path, files: list[str], *, timeout: float | None = None
+) -> dict[str, bytes]:
     """Bytecode for `files` (paths relative to root, the layer's python/ dir) from `python`.
 
     Returns `pkg/__pycache__/mod.cpython-3X.pyc` → bytes: `unchecked-hash`, so they stay valid
@@ -130,8 +143,11 @@ def compile_sources(python: str, root: Path, files: list[str], *,
     files = [f for f in files if not _too_large(root / f)]
     if not files:
         return {}
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONHASHSEED": "0",
-           "SOURCE_DATE_EPOCH": "315532800"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONHASHSEED": "0",
+        "SOURCE_DATE_EPOCH": "315532800",
+    }
     with tempfile.TemporaryDirectory(prefix="pyc-") as tmp:
         out = os.path.join(tmp, "out")
         groups = [files] if len(files) < PARALLEL_MIN_SOURCES else [files[0::2], files[1::2]]
@@ -140,11 +156,28 @@ def compile_sources(python: str, root: Path, files: list[str], *,
             for number, group in enumerate(groups):
                 listing = Path(tmp, f"files-{number}.txt")
                 listing.write_text("".join(f"{f}\n" for f in group), encoding="utf-8")
-                procs.append(subprocess.Popen(
-                    [python, "-I", "-S", "-c", _COMPILER, str(root), out, LAYER_PATH, str(listing),
-                     str(limits.MAX_COMPILE_MEMORY_BYTES)],
-                    env=env, text=True, start_new_session=True, stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            python,
+                            "-I",
+                            "-S",
+                            "-c",
+                            _COMPILER,
+                            str(root),
+                            out,
+                            LAYER_PATH,
+                            str(listing),
+                            str(limits.MAX_COMPILE_MEMORY_BYTES),
+                        ],
+                        env=env,
+                        text=True,
+                        start_new_session=True,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                    )
+                )
             deadline = None if timeout is None else time.monotonic() + timeout
             for proc in procs:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -90,7 +90,9 @@ def sign(key: bytes, name: str, payload: bytes) -> bytes:
 def unsign(key: bytes, name: str, blob: bytes) -> bytes | None:
     """The payload when the MAC over (name, payload) is right, else None."""
     head, _, payload = blob.partition(b"\n")
-    if not head.startswith(_MAGIC) or not hmac.compare_digest(head[len(_MAGIC):], _mac(key, name, payload)):
+    if not head.startswith(_MAGIC) or not hmac.compare_digest(
+        head[len(_MAGIC) :], _mac(key, name, payload)
+    ):
         return None
     return payload
 
@@ -98,10 +100,18 @@ def unsign(key: bytes, name: str, blob: bytes) -> bytes | None:
 class BuildCache:
     """The cache of one build. `root` None: a private directory the build removes (no reuse)."""
 
-    def __init__(self, root: Path | None, key: bytes | None, remote: RemoteCache | None = None,
-                 *, scratch: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        key: bytes | None,
+        remote: RemoteCache | None = None,
+        *,
+        scratch: Path | None = None,
+    ) -> None:
         self.persistent = root is not None
-        self.root = root if root is not None else Path(scratch or "/tmp") / f"cache-{uuid.uuid4().hex}"
+        self.root = (
+            root if root is not None else Path(scratch or "/tmp") / f"cache-{uuid.uuid4().hex}"
+        )
         self.key = key
         self.remote = remote if self.persistent else None
         self.warnings: list[str] = []
@@ -124,10 +134,12 @@ class BuildCache:
                 self.hits["wheels"] += 1
                 return path
             path.unlink(missing_ok=True)
-            self.warnings.append(f"The cached file {sha256[:12]}… did not match its sha256 and was "
-                                 "downloaded again.")
-        if self.remote is not None and self._fetch_remote(f"{WHEELS}/{path.name}", path,
-                                                          lambda p: sha256_file(p) == sha256):
+            self.warnings.append(
+                f"The cached file {sha256[:12]}… did not match its sha256 and was downloaded again."
+            )
+        if self.remote is not None and self._fetch_remote(
+            f"{WHEELS}/{path.name}", path, lambda p: sha256_file(p) == sha256
+        ):
             self.hits["wheels"] += 1
             return path
         self.misses["wheels"] += 1
@@ -154,8 +166,10 @@ class BuildCache:
                 self.hits["derived"] += 1
                 return payload
             path.unlink(missing_ok=True)
-            self.warnings.append(f"The cache entry {name[:40]} failed its signature check and was "
-                                 "not used (made again).")
+            self.warnings.append(
+                f"The cache entry {name[:40]} failed its signature check and was "
+                "not used (made again)."
+            )
         if self.remote is not None and not local_only:
             check = lambda p: unsign(self.key, name, p.read_bytes()) is not None  # noqa: E731
             if self._fetch_remote(f"{DERIVED}/{name}", path, check, "failed its signature check"):
@@ -174,26 +188,31 @@ class BuildCache:
 
     # --- remote level ---------------------------------------------------------------------
 
-    def _fetch_remote(self, name: str, path: Path, valid, problem: str = "did not match its sha256") -> bool:
+    def _fetch_remote(
+        self, name: str, path: Path, valid, problem: str = "did not match its sha256"
+    ) -> bool:
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}{PARTIAL}")
         try:
             if not self.remote.fetch(name, partial):  # type: ignore[union-attr]
                 return False
             if not valid(partial):
-                self.warnings.append(f"The shared cache entry {name[:60]} {problem} and was not "
-                                     "used.")
+                self.warnings.append(
+                    f"The shared cache entry {name[:60]} {problem} and was not used."
+                )
                 return False
             os.replace(partial, path)
             return True
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise
-            self.warnings.append(f"The shared cache could not be read ({type(exc).__name__}); "
-                                 "built without it.")
+            self.warnings.append(
+                f"The shared cache could not be read ({type(exc).__name__}); built without it."
+            )
             return False
         except Exception as exc:  # an adapter's network error costs a rebuild, not the build
-            self.warnings.append(f"The shared cache could not be read ({type(exc).__name__}); "
-                                 "built without it.")
+            self.warnings.append(
+                f"The shared cache could not be read ({type(exc).__name__}); built without it."
+            )
             return False
         finally:
             partial.unlink(missing_ok=True)

@@ -53,7 +53,8 @@ def check_machines(machines: Iterable[tuple[str, int | None]], target: Target) -
         shown = ", ".join(wrong[:5]) + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else "")
         raise TargetMismatchError(
             f"{len(wrong)} binaries are not built for {target.machine}: {shown}. Lock versions that "
-            f"publish {target.machine} wheels, or build for the architecture they were made for.")
+            f"publish {target.machine} wheels, or build for the architecture they were made for."
+        )
     return checked
 
 
@@ -66,8 +67,9 @@ def tree_headers(tree: Path) -> Iterable[tuple[str, bytes]]:
                     yield path.relative_to(tree).as_posix(), f.read(20)
 
 
-def check_size(unzipped: int, by_package: Mapping[str, int], what: str = "The layer",
-               headroom: int = 0) -> None:
+def check_size(
+    unzipped: int, by_package: Mapping[str, int], what: str = "The layer", headroom: int = 0
+) -> None:
     """Refuse a layer over Lambda's limit, or one that leaves less than `headroom` bytes of it
     for the consumer's own code and other layers."""
     if unzipped + headroom <= limits.MAX_UNZIPPED_BYTES:
@@ -81,10 +83,10 @@ def check_size(unzipped: int, by_package: Mapping[str, int], what: str = "The la
             f"{limits.MAX_UNZIPPED_BYTES:,} bytes, less than the headroom of {headroom:,} bytes "
             f"kept for the function's own code and other layers. Biggest: {breakdown}. Drop or "
             "split dependencies, or lower `headroom` in [tool.layer-builder] if the functions "
-            "need less room.")
+            "need less room."
+        )
     raise LayerTooLargeError(
         f"{what} unzips to {unzipped:,} bytes, over Lambda's limit of "
         f"{limits.MAX_UNZIPPED_BYTES:,} bytes (function and all layers). Biggest: {breakdown}. "
-        "Drop or split dependencies, or move the largest into a layer of their own.")
-
-
+        "Drop or split dependencies, or move the largest into a layer of their own."
+    )

@@ -117,4 +117,3 @@ def error_report(exc: LayerBuildError, max_log_chars: int) -> dict[str, str]:
     if exc.log:
         error["log"] = exc.log[-max_log_chars:]
     return error
-

@@ -162,8 +162,14 @@ def _request_errors() -> type[Exception]:
 class IndexClient:
     """Reads project pages and downloads files; file:// indexes are read from disk."""
 
-    def __init__(self, environ: Mapping[str, str], *, attempts: int = ATTEMPTS,
-                 backoff: float = BACKOFF_S, indexes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        *,
+        attempts: int = ATTEMPTS,
+        backoff: float = BACKOFF_S,
+        indexes: Iterable[str] = (),
+    ) -> None:
         from .indexsession import IndexSession  # lazily: see indexsession.py
 
         self.session = IndexSession(environ)
@@ -177,8 +183,9 @@ class IndexClient:
     def close(self) -> None:
         self.session.close()
 
-    def _get(self, url: str, what: str, *, stream: bool = False,
-             headers: Mapping[str, str] | None = None) -> requests.Response:
+    def _get(
+        self, url: str, what: str, *, stream: bool = False, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
         clean, given = _split_credentials(url)
         if given:
             self.session.credentials.setdefault(_origin(clean), given)
@@ -188,9 +195,14 @@ class IndexClient:
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                response = self.session.get(clean, auth=auth, headers=headers, stream=stream,
-                                            proxies=self.session.proxies_for(clean),
-                                            timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+                response = self.session.get(
+                    clean,
+                    auth=auth,
+                    headers=headers,
+                    stream=stream,
+                    proxies=self.session.proxies_for(clean),
+                    timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                )
             except _request_errors() as exc:
                 last = type(exc).__name__
                 continue
@@ -203,11 +215,13 @@ class IndexClient:
                 raise ConfigurationError(
                     f"The package index refused the credentials (HTTP 401/403) for {what} at "
                     f"{redact(url)} (it answered {response.status_code}): check the index URL and "
-                    "its token (--index-url, the stack's PackageIndexSecretArn) or the netrc entry for its host.")
+                    "its token (--index-url, the stack's PackageIndexSecretArn) or the netrc entry for its host."
+                )
             return response
         raise IndexUnreachableError(
             f"The package index could not be reached (will retry): {what} failed "
-            f"{self.attempts} times ({last}) at {redact(url)}.")
+            f"{self.attempts} times ({last}) at {redact(url)}."
+        )
 
     def project_files(self, index_url: str, name: str) -> list[IndexFile]:
         parts = urlsplit(index_url)
@@ -220,10 +234,13 @@ class IndexClient:
             if response.status_code == 404:
                 raise PackageNotFoundError(
                     f"{name} was not found on the package index {redact(index_url)}: check the "
-                    "name in the Pipfile and the configured index, then re-run `pipenv lock`.")
+                    "name in the Pipfile and the configured index, then re-run `pipenv lock`."
+                )
             if response.status_code != 200:
-                raise IndexUnreachableError(f"The package index answered HTTP {response.status_code} "
-                                            f"for {name} at {redact(page)} (will retry).")
+                raise IndexUnreachableError(
+                    f"The package index answered HTTP {response.status_code} "
+                    f"for {name} at {redact(page)} (will retry)."
+                )
             kind = response.headers.get("Content-Type", "").split(";")[0].strip()
             base = response.url  # after redirects: relative links resolve against it
             try:
@@ -234,11 +251,17 @@ class IndexClient:
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise IndexUnreachableError(
                     f"The package index's page for {name} at {redact(page)} is not a simple-API "
-                    f"page ({type(exc).__name__}): check the index URL.") from None
+                    f"page ({type(exc).__name__}): check the index URL."
+                ) from None
             return [_with_query(f, parts) for f in files] if parts.query else files
 
-    def download(self, file: IndexFile, dest: Path, sha256: str,
-                 on_bytes: Callable[[int], None] = lambda n: None) -> None:
+    def download(
+        self,
+        file: IndexFile,
+        dest: Path,
+        sha256: str,
+        on_bytes: Callable[[int], None] = lambda n: None,
+    ) -> None:
         """Write `file` to dest only if its bytes hash to sha256; the partial file never stays."""
         partial = dest.with_name(f".{dest.name}.{os.getpid()}.{id(file)}.part")
         try:
@@ -249,37 +272,54 @@ class IndexClient:
             os.replace(partial, dest)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                raise DiskFullError(f"The disk filled up while downloading {file.filename}: give "
-                                    "the builder more ephemeral storage.") from None
+                raise DiskFullError(
+                    f"The disk filled up while downloading {file.filename}: give "
+                    "the builder more ephemeral storage."
+                ) from None
             raise
         finally:
             partial.unlink(missing_ok=True)
 
-    def _copy_local(self, file: IndexFile, partial: Path, sha256: str,
-                    on_bytes: Callable[[int], None]) -> None:
+    def _copy_local(
+        self, file: IndexFile, partial: Path, sha256: str, on_bytes: Callable[[int], None]
+    ) -> None:
         source = Path(urllib.request.url2pathname(urlsplit(file.url).path))
         try:
             with open(source, "rb") as src:
-                _write_verified(iter(lambda: src.read(1 << 20), b""), partial, sha256, file, on_bytes)
+                _write_verified(
+                    iter(lambda: src.read(1 << 20), b""), partial, sha256, file, on_bytes
+                )
         except FileNotFoundError:
-            raise PackageNotFoundError(f"{file.filename} is listed by the index but missing at "
-                                       f"{redact(file.url)}: check the index.") from None
+            raise PackageNotFoundError(
+                f"{file.filename} is listed by the index but missing at "
+                f"{redact(file.url)}: check the index."
+            ) from None
 
-    def _stream(self, file: IndexFile, partial: Path, sha256: str,
-                on_bytes: Callable[[int], None]) -> None:
+    def _stream(
+        self, file: IndexFile, partial: Path, sha256: str, on_bytes: Callable[[int], None]
+    ) -> None:
         for attempt in range(self.attempts):
             response = self._get(file.url, file.filename, stream=True)
             with response:
                 if response.status_code == 404:
-                    raise PackageNotFoundError(f"{file.filename} is listed by the index but its "
-                                               f"download answers HTTP 404: check the index.")
+                    raise PackageNotFoundError(
+                        f"{file.filename} is listed by the index but its "
+                        f"download answers HTTP 404: check the index."
+                    )
                 if response.status_code != 200:
-                    raise IndexUnreachableError(f"Downloading {file.filename} answered HTTP "
-                                                f"{response.status_code} (will retry).")
+                    raise IndexUnreachableError(
+                        f"Downloading {file.filename} answered HTTP "
+                        f"{response.status_code} (will retry)."
+                    )
                 try:
                     # raw: the bytes as served (wheels are never content-encoded by an index)
-                    _write_verified(response.raw.stream(BLOCK, decode_content=True), partial,
-                                    sha256, file, on_bytes)
+                    _write_verified(
+                        response.raw.stream(BLOCK, decode_content=True),
+                        partial,
+                        sha256,
+                        file,
+                        on_bytes,
+                    )
                     return
                 except (_request_errors(), OSError) as exc:
                     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
@@ -287,18 +327,25 @@ class IndexClient:
                     if attempt == self.attempts - 1:
                         raise IndexUnreachableError(
                             f"Downloading {file.filename} failed {self.attempts} times "
-                            f"({type(exc).__name__}): retry later (will retry).") from None
+                            f"({type(exc).__name__}): retry later (will retry)."
+                        ) from None
                 except Exception as exc:  # urllib3's ProtocolError and friends mid-stream
                     if isinstance(exc, LayerBuildError):
                         raise
                     if attempt == self.attempts - 1:
                         raise IndexUnreachableError(
                             f"Downloading {file.filename} failed {self.attempts} times "
-                            f"({type(exc).__name__}): retry later (will retry).") from None
+                            f"({type(exc).__name__}): retry later (will retry)."
+                        ) from None
 
 
-def _write_verified(blocks: Iterable[bytes], partial: Path, sha256: str, file: IndexFile,
-                    on_bytes: Callable[[int], None]) -> None:
+def _write_verified(
+    blocks: Iterable[bytes],
+    partial: Path,
+    sha256: str,
+    file: IndexFile,
+    on_bytes: Callable[[int], None],
+) -> None:
     digest = hashlib.sha256()
     pending = 0
     with open(partial, "wb") as out:
@@ -314,7 +361,8 @@ def _write_verified(blocks: Iterable[bytes], partial: Path, sha256: str, file: I
         raise HashMismatchError(
             f"The downloaded {file.filename} does not match its sha256 in Pipfile.lock "
             f"(got {digest.hexdigest()[:16]}…): the index serves other bytes than were locked. "
-            "Re-run `pipenv lock` against a trusted index.")
+            "Re-run `pipenv lock` against a trusted index."
+        )
 
 
 # --- index pages -----------------------------------------------------------------------------
@@ -334,7 +382,7 @@ def _sha256_of(hashes: object, url: str) -> str | None:
         return hashes["sha256"].lower()
     fragment = urldefrag(url)[1]
     if fragment.startswith("sha256="):
-        return fragment[len("sha256="):].lower()
+        return fragment[len("sha256=") :].lower()
     return None
 
 
@@ -343,9 +391,15 @@ def _parse_json(content: bytes, base: str) -> list[IndexFile]:
     files = []
     for entry in json.loads(content)["files"]:
         url = urljoin(base, entry["url"])
-        files.append(IndexFile(entry["filename"], urldefrag(url)[0],
-                               _sha256_of(entry.get("hashes"), url), entry.get("requires-python"),
-                               entry.get("size") if isinstance(entry.get("size"), int) else None))
+        files.append(
+            IndexFile(
+                entry["filename"],
+                urldefrag(url)[0],
+                _sha256_of(entry.get("hashes"), url),
+                entry.get("requires-python"),
+                entry.get("size") if isinstance(entry.get("size"), int) else None,
+            )
+        )
     return files
 
 
@@ -384,8 +438,14 @@ def _parse_html(text: str, base: str) -> list[IndexFile]:
             continue
         url = urljoin(base, href)
         filename = unquote(urlsplit(urldefrag(url)[0]).path.rsplit("/", 1)[-1])
-        files.append(IndexFile(filename, urldefrag(url)[0], _sha256_of(None, url),
-                               anchor.get("data-requires-python")))
+        files.append(
+            IndexFile(
+                filename,
+                urldefrag(url)[0],
+                _sha256_of(None, url),
+                anchor.get("data-requires-python"),
+            )
+        )
     return files
 
 
@@ -393,8 +453,10 @@ def _read_file_page(page: str) -> list[IndexFile]:
     folder = Path(urllib.request.url2pathname(urlsplit(page).path))
     index = folder / "index.html"
     if not index.is_file():
-        raise PackageNotFoundError(f"{folder.name} was not found on the package index "
-                                   f"{redact(page.rsplit('/', 2)[0])}: check the name and the index.")
+        raise PackageNotFoundError(
+            f"{folder.name} was not found on the package index "
+            f"{redact(page.rsplit('/', 2)[0])}: check the name and the index."
+        )
     return _parse_html(index.read_text(encoding="utf-8"), index.parent.as_uri() + "/")
 
 
@@ -427,8 +489,9 @@ def _describe_tags(wheel_tags: Iterable[Tag]) -> str:
     return f"{'.'.join(interpreters)} {'.'.join(platforms)}"
 
 
-def choose(req: Requirement, files: list[IndexFile], target: Target, *,
-           allow_sdist: bool = False) -> Chosen | Missing:
+def choose(
+    req: Requirement, files: list[IndexFile], target: Target, *, allow_sdist: bool = False
+) -> Chosen | Missing:
     """The best file of req's release for target among those the lock's hashes allow.
 
     Raises PackageNotFoundError when the index has no file of that version and
@@ -436,19 +499,24 @@ def choose(req: Requirement, files: list[IndexFile], target: Target, *,
     """
     locked = {h.split(":", 1)[1] for h in req.hashes}
     version = Version(req.version)
-    release = [f for f in files if (nv := _version_of(f.filename)) and nv[0] == req.name
-               and nv[1] == version]
+    release = [
+        f
+        for f in files
+        if (nv := _version_of(f.filename)) and nv[0] == req.name and nv[1] == version
+    ]
     if not release:
         raise PackageNotFoundError(
             f"{req.name}=={req.version} was not found on the package index (it lists "
             f"{len(files)} files of {req.name}, none of that version): check the name and "
-            "version in the Pipfile and the configured index, then re-run `pipenv lock`.")
+            "version in the Pipfile and the configured index, then re-run `pipenv lock`."
+        )
     allowed = [f for f in release if f.sha256 in locked]
     if not allowed:
         raise HashMismatchError(
             f"{req.name}=={req.version} does not match the hashes in Pipfile.lock: none of the "
             f"{len(release)} files the index lists for it has one of them. The lock was tampered "
-            "with or the index serves other files: re-run `pipenv lock` against a trusted index.")
+            "with or the index serves other files: re-run `pipenv lock` against a trusted index."
+        )
     ranks = target.wheel_tags
     best: tuple[tuple[int, tuple, str], IndexFile] | None = None
     for f in allowed:
@@ -468,12 +536,15 @@ def choose(req: Requirement, files: list[IndexFile], target: Target, *,
     if allow_sdist and sdists:
         sdist = sorted(sdists, key=lambda f: f.filename)[0]
         return Chosen(req, sdist.filename, sdist.sha256 or "", sdist.url, sdist.size)
-    others = sorted({_describe_tags(parse_wheel_filename(f.filename)[3])
-                     for f in allowed if f.is_wheel})
+    others = sorted(
+        {_describe_tags(parse_wheel_filename(f.filename)[3]) for f in allowed if f.is_wheel}
+    )
     return Missing(req, bool(sdists), tuple(others))
 
 
-def no_wheel_error(missing: list[Missing], target: Target, allow_sdist: frozenset[str]) -> NoWheelError:
+def no_wheel_error(
+    missing: list[Missing], target: Target, allow_sdist: frozenset[str]
+) -> NoWheelError:
     """One error naming every package without a wheel, each with the advice its release allows."""
     lines = []
     for m in missing:
@@ -485,8 +556,10 @@ def no_wheel_error(missing: list[Missing], target: Target, allow_sdist: frozense
         else:
             has = "publishes no wheels"
         if m.has_sdist and m.requirement.name not in allow_sdist:
-            advice = (f"allow building it from source (--allow-sdist {m.requirement.name} / "
-                      "AllowSdist)" + (f", or {pin}" if m.other_wheels else ""))
+            advice = (
+                f"allow building it from source (--allow-sdist {m.requirement.name} / "
+                "AllowSdist)" + (f", or {pin}" if m.other_wheels else "")
+            )
             has += " and an sdist"
         elif m.requirement.name in allow_sdist:
             advice = f"it is allowed to build from source but its release has no sdist: {pin}"
@@ -494,14 +567,23 @@ def no_wheel_error(missing: list[Missing], target: Target, allow_sdist: frozense
             advice = pin
         lines.append(f"{what} {has}: {advice}")
     names = ", ".join(f"{m.requirement.name}=={m.requirement.version}" for m in missing)
-    head = (f"No wheel of {names} for {target.describe()}." if len(missing) == 1
-            else f"No wheel for {target.describe()} of: {names}.")
+    head = (
+        f"No wheel of {names} for {target.describe()}."
+        if len(missing) == 1
+        else f"No wheel for {target.describe()} of: {names}."
+    )
     return NoWheelError(head + " " + " ".join(f"{line}." for line in lines))
 
 
-def resolve(locked: LockedProject, target: Target, client: IndexClient, *,
-            allow_sdist: frozenset[str] = frozenset(), known: Mapping[str, Chosen] | None = None,
-            workers: int = DOWNLOAD_WORKERS) -> Resolution:
+def resolve(
+    locked: LockedProject,
+    target: Target,
+    client: IndexClient,
+    *,
+    allow_sdist: frozenset[str] = frozenset(),
+    known: Mapping[str, Chosen] | None = None,
+    workers: int = DOWNLOAD_WORKERS,
+) -> Resolution:
     """Choose a file per requirement; `known` (requirement key → choice) skips the index."""
     known = known or {}
     todo = [r for r in locked.requirements if requirement_key(r, target) not in known]
@@ -514,7 +596,8 @@ def resolve(locked: LockedProject, target: Target, client: IndexClient, *,
             raise PackageNotFoundError(
                 f"{req.name}=={req.version} was not found on the package index "
                 f"{redact(index)}: check the name and version in the Pipfile and the configured "
-                "index, then re-run `pipenv lock`.") from None
+                "index, then re-run `pipenv lock`."
+            ) from None
         return choose(req, listed, target, allow_sdist=req.name in allow_sdist)
 
     found: dict[Requirement, Chosen | Missing] = {}
@@ -534,13 +617,29 @@ def resolve(locked: LockedProject, target: Target, client: IndexClient, *,
 
 def requirement_key(req: Requirement, target: Target) -> str:
     """What decides a requirement's choice: its pin, hashes, index and the target's tags."""
-    material = json.dumps([req.name, req.version, sorted(req.hashes), req.index, target.runtime,
-                           target.arch, target.platform], sort_keys=True)
+    material = json.dumps(
+        [
+            req.name,
+            req.version,
+            sorted(req.hashes),
+            req.index,
+            target.runtime,
+            target.arch,
+            target.platform,
+        ],
+        sort_keys=True,
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def download_all(client: IndexClient, chosen: list[Chosen], dest_for: Callable[[Chosen], Path],
-                 progress: Callable[..., None], *, workers: int = DOWNLOAD_WORKERS) -> int:
+def download_all(
+    client: IndexClient,
+    chosen: list[Chosen],
+    dest_for: Callable[[Chosen], Path],
+    progress: Callable[..., None],
+    *,
+    workers: int = DOWNLOAD_WORKERS,
+) -> int:
     """Download every choice in parallel to dest_for(choice); returns the bytes fetched."""
     if not chosen:
         return 0

@@ -54,27 +54,38 @@ def _frames(exc):
 def describe(exc, layer, loaded_before):
     """What went wrong, as data: kind, the missing module, the file at fault (layer-relative
     when it is in the layer) and the exception's last line."""
-    error = {"type": type(exc).__module__ + "." + type(exc).__qualname__,
-             "last_line": traceback.format_exception_only(type(exc), exc)[-1].strip(),
-             "kind": "other", "missing": None, "file": None, "line": None}
+    error = {
+        "type": type(exc).__module__ + "." + type(exc).__qualname__,
+        "last_line": traceback.format_exception_only(type(exc), exc)[-1].strip(),
+        "kind": "other",
+        "missing": None,
+        "file": None,
+        "line": None,
+    }
     frames = _frames(exc)
     if isinstance(exc, SyntaxError):
         error.update(kind="syntax", file=exc.filename, line=exc.lineno)
     elif isinstance(exc, ModuleNotFoundError):
         error.update(kind="missing", missing=exc.name)
-    elif isinstance(exc, ImportError) and (getattr(exc, "name_from", None)
-                                           or (exc.name and exc.name in loaded_before())):
+    elif isinstance(exc, ImportError) and (
+        getattr(exc, "name_from", None) or (exc.name and exc.name in loaded_before())
+    ):
         # `from y import X` where y loaded but has no X (3.12+ sets name_from; before, y is
         # in sys.modules, which a module that failed to load never is).
         error.update(kind="missing_name", missing=exc.name)
-    elif (isinstance(exc, ImportError) and isinstance(exc.path, str)
-          and exc.path.endswith(tuple(EXTENSION_SUFFIXES))):
+    elif (
+        isinstance(exc, ImportError)
+        and isinstance(exc.path, str)
+        and exc.path.endswith(tuple(EXTENSION_SUFFIXES))
+    ):
         error.update(kind="shared_object", file=exc.path)
     elif isinstance(exc, OSError) and frames:
         # ctypes.CDLL(name) failing to dlopen a library the package bundles or needs.
         code = frames[-1].tb_frame.f_code
-        if (os.path.basename(os.path.dirname(code.co_filename)) == "ctypes"
-                and code.co_name == "__init__"):
+        if (
+            os.path.basename(os.path.dirname(code.co_filename)) == "ctypes"
+            and code.co_name == "__init__"
+        ):
             name = frames[-1].tb_frame.f_locals.get("name")
             error.update(kind="shared_object", file=str(name) if name is not None else None)
     for tb in reversed(frames):  # the innermost frame in the layer: whose code raised
@@ -147,9 +158,13 @@ class Tracker:
             module = real_import(name, globals, locals, fromlist, level)
             if self.active:
                 try:
-                    base = (importlib._bootstrap._resolve_name(
-                        name, (globals or {}).get("__package__") or "", level)
-                        if level else name)
+                    base = (
+                        importlib._bootstrap._resolve_name(
+                            name, (globals or {}).get("__package__") or "", level
+                        )
+                        if level
+                        else name
+                    )
                 except (ImportError, ValueError, AttributeError):
                     base = name
                 self._use(base, fromlist)
@@ -204,8 +219,12 @@ class Tracker:
         outside = {m.split(".")[0] for m in self.used if m not in self.owner}
         outside |= {k.split(".")[0] for k, _ in new_modules if k not in self.owner}
         after = sorted({self.owner[m] for m in self.used if self.owner.get(m, name) != name})
-        return {"touched": sorted(self.files), "listed": sorted(self.listed),
-                "absent": sorted(self.absent | outside), "after": after}
+        return {
+            "touched": sorted(self.files),
+            "listed": sorted(self.listed),
+            "absent": sorted(self.absent | outside),
+            "after": after,
+        }
 
 
 def main():
@@ -228,8 +247,9 @@ def main():
     tracker._new_mappings()  # what the interpreter mapped before any import of the layer
     sys.meta_path.append(tracker)
     sys.addaudithook(tracker.audit)
-    builtins.__import__, importlib.import_module = tracker.wrap(builtins.__import__,
-                                                                importlib.import_module)
+    builtins.__import__, importlib.import_module = tracker.wrap(
+        builtins.__import__, importlib.import_module
+    )
     seen = set(sys.modules)
 
     def attempt(name, **extra):
@@ -273,7 +293,11 @@ def main():
         package = sys.modules.get(top)
         for info in pkgutil.iter_modules(getattr(package, "__path__", None) or [], top + "."):
             leaf = info.name.rsplit(".", 1)[1]
-            if not leaf.startswith("_") and leaf not in NOT_IMPORTED and info.name not in sys.modules:
+            if (
+                not leaf.startswith("_")
+                and leaf not in NOT_IMPORTED
+                and info.name not in sys.modules
+            ):
                 attempt(info.name, of=top)
     out.write(json.dumps({"done": True}) + "\n")
     out.flush()

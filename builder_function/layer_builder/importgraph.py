@@ -73,7 +73,8 @@ def _find(name: str, roots: list[Path]) -> list[tuple[str, Path | None]]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _executed(body: list[ast.stmt]) -> Iterable[ast.stmt]:
@@ -119,14 +120,20 @@ def _imports(module: str, source: Path) -> list[str]:
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             call = node.value
             func = call.func
-            if (isinstance(func, ast.Attribute) and func.attr == "import_module" and call.args
-                    and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "import_module"
+                and call.args
+                and isinstance(call.args[0], ast.Constant)
+                and isinstance(call.args[0].value, str)
+            ):
                 names.append(call.args[0].value)
     return names
 
 
-def static_startup(python_dir: Path, modules: Iterable[str],
-                   version: tuple[int, int] = (3, 13)) -> set[str]:
+def static_startup(
+    python_dir: Path, modules: Iterable[str], version: tuple[int, int] = (3, 13)
+) -> set[str]:
     """Layer-relative sources (under python/) that importing `modules` would execute."""
     python_dir = Path(python_dir).resolve()
     roots = _search_roots(python_dir, version)

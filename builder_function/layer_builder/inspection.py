@@ -37,8 +37,9 @@ def _read_manifest(zf: zipfile.ZipFile, name: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def layer_tree(files: Iterable[tuple[str, int]], owners: Mapping[str, str]
-               ) -> dict[str, dict[str, int]]:
+def layer_tree(
+    files: Iterable[tuple[str, int]], owners: Mapping[str, str]
+) -> dict[str, dict[str, int]]:
     """Package → where in it → bytes, largest first.
 
     "Where" is the package's top-level directory one level down (`numpy/_core/`, `numpy.libs/`),
@@ -58,7 +59,9 @@ def layer_tree(files: Iterable[tuple[str, int]], owners: Mapping[str, str]
             top = f"{parts[0]}/{parts[1]}/"
         entries = tree.setdefault(owner_of(path, owners), {})
         entries[top] = entries.get(top, 0) + size
-    ordered = {pkg: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) for pkg, d in tree.items()}
+    ordered = {
+        pkg: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))) for pkg, d in tree.items()
+    }
     return dict(sorted(ordered.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])))
 
 
@@ -88,21 +91,30 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         infos = [i for i in zf.infolist() if not i.is_dir()]
         prefix = f"{limits.LAYER_PYTHON_DIR}/"
         outside = [i.filename for i in infos if not i.filename.startswith(prefix)]
-        rel = {i.filename: i.filename[len(prefix):] for i in infos if i.filename.startswith(prefix)}
+        rel = {
+            i.filename: i.filename[len(prefix) :] for i in infos if i.filename.startswith(prefix)
+        }
         dist_infos: dict[str, dict[str, str]] = {}
         for info in infos:
             parts = rel.get(info.filename, "").split("/")
-            if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in ("METADATA", "RECORD"):
+            if (
+                len(parts) == 2
+                and parts[0].endswith(".dist-info")
+                and parts[1] in ("METADATA", "RECORD")
+            ):
                 data = _read_member(zf, info)
                 if data is None:
                     unreadable.append(info.filename)
                 else:
                     dist_infos.setdefault(parts[0], {})[parts[1]] = data.decode("utf-8", "replace")
         owners = owners_from_dist_info(
-            (d, v.get("METADATA", ""), v.get("RECORD", "")) for d, v in sorted(dist_infos.items()))
+            (d, v.get("METADATA", ""), v.get("RECORD", "")) for d, v in sorted(dist_infos.items())
+        )
         manifest_data = _read_manifest(zf, prefix + MANIFEST_NAME)
         own = manifest_data.get("own_packages")
-        owners |= {n: f"{n} (own)" for n in own if isinstance(n, str)} if isinstance(own, list) else {}
+        owners |= (
+            {n: f"{n} (own)" for n in own if isinstance(n, str)} if isinstance(own, list) else {}
+        )
         files = [(rel[i.filename], i.file_size) for i in infos if i.filename in rel]
         sizes = package_sizes(files, owners)
         shared, broken = [], []
@@ -121,20 +133,31 @@ def inspect_zip(path: Path, target: Target | None = None) -> dict:
         machines["unreadable"] = len(broken)
     unzipped = sum(i.file_size for i in infos)
     result = {
-        "path": str(path), "files": len(infos), "zipped_bytes": path.stat().st_size,
-        "unzipped_bytes": unzipped, "limit_bytes": limits.MAX_UNZIPPED_BYTES,
+        "path": str(path),
+        "files": len(infos),
+        "zipped_bytes": path.stat().st_size,
+        "unzipped_bytes": unzipped,
+        "limit_bytes": limits.MAX_UNZIPPED_BYTES,
         "fits": unzipped <= limits.MAX_UNZIPPED_BYTES,
         "publish_via_s3": path.stat().st_size > limits.MAX_DIRECT_UPLOAD_BYTES,
-        "outside_python_dir": outside[:20], "binaries": machines, "sizes": sizes,
-        "manifest": manifest_data, "unreadable": sorted(unreadable + broken)[:20],
-        "tree": layer_tree(files, owners), "bytecode": bytecode_coverage(rel.values()),
+        "outside_python_dir": outside[:20],
+        "binaries": machines,
+        "sizes": sizes,
+        "manifest": manifest_data,
+        "unreadable": sorted(unreadable + broken)[:20],
+        "tree": layer_tree(files, owners),
+        "bytecode": bytecode_coverage(rel.values()),
     }
     if broken:
         # No machine can load a shared object that cannot be read, so this fails for any target.
         shown = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
-        result["target_ok"], result["target_check"] = False, (
-            f"{len(broken)} shared objects cannot be read (encrypted or corrupt): {shown}. "
-            "Rebuild the layer zip without encryption.")
+        result["target_ok"], result["target_check"] = (
+            False,
+            (
+                f"{len(broken)} shared objects cannot be read (encrypted or corrupt): {shown}. "
+                "Rebuild the layer zip without encryption."
+            ),
+        )
     elif target is not None:
         try:
             check.check_binaries(shared, target)

@@ -39,8 +39,17 @@ if TYPE_CHECKING:  # fetch (requests) is imported where it is used: the check fu
 
 #: Only these variables of the builder's environment reach an installer (source builds).
 PASSTHROUGH_ENV = (
-    "PATH", "LANG", "LC_ALL", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 )
 #: Version names a shared object needs from glibc, e.g. b"GLIBC_2.34".
 _GLIBC = re.compile(rb"GLIBC_2\.(\d+)")
@@ -72,14 +81,24 @@ class Settings:
     slim_exclude: tuple[str, ...]
 
     def key(self) -> str:
-        material = json.dumps([PLAN_VERSION, self.python_version, self.slim, list(self.slim_exclude)])
+        material = json.dumps(
+            [PLAN_VERSION, self.python_version, self.slim, list(self.slim_exclude)]
+        )
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-def install(locked: LockedProject, target: Target, cache: BuildCache, settings: Settings, *,
-            client_factory: Callable[[], IndexClient], allow_sdist: frozenset[str] = frozenset(),
-            build_sdist: Callable[[Path, Chosen], Path] | None = None, built_scope: str = "",
-            progress: Progress = lambda message, **_: None) -> Installed:
+def install(
+    locked: LockedProject,
+    target: Target,
+    cache: BuildCache,
+    settings: Settings,
+    *,
+    client_factory: Callable[[], IndexClient],
+    allow_sdist: frozenset[str] = frozenset(),
+    build_sdist: Callable[[Path, Chosen], Path] | None = None,
+    built_scope: str = "",
+    progress: Progress = lambda message, **_: None,
+) -> Installed:
     """`built_scope` ends the cache names of wheels built from sdists (in the sandbox): only
     builds of the same scope reuse them."""
     result = Installed()
@@ -88,7 +107,8 @@ def install(locked: LockedProject, target: Target, cache: BuildCache, settings: 
         result.warnings.append(
             f"Allowed to build from source but not installed for {target.runtime}: "
             f"{', '.join(unknown)} (not in the lock's default packages, or skipped by a marker); "
-            "check the spelling of --allow-sdist / AllowSdist.")
+            "check the spelling of --allow-sdist / AllowSdist."
+        )
     clients: list[IndexClient] = []
 
     def client() -> IndexClient:  # one client: its connections and credentials are reused
@@ -97,17 +117,35 @@ def install(locked: LockedProject, target: Target, cache: BuildCache, settings: 
         return clients[0]
 
     try:
-        return _install(locked, target, cache, settings, client, allow_sdist, build_sdist,
-                        built_scope, progress, result)
+        return _install(
+            locked,
+            target,
+            cache,
+            settings,
+            client,
+            allow_sdist,
+            build_sdist,
+            built_scope,
+            progress,
+            result,
+        )
     finally:
         for c in clients:
             c.close()
 
 
-def _install(locked: LockedProject, target: Target, cache: BuildCache, settings: Settings,
-             client: Callable[[], IndexClient], allow_sdist: frozenset[str],
-             build_sdist: Callable[[Path, Chosen], Path] | None, built_scope: str,
-             progress: Progress, result: Installed) -> Installed:
+def _install(
+    locked: LockedProject,
+    target: Target,
+    cache: BuildCache,
+    settings: Settings,
+    client: Callable[[], IndexClient],
+    allow_sdist: frozenset[str],
+    build_sdist: Callable[[Path, Chosen], Path] | None,
+    built_scope: str,
+    progress: Progress,
+    result: Installed,
+) -> Installed:
     from . import fetch
 
     chosen = _choose(locked, target, cache, client, allow_sdist)
@@ -122,7 +160,8 @@ def _install(locked: LockedProject, target: Target, cache: BuildCache, settings:
     if missing:
         progress(f"Downloading {len(missing)} of {len(chosen)} files")
         result.downloaded_bytes = fetch.download_all(
-            client(), missing, lambda c: cache.wheel_path(c.sha256, _suffix(c.filename)), progress)
+            client(), missing, lambda c: cache.wheel_path(c.sha256, _suffix(c.filename)), progress
+        )
         result.downloaded_files = len(missing)
         for c in missing:
             cache.added_wheel(c.sha256, _suffix(c.filename))
@@ -133,8 +172,10 @@ def _install(locked: LockedProject, target: Target, cache: BuildCache, settings:
             wheels.append((c, files[c.sha256]))
             continue
         if build_sdist is None:
-            raise InputError(f"{c.requirement.name}=={c.requirement.version} must be built from "
-                             "source, and this builder has no sandbox to build it in.")
+            raise InputError(
+                f"{c.requirement.name}=={c.requirement.version} must be built from "
+                "source, and this builder has no sandbox to build it in."
+            )
         built = _built_wheel(c, files[c.sha256], target, cache, build_sdist, built_scope)
         wheels.append((c, built))
         result.built_from_source.append(f"{c.requirement.name}=={c.requirement.version}")
@@ -143,15 +184,24 @@ def _install(locked: LockedProject, target: Target, cache: BuildCache, settings:
 
     wheel.check_listings([(path, c.filename) for c, path in wheels])
     with ThreadPoolExecutor(min(4, max(1, len(wheels)))) as pool:
-        plans = list(pool.map(lambda item: _plan(item[1], cache, settings, item[0].filename), wheels))
+        plans = list(
+            pool.map(lambda item: _plan(item[1], cache, settings, item[0].filename), wheels)
+        )
     for (c, path), plan_ in zip(wheels, plans, strict=True):
         result.plans.append((plan_, path))
         result.wheels[c.requirement.name] = c.filename
     if result.built_from_source:
-        refuse_newer_glibc([(p, path) for (p, path), (c, _) in zip(result.plans, wheels, strict=True) if not c.is_wheel],
-                           target)
-        result.warnings.append("Built from source (operator allowed): "
-                               f"{', '.join(result.built_from_source)}.")
+        refuse_newer_glibc(
+            [
+                (p, path)
+                for (p, path), (c, _) in zip(result.plans, wheels, strict=True)
+                if not c.is_wheel
+            ],
+            target,
+        )
+        result.warnings.append(
+            f"Built from source (operator allowed): {', '.join(result.built_from_source)}."
+        )
     return result
 
 
@@ -162,8 +212,13 @@ def _suffix(filename: str) -> str:
     return ""
 
 
-def _choose(locked: LockedProject, target: Target, cache: BuildCache,
-            client_factory: Callable[[], IndexClient], allow_sdist: frozenset[str]) -> list[Chosen]:
+def _choose(
+    locked: LockedProject,
+    target: Target,
+    cache: BuildCache,
+    client_factory: Callable[[], IndexClient],
+    allow_sdist: frozenset[str],
+) -> list[Chosen]:
     """Each requirement's file: remembered choices (signed) or the index's listing."""
     from . import fetch
     from .fetch import Chosen
@@ -174,17 +229,24 @@ def _choose(locked: LockedProject, target: Target, cache: BuildCache,
         payload = cache.get(f"choice-{key}")
         if payload is not None:
             data = json.loads(payload)
-            known[fetch.requirement_key(req, target)] = Chosen(req, data["filename"], data["sha256"])
+            known[fetch.requirement_key(req, target)] = Chosen(
+                req, data["filename"], data["sha256"]
+            )
     if len(known) == len(locked.requirements):
         return [known[fetch.requirement_key(r, target)] for r in locked.requirements]
-    resolution = fetch.resolve(locked, target, client_factory(), allow_sdist=allow_sdist, known=known)
+    resolution = fetch.resolve(
+        locked, target, client_factory(), allow_sdist=allow_sdist, known=known
+    )
     if resolution.missing:
         raise fetch.no_wheel_error(resolution.missing, target, allow_sdist)
     for c in resolution.chosen:
         key = fetch.requirement_key(c.requirement, target) + (
-            "-sdist" if c.requirement.name in allow_sdist else "")
+            "-sdist" if c.requirement.name in allow_sdist else ""
+        )
         if key.removesuffix("-sdist") not in known:
-            cache.put(f"choice-{key}", json.dumps({"filename": c.filename, "sha256": c.sha256}).encode())
+            cache.put(
+                f"choice-{key}", json.dumps({"filename": c.filename, "sha256": c.sha256}).encode()
+            )
     return resolution.chosen
 
 
@@ -198,14 +260,25 @@ def _plan(path: Path, cache: BuildCache, settings: Settings, filename: str) -> w
             return wheel.Plan.from_json(payload)
         except (ValueError, KeyError, TypeError):
             pass
-    result = wheel.plan(path, python_version=settings.python_version, slim_enabled=settings.slim,
-                        extra_patterns=settings.slim_exclude, filename=filename)
+    result = wheel.plan(
+        path,
+        python_version=settings.python_version,
+        slim_enabled=settings.slim,
+        extra_patterns=settings.slim_exclude,
+        filename=filename,
+    )
     cache.put(name, result.to_json().encode())
     return result
 
 
-def _built_wheel(c: Chosen, sdist: Path, target: Target, cache: BuildCache,
-                 build_sdist: Callable[[Path, Chosen], Path], scope: str) -> Path:
+def _built_wheel(
+    c: Chosen,
+    sdist: Path,
+    target: Target,
+    cache: BuildCache,
+    build_sdist: Callable[[Path, Chosen], Path],
+    scope: str,
+) -> Path:
     """The wheel built from a verified sdist, cached (signed) by the sdist's sha256 and target.
 
     The file sits among the cache's wheels, so eviction covers it; it is written again from the
@@ -258,12 +331,19 @@ def _executable(path: Path) -> str:
 @functools.cache
 def _uv_version(uv: str) -> str:
     # Even `--version` gets no secrets: only PATH, like every other installer run.
-    out = subprocess.run([uv, "--version"], capture_output=True, text=True, check=False,
-                         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    out = subprocess.run(
+        [uv, "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
     return out.stdout.strip() or "uv"
 
 
-def installer_environment(environ: Mapping[str, str], home: Path, cache_dir: Path) -> dict[str, str]:
+def installer_environment(
+    environ: Mapping[str, str], home: Path, cache_dir: Path
+) -> dict[str, str]:
     env = {k: environ[k] for k in PASSTHROUGH_ENV if k in environ}
     env.setdefault("PATH", "/usr/bin:/bin")
     env.update(
@@ -302,4 +382,5 @@ def refuse_newer_glibc(built: list[tuple[wheel.Plan, Path]], target: Target) -> 
         raise TargetMismatchError(
             f"Built from source on this machine, {', '.join(too_new[:5])} needs a newer glibc than "
             f"{target.describe()} provides (2.{target.glibc[1]}): build on Amazon Linux 2023 (the "
-            "builder Lambda), or pin versions that ship manylinux wheels.")
+            "builder Lambda), or pin versions that ship manylinux wheels."
+        )

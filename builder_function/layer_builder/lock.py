@@ -24,8 +24,14 @@ from .project import read_project_file
 from .redact import redact
 from .target import Target
 
-__all__ = ["DEFAULT_ALLOWED_ENV", "IndexPolicy", "LockedProject", "Requirement", "read_lock",
-           "relock_hint"]
+__all__ = [
+    "DEFAULT_ALLOWED_ENV",
+    "IndexPolicy",
+    "LockedProject",
+    "Requirement",
+    "read_lock",
+    "relock_hint",
+]
 
 PIPFILE = "Pipfile"
 PIPFILE_LOCK = "Pipfile.lock"
@@ -135,21 +141,29 @@ def _check_sources(sources: object, template: str, fix: str) -> None:
             if not isinstance(source.get(key), str) or not source[key].strip():
                 raise ProjectError(
                     f"{table}{shown} has no `{key}`: add a line such as {key} = {example} to it "
-                    f"(every source needs a name and a url), {fix}.")
+                    f"(every source needs a name and a url), {fix}."
+                )
         if "verify_ssl" in source and not isinstance(source["verify_ssl"], bool):
-            raise ProjectError(f"{table}{shown} has verify_ssl = {source['verify_ssl']!r}: write "
-                               f"verify_ssl = true (or false, unquoted), {fix}.")
+            raise ProjectError(
+                f"{table}{shown} has verify_ssl = {source['verify_ssl']!r}: write "
+                f"verify_ssl = true (or false, unquoted), {fix}."
+            )
 
 
 def _check_pipfile_shape(data: dict) -> None:
-    _check_sources(data.get("source"), PIPFILE + ": the {} [[source]]",
-                   "then run `pipenv lock` and upload both files")
+    _check_sources(
+        data.get("source"),
+        PIPFILE + ": the {} [[source]]",
+        "then run `pipenv lock` and upload both files",
+    )
     requires = data.get("requires")
     for key in ("python_version", "python_full_version"):
         value = requires.get(key) if isinstance(requires, dict) else None
         if value is not None and not isinstance(value, str):
-            raise ProjectError(f"{PIPFILE} [requires] {key} = {value!r} is not a string: write "
-                               f'{key} = "{value}", then run `pipenv lock` and upload both files.')
+            raise ProjectError(
+                f"{PIPFILE} [requires] {key} = {value!r} is not a string: write "
+                f'{key} = "{value}", then run `pipenv lock` and upload both files.'
+            )
 
 
 def _load_lock(project: Path) -> dict:
@@ -161,14 +175,19 @@ def _load_lock(project: Path) -> dict:
     try:
         data = json.loads(read_project_file(path))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProjectError(f"{PIPFILE_LOCK} is not valid JSON: {exc}. Re-run `pipenv lock`.") from None
+        raise ProjectError(
+            f"{PIPFILE_LOCK} is not valid JSON: {exc}. Re-run `pipenv lock`."
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("default"), dict):
         raise ProjectError(f"{PIPFILE_LOCK} has no `default` section: re-run `pipenv lock`.")
     if not isinstance(data.get("_meta"), dict):
         # plette would fail later with a bare AttributeError("meta").
         raise ProjectError(f"{PIPFILE_LOCK} has no `_meta` section: re-run `pipenv lock`.")
-    _check_sources(data["_meta"].get("sources"), PIPFILE_LOCK + ": the {} source in _meta.sources",
-                   "re-run `pipenv lock` and upload both files")
+    _check_sources(
+        data["_meta"].get("sources"),
+        PIPFILE_LOCK + ": the {} source in _meta.sources",
+        "re-run `pipenv lock` and upload both files",
+    )
     try:
         plette.Lockfile.validate(data)
     except Exception as exc:
@@ -187,7 +206,8 @@ def _expand(url: str, source_name: str, policy: IndexPolicy) -> str:
             f"not expand: a lock may only read {', '.join(policy.expandable)} from your "
             "environment, so a project cannot send your other variables to an index of its "
             f"choosing. If the project is yours and {refused} holds its index URL or credentials, "
-            f"allow it: `layer-builder build --allow-env {refused}`.")
+            f"allow it: `layer-builder build --allow-env {refused}`."
+        )
     environ = {n: policy.environ[n] for n in names if policy.environ.get(n)}
     missing = [n for n in names if n not in environ]
     if names and len(missing) == len(names) and not _VAR.sub("", url).strip():
@@ -216,13 +236,15 @@ def _resolve_sources(meta: dict, policy: IndexPolicy) -> dict[str, str]:
         else:
             raise LockError(
                 f"Source {name!r} in {PIPFILE_LOCK} names the index {redact(url)!r}, which the "
-                "operator did not allow: write it as url = \"${PIP_INDEX_URL}\" in the Pipfile, "
+                'operator did not allow: write it as url = "${PIP_INDEX_URL}" in the Pipfile, '
                 "re-run `pipenv lock`, and let the builder's configured index apply."
             )
     return resolved
 
 
-def _requirement(name: str, entry: object, sources: dict[str, str], default_index: str) -> Requirement:
+def _requirement(
+    name: str, entry: object, sources: dict[str, str], default_index: str
+) -> Requirement:
     where = f"{PIPFILE_LOCK} default entry {name!r}"
     if not _NAME.fullmatch(name):
         # Names and versions end up in the installer's requirements file: nothing but a
@@ -246,7 +268,9 @@ def _requirement(name: str, entry: object, sources: dict[str, str], default_inde
             raise InvalidVersion(version)
         Version(version[2:])
     except InvalidVersion:
-        raise LockError(f"{where} pins {version!r}, which is not a valid version: re-run `pipenv lock`.") from None
+        raise LockError(
+            f"{where} pins {version!r}, which is not a valid version: re-run `pipenv lock`."
+        ) from None
     hashes = entry.get("hashes") or []
     if not isinstance(hashes, list):
         raise LockError(f"{where} has hashes that are not a list: re-run `pipenv lock`.")
@@ -290,8 +314,10 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
             try:
                 applies = Marker(markers).evaluate(environment)
             except (InvalidMarker, TypeError) as exc:  # TypeError: markers is not a string
-                raise LockError(f"{PIPFILE_LOCK} entry {name!r} has an invalid marker: "
-                               f"{str(exc).splitlines()[0]}. Re-run `pipenv lock`.") from None
+                raise LockError(
+                    f"{PIPFILE_LOCK} entry {name!r} has an invalid marker: "
+                    f"{str(exc).splitlines()[0]}. Re-run `pipenv lock`."
+                ) from None
             if not applies:
                 skipped.append((canonicalize_name(name), markers))
                 continue
@@ -302,17 +328,30 @@ def read_lock(project: Path, target: Target, policy: IndexPolicy) -> LockedProje
         requirements.append(_requirement(name, entry, sources, default_index))
 
     requires = meta.get("requires") or {}
-    python_version = next((requires[k] for k in ("python_version", "python_full_version")
-                           if isinstance(requires, dict) and isinstance(requires.get(k), str)), None)
+    python_version = next(
+        (
+            requires[k]
+            for k in ("python_version", "python_full_version")
+            if isinstance(requires, dict) and isinstance(requires.get(k), str)
+        ),
+        None,
+    )
     warnings = [hint] if (hint := relock_hint(python_version, target)) else []
     if python_version and not _PYTHON_VERSION.fullmatch(python_version):
         warnings.append(
             f"Pipfile [requires] python_version = {python_version!r} is not a Python version, so "
             "the builder cannot tell which Python the lock was made for: write a version such as "
-            f'python_version = "{target.python_version}" and run `pipenv lock`.')
+            f'python_version = "{target.python_version}" and run `pipenv lock`.'
+        )
     lock_sha = (meta.get("hash") or {}).get("sha256", "")
-    return LockedProject(tuple(requirements), tuple(skipped), lock_sha, python_version,
-                         tuple(warnings), tuple(local_paths))
+    return LockedProject(
+        tuple(requirements),
+        tuple(skipped),
+        lock_sha,
+        python_version,
+        tuple(warnings),
+        tuple(local_paths),
+    )
 
 
 def relock_hint(lock_python: str | None, target: Target) -> str | None:
@@ -326,10 +365,12 @@ def relock_hint(lock_python: str | None, target: Target) -> str | None:
     if wanted == target.version_tuple[: len(wanted)]:
         return None
     version = target.python_version
-    return (f"The lock was made for Python {lock_python} (Pipfile [requires]) and the layer is for "
-            f"{target.runtime}: packages pinned for {lock_python} may not install or import on "
-            f"{version}. Relock for the target: set python_version = \"{version}\" under [requires] "
-            f"in the Pipfile, run `pipenv lock --python {version}` and upload both files.")
+    return (
+        f"The lock was made for Python {lock_python} (Pipfile [requires]) and the layer is for "
+        f"{target.runtime}: packages pinned for {lock_python} may not install or import on "
+        f'{version}. Relock for the target: set python_version = "{version}" under [requires] '
+        f"in the Pipfile, run `pipenv lock --python {version}` and upload both files."
+    )
 
 
 def _local_path(project: Path, name: str, entry: object) -> str | None:
@@ -340,8 +381,9 @@ def _local_path(project: Path, name: str, entry: object) -> str | None:
     (pipenv 2024+: file = "."): that is the project's code, which the build copies anyway. A path outside the project is not in
     the upload and cannot be hash-verified; a path to a file (a wheel, an sdist) is not code.
     """
-    if not isinstance(entry, dict) or any(entry.get(k) for k in UNPINNABLE_KEYS
-                                          if k not in ("path", "file", "editable")):
+    if not isinstance(entry, dict) or any(
+        entry.get(k) for k in UNPINNABLE_KEYS if k not in ("path", "file", "editable")
+    ):
         return None  # a VCS entry: _requirement refuses it
     # pipenv 2024+ writes `pipenv install -e .` as {editable = true, file = "."}: a local file
     # entry is a path; one with a scheme (https://, file://) stays refused as a file dependency.
@@ -361,11 +403,13 @@ def _local_path(project: Path, name: str, entry: object) -> str | None:
             f"{where} is a path dependency on {raw!r}, outside the project: that code is not part "
             "of the upload and a path cannot be hash-verified. Move it into the project (e.g. "
             "./lib: it then ships as the project's own code) or publish it to a package index and "
-            "pin it with == instead, then re-run `pipenv lock`.")
+            "pin it with == instead, then re-run `pipenv lock`."
+        )
     if not resolved.is_dir():
         what = "is a file, not the project's code" if resolved.exists() else "is not in the upload"
         raise LockError(
             f"{where} is a path dependency on {raw!r}, which {what}: keep the package's folder in "
             "the project, or publish it to a package index and pin it with == instead, then "
-            "re-run `pipenv lock`.")
+            "re-run `pipenv lock`."
+        )
     return resolved.relative_to(root).as_posix()

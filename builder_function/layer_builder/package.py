@@ -45,23 +45,33 @@ def entry_sha256(entry: FileEntry | RawEntry | DataEntry) -> str:
 
 def content_hash(entries: Iterable[FileEntry | RawEntry | DataEntry]) -> str:
     """sha256 over every file's name, mode and content: equal hashes mean equal layers."""
-    lines = [f"{e.name}\0{int(e.executable)}\0{entry_sha256(e)}" for e in entries
-             if e.name != PREFIX + MANIFEST_NAME]
+    lines = [
+        f"{e.name}\0{int(e.executable)}\0{entry_sha256(e)}"
+        for e in entries
+        if e.name != PREFIX + MANIFEST_NAME
+    ]
     return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
 
 
 def manifest(report: BuildReport) -> str:
     """What the layer is, stored inside it. Deterministic: no times, hosts or paths."""
-    return json.dumps({
-        "layer": report.layer_name,
-        "version": report.layer_version,
-        "runtime": report.runtime,
-        "architecture": report.arch,
-        "platform": report.platform,
-        "builder_version": report.builder_version,
-        "content_hash": report.content_hash,
-        "lock_hash": report.lock_hash,
-        "packages": report.packages,
-        "own_packages": report.own_packages,
-        "bytecode": report.bytecode.get("mode", "none"),
-    }, indent=2, sort_keys=True) + "\n"
+    return (
+        json.dumps(
+            {
+                "layer": report.layer_name,
+                "version": report.layer_version,
+                "runtime": report.runtime,
+                "architecture": report.arch,
+                "platform": report.platform,
+                "builder_version": report.builder_version,
+                "content_hash": report.content_hash,
+                "lock_hash": report.lock_hash,
+                "packages": report.packages,
+                "own_packages": report.own_packages,
+                "bytecode": report.bytecode.get("mode", "none"),
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )

@@ -110,8 +110,10 @@ def _remaining(deadline: float | None, phase: str) -> float | None:
         return None
     left = deadline - time.monotonic()
     if left <= 0:
-        raise OutOfTimeError(f"No time left before {phase}: the build stopped before publishing "
-                             "anything. Retry, or give the builder a longer timeout.")
+        raise OutOfTimeError(
+            f"No time left before {phase}: the build stopped before publishing "
+            "anything. Retry, or give the builder a longer timeout."
+        )
     return left
 
 
@@ -120,7 +122,7 @@ def host_machine() -> str:
 
 
 def _zip_progress(progress: Progress, entries: list[Entry]) -> Callable[[Written], None]:
-    """"Writing the layer zip" with the unzipped bytes written so far, of all of them."""
+    """ "Writing the layer zip" with the unzipped bytes written so far, of all of them."""
     total = sum(_entry_size(e) for e in entries)
     done = [0]
     progress("Writing the layer zip", done=0, total=total, unit="B")
@@ -163,7 +165,9 @@ def _source_root(request: BuildRequest, work: Path) -> tuple[Path, list[str]]:
     if request.source.is_dir():
         return request.source, []
     if not request.source.is_file():
-        raise InputError(f"{request.source} does not exist: give a project directory, .zip or .tar.gz.")
+        raise InputError(
+            f"{request.source} does not exist: give a project directory, .zip or .tar.gz."
+        )
     dest = work / "src"
     dest.mkdir()  # unpack() wants an existing, empty directory
     result = unpack.unpack(request.source, dest)
@@ -183,8 +187,20 @@ def _direct_dependencies(root: Path) -> list[str]:
 def _dependency_entries(plans: list[tuple[Plan, Path]]) -> list[Entry]:
     entries: list[Entry] = []
     for plan, path in plans:
-        entries += [RawEntry(PREFIX + m.dest, path, m.data_offset, m.compress_size, m.file_size,
-                             m.crc, m.sha256, m.executable, m.compress_type) for m in plan.members]
+        entries += [
+            RawEntry(
+                PREFIX + m.dest,
+                path,
+                m.data_offset,
+                m.compress_size,
+                m.file_size,
+                m.crc,
+                m.sha256,
+                m.executable,
+                m.compress_type,
+            )
+            for m in plan.members
+        ]
         entries += [DataEntry(PREFIX + dest, data) for dest, data in plan.generated.items()]
     return entries
 
@@ -212,7 +228,7 @@ class _Layer:
     def index(self) -> importmemo.LayerIndex:
         """Who owns each file: the memo of import verdicts keys on it."""
         own = f"{importmemo.OWN}@{content_hash(_own_entries(self.own_tree))}"
-        files = [(e.name[len(PREFIX):], own) for e in _own_entries(self.own_tree)]
+        files = [(e.name[len(PREFIX) :], own) for e in _own_entries(self.own_tree)]
         for plan, path in self.plans:
             owner = f"{plan.name}@{path.name.split('.')[0]}"
             files += [(m.dest, owner) for m in plan.members] + [(d, owner) for d in plan.generated]
@@ -228,13 +244,17 @@ class _Layer:
                 mine = {n: b"" for n in pycs if bytecode.pyc_source(n) in sources}
                 if mine:
                     records[PREFIX + f"{plan.dist_info}/RECORD"] = with_bytecode(plan, mine)
-            entries = [DataEntry(e.name, records[e.name]) if e.name in records else e for e in entries]
+            entries = [
+                DataEntry(e.name, records[e.name]) if e.name in records else e for e in entries
+            ]
             entries += [DataEntry(PREFIX + name, data) for name, data in sorted(pycs.items())]
         return entries
 
     def files(self) -> list[tuple[str, int]]:
         files = [f for plan, _ in self.plans for f in plan.files()]
-        files += [(e.name[len(PREFIX):], e.path.stat().st_size) for e in _own_entries(self.own_tree)]
+        files += [
+            (e.name[len(PREFIX) :], e.path.stat().st_size) for e in _own_entries(self.own_tree)
+        ]
         return files
 
 
@@ -246,38 +266,72 @@ def _signing_key(request: BuildRequest) -> bytes:
     return secrets.token_bytes(32)  # no cache to share: derived entries live for this build only
 
 
-def _install(request: BuildRequest, target: Target, locked: lock.LockedProject,
-             config: project.ProjectConfig, cache: BuildCache, sandbox: Sandbox,
-             progress: Progress, work: Path) -> Installed:
+def _install(
+    request: BuildRequest,
+    target: Target,
+    locked: lock.LockedProject,
+    config: project.ProjectConfig,
+    cache: BuildCache,
+    sandbox: Sandbox,
+    progress: Progress,
+    work: Path,
+) -> Installed:
     environ = os.environ if request.environ is None else request.environ
 
     def build_sdist(sdist: Path, chosen: fetch.Chosen) -> Path:
         what = f"{chosen.requirement.name}=={chosen.requirement.version}"
         if not sandbox.native(target):  # refused before any build code runs
-            host, pin = host_machine(), f"or pin a version that ships manylinux wheels for {target.machine}"
+            host, pin = (
+                host_machine(),
+                f"or pin a version that ships manylinux wheels for {target.machine}",
+            )
             if host != target.machine:
                 raise NoWheelError(
                     f"No wheel of {what} for {target.describe()}, and a source build on this {host} "
                     f"machine makes {host} binaries, not {target.machine}: build on "
-                    f"{target.machine} (e.g. the builder Lambda with Architecture={target.arch}), {pin}.")
+                    f"{target.machine} (e.g. the builder Lambda with Architecture={target.arch}), {pin}."
+                )
             raise NoWheelError(
                 f"No wheel of {what} for {target.describe()}, and building from source needs a "
                 f"Python {target.python_version} interpreter, which was not found (PATH, pyenv): "
-                f"install one, {pin}.")
+                f"install one, {pin}."
+            )
         progress(f"Building {what} from source")
-        return sandbox.build_sdist(sdist, chosen.requirement.name, chosen.requirement.version,
-                                   target, work / "built", _remaining(request.deadline, "a source build"))
+        return sandbox.build_sdist(
+            sdist,
+            chosen.requirement.name,
+            chosen.requirement.version,
+            target,
+            work / "built",
+            _remaining(request.deadline, "a source build"),
+        )
 
-    return install(locked, target, cache, Settings(target.python_version, config.slim, config.slim_exclude),
-                   client_factory=lambda: fetch.IndexClient(
-                       environ, indexes={r.index for r in locked.requirements if r.index}),
-                   allow_sdist=request.allow_sdist, build_sdist=build_sdist,
-                   built_scope=_scoped(request.cache_scope), progress=progress)
+    return install(
+        locked,
+        target,
+        cache,
+        Settings(target.python_version, config.slim, config.slim_exclude),
+        client_factory=lambda: fetch.IndexClient(
+            environ, indexes={r.index for r in locked.requirements if r.index}
+        ),
+        allow_sdist=request.allow_sdist,
+        build_sdist=build_sdist,
+        built_scope=_scoped(request.cache_scope),
+        progress=progress,
+    )
 
 
-def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec,
-           sandbox: Sandbox, cache: BuildCache, work: Path, name: str,
-           scope: dict | None = None) -> Verdict:
+def _check(
+    request: BuildRequest,
+    target: Target,
+    layer: _Layer,
+    spec: CheckSpec,
+    sandbox: Sandbox,
+    cache: BuildCache,
+    work: Path,
+    name: str,
+    scope: dict | None = None,
+) -> Verdict:
     """The sandbox's verdict on a candidate zip, remembered per content.
 
     The candidate carries the bytecode already cached for its wheels (signed entries of earlier
@@ -306,24 +360,48 @@ def _check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec
         scope, index, parts = None, None, importmemo.Split(run=modules, hints={"*"})
     verdict = Verdict(ok=True, ran_on="")
     if parts.run:
-        verdict = _run_check(request, target, layer, _subspec(spec, parts.run), parts, sandbox,
-                             cache, work, name, index)
+        verdict = _run_check(
+            request,
+            target,
+            layer,
+            _subspec(spec, parts.run),
+            parts,
+            sandbox,
+            cache,
+            work,
+            name,
+            index,
+        )
         if verdict.ok and scope is not None:
             importmemo.remember(cache, scope, verdict.imports, index)  # type: ignore[arg-type]
     if verdict.ok and parts.proven:
         loaded = {p for paths in parts.proven.values() for p in paths}
-        note = (f"{len(parts.proven)} of {len(modules)} imports proven by the memo of earlier checks "
-                "(same files)")
-        verdict = dataclasses.replace(verdict, startup=tuple(sorted(set(verdict.startup) | loaded)),
-                                      ran_on="; ".join(filter(None, (verdict.ran_on, note))))
+        note = (
+            f"{len(parts.proven)} of {len(modules)} imports proven by the memo of earlier checks "
+            "(same files)"
+        )
+        verdict = dataclasses.replace(
+            verdict,
+            startup=tuple(sorted(set(verdict.startup) | loaded)),
+            ran_on="; ".join(filter(None, (verdict.ran_on, note))),
+        )
     if verdict.ok:  # a refusal is not remembered: the project will change
         cache.put(entry, dataclasses.replace(verdict, imports=()).to_json().encode())
     return verdict
 
 
-def _run_check(request: BuildRequest, target: Target, layer: _Layer, spec: CheckSpec,
-               parts: importmemo.Split, sandbox: Sandbox, cache: BuildCache, work: Path, name: str,
-               index: importmemo.LayerIndex | None) -> Verdict:
+def _run_check(
+    request: BuildRequest,
+    target: Target,
+    layer: _Layer,
+    spec: CheckSpec,
+    parts: importmemo.Split,
+    sandbox: Sandbox,
+    cache: BuildCache,
+    work: Path,
+    name: str,
+    index: importmemo.LayerIndex | None,
+) -> Verdict:
     """The imports the memo does not prove, in the sandbox: first on the wheels they reached
     last time (when the memo knows them), kept only when that says what the whole layer would."""
     candidate = work / f"candidate-{name}.zip"
@@ -332,13 +410,19 @@ def _run_check(request: BuildRequest, target: Target, layer: _Layer, spec: Check
         if index is not None and "*" not in parts.hints:
             part = dataclasses.replace(layer, only=frozenset(parts.hints))
             write_zip(candidate, part.entries(_cached_pycs(part, cache, target, pyc_scope)))
-            verdict = sandbox.check(candidate, spec, target,
-                                    _remaining(request.deadline, "the import check"))
-            if (verdict.ok and len(verdict.imports) == len(runner._plan(spec))
-                    and importmemo.conclusive(verdict.imports, part.index(), index)):
+            verdict = sandbox.check(
+                candidate, spec, target, _remaining(request.deadline, "the import check")
+            )
+            if (
+                verdict.ok
+                and len(verdict.imports) == len(runner._plan(spec))
+                and importmemo.conclusive(verdict.imports, part.index(), index)
+            ):
                 return verdict
         write_zip(candidate, layer.entries(_cached_pycs(layer, cache, target, pyc_scope)))
-        return sandbox.check(candidate, spec, target, _remaining(request.deadline, "the import check"))
+        return sandbox.check(
+            candidate, spec, target, _remaining(request.deadline, "the import check")
+        )
     finally:
         candidate.unlink(missing_ok=True)
 
@@ -346,24 +430,46 @@ def _run_check(request: BuildRequest, target: Target, layer: _Layer, spec: Check
 def _subspec(spec: CheckSpec, modules: list[str]) -> CheckSpec:
     """The check of only these modules (the others are proven by the memo)."""
     run = set(modules)
-    deps = tuple(Dependency(d.name, d.version, tuple(m for m in d.modules if m in run))
-                 for d in spec.dependencies if run & set(d.modules))
-    return CheckSpec(own=tuple(m for m in spec.own if m in run), dependencies=deps,
-                     startup=tuple(m for m in spec.startup if m in run), lock_python=spec.lock_python)
+    deps = tuple(
+        Dependency(d.name, d.version, tuple(m for m in d.modules if m in run))
+        for d in spec.dependencies
+        if run & set(d.modules)
+    )
+    return CheckSpec(
+        own=tuple(m for m in spec.own if m in run),
+        dependencies=deps,
+        startup=tuple(m for m in spec.startup if m in run),
+        lock_python=spec.lock_python,
+    )
 
 
-def _spec(layer: _Layer, direct: list[str], config: project.ProjectConfig,
-          locked: lock.LockedProject) -> CheckSpec:
+def _spec(
+    layer: _Layer, direct: list[str], config: project.ProjectConfig, locked: lock.LockedProject
+) -> CheckSpec:
     by_name = {plan.name: plan for plan, _ in layer.plans}
-    deps = tuple(Dependency(n, by_name[n].version, tuple(by_name[n].top_level))
-                 for n in direct if n in by_name and by_name[n].top_level)
-    return CheckSpec(own=tuple(layer.own_names), dependencies=deps,
-                     startup=tuple(getattr(config, "startup", ()) or ()),
-                     lock_python=locked.python_version)
+    deps = tuple(
+        Dependency(n, by_name[n].version, tuple(by_name[n].top_level))
+        for n in direct
+        if n in by_name and by_name[n].top_level
+    )
+    return CheckSpec(
+        own=tuple(layer.own_names),
+        dependencies=deps,
+        startup=tuple(getattr(config, "startup", ()) or ()),
+        lock_python=locked.python_version,
+    )
 
 
-def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[str],
-             cache: BuildCache, sandbox: Sandbox, python: str | None, work: Path) -> dict[str, bytes]:
+def _compile(
+    request: BuildRequest,
+    target: Target,
+    layer: _Layer,
+    chosen: list[str],
+    cache: BuildCache,
+    sandbox: Sandbox,
+    python: str | None,
+    work: Path,
+) -> dict[str, bytes]:
     """Bytecode for the chosen sources (relative to python/): per wheel, cached (signed)."""
     owner: dict[str, tuple[Plan, Path]] = {}
     for plan, path in layer.plans:
@@ -380,9 +486,15 @@ def _compile(request: BuildRequest, target: Target, layer: _Layer, chosen: list[
         entry = _pyc_entry(wheel_name, target, _pyc_scope(request, target))
         have = _unpack_pycs(cache.get(entry))
         cached[entry] = have
-        need = [s for s in sources if bytecode.pyc_name(s, target.python_version) not in have
-                and s not in have.get("#failed", {})]
-        pycs.update({n: d for n, d in have.items() if n != "#failed" and bytecode.pyc_source(n) in sources})
+        need = [
+            s
+            for s in sources
+            if bytecode.pyc_name(s, target.python_version) not in have
+            and s not in have.get("#failed", {})
+        ]
+        pycs.update(
+            {n: d for n, d in have.items() if n != "#failed" and bytecode.pyc_source(n) in sources}
+        )
         if need:
             todo[entry] = need
     own = [s for s in chosen if s not in owner]
@@ -421,8 +533,10 @@ def _pyc_entry(wheel_name: str, target: Target, scope: str) -> str:
     """The cache entry of a wheel's bytecode: its sha256, what decides the bytes, and who may
     reuse it (_pyc_scope)."""
     # The compile limits decide which sources fail, and failures are cached too.
-    settings = (f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked-"
-                f"{limits.MAX_COMPILE_SOURCE_BYTES}-{limits.MAX_COMPILE_MEMORY_BYTES}")
+    settings = (
+        f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked-"
+        f"{limits.MAX_COMPILE_SOURCE_BYTES}-{limits.MAX_COMPILE_MEMORY_BYTES}"
+    )
     digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
     return f"pyc-{wheel_name.split('.')[0]}-{digest}{_scoped(scope)}"
 
@@ -442,13 +556,15 @@ def _cached_pycs(layer: _Layer, cache: BuildCache, target: Target, scope: str) -
     for plan, path in layer.plans:
         have = _unpack_pycs(cache.get(_pyc_entry(path.name, target, scope)))
         sources = plan.source_set
-        found.update({n: d for n, d in have.items()
-                      if n != "#failed" and bytecode.pyc_source(n) in sources})
+        found.update(
+            {n: d for n, d in have.items() if n != "#failed" and bytecode.pyc_source(n) in sources}
+        )
     return found
 
 
-def _extract_sources(layer: _Layer, todo: dict[str, list[str]],
-                     owner: dict[str, tuple[Plan, Path]], root: Path) -> list[str]:
+def _extract_sources(
+    layer: _Layer, todo: dict[str, list[str]], owner: dict[str, tuple[Plan, Path]], root: Path
+) -> list[str]:
     by_wheel: dict[Path, list[str]] = {}
     for need in todo.values():
         for source in need:
@@ -496,8 +612,9 @@ def _unpack_pycs(payload: bytes | None) -> dict:
     return result
 
 
-def _choose_bytecode(layer: _Layer, startup: set[str], room: int, mode: str,
-                     known: Mapping[str, int]) -> list[str]:
+def _choose_bytecode(
+    layer: _Layer, startup: set[str], room: int, mode: str, known: Mapping[str, int]
+) -> list[str]:
     """Sources whose bytecode is kept, in rank order, within `room` bytes (estimated)."""
     sizes = dict(layer.files())
     sources = [s for s in sizes if s.endswith(".py")]
@@ -513,8 +630,9 @@ def _choose_bytecode(layer: _Layer, startup: set[str], room: int, mode: str,
     return chosen
 
 
-def _trim(pycs: dict[str, bytes], order: list[str], room: int, mode: str,
-          python_version: str) -> dict[str, bytes]:
+def _trim(
+    pycs: dict[str, bytes], order: list[str], room: int, mode: str, python_version: str
+) -> dict[str, bytes]:
     """Keep compiled bytecode in rank order while its real size fits the room."""
     if mode == "all":
         return pycs
@@ -559,14 +677,22 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         headroom = getattr(config, "headroom", limits.DEFAULT_HEADROOM)
         name = project.layer_name(config.name, request.layer_prefix)
         report = BuildReport(
-            layer_name=name, layer_version=config.version, description=config.description,
-            runtime=target.runtime, arch=target.arch, platform=target.platform,
-            builder_version=__version__, lock_hash=locked.lock_sha256,
+            layer_name=name,
+            layer_version=config.version,
+            description=config.description,
+            runtime=target.runtime,
+            arch=target.arch,
+            platform=target.platform,
+            builder_version=__version__,
+            lock_hash=locked.lock_sha256,
             packages=[{"name": r.name, "version": r.version} for r in locked.requirements],
             skipped_by_marker=[{"name": n, "markers": m} for n, m in locked.skipped],
-            headroom=headroom, installer=FETCHER,
+            headroom=headroom,
+            installer=FETCHER,
         )
-        cache = BuildCache(request.cache_dir, _signing_key(request), request.remote_cache, scratch=work)
+        cache = BuildCache(
+            request.cache_dir, _signing_key(request), request.remote_cache, scratch=work
+        )
         start_cache, peak = cache.size(), [0]
         sandbox = request.sandbox or LocalSandbox(request.environ)
         own_tree = work / "own"
@@ -575,8 +701,12 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         python = bytecode.find_interpreter(target, request.environ)
         memo = None
         if cache.persistent:
-            memo = buildmemo.key(_memo_inputs(request, target, locked, config, direct, name,
-                                              warnings, sandbox, python), own_tree)
+            memo = buildmemo.key(
+                _memo_inputs(
+                    request, target, locked, config, direct, name, warnings, sandbox, python
+                ),
+                own_tree,
+            )
             request.output.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             reused = buildmemo.reuse(cache, memo, partial)
@@ -584,9 +714,15 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 timings.seconds["reuse"] = round(time.perf_counter() - started, 3)
                 progress("Reusing the layer of an identical earlier build")
                 os.replace(partial, request.output)
-                reused.reused = ("an identical earlier build (same lock, settings, own code, target "
-                                 "and engine): its zip, sha256 checked, and its report")
-                reused.dependency_cache, reused.downloaded_bytes, reused.peak_tmp_bytes = "hit", 0, 0
+                reused.reused = (
+                    "an identical earlier build (same lock, settings, own code, target "
+                    "and engine): its zip, sha256 checked, and its report"
+                )
+                reused.dependency_cache, reused.downloaded_bytes, reused.peak_tmp_bytes = (
+                    "hit",
+                    0,
+                    0,
+                )
                 reused.warnings = list(dict.fromkeys(reused.warnings + cache.warnings))
                 reused.timings = timings.seconds
                 return BuildResult(request.output, reused)
@@ -599,53 +735,85 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
 
         with timings.phase("package"):
             layer = _Layer(installed, own_tree, own_names)
-            tops = {dest.split("/", 1)[0].split(".")[0] for plan, _ in layer.plans for dest, _ in plan.files()}
+            tops = {
+                dest.split("/", 1)[0].split(".")[0]
+                for plan, _ in layer.plans
+                for dest, _ in plan.files()
+            }
             clash = sorted(set(own_names) & tops)
             if clash:
                 raise project.clash_error(clash, own_names)
             refuse_overlaps(p for p, _ in layer.plans)
-            owners = owners_from_plans([p for p, _ in layer.plans]) | {n: f"{n} (own)" for n in own_names}
+            owners = owners_from_plans([p for p, _ in layer.plans]) | {
+                n: f"{n} (own)" for n in own_names
+            }
             files = layer.files()
             sizes = package_sizes(files, owners)
             binaries = check.check_machines(
-                [(dest, machine) for plan, _ in layer.plans for dest, machine in plan.machines.items()],
-                target)
+                [
+                    (dest, machine)
+                    for plan, _ in layer.plans
+                    for dest, machine in plan.machines.items()
+                ],
+                target,
+            )
             unzipped = sum(size for _, size in files)
             check.check_size(unzipped, sizes, headroom=headroom)
 
         with timings.phase("check"):
             spec = _spec(layer, direct, config, locked)
             # Import verdicts are remembered per layer: one project's checks prove only its own.
-            scope = {"layer": name, "team": request.cache_scope, "python": python,
-                     "runtime": _runtime_stamp(),
-                     "sandbox": [type(sandbox).__module__, type(sandbox).__qualname__]}
+            scope = {
+                "layer": name,
+                "team": request.cache_scope,
+                "python": python,
+                "runtime": _runtime_stamp(),
+                "sandbox": [type(sandbox).__module__, type(sandbox).__qualname__],
+            }
             progress("Checking that the layer imports")
             checked_on, verdict = target, None
             if sandbox.native(target):
-                verdict = _check(request, target, layer, spec, sandbox, cache, work, target.short,
-                                 scope)
+                verdict = _check(
+                    request, target, layer, spec, sandbox, cache, work, target.short, scope
+                )
             elif (twin := _twin_target(target)) is not None:
                 progress(f"Checking a {twin.arch} twin of the layer (same versions)")
-                twin_installed = _install(request, twin, locked, config, cache, sandbox, progress, work)
+                twin_installed = _install(
+                    request, twin, locked, config, cache, sandbox, progress, work
+                )
                 twin_layer = _Layer(twin_installed, own_tree, own_names)
                 checked_on = twin
                 if sandbox.native(twin):
-                    verdict = _check(request, twin, twin_layer, spec, sandbox, cache, work,
-                                     twin.short, scope)
+                    verdict = _check(
+                        request, twin, twin_layer, spec, sandbox, cache, work, twin.short, scope
+                    )
         if verdict is None:
-            import_status = (f"skipped: no sandbox runs {target.runtime} on {target.machine} "
-                             f"or on this {host_machine()} machine")
-            warnings.append(f"The import check did not run: {import_status.removeprefix('skipped: ')}.")
+            import_status = (
+                f"skipped: no sandbox runs {target.runtime} on {target.machine} "
+                f"or on this {host_machine()} machine"
+            )
+            warnings.append(
+                f"The import check did not run: {import_status.removeprefix('skipped: ')}."
+            )
         elif not verdict.ok:
             raise TargetMismatchError(verdict.message)
         else:
-            where = "" if checked_on == target else (
-                f" on a {checked_on.arch} twin of the layer (same locked versions; one rule for "
-                "both architectures)")
+            where = (
+                ""
+                if checked_on == target
+                else (
+                    f" on a {checked_on.arch} twin of the layer (same locked versions; one rule for "
+                    "both architectures)"
+                )
+            )
             if verdict.ran_on == "skipped":
-                import_status = "skipped: " + (verdict.warnings[0] if verdict.warnings else "no interpreter")
+                import_status = "skipped: " + (
+                    verdict.warnings[0] if verdict.warnings else "no interpreter"
+                )
             else:
-                import_status = (f"ok: {', '.join(own_names)}" if own_names else "ok: no own packages") + where
+                import_status = (
+                    f"ok: {', '.join(own_names)}" if own_names else "ok: no own packages"
+                ) + where
             warnings += list(verdict.warnings)
         startup = set(verdict.startup) if verdict is not None else set()
         _peak(work, cache, start_cache, peak)
@@ -656,8 +824,10 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         coverage: dict = {"choice": "none", "kept": 0, "dropped": 0, "dropped_bytes": 0}
         can_compile = python is not None or sandbox.native(target)
         if config.bytecode != "none" and not can_compile:
-            warnings.append(f"No {target.runtime} interpreter here or in the sandbox: the layer ships "
-                            "without bytecode and every cold start compiles its modules.")
+            warnings.append(
+                f"No {target.runtime} interpreter here or in the sandbox: the layer ships "
+                "without bytecode and every cold start compiles its modules."
+            )
         elif config.bytecode != "none":
             with timings.phase("bytecode"):
                 progress("Compiling bytecode for the target Python")
@@ -668,13 +838,18 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 # dominates it), so it is not done.
                 compiled = _compile(request, target, layer, order, cache, sandbox, python, work)
                 pycs = _trim(compiled, order, room, config.bytecode, target.python_version)
-                failed = [s for s in order if bytecode.pyc_name(s, target.python_version) not in compiled]
+                failed = [
+                    s for s in order if bytecode.pyc_name(s, target.python_version) not in compiled
+                ]
                 sources = [s for s, _ in files if s.endswith(".py")]
-                coverage = {"choice": "start-up modules first" if startup else "shallowest modules first",
-                            "kept": len(pycs), "dropped": len(sources) - len(pycs),
-                            "dropped_bytes": sum(len(d) for n, d in compiled.items() if n not in pycs),
-                            "startup_sources": len(startup),
-                            "startup_kept": sum(1 for n in pycs if bytecode.pyc_source(n) in startup)}
+                coverage = {
+                    "choice": "start-up modules first" if startup else "shallowest modules first",
+                    "kept": len(pycs),
+                    "dropped": len(sources) - len(pycs),
+                    "dropped_bytes": sum(len(d) for n, d in compiled.items() if n not in pycs),
+                    "startup_sources": len(startup),
+                    "startup_kept": sum(1 for n in pycs if bytecode.pyc_source(n) in startup),
+                }
 
         entries = layer.entries(pycs)
         digest = content_hash(entries)
@@ -685,16 +860,29 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         report.built_from_source = installed.built_from_source
         report.wheels = installed.wheels
         cached = len(layer.plans) - installed.downloaded_files
-        report.dependency_cache = ("off" if request.cache_dir is None else
-                                   "hit" if cached == len(layer.plans) else "miss" if cached == 0
-                                   else f"partial: {cached} of {len(layer.plans)} wheels cached")
+        report.dependency_cache = (
+            "off"
+            if request.cache_dir is None
+            else "hit"
+            if cached == len(layer.plans)
+            else "miss"
+            if cached == 0
+            else f"partial: {cached} of {len(layer.plans)} wheels cached"
+        )
         report.downloaded_bytes = installed.downloaded_bytes
-        report.bytecode = {"interpreter": f"CPython {target.python_version}" if can_compile else None,
-                           "mode": config.bytecode if can_compile else "none",
-                           "invalidation": "unchecked-hash", "failed": len(failed), **coverage}
-        report.checks = {"binaries": f"{binaries} shared objects for {target.machine}",
-                         "imports": import_status, "size": "within limit, headroom kept",
-                         "sandbox": verdict.ran_on if verdict is not None else ""}
+        report.bytecode = {
+            "interpreter": f"CPython {target.python_version}" if can_compile else None,
+            "mode": config.bytecode if can_compile else "none",
+            "invalidation": "unchecked-hash",
+            "failed": len(failed),
+            **coverage,
+        }
+        report.checks = {
+            "binaries": f"{binaries} shared objects for {target.machine}",
+            "imports": import_status,
+            "size": "within limit, headroom kept",
+            "sandbox": verdict.ran_on if verdict is not None else "",
+        }
         warnings += bytecode.failure_warnings(failed, dict(files), target.runtime)
         manifest_path = work / MANIFEST_NAME
         manifest_path.write_text(manifest(report), encoding="utf-8")
@@ -703,7 +891,9 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             _remaining(request.deadline, "writing the zip")
             request.output.parent.mkdir(parents=True, exist_ok=True)
             zip_entries = [*entries, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)]
-            written = write_zip(partial, zip_entries, on_written=_zip_progress(progress, zip_entries))
+            written = write_zip(
+                partial, zip_entries, on_written=_zip_progress(progress, zip_entries)
+            )
             _peak(work, cache, start_cache, peak)
             os.replace(partial, request.output)
         report.files = len(written)
@@ -712,7 +902,9 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         report.zipped_bytes = request.output.stat().st_size
         report.zip_sha256 = file_sha256(request.output)
         report.publish_via_s3 = report.zipped_bytes > limits.MAX_DIRECT_UPLOAD_BYTES
-        report.sizes = package_sizes([(w.name.split("/", 1)[1], w.file_size) for w in written], owners)
+        report.sizes = package_sizes(
+            [(w.name.split("/", 1)[1], w.file_size) for w in written], owners
+        )
         report.warnings = list(dict.fromkeys(warnings + cache.warnings))
         report.peak_tmp_bytes = peak[0]
         report.timings = timings.seconds
@@ -720,14 +912,18 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             with contextlib.suppress(OSError):  # the layer is built; only its reuse is lost
                 # Without this build's cache warnings: a later reuse reports its own.
                 kept = [w for w in report.warnings if w not in cache.warnings]
-                buildmemo.remember(cache, memo, request.output, dataclasses.replace(report, warnings=kept))
+                buildmemo.remember(
+                    cache, memo, request.output, dataclasses.replace(report, warnings=kept)
+                )
             _peak(work, cache, start_cache, peak)  # the zip it keeps counts (a hard link: less)
             report.peak_tmp_bytes = peak[0]
         return BuildResult(request.output, report)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise DiskFullError(f"The disk filled up during the build ({exc.filename or 'work dir'}): "
-                                "give the builder more ephemeral storage.") from None
+            raise DiskFullError(
+                f"The disk filled up during the build ({exc.filename or 'work dir'}): "
+                "give the builder more ephemeral storage."
+            ) from None
         raise
     finally:
         partial.unlink(missing_ok=True)
@@ -747,22 +943,40 @@ def _runtime_stamp() -> list[tuple[str, int]]:
     return stamps
 
 
-def _memo_inputs(request: BuildRequest, target: Target, locked: lock.LockedProject,
-                 config: project.ProjectConfig, direct: list[str], name: str,
-                 warnings: list[str], sandbox: Sandbox, python: str | None) -> dict:
+def _memo_inputs(
+    request: BuildRequest,
+    target: Target,
+    locked: lock.LockedProject,
+    config: project.ProjectConfig,
+    direct: list[str],
+    name: str,
+    warnings: list[str],
+    sandbox: Sandbox,
+    python: str | None,
+) -> dict:
     """Everything besides the own code and the engine that decides the zip and its report."""
-    return {"target": [target.runtime, target.arch, target.platform],
-            "lock": [dataclasses.astuple(r) for r in locked.requirements],
-            "lock_meta": [locked.lock_sha256, locked.python_version, locked.skipped,
-                          locked.local_paths],
-            # Not the source's name or path: the config and layer name derived from it are here.
-            "direct": direct, "config": dataclasses.asdict(config), "name": name,
-            "prefix": request.layer_prefix,
-            "allow_sdist": sorted(request.allow_sdist), "index": repr(request.index),
-            "cache_scope": request.cache_scope,
-            "warnings": warnings, "python": python,
-            "limits": {k: v for k, v in vars(limits).items() if k.isupper()},
-            "sandbox": [type(sandbox).__module__, type(sandbox).__qualname__, sandbox.native(target)]}
+    return {
+        "target": [target.runtime, target.arch, target.platform],
+        "lock": [dataclasses.astuple(r) for r in locked.requirements],
+        "lock_meta": [
+            locked.lock_sha256,
+            locked.python_version,
+            locked.skipped,
+            locked.local_paths,
+        ],
+        # Not the source's name or path: the config and layer name derived from it are here.
+        "direct": direct,
+        "config": dataclasses.asdict(config),
+        "name": name,
+        "prefix": request.layer_prefix,
+        "allow_sdist": sorted(request.allow_sdist),
+        "index": repr(request.index),
+        "cache_scope": request.cache_scope,
+        "warnings": warnings,
+        "python": python,
+        "limits": {k: v for k, v in vars(limits).items() if k.isupper()},
+        "sandbox": [type(sandbox).__module__, type(sandbox).__qualname__, sandbox.native(target)],
+    }
 
 
 def _slimmed(plans: list[tuple[Plan, Path]]) -> list[dict]:
@@ -772,4 +986,7 @@ def _slimmed(plans: list[tuple[Plan, Path]]) -> list[dict]:
             entry = totals.setdefault(rule, [0, 0])
             entry[0] += count
             entry[1] += size
-    return [{"rule": rule, "files": count, "bytes": size} for rule, (count, size) in sorted(totals.items())]
+    return [
+        {"rule": rule, "files": count, "bytes": size}
+        for rule, (count, size) in sorted(totals.items())
+    ]

@@ -36,28 +36,82 @@ from .unpack import strip_archive_suffix
 
 CONFIG_TABLE = "layer-builder"
 #: Top-level folders that hold tooling, tests or documents, never the project's runtime code.
-NOT_CODE_DIRS = frozenset({
-    "tests", "test", "testing", "docs", "doc", "examples", "example", "samples", "scripts",
-    "script", "bin", "build", "dist", "bench", "benchmarks", "tools", "ci", "site", "htmlcov",
-    "venv", "env", "node_modules", "__pycache__", "typings", "infra", "infrastructure", "cdk",
-    "deploy", "deployment", "terraform", "notebooks",
-})
+NOT_CODE_DIRS = frozenset(
+    {
+        "tests",
+        "test",
+        "testing",
+        "docs",
+        "doc",
+        "examples",
+        "example",
+        "samples",
+        "scripts",
+        "script",
+        "bin",
+        "build",
+        "dist",
+        "bench",
+        "benchmarks",
+        "tools",
+        "ci",
+        "site",
+        "htmlcov",
+        "venv",
+        "env",
+        "node_modules",
+        "__pycache__",
+        "typings",
+        "infra",
+        "infrastructure",
+        "cdk",
+        "deploy",
+        "deployment",
+        "terraform",
+        "notebooks",
+    }
+)
 #: Top-level modules that are tools' entry points. Only these: a folder `scripts/` is tooling,
 #: but a module `script.py` (or `tools.py`) is something a handler may import, so it is code.
-NOT_CODE_MODULES = frozenset({
-    "setup", "conftest", "noxfile", "tasks", "fabfile", "manage", "dodo", "pavement", "test",
-    "tests",
-})
+NOT_CODE_MODULES = frozenset(
+    {
+        "setup",
+        "conftest",
+        "noxfile",
+        "tasks",
+        "fabfile",
+        "manage",
+        "dodo",
+        "pavement",
+        "test",
+        "tests",
+    }
+)
 _TEST_MODULE = re.compile(r"test_.*|.*_test", re.I)
 #: A folder holding one of these is a project of its own (a path dependency), not a namespace
 #: package of this one.
 _PROJECT_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "Pipfile")
 #: Folder and archive names that say nothing about the project: never a layer's name.
-GENERIC_NAMES = frozenset({
-    "lambda", "lambdas", "function", "functions", "src", "source", "code", "python", "layer",
-    "layers", "package", "upload", "archive",
-})
-_NAME_VERSION = re.compile(r"^(?P<name>.+?)[-_](?P<version>v?\d+(?:\.\d+)*(?:[._+-]?[a-z0-9]+)*)$", re.I)
+GENERIC_NAMES = frozenset(
+    {
+        "lambda",
+        "lambdas",
+        "function",
+        "functions",
+        "src",
+        "source",
+        "code",
+        "python",
+        "layer",
+        "layers",
+        "package",
+        "upload",
+        "archive",
+    }
+)
+_NAME_VERSION = re.compile(
+    r"^(?P<name>.+?)[-_](?P<version>v?\d+(?:\.\d+)*(?:[._+-]?[a-z0-9]+)*)$", re.I
+)
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_-]+")
 BYTECODE_MODES = ("auto", "all", "none")
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMG]i?B|B)?", re.I)
@@ -89,7 +143,8 @@ def layer_name(raw: str, prefix: str = "") -> str:
     if not cleaned:
         raise ProjectError(
             f"Cannot derive a layer name from {raw!r}: set `name` under [tool.{CONFIG_TABLE}] "
-            "in pyproject.toml.")
+            "in pyproject.toml."
+        )
     name = (_INVALID_NAME_CHARS.sub("-", prefix) + cleaned)[: limits.MAX_LAYER_NAME_LENGTH]
     return name
 
@@ -116,7 +171,8 @@ def _meaningful(*names: str, source_name: str) -> str:
             f"The layer would be named {names[0]!r} after the folder or archive "
             f"{source_name!r}, which names no project: name it in pyproject.toml, "
             f'[tool.{CONFIG_TABLE}] name = "my-service" (or [project] name), or upload an '
-            "archive named after the project (my-service-1.0.0.zip).")
+            "archive named after the project (my-service-1.0.0.zip)."
+        )
     return found
 
 
@@ -124,8 +180,10 @@ def directory_name(path: Path) -> str:
     """A project directory's name for naming its layer: `…/serpapi-lambda/lambda` gives
     `serpapi-lambda`, since a folder called `lambda` names no project."""
     resolved = Path(path).resolve()
-    return next((p.name for p in (resolved, *resolved.parents) if p.name and not _generic(p.name)),
-                resolved.name)
+    return next(
+        (p.name for p in (resolved, *resolved.parents) if p.name and not _generic(p.name)),
+        resolved.name,
+    )
 
 
 def split_archive_name(filename: str) -> tuple[str, str]:
@@ -150,8 +208,10 @@ def read_project_file(path: Path) -> str:
     size, cap = path.stat().st_size, limits.MAX_PROJECT_FILE_BYTES
     if size > cap:
         fix = _FILE_FIX.get(path.name, "keep only the project's settings in it")
-        raise ProjectError(f"{path.name} is {size:,} bytes, past the limit of {cap:,} bytes for a "
-                           f"project file (real ones are well under 1 MB): {fix}.")
+        raise ProjectError(
+            f"{path.name} is {size:,} bytes, past the limit of {cap:,} bytes for a "
+            f"project file (real ones are well under 1 MB): {fix}."
+        )
     return path.read_text(encoding="utf-8")
 
 
@@ -176,7 +236,9 @@ def _setup_cfg_metadata(root: Path) -> dict[str, str]:
 
 def _str_list(value: object, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ProjectError(f"[tool.{CONFIG_TABLE}] {key} must be a list of strings in pyproject.toml.")
+        raise ProjectError(
+            f"[tool.{CONFIG_TABLE}] {key} must be a list of strings in pyproject.toml."
+        )
     return tuple(value)
 
 
@@ -194,7 +256,8 @@ def _targets(value: object) -> tuple[Target, ...] | None:
             raise ProjectError(
                 f"{key} entry {item!r} in pyproject.toml is not a target: write runtime/architecture "
                 f"with a runtime among {', '.join(RUNTIME_GLIBC)} and an architecture among "
-                f"{', '.join(ARCH_MACHINE)}, e.g. {example}.")
+                f"{', '.join(ARCH_MACHINE)}, e.g. {example}."
+            )
         target = Target(runtime, arch)
         if target in found:
             raise ProjectError(f"{key} entry {item!r} in pyproject.toml is listed twice: keep one.")
@@ -215,7 +278,8 @@ def parse_size(value: object, key: str = "headroom") -> int:
         raise ProjectError(
             f"[tool.{CONFIG_TABLE}] {key} = {value!r} in pyproject.toml is not a size below "
             f"Lambda's {limits.MAX_UNZIPPED_BYTES:,}-byte limit: write bytes (10485760) or a "
-            'string such as "10MB" or "512KB".')
+            'string such as "10MB" or "512KB".'
+        )
     return size
 
 
@@ -226,7 +290,8 @@ def _startup(value: object) -> tuple[str, ...]:
         if not all(p.isidentifier() and not keyword.iskeyword(p) for p in parts):
             raise ProjectError(
                 f"[tool.{CONFIG_TABLE}] startup entry {module!r} in pyproject.toml is not a module "
-                'name: write dotted module names such as startup = ["app.handler"].')
+                'name: write dotted module names such as startup = ["app.handler"].'
+            )
     return modules
 
 
@@ -257,10 +322,16 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
     setup_cfg = _setup_cfg_metadata(root)
     archive_name, archive_version = split_archive_name(source_name)
 
-    raw_name = (tool.get("name") or project.get("name") or setup_cfg.get("name")
-                or _meaningful(archive_name, root.name, source_name=source_name))
+    raw_name = (
+        tool.get("name")
+        or project.get("name")
+        or setup_cfg.get("name")
+        or _meaningful(archive_name, root.name, source_name=source_name)
+    )
     version = str(project.get("version") or setup_cfg.get("version") or archive_version or "")
-    description = tool.get("description") or project.get("description") or setup_cfg.get("description") or ""
+    description = (
+        tool.get("description") or project.get("description") or setup_cfg.get("description") or ""
+    )
     for key, value in (("name", raw_name), ("description", description)):
         if not isinstance(value, str):
             raise ProjectError(f"`{key}` in pyproject.toml must be a string, not {value!r}.")
@@ -269,7 +340,9 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
     packages = _str_list(tool["packages"], "packages") if "packages" in tool else None
     bytecode = tool.get("bytecode", "auto")
     if bytecode not in BYTECODE_MODES:
-        raise ProjectError(f"[tool.{CONFIG_TABLE}] bytecode must be one of {', '.join(BYTECODE_MODES)}.")
+        raise ProjectError(
+            f"[tool.{CONFIG_TABLE}] bytecode must be one of {', '.join(BYTECODE_MODES)}."
+        )
     slim = tool.get("slim", True)
     if not isinstance(slim, bool):
         raise ProjectError(f"[tool.{CONFIG_TABLE}] slim must be true or false in pyproject.toml.")
@@ -302,32 +375,50 @@ def _is_code_dir(path: Path) -> bool:
         return True
     if any((path / f).exists() for f in _PROJECT_FILES):
         return False
-    return any(p.suffix == ".py" and p.is_file() or (p / "__init__.py").is_file()
-               for p in path.iterdir() if not p.is_symlink())
+    return any(
+        p.suffix == ".py" and p.is_file() or (p / "__init__.py").is_file()
+        for p in path.iterdir()
+        if not p.is_symlink()
+    )
 
 
 def _is_code_module(path: Path) -> bool:
     stem = path.stem
-    return (path.suffix == ".py" and _importable(stem) and not stem.startswith("_")
-            and stem.lower() not in NOT_CODE_MODULES and not _TEST_MODULE.fullmatch(stem))
+    return (
+        path.suffix == ".py"
+        and _importable(stem)
+        and not stem.startswith("_")
+        and stem.lower() not in NOT_CODE_MODULES
+        and not _TEST_MODULE.fullmatch(stem)
+    )
 
 
 def _code_root(root: Path) -> Path:
     """A `src/` folder without `__init__.py` is a src-layout: its packages and modules are the
     top level. With `__init__.py`, `src` is a package itself (`from src.api import …`)."""
     src = root / "src"
-    if src.is_dir() and not src.is_symlink() and not (src / "__init__.py").exists() and any(
+    if (
+        src.is_dir()
+        and not src.is_symlink()
+        and not (src / "__init__.py").exists()
+        and any(
             not p.is_symlink() and (_is_code_dir(p) if p.is_dir() else _is_code_module(p))
-            for p in src.iterdir()):
+            for p in src.iterdir()
+        )
+    ):
         return src
     return root
 
 
 def _top_level(root: Path, skip: frozenset[str] = frozenset()) -> list[Path]:
     base = _code_root(root)
-    return [entry for entry in sorted(base.iterdir())
-            if entry.name not in skip and not entry.is_symlink()  # never follow a link out
-            and (_is_code_dir(entry) if entry.is_dir() else _is_code_module(entry))]
+    return [
+        entry
+        for entry in sorted(base.iterdir())
+        if entry.name not in skip
+        and not entry.is_symlink()  # never follow a link out
+        and (_is_code_dir(entry) if entry.is_dir() else _is_code_module(entry))
+    ]
 
 
 def detect_code(root: Path, config: ProjectConfig, local_paths: tuple[str, ...] = ()) -> list[Path]:
@@ -350,10 +441,15 @@ def detect_code(root: Path, config: ProjectConfig, local_paths: tuple[str, ...] 
             detected = [p.stem for p in _top_level(root, skip)]
             raise ProjectError(
                 f"Package {name!r} named in [tool.{CONFIG_TABLE}] packages is not "
-                + ("an importable name" if not _importable(name) else
-                   "a directory or module at the project root" + (" or in src/" if bases[0] != root else ""))
+                + (
+                    "an importable name"
+                    if not _importable(name)
+                    else "a directory or module at the project root"
+                    + (" or in src/" if bases[0] != root else "")
+                )
                 + f": fix the name or remove it from the list in pyproject.toml, e.g. packages = "
-                f"{json.dumps(detected or ['mypackage'])}.")
+                f"{json.dumps(detected or ['mypackage'])}."
+            )
         found.append(match)
     return found
 
@@ -363,22 +459,30 @@ def code_warnings(root: Path, config: ProjectConfig, found: list[Path]) -> list[
     aside): where they are, and what to write."""
     if found or config.packages is not None:
         return []
-    left_out = sorted(p.relative_to(root).as_posix() for pattern in ("*.py", "*/*.py")
-                      for p in root.glob(pattern)
-                      if not p.name.startswith(".") and not _TEST_MODULE.fullmatch(p.stem)
-                      and p.stem.lower() not in NOT_CODE_MODULES
-                      and p.relative_to(root).parts[0].lower() not in NOT_CODE_DIRS)
+    left_out = sorted(
+        p.relative_to(root).as_posix()
+        for pattern in ("*.py", "*/*.py")
+        for p in root.glob(pattern)
+        if not p.name.startswith(".")
+        and not _TEST_MODULE.fullmatch(p.stem)
+        and p.stem.lower() not in NOT_CODE_MODULES
+        and p.relative_to(root).parts[0].lower() not in NOT_CODE_DIRS
+    )
     if not left_out:
         return []
     tops = dict.fromkeys(Path(p).parts[0].removesuffix(".py") for p in left_out)
     named = [t for t in tops if _importable(t)]
-    fix = (f'list them in pyproject.toml: [tool.{CONFIG_TABLE}] packages = ["{named[0]}"]'
-           if named else
-           f"{', '.join(f'{t}/' for t in tops)} is not an importable name: rename the folder "
-           f'(e.g. handlers/) and list it in pyproject.toml: [tool.{CONFIG_TABLE}] packages = '
-           '["handlers"]')
-    return [f"No own code found in the project (Python files such as {', '.join(left_out[:3])} were "
-            f"left out): the layer holds only the dependencies. If they are your code, {fix}."]
+    fix = (
+        f'list them in pyproject.toml: [tool.{CONFIG_TABLE}] packages = ["{named[0]}"]'
+        if named
+        else f"{', '.join(f'{t}/' for t in tops)} is not an importable name: rename the folder "
+        f"(e.g. handlers/) and list it in pyproject.toml: [tool.{CONFIG_TABLE}] packages = "
+        '["handlers"]'
+    )
+    return [
+        f"No own code found in the project (Python files such as {', '.join(left_out[:3])} were "
+        f"left out): the layer holds only the dependencies. If they are your code, {fix}."
+    ]
 
 
 def clash_error(clash: list[str], own: list[str]) -> ProjectError:
@@ -388,7 +492,8 @@ def clash_error(clash: list[str], own: list[str]) -> ProjectError:
         f"The project's own {', '.join(clash)} clashes with a dependency of the same name in the "
         "lock: both would land in the layer's python/ folder. If it is not your runtime code (a copy of the "
         "dependency, a test helper), leave it out in pyproject.toml: "
-        f"[tool.{CONFIG_TABLE}] packages = {json.dumps(keep)}; if it is, rename it.")
+        f"[tool.{CONFIG_TABLE}] packages = {json.dumps(keep)}; if it is, rename it."
+    )
 
 
 _IGNORED_IN_CODE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "tests", "test")
@@ -400,7 +505,8 @@ def _ignore_or_refuse_links(directory: str, names: list[str]) -> set[str]:
         if os.path.islink(os.path.join(directory, name)):
             raise ProjectError(
                 f"{os.path.join(directory, name)} is a symbolic link: the layer takes the project's "
-                "own files only. Replace the link with the file or directory itself.")
+                "own files only. Replace the link with the file or directory itself."
+            )
     return _IGNORED_IN_CODE(directory, names)
 
 

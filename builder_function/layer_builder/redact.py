@@ -38,9 +38,14 @@ MASK = "***"
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#\"'<>\\]*@")
 _SECRET_QUERY = re.compile(
     r"([?&;][\w.-]*?(?:token|key|secret|passw(?:or)?d|pwd|auth|sig(?:nature)?|credential|session)"
-    r"[\w.-]*=)[^&#\s\"'<>\\]+", re.I)
-_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:(?P<userinfo>[^/?#]*)@)?"
-                  r"(?P<host>[^/?#]*)(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#.*)?$", re.S)
+    r"[\w.-]*=)[^&#\s\"'<>\\]+",
+    re.I,
+)
+_URL = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?:(?P<userinfo>[^/?#]*)@)?"
+    r"(?P<host>[^/?#]*)(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?(?:#.*)?$",
+    re.S,
+)
 #: Path segments that are the public shape of an index URL, never a secret.
 _PUBLIC_SEGMENTS = frozenset({"", "simple", "+simple"})
 #: Shorter values are not replaced on their own (they would match inside ordinary words).
@@ -86,10 +91,15 @@ def _parse(secret: str) -> _Secret:
         pairs = [p.partition("=") for p in query.split("&")]
         tokens += [value for _, _, value in pairs if value]
         masked += "?" + "&".join(f"{k}={MASK}" if eq else k for k, eq, _ in pairs)
-    literals = {form: masked for form in (secret, unquote(secret), _json_escaped(secret))
-                if form and form != masked}
-    return _Secret(tuple(sorted(literals.items(), key=lambda kv: -len(kv[0]))),
-                   tuple(f for t in tokens if len(unquote(t)) >= MIN_TOKEN_LENGTH for f in _forms(t)))
+    literals = {
+        form: masked
+        for form in (secret, unquote(secret), _json_escaped(secret))
+        if form and form != masked
+    }
+    return _Secret(
+        tuple(sorted(literals.items(), key=lambda kv: -len(kv[0]))),
+        tuple(f for t in tokens if len(unquote(t)) >= MIN_TOKEN_LENGTH for f in _forms(t)),
+    )
 
 
 def _json_escaped(text: str) -> str:
@@ -128,7 +138,9 @@ def forget_secrets() -> None:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` without userinfo, secret query values, and the registered (and given) secrets."""
     parsed = [_parse(s) for s in (*registered_secrets(), *secrets) if s and s.strip()]
-    for literal, masked in sorted((lm for p in parsed for lm in p.literals), key=lambda lm: -len(lm[0])):
+    for literal, masked in sorted(
+        (lm for p in parsed for lm in p.literals), key=lambda lm: -len(lm[0])
+    ):
         text = text.replace(literal, masked)
     text = _USERINFO.sub(rf"\1{MASK}@", text)
     text = _SECRET_QUERY.sub(rf"\1{MASK}", text)
@@ -150,7 +162,10 @@ def redact_data(value: Any, secrets: Iterable[str] = ()) -> Any:
 
 
 #: LogRecord attributes that are the logging machinery's own, never message text.
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+}
 
 
 class RedactingFilter(logging.Filter):
@@ -179,7 +194,7 @@ class RedactingFilter(logging.Filter):
 class RedactingFormatterMixin:
     """Put before a formatter class: its whole output is redacted, exceptions included.
 
-        class Formatter(RedactingFormatterMixin, LambdaPowertoolsFormatter): ...
+    class Formatter(RedactingFormatterMixin, LambdaPowertoolsFormatter): ...
     """
 
     def format(self, record: logging.LogRecord) -> str:

@@ -40,7 +40,9 @@ def owner_of(path: str, owners: Mapping[str, str]) -> str:
     """The distribution (or own package) a path relative to python/ belongs to."""
     parts = path_parts(path)
     # Bytecode of top-level modules sits in __pycache__/<module>.cpython-3X.pyc.
-    top = f"{parts[1].split('.')[0]}.py" if parts[0] == "__pycache__" and len(parts) > 1 else parts[0]
+    top = (
+        f"{parts[1].split('.')[0]}.py" if parts[0] == "__pycache__" and len(parts) > 1 else parts[0]
+    )
     return owners.get(top) or owners.get(top.removesuffix(".py")) or UNOWNED
 
 

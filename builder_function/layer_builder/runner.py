@@ -67,19 +67,44 @@ REMOVED_FROM_STDLIB = {
     **dict.fromkeys(("formatter", "parser", "symbol"), "3.10"),
     "binhex": "3.11",
     **dict.fromkeys(("distutils", "imp", "asynchat", "asyncore", "smtpd"), "3.12"),
-    **dict.fromkeys(("aifc", "audioop", "cgi", "cgitb", "chunk", "crypt", "imghdr", "mailcap",
-                     "msilib", "nis", "nntplib", "ossaudiodev", "pipes", "sndhdr", "spwd", "sunau",
-                     "telnetlib", "uu", "xdrlib", "lib2to3"), "3.13"),
+    **dict.fromkeys(
+        (
+            "aifc",
+            "audioop",
+            "cgi",
+            "cgitb",
+            "chunk",
+            "crypt",
+            "imghdr",
+            "mailcap",
+            "msilib",
+            "nis",
+            "nntplib",
+            "ossaudiodev",
+            "pipes",
+            "sndhdr",
+            "spwd",
+            "sunau",
+            "telnetlib",
+            "uu",
+            "xdrlib",
+            "lib2to3",
+        ),
+        "3.13",
+    ),
 }
 _COMPILER_ERROR = re.compile(r"^.*?\S+:\d+(?::\d+)?: (?:fatal )?error: .+$", re.MULTILINE)
 
 
 def out_of_time(step: str) -> OutOfTimeError:
-    return OutOfTimeError(f"{step} did not finish in the time left: the build stopped before "
-                          "publishing anything. Retry, or give the builder a longer timeout.")
+    return OutOfTimeError(
+        f"{step} did not finish in the time left: the build stopped before "
+        "publishing anything. Retry, or give the builder a longer timeout."
+    )
 
 
 # --- running untrusted code -------------------------------------------------------------------
+
 
 def _stop(proc: subprocess.Popen) -> None:
     """Ask the reaper to kill the run and exit; kill its group if it does not in STOP_GRACE."""
@@ -96,8 +121,14 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str], timeout: float | None,
-                input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_bounded(
+    cmd: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float | None,
+    input: str | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """subprocess.run under a reaper: no process of the run outlives it.
 
     Whatever the command starts (compileall's workers, a daemon forked by imported code, a
@@ -112,9 +143,15 @@ def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str], timeout: float | 
         # A session of its own: the terminal's Ctrl-C reaches us, and we stop the run in order.
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", reaper.__file__, str(status_write), program, *cmd[1:]],
-            env=dict(env), cwd=cwd, text=True, start_new_session=True, pass_fds=(status_write,),
+            env=dict(env),
+            cwd=cwd,
+            text=True,
+            start_new_session=True,
+            pass_fds=(status_write,),
             stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
     except BaseException:
         os.close(status_read)
         raise
@@ -138,9 +175,12 @@ def run_bounded(cmd: Sequence[str], *, env: Mapping[str, str], timeout: float | 
         raise ContainmentError(
             f"A process started by `{Path(cmd[0]).name}` killed the supervisor of its run, so "
             "processes it started may have escaped: the build is refused. Do not kill or signal "
-            "other processes at import time or in a build backend.")
+            "other processes at import time or in a build backend."
+        )
     code = int(status[1])
-    return subprocess.CompletedProcess(list(cmd), -code if status[0] == "signal" else code, out, err)
+    return subprocess.CompletedProcess(
+        list(cmd), -code if status[0] == "signal" else code, out, err
+    )
 
 
 def allowed_environment(environ: Mapping[str, str], home: Path) -> dict[str, str]:
@@ -154,6 +194,7 @@ def allowed_environment(environ: Mapping[str, str], home: Path) -> dict[str, str
 
 
 # --- the import check ---------------------------------------------------------------------------
+
 
 def read_only(tree: Path) -> None:
     """Files 0444, directories 0555, as /opt is in Lambda: code that writes next to itself at
@@ -189,7 +230,9 @@ def runtime_shim(dest: Path, packages: Sequence[Path] | None = None) -> Path:
     return dest
 
 
-def lambda_environment(environ: Mapping[str, str], *, task_root: Path, home: Path) -> dict[str, str]:
+def lambda_environment(
+    environ: Mapping[str, str], *, task_root: Path, home: Path
+) -> dict[str, str]:
     """What the function's code sees in Lambda (no credentials), with a private HOME/TMPDIR."""
     env = allowed_environment(environ, home)
     env.update({k: environ.get(k, default) for k, default in LAMBDA_ENVIRONMENT.items()})
@@ -240,14 +283,23 @@ def _in_progress(events: list[dict[str, Any]]) -> str | None:
 
 def _how_it_ended(done: subprocess.CompletedProcess[str]) -> str:
     tail = [line for line in done.stderr.strip().splitlines() if line.strip()][-3:]
-    how = (f"killed by signal {signal.Signals(-done.returncode).name}"
-           if done.returncode < 0 else f"exit {done.returncode}")
+    how = (
+        f"killed by signal {signal.Signals(-done.returncode).name}"
+        if done.returncode < 0
+        else f"exit {done.returncode}"
+    )
     return f"the interpreter ended ({how})" + (f": {' / '.join(tail)}" if tail else "")
 
 
-def run_check(python_dir: Path, spec: CheckSpec, python: str, *, timeout: float | None,
-              environ: Mapping[str, str] | None = None,
-              runtime_packages: Sequence[Path] | None = None) -> Verdict:
+def run_check(
+    python_dir: Path,
+    spec: CheckSpec,
+    python: str,
+    *,
+    timeout: float | None,
+    environ: Mapping[str, str] | None = None,
+    runtime_packages: Sequence[Path] | None = None,
+) -> Verdict:
     """Import the project's own modules and each direct dependency's from an extracted layer.
 
     `python_dir` is the layer's python/ dir, `python` the target's interpreter, `timeout` the
@@ -266,11 +318,16 @@ def run_check(python_dir: Path, spec: CheckSpec, python: str, *, timeout: float 
         task_root, home = work / "task", work / "home"
         task_root.mkdir()
         home.mkdir()
-        probe = _Probe(python=python, layer=Path(python_dir).resolve(), cwd=task_root,
-                       env=lambda_environment({} if environ is None else environ,
-                                              task_root=task_root, home=home),
-                       extra_path=[str(runtime_shim(work / "runtime", runtime_packages))],
-                       deadline=time.monotonic() + limit)
+        probe = _Probe(
+            python=python,
+            layer=Path(python_dir).resolve(),
+            cwd=task_root,
+            env=lambda_environment(
+                {} if environ is None else environ, task_root=task_root, home=home
+            ),
+            extra_path=[str(runtime_shim(work / "runtime", runtime_packages))],
+            deadline=time.monotonic() + limit,
+        )
         packages = list(dict.fromkeys(m for d in spec.dependencies for m in d.modules))
         try:
             # "3.13.1" is 3.13; "3" names no minor version, so it is no reason to skip anything.
@@ -282,19 +339,27 @@ def run_check(python_dir: Path, spec: CheckSpec, python: str, *, timeout: float 
                 raise out_of_time(f"The import check of {slow}") from None
             if all(item.module in probe.results for item in plan):
                 # Only the optional pass over the dependencies' submodules was cut short.
-                probe.notes.append(f"The import check stopped at {slow} after {limit:.0f} s; "
-                                   "the remaining submodules of the dependencies were not tried.")
+                probe.notes.append(
+                    f"The import check stopped at {slow} after {limit:.0f} s; "
+                    "the remaining submodules of the dependencies were not tried."
+                )
             else:
-                raise InputError(f"Importing {slow} took over {limit:.0f} s: import-time work in "
-                                 "the project and its dependencies must be light.") from None
+                raise InputError(
+                    f"Importing {slow} took over {limit:.0f} s: import-time work in "
+                    "the project and its dependencies must be light."
+                ) from None
     version = probe.interpreter["python"] or Path(python).name.removeprefix("python")
-    refusals, warnings = classify(plan, probe.results, spec, version, probe.interpreter["machine"],
-                                  probe.submodules)
-    return Verdict(ok=not refusals, message="\n".join(refusals),
-                   warnings=tuple(warnings + probe.notes), startup=tuple(sorted(probe.startup)),
-                   ran_on=f"python{version} {probe.interpreter['machine']}".strip(),
-                   imports=tuple(_record(item.module, probe.results.get(item.module, {}))
-                                 for item in plan))
+    refusals, warnings = classify(
+        plan, probe.results, spec, version, probe.interpreter["machine"], probe.submodules
+    )
+    return Verdict(
+        ok=not refusals,
+        message="\n".join(refusals),
+        warnings=tuple(warnings + probe.notes),
+        startup=tuple(sorted(probe.startup)),
+        ran_on=f"python{version} {probe.interpreter['machine']}".strip(),
+        imports=tuple(_record(item.module, probe.results.get(item.module, {})) for item in plan),
+    )
 
 
 def _record(module: str, event: Mapping[str, Any]) -> ImportRecord:
@@ -302,7 +367,9 @@ def _record(module: str, event: Mapping[str, Any]) -> ImportRecord:
     fields = {}
     for key in ("touched", "listed", "absent", "after", "loaded"):
         value = event.get(key)
-        fields[key] = tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+        fields[key] = (
+            tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+        )
     complete = all(isinstance(event.get(k), list) for k in ("touched", "listed", "absent", "after"))
     return ImportRecord(module=module, ok=event.get("ok") is True and complete, **fields)
 
@@ -326,12 +393,21 @@ class _Probe:
 
     def run(self, modules: list[str], packages: list[str], lock_python: str | None) -> None:
         while True:
-            task = {"layer": str(self.layer), "extra_path": self.extra_path, "modules": modules,
-                    "submodules_of": packages, "lock_python": lock_python}
+            task = {
+                "layer": str(self.layer),
+                "extra_path": self.extra_path,
+                "modules": modules,
+                "submodules_of": packages,
+                "lock_python": lock_python,
+            }
             try:
-                done = run_bounded([self.python, "-I", "-S", "-B", import_probe.__file__],
-                                   env=self.env, input=json.dumps(task), cwd=self.cwd,
-                                   timeout=max(self.deadline - time.monotonic(), 0.001))
+                done = run_bounded(
+                    [self.python, "-I", "-S", "-B", import_probe.__file__],
+                    env=self.env,
+                    input=json.dumps(task),
+                    cwd=self.cwd,
+                    timeout=max(self.deadline - time.monotonic(), 0.001),
+                )
             except subprocess.TimeoutExpired as exc:
                 self._record(_events(exc.output or ""))
                 raise
@@ -341,16 +417,22 @@ class _Probe:
                 return
             crashed = _in_progress(events)
             if crashed is None:
-                raise SandboxError(f"The import check could not run {self.python}: "
-                                   f"{_how_it_ended(done)}.")
+                raise SandboxError(
+                    f"The import check could not run {self.python}: {_how_it_ended(done)}."
+                )
             if crashed not in modules:  # in the submodule pass: record it, try no more of them
-                self.notes.append(f"Importing {crashed} (a submodule of a dependency) ended the "
-                                  f"interpreter: {_how_it_ended(done)}.")
+                self.notes.append(
+                    f"Importing {crashed} (a submodule of a dependency) ended the "
+                    f"interpreter: {_how_it_ended(done)}."
+                )
                 return
             # The module in progress ended the interpreter: record it, go on with the rest.
-            self.results[crashed] = {"module": crashed, "ok": False,
-                                     "error": {"kind": "crash", "last_line": _how_it_ended(done)}}
-            modules = modules[modules.index(crashed) + 1:]
+            self.results[crashed] = {
+                "module": crashed,
+                "ok": False,
+                "error": {"kind": "crash", "last_line": _how_it_ended(done)},
+            }
+            modules = modules[modules.index(crashed) + 1 :]
 
     def _record(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -360,13 +442,15 @@ class _Probe:
                     continue
                 self.results[event["module"]] = event
                 loaded = event.get("loaded")
-                self.startup.update(p for p in (loaded if isinstance(loaded, list) else ())
-                                    if isinstance(p, str))
+                self.startup.update(
+                    p for p in (loaded if isinstance(loaded, list) else ()) if isinstance(p, str)
+                )
             elif isinstance(event.get("python"), str) and isinstance(event.get("machine"), str):
                 self.interpreter = {k: event[k] for k in self.interpreter}
 
 
 # --- what a failed import means ----------------------------------------------------------------
+
 
 def _relock_hint(lock_python: str | None, version: str) -> str | None:
     """lock.relock_hint's sentence when the lock names another Python than the target's."""
@@ -402,67 +486,107 @@ def _where(error: dict[str, Any]) -> str:
     return f" ({file}:{line})" if isinstance(line, int) else f" ({file})"
 
 
-def _dependency_refusal(dep: Dependency, error: dict[str, Any], spec: CheckSpec, version: str,
-                        machine: str, submodule: str = "") -> str:
+def _dependency_refusal(
+    dep: Dependency,
+    error: dict[str, Any],
+    spec: CheckSpec,
+    version: str,
+    machine: str,
+    submodule: str = "",
+) -> str:
     kind, missing = error.get("kind"), error.get("missing")
-    head = (f"{dep.name} {dep.version} (in the Pipfile's [packages]) does not import under Python "
-            f"{version}: {submodule + ': ' if submodule else ''}{error.get('last_line', '')}"
-            f"{_removed_note(missing, version)}{_where(error)}.")
+    head = (
+        f"{dep.name} {dep.version} (in the Pipfile's [packages]) does not import under Python "
+        f"{version}: {submodule + ': ' if submodule else ''}{error.get('last_line', '')}"
+        f"{_removed_note(missing, version)}{_where(error)}."
+    )
     hint = _relock_hint(spec.lock_python, version)
     if hint:
         return f"{head} That is the likely cause: {hint}"
     if kind == "shared_object":
-        return (f"{head} A binary it ships does not load on {machine or 'the target'}: it was built "
-                f"for another machine or a newer glibc. Pin a version of {dep.name} that ships a "
-                "manylinux wheel for the target, then run `pipenv lock`.")
+        return (
+            f"{head} A binary it ships does not load on {machine or 'the target'}: it was built "
+            f"for another machine or a newer glibc. Pin a version of {dep.name} that ships a "
+            "manylinux wheel for the target, then run `pipenv lock`."
+        )
     if kind == "missing" and not _removed_note(missing, version):
-        return (f"{head} A package it needs is missing from the lock: run `pipenv lock` so it is "
-                "locked too, and upload the new Pipfile.lock.")
-    return (f"{head} Pin a version of {dep.name} that supports Python {version} in the Pipfile, "
-            "then run `pipenv lock`.")
+        return (
+            f"{head} A package it needs is missing from the lock: run `pipenv lock` so it is "
+            "locked too, and upload the new Pipfile.lock."
+        )
+    return (
+        f"{head} Pin a version of {dep.name} that supports Python {version} in the Pipfile, "
+        "then run `pipenv lock`."
+    )
 
 
-def _own_outcome(item: _Import, error: dict[str, Any], spec: CheckSpec, version: str,
-                 machine: str, owners: Mapping[str, str]) -> tuple[str | None, str | None]:
+def _own_outcome(
+    item: _Import,
+    error: dict[str, Any],
+    spec: CheckSpec,
+    version: str,
+    machine: str,
+    owners: Mapping[str, str],
+) -> tuple[str | None, str | None]:
     """(refusal, warning) for one of the project's own modules that did not import."""
     kind, missing, last = error.get("kind"), error.get("missing"), error.get("last_line", "")
     own = {_top(m) for m in spec.own}
     where = _where(error)
     if kind == "missing" and _top(missing) not in own:
         removed = _removed_note(missing, version)
-        fix = ("stop using it, or add a package that provides it to the Pipfile's [packages] and "
-               "run `pipenv lock`" if removed else
-               "add the package that provides it to the Pipfile's [packages] and run `pipenv lock`")
-        return (f"{item.module} imports `{missing}`, which the layer does not provide{removed}"
-                f"{where}: {fix}."), None
+        fix = (
+            "stop using it, or add a package that provides it to the Pipfile's [packages] and "
+            "run `pipenv lock`"
+            if removed
+            else "add the package that provides it to the Pipfile's [packages] and run `pipenv lock`"
+        )
+        return (
+            f"{item.module} imports `{missing}`, which the layer does not provide{removed}"
+            f"{where}: {fix}."
+        ), None
     if kind == "missing_name" and _top(missing) not in own:
         package = owners.get(_top(missing), _top(missing))
-        return (f"{item.module} needs a name that the layer's {missing} does not have: {last}"
-                f"{where}. Pin the version of {package} the code was written for in the Pipfile, "
-                "then run `pipenv lock`."), None
+        return (
+            f"{item.module} needs a name that the layer's {missing} does not have: {last}"
+            f"{where}. Pin the version of {package} the code was written for in the Pipfile, "
+            "then run `pipenv lock`."
+        ), None
     if kind == "shared_object":
         package = owners.get(_top(error.get("file")), _top(error.get("file")) or item.module)
-        return (f"Importing {item.module} loads a binary that does not load on "
-                f"{machine or 'the target'}: {last}{where}. It was built for another machine or a "
-                f"newer glibc: pin a version of {package} that ships a manylinux wheel for the "
-                "target, then run `pipenv lock`."), None
+        return (
+            f"Importing {item.module} loads a binary that does not load on "
+            f"{machine or 'the target'}: {last}{where}. It was built for another machine or a "
+            f"newer glibc: pin a version of {package} that ships a manylinux wheel for the "
+            "target, then run `pipenv lock`."
+        ), None
     if kind == "syntax":
         package = _top(error.get("file"))
         if package in own or not package:
-            return (f"{item.module} is not valid Python {version}: {last}{where}. Fix the syntax, "
-                    "or build for the runtime it was written for."), None
-        return (f"{item.module} imports {owners.get(package, package)}, which is not valid Python "
-                f"{version}: {last}{where}. Pin a version that supports Python {version}, then run "
-                "`pipenv lock`."), None
+            return (
+                f"{item.module} is not valid Python {version}: {last}{where}. Fix the syntax, "
+                "or build for the runtime it was written for."
+            ), None
+        return (
+            f"{item.module} imports {owners.get(package, package)}, which is not valid Python "
+            f"{version}: {last}{where}. Pin a version that supports Python {version}, then run "
+            "`pipenv lock`."
+        ), None
     if kind == "crash":
         return f"Importing {item.module}: {last}. Fix its import-time code.", None
-    return None, (f"{item.module}: importing it raised {last}{where}. In Lambda this runs at every "
-                  "cold start: make sure the function's configuration provides what it needs.")
+    return None, (
+        f"{item.module}: importing it raised {last}{where}. In Lambda this runs at every "
+        "cold start: make sure the function's configuration provides what it needs."
+    )
 
 
-def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spec: CheckSpec,
-             version: str, machine: str, submodules: Sequence[dict[str, Any]] = ()
-             ) -> tuple[list[str], list[str]]:
+def classify(
+    plan: Sequence[_Import],
+    results: Mapping[str, dict[str, Any]],
+    spec: CheckSpec,
+    version: str,
+    machine: str,
+    submodules: Sequence[dict[str, Any]] = (),
+) -> tuple[list[str], list[str]]:
     """Refusals (missing modules, binaries that do not load, syntax errors, direct dependencies
     that do not import) and warnings (anything else the project's own import-time code raised).
 
@@ -489,8 +613,10 @@ def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spe
         if _top(error.get("frame")) in broken:
             continue  # own code importing a dependency that failed: already refused above
         if item.extra:
-            warnings.append(f"{item.module} (from [tool.layer-builder] startup) does not import: "
-                            f"{error.get('last_line', '')}{_where(error)}.")
+            warnings.append(
+                f"{item.module} (from [tool.layer-builder] startup) does not import: "
+                f"{error.get('last_line', '')}{_where(error)}."
+            )
             continue
         refusal, warning = _own_outcome(item, error, spec, version, machine, owners)
         refusals += [refusal] if refusal else []
@@ -503,16 +629,22 @@ def classify(plan: Sequence[_Import], results: Mapping[str, dict[str, Any]], spe
             continue
         if error.get("kind") == "missing" and _removed_note(error.get("missing"), version):
             failed_deps.add(dep.name)
-            refusals.append(_dependency_refusal(dep, error, spec, version, machine,
-                                                submodule=str(result["module"])))
+            refusals.append(
+                _dependency_refusal(
+                    dep, error, spec, version, machine, submodule=str(result["module"])
+                )
+            )
         elif error.get("kind") == "syntax":
-            warnings.append(f"{dep.name} {dep.version}: {result['module']} is not valid Python "
-                            f"{version}: {error.get('last_line', '')}{_where(error)}. If your code "
-                            f"imports it, pin a version that supports Python {version}.")
+            warnings.append(
+                f"{dep.name} {dep.version}: {result['module']} is not valid Python "
+                f"{version}: {error.get('last_line', '')}{_where(error)}. If your code "
+                f"imports it, pin a version that supports Python {version}."
+            )
     return refusals, warnings
 
 
 # --- operator-allowed source builds -----------------------------------------------------------
+
 
 def first_compiler_error(log: str) -> str:
     """The first `file:line:col: error: ...` line of a build log, else its last line."""
@@ -534,9 +666,16 @@ def _sdist_name(sdist: Path) -> str:
         return sdist.name
 
 
-def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | None,
-                      environ: Mapping[str, str] | None = None, name: str = "",
-                      version: str = "") -> Path:
+def build_sdist_wheel(
+    sdist: Path,
+    python: str,
+    dest: Path,
+    *,
+    timeout: float | None,
+    environ: Mapping[str, str] | None = None,
+    name: str = "",
+    version: str = "",
+) -> Path:
     """A wheel for this machine from an operator-allowed, hash-verified sdist, built with uv.
 
     Build isolation, the installer's default index for build requirements and no index token
@@ -550,8 +689,9 @@ def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | 
     uv = find_uv()
     what = f"{name} {version}".strip() or _sdist_name(Path(sdist))
     if uv is None:
-        raise ConfigurationError(f"Building {what} from source needs uv, which is not installed "
-                                 "with this builder.")
+        raise ConfigurationError(
+            f"Building {what} from source needs uv, which is not installed with this builder."
+        )
     with tempfile.TemporaryDirectory(prefix="sdist-build-") as tmp:
         work = Path(tmp)
         home, out = work / "home", work / "out"
@@ -559,10 +699,24 @@ def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | 
         source = Path(shutil.copy(sdist, work / Path(sdist).name))  # the build sees a private copy
         env = allowed_environment({} if environ is None else environ, home)
         # LC_ALL=C: compilers quote in plain ASCII, so the first error reads the same everywhere.
-        env.update(UV_CACHE_DIR=str(home / "uv-cache"), UV_NO_PROGRESS="1",
-                   UV_PYTHON_DOWNLOADS="never", PYTHONDONTWRITEBYTECODE="1", LC_ALL="C")
-        cmd = [uv, "build", "--wheel", "--no-config", "--python", python,
-               "--out-dir", str(out), str(source)]
+        env.update(
+            UV_CACHE_DIR=str(home / "uv-cache"),
+            UV_NO_PROGRESS="1",
+            UV_PYTHON_DOWNLOADS="never",
+            PYTHONDONTWRITEBYTECODE="1",
+            LC_ALL="C",
+        )
+        cmd = [
+            uv,
+            "build",
+            "--wheel",
+            "--no-config",
+            "--python",
+            python,
+            "--out-dir",
+            str(out),
+            str(source),
+        ]
         try:
             done = run_bounded(cmd, env=env, timeout=timeout, cwd=work)
         except subprocess.TimeoutExpired:
@@ -574,6 +728,8 @@ def build_sdist_wheel(sdist: Path, python: str, dest: Path, *, timeout: float | 
                 f"Building {what} from source failed: {first_compiler_error(log)}. Fix the "
                 "package's source (or pin a version that ships a manylinux wheel for the target) "
                 "and run `pipenv lock`; the full build log is in the build report (the CLI "
-                "prints it with -v).", log=log)
+                "prints it with -v).",
+                log=log,
+            )
         Path(dest).mkdir(parents=True, exist_ok=True)
         return Path(shutil.move(wheels[0], Path(dest) / wheels[0].name))

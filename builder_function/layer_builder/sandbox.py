@@ -69,10 +69,15 @@ class CheckSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CheckSpec:
-        return cls(own=tuple(data["own"]),
-                   dependencies=tuple(Dependency(d["name"], d["version"], tuple(d["modules"]))
-                                      for d in data.get("dependencies", [])),
-                   startup=tuple(data.get("startup", [])), lock_python=data.get("lock_python"))
+        return cls(
+            own=tuple(data["own"]),
+            dependencies=tuple(
+                Dependency(d["name"], d["version"], tuple(d["modules"]))
+                for d in data.get("dependencies", [])
+            ),
+            startup=tuple(data.get("startup", [])),
+            lock_python=data.get("lock_python"),
+        )
 
 
 @dataclass(frozen=True)
@@ -135,9 +140,14 @@ class Verdict:
         startup = strings("startup", MAX_STARTUP_PATHS)
         if any(p.startswith("/") or ".." in p.split("/") for p in startup):
             raise SandboxError("The sandbox's verdict names start-up paths outside the layer.")
-        return cls(ok=data["ok"], message=message[:MAX_MESSAGE_CHARS],
-                   warnings=tuple(w[:MAX_MESSAGE_CHARS] for w in strings("warnings", MAX_WARNINGS)),
-                   startup=startup, ran_on=ran_on[:200], imports=_records(data.get("imports", [])))
+        return cls(
+            ok=data["ok"],
+            message=message[:MAX_MESSAGE_CHARS],
+            warnings=tuple(w[:MAX_MESSAGE_CHARS] for w in strings("warnings", MAX_WARNINGS)),
+            startup=startup,
+            ran_on=ran_on[:200],
+            imports=_records(data.get("imports", [])),
+        )
 
 
 def _records(value: Any) -> tuple[ImportRecord, ...]:
@@ -146,8 +156,11 @@ def _records(value: Any) -> tuple[ImportRecord, ...]:
         raise SandboxError("The sandbox's verdict has a malformed `imports`.")
     records, total = [], 0
     for item in value:
-        if (not isinstance(item, dict) or not isinstance(item.get("module"), str)
-                or not isinstance(item.get("ok"), bool)):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("module"), str)
+            or not isinstance(item.get("ok"), bool)
+        ):
             raise SandboxError("The sandbox's verdict has a malformed `imports`.")
         fields = {}
         for key in ("touched", "listed", "absent", "after", "loaded"):
@@ -155,7 +168,8 @@ def _records(value: Any) -> tuple[ImportRecord, ...]:
             if not isinstance(strings, list) or not all(isinstance(v, str) for v in strings):
                 raise SandboxError(f"The sandbox's verdict has a malformed `imports.{key}`.")
             if key in ("touched", "listed", "loaded") and any(
-                    p.startswith("/") or ".." in p.split("/") for p in strings):
+                p.startswith("/") or ".." in p.split("/") for p in strings
+            ):
                 raise SandboxError("The sandbox's verdict names paths outside the layer.")
             total += len(strings)
             fields[key] = tuple(strings)
@@ -171,12 +185,20 @@ class Sandbox(Protocol):
         (an arm64 layer on an x86_64 laptop), the pipeline checks a twin of the layer built
         from the same lock for a machine it can run, and says so in the report."""
 
-    def check(self, layer_zip: Path, spec: CheckSpec, target: Target,
-              timeout: float | None) -> Verdict:
+    def check(
+        self, layer_zip: Path, spec: CheckSpec, target: Target, timeout: float | None
+    ) -> Verdict:
         """Import spec's modules from the layer (a zip of python/...) on the target."""
 
-    def build_sdist(self, sdist: Path, name: str, version: str, target: Target, dest: Path,
-                    timeout: float | None) -> Path:
+    def build_sdist(
+        self,
+        sdist: Path,
+        name: str,
+        version: str,
+        target: Target,
+        dest: Path,
+        timeout: float | None,
+    ) -> Path:
         """Build a wheel for the target from a hash-verified sdist; returns the wheel's path."""
 
     def compile(self, sources: Path, target: Target, timeout: float | None) -> dict[str, bytes]:

@@ -35,8 +35,9 @@ def _extract(archive: Path, dest: Path) -> None:
         for member in zf.infolist():
             target = (root / member.filename).resolve()
             if root not in target.parents and target != root:
-                raise ConfigurationError(f"{archive.name} holds a path outside its root: "
-                                         f"{member.filename!r}.")
+                raise ConfigurationError(
+                    f"{archive.name} holds a path outside its root: {member.filename!r}."
+                )
         zf.extractall(root)
 
 
@@ -59,18 +60,22 @@ class LocalSandbox:
             raise ConfigurationError(
                 f"No Python {target.python_version} interpreter on this machine (PATH, pyenv): "
                 f"install one (e.g. `pyenv install {target.python_version}`) to check "
-                f"{target.runtime} layers.")
+                f"{target.runtime} layers."
+            )
         return python
 
     def native(self, target: Target) -> bool:
-        return (target.machine == os.uname().machine
-                and bytecode.find_interpreter(target, self.environ) is not None)
+        return (
+            target.machine == os.uname().machine
+            and bytecode.find_interpreter(target, self.environ) is not None
+        )
 
     def _workdir(self, prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix))  # 0700: other users cannot look in
 
-    def check(self, layer_zip: Path, spec: CheckSpec, target: Target,
-              timeout: float | None) -> Verdict:
+    def check(
+        self, layer_zip: Path, spec: CheckSpec, target: Target, timeout: float | None
+    ) -> Verdict:
         python = self._python(target)
         work = self._workdir("layer-check-")
         try:
@@ -78,27 +83,56 @@ class LocalSandbox:
             python_dir = work / "layer" / limits.LAYER_PYTHON_DIR
             python_dir.mkdir(parents=True, exist_ok=True)
             runner.read_only(work / "layer")
-            verdict = runner.run_check(python_dir, spec, python, timeout=timeout,
-                                       environ=self.environ)
+            verdict = runner.run_check(
+                python_dir, spec, python, timeout=timeout, environ=self.environ
+            )
         finally:
             _remove(work)
         ran_on = f"{verdict.ran_on}, local subprocess".lstrip(", ")
-        return Verdict(ok=verdict.ok, message=verdict.message, warnings=verdict.warnings,
-                       startup=verdict.startup, ran_on=ran_on, imports=verdict.imports)
+        return Verdict(
+            ok=verdict.ok,
+            message=verdict.message,
+            warnings=verdict.warnings,
+            startup=verdict.startup,
+            ran_on=ran_on,
+            imports=verdict.imports,
+        )
 
-    def build_sdist(self, sdist: Path, name: str, version: str, target: Target, dest: Path,
-                    timeout: float | None) -> Path:
+    def build_sdist(
+        self,
+        sdist: Path,
+        name: str,
+        version: str,
+        target: Target,
+        dest: Path,
+        timeout: float | None,
+    ) -> Path:
         if target.machine != os.uname().machine:
             raise ConfigurationError(
                 f"Building {name} {version} from source here makes {os.uname().machine} binaries, "
-                f"not {target.machine}: build on {target.machine}.")
-        wheel = runner.build_sdist_wheel(sdist, self._python(target), dest, timeout=timeout,
-                                         environ=self.environ, name=name, version=version)
+                f"not {target.machine}: build on {target.machine}."
+            )
+        wheel = runner.build_sdist_wheel(
+            sdist,
+            self._python(target),
+            dest,
+            timeout=timeout,
+            environ=self.environ,
+            name=name,
+            version=version,
+        )
         built = wheel.name.split("-")
-        if len(built) < 2 or built[0].lower() != name.replace("-", "_").lower() or built[1] != version:
+        if (
+            len(built) < 2
+            or built[0].lower() != name.replace("-", "_").lower()
+            or built[1] != version
+        ):
             wheel.unlink(missing_ok=True)
-            raise SourceBuildError(f"Building {name} {version} from source made {wheel.name}, "
-                                   "another name or version: check the sdist.", log="")
+            raise SourceBuildError(
+                f"Building {name} {version} from source made {wheel.name}, "
+                "another name or version: check the sdist.",
+                log="",
+            )
         return wheel
 
     def compile(self, sources: Path, target: Target, timeout: float | None) -> dict[str, bytes]:
@@ -107,7 +141,9 @@ class LocalSandbox:
         try:
             root = work / "src"
             _extract(sources, root)
-            files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file())
+            files = sorted(
+                p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file()
+            )
             return bytecode.compile_sources(python, root, files, timeout=timeout)
         finally:
             _remove(work)

@@ -25,8 +25,14 @@ TEST_SUITES = "test suites inside packages"
 TOP_LEVEL_TESTS = "top-level test packages of dependencies"
 
 
-def rule_for(dest: str, python_version: str, extra: tuple[str, ...] = (),
-             packages: frozenset[str] = frozenset(), *, distribution: str = "") -> str | None:
+def rule_for(
+    dest: str,
+    python_version: str,
+    extra: tuple[str, ...] = (),
+    packages: frozenset[str] = frozenset(),
+    *,
+    distribution: str = "",
+) -> str | None:
     """The slimming rule that leaves out the file `dest` (relative to python/), or None.
 
     `packages` are the directories of the same wheel that hold an `__init__.py`.

@@ -40,9 +40,7 @@ class Target:
                 f"Unsupported runtime {self.runtime!r}: choose one of {', '.join(RUNTIME_GLIBC)}."
             )
         if self.arch not in ARCH_MACHINE:
-            raise InputError(
-                f"Unsupported architecture {self.arch!r}: choose x86_64 or arm64."
-            )
+            raise InputError(f"Unsupported architecture {self.arch!r}: choose x86_64 or arm64.")
 
     @property
     def python_version(self) -> str:
@@ -91,8 +89,10 @@ class Target:
         version = self.version_tuple
         abi = f"cp{version[0]}{version[1]}"
         ladder = self.pip_platforms
-        ordered = [*tags.cpython_tags(version, abis=[abi], platforms=ladder),
-                   *tags.compatible_tags(version, abi, ladder)]
+        ordered = [
+            *tags.cpython_tags(version, abis=[abi], platforms=ladder),
+            *tags.compatible_tags(version, abi, ladder),
+        ]
         return {tag: rank for rank, tag in enumerate(dict.fromkeys(ordered))}
 
     @property

@@ -64,6 +64,8 @@ def strip_archive_suffix(filename: str) -> str:
         if filename.lower().endswith(suffix):
             return filename[: -len(suffix)]
     return filename
+
+
 _LINK_FIX = "replace it with a copy of the file (`zip` without -y, or `tar --dereference`)"
 _BOMB_FIX = "this looks like a decompression bomb: upload only the project"
 _UTF8_FIX = "rename it with UTF-8 (or ASCII) characters"
@@ -113,12 +115,15 @@ def unpack(archive: Path, dest: Path) -> UnpackResult:
                 "free space there (or raise the function's ephemeral storage) and retry"
             ) from exc
         if isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ELOOP):
-            raise out.refuse(out.current, "clashes with a path already written",
-                             "rename it") from exc
+            raise out.refuse(
+                out.current, "clashes with a path already written", "rename it"
+            ) from exc
         raise
     if out.skipped:
-        warnings.append(f"{archive.name}: skipped {out.skipped} macOS metadata members "
-                        "(__MACOSX/, ._*); they are not part of the project")
+        warnings.append(
+            f"{archive.name}: skipped {out.skipped} macOS metadata members "
+            "(__MACOSX/, ._*); they are not part of the project"
+        )
     children = list(dest.iterdir())
     only_dir = len(children) == 1 and children[0].is_dir() and not children[0].is_symlink()
     return UnpackResult(
@@ -174,8 +179,11 @@ class _Extractor:
         self.current = name
         self.entries += 1
         if self.entries > limits.MAX_ARCHIVE_MEMBERS:
-            raise self.refuse(name, f"is past the limit of {limits.MAX_ARCHIVE_MEMBERS} members",
-                              "upload only the project (Pipfile, Pipfile.lock, sources)")
+            raise self.refuse(
+                name,
+                f"is past the limit of {limits.MAX_ARCHIVE_MEMBERS} members",
+                "upload only the project (Pipfile, Pipfile.lock, sources)",
+            )
 
     def skip_macos_metadata(self, name: str) -> bool:
         """True (and counted against the member cap) for __MACOSX/… and ._name members."""
@@ -199,8 +207,11 @@ class _Extractor:
         if key in (self.file_names if is_dir else self.dirs) or parents & self.file_names:
             raise self.refuse(name, "is both a file and a directory", "rename one of them")
         if key in self.seen:
-            raise self.refuse(name, f"duplicates another member (both are {key!r})",
-                              "keep one copy and re-create the archive")
+            raise self.refuse(
+                name,
+                f"duplicates another member (both are {key!r})",
+                "keep one copy and re-create the archive",
+            )
         self.seen.add(key)
         if not is_dir:
             self.file_names.add(key)
@@ -215,8 +226,11 @@ class _Extractor:
         if any(unicodedata.category(c) == "Cc" for c in name):
             raise self.refuse(name, "contains NUL or control characters", "rename it")
         if "\\" in name:
-            raise self.refuse(name, "contains a backslash (a Windows path?)",
-                              "re-create the archive with forward slashes (7-Zip or `zip`)")
+            raise self.refuse(
+                name,
+                "contains a backslash (a Windows path?)",
+                "re-create the archive with forward slashes (7-Zip or `zip`)",
+            )
         if name.startswith("/"):
             raise self.refuse(name, "is an absolute path", _RELATIVE_FIX)
         parts = tuple(p for p in name.split("/") if p not in ("", "."))
@@ -230,8 +244,9 @@ class _Extractor:
         if len(raw) > limits.MAX_PATH_LENGTH:
             raise self.refuse(name, f"is longer than {limits.MAX_PATH_LENGTH} bytes", "shorten it")
         if len(parts) > limits.MAX_PATH_DEPTH:
-            raise self.refuse(name, f"is nested deeper than {limits.MAX_PATH_DEPTH} folders",
-                              "flatten it")
+            raise self.refuse(
+                name, f"is nested deeper than {limits.MAX_PATH_DEPTH} folders", "flatten it"
+            )
         return parts
 
     def make_dirs(self, parts: tuple[str, ...]) -> None:
@@ -242,8 +257,9 @@ class _Extractor:
                 os.chmod(self.dest / key, 0o755)  # whatever the umask
                 self.dirs.add(key)
 
-    def write_file(self, parts: tuple[str, ...], src: _Readable, executable: bool,
-                   compressed: int | None) -> None:
+    def write_file(
+        self, parts: tuple[str, ...], src: _Readable, executable: bool, compressed: int | None
+    ) -> None:
         """Copy `src` in chunks; `compressed` is the member's compressed size (zip only)."""
         self.make_dirs(parts[:-1])
         mode = 0o755 if executable else 0o644
@@ -260,16 +276,21 @@ class _Extractor:
         self.files += 1
 
     def _check_caps(self, written: int, compressed: int | None) -> None:
-        ratio, grace, cap = (limits.MAX_COMPRESSION_RATIO, limits.RATIO_GRACE_BYTES,
-                             limits.MAX_UNPACKED_BYTES)
+        ratio, grace, cap = (
+            limits.MAX_COMPRESSION_RATIO,
+            limits.RATIO_GRACE_BYTES,
+            limits.MAX_UNPACKED_BYTES,
+        )
         if compressed is not None and written > grace and written > ratio * max(compressed, 1):
             raise self.refuse(self.current, f"expands more than {ratio} times", _BOMB_FIX)
         if self.bytes > grace and self.bytes > ratio * self.archive_size:
-            raise self.refuse(self.current, f"takes the archive past {ratio} times its size "
-                              "unpacked", _BOMB_FIX)
+            raise self.refuse(
+                self.current, f"takes the archive past {ratio} times its size unpacked", _BOMB_FIX
+            )
         if self.bytes > cap:
-            raise self.refuse(self.current, f"takes the archive past {cap} bytes unpacked",
-                              _BOMB_FIX)
+            raise self.refuse(
+                self.current, f"takes the archive past {cap} bytes unpacked", _BOMB_FIX
+            )
 
 
 # The records that describe a zip's listing (APPNOTE.TXT 4.3.12-4.3.16), as zipfile reads them.
@@ -298,7 +319,7 @@ def check_zip_listing(path: Path, max_members: int, fix: str, *, name: str = "")
         f.seek(tail_start)
         tail = f.read()
         at = len(tail) - _EOCD.size
-        if tail[at:at + 4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
+        if tail[at : at + 4] != b"PK\x05\x06" or tail[-2:] != b"\0\0":
             at = tail.rfind(b"PK\x05\x06")
         if at < 0 or len(tail) - at < _EOCD.size:
             raise zipfile.BadZipFile("no end of central directory record")
@@ -308,30 +329,39 @@ def check_zip_listing(path: Path, max_members: int, fix: str, *, name: str = "")
         if locator_at - _ZIP64_EOCD.size >= 0:
             f.seek(locator_at - _ZIP64_EOCD.size)
             record = f.read(_ZIP64_EOCD.size + _ZIP64_LOCATOR.size)
-            if record[_ZIP64_EOCD.size:_ZIP64_EOCD.size + 4] == b"PK\x06\x07" and record[:4] == b"PK\x06\x06":
+            if (
+                record[_ZIP64_EOCD.size : _ZIP64_EOCD.size + 4] == b"PK\x06\x07"
+                and record[:4] == b"PK\x06\x06"
+            ):
                 count, listing = _ZIP64_EOCD.unpack_from(record)[7:9]
                 location = locator_at - _ZIP64_EOCD.size
         if count > members:
-            raise UnsafeArchiveError(f"{name}: the zip lists {count:,} members, past the limit of "
-                                     f"{members:,} members: {fix}")
+            raise UnsafeArchiveError(
+                f"{name}: the zip lists {count:,} members, past the limit of "
+                f"{members:,} members: {fix}"
+            )
         if listing > cap:
-            raise UnsafeArchiveError(f"{name}: the zip's list of members (central directory) takes "
-                                     f"{listing:,} bytes, past the limit of {cap:,} bytes: {fix}")
+            raise UnsafeArchiveError(
+                f"{name}: the zip's list of members (central directory) takes "
+                f"{listing:,} bytes, past the limit of {cap:,} bytes: {fix}"
+            )
         if listing > location:
             raise zipfile.BadZipFile("bad offset for central directory")
         f.seek(location - listing)
         data = f.read(listing)
     offset = found = 0
     while offset < len(data):
-        if data[offset:offset + 4] != b"PK\x01\x02" or len(data) - offset < _CENTRAL.size:
+        if data[offset : offset + 4] != b"PK\x01\x02" or len(data) - offset < _CENTRAL.size:
             raise zipfile.BadZipFile("bad record in the central directory")
         name_length, extra_length, comment_length = _CENTRAL.unpack_from(data, offset)[10:13]
         offset += _CENTRAL.size + name_length + extra_length + comment_length
         found += 1
         if found > members:
-            raise UnsafeArchiveError(f"{name}: the zip lists more than {members:,} members (it "
-                                     f"declares {count:,}), past the limit of {members:,} members: "
-                                     f"{fix}")
+            raise UnsafeArchiveError(
+                f"{name}: the zip lists more than {members:,} members (it "
+                f"declares {count:,}), past the limit of {members:,} members: "
+                f"{fix}"
+            )
     return found
 
 
@@ -361,8 +391,11 @@ def _unpack_zip(out: _Extractor) -> None:
             try:
                 src = zf.open(info)
             except NotImplementedError as exc:
-                raise out.refuse(name, f"uses an unsupported compression ({exc})",
-                                 "re-create the archive with deflate (`zip`'s default)") from exc
+                raise out.refuse(
+                    name,
+                    f"uses an unsupported compression ({exc})",
+                    "re-create the archive with deflate (`zip`'s default)",
+                ) from exc
             with src:
                 out.write_file(parts, src, bool(mode & 0o111), info.compress_size)
 
@@ -414,21 +447,26 @@ class _TarStream:
         return data
 
     def _refuse(self, problem: str) -> UnsafeArchiveError:
-        who = (f"the tar headers {self.after} take" if self.in_headers
-               else f"member {self.out.current!r} takes")
+        who = (
+            f"the tar headers {self.after} take"
+            if self.in_headers
+            else f"member {self.out.current!r} takes"
+        )
         return UnsafeArchiveError(f"{self.out.archive.name}: {who} {problem}: {_BOMB_FIX}")
 
     def _check(self) -> None:
         out = self.out
         header_cap = limits.MAX_TAR_HEADER_BYTES
         if self.total - self.content - self.run_start > header_cap + _TAR_READ_AHEAD:
-            raise self._refuse(f"more than {header_cap:,} bytes, past the limit for one member's "
-                               "headers")
+            raise self._refuse(
+                f"more than {header_cap:,} bytes, past the limit for one member's headers"
+            )
         # The grace covers the zeros that pad every tar to a 10,240-byte record.
         ratio, grace = limits.MAX_COMPRESSION_RATIO, limits.RATIO_GRACE_BYTES + _TAR_READ_AHEAD
         if self.total > grace and self.total > ratio * out.archive_size:
-            raise self._refuse(f"the archive past {ratio} times its size once decompressed "
-                               "(tar headers included)")
+            raise self._refuse(
+                f"the archive past {ratio} times its size once decompressed (tar headers included)"
+            )
         cap = limits.MAX_UNPACKED_BYTES + TAR_HEADER_ALLOWANCE * (out.entries + 1) + _TAR_READ_AHEAD
         if self.total > cap:
             raise self._refuse(f"the tar stream past {cap} bytes")
@@ -446,15 +484,21 @@ def _unpack_tar(out: _Extractor) -> None:
                     continue
                 if not (member.isfile() or member.isdir()):
                     link = member.issym() or member.islnk()
-                    raise out.refuse(member.name, _tar_kind(member),
-                                     _LINK_FIX if link else "remove it from the archive")
+                    raise out.refuse(
+                        member.name,
+                        _tar_kind(member),
+                        _LINK_FIX if link else "remove it from the archive",
+                    )
                 parts = out.claim(member.name, member.isdir())  # our messages first
                 if _DATA_FILTER is not None and parts:  # then the stdlib's own checks
                     try:
                         _DATA_FILTER(member, str(out.dest))
                     except tarfile.FilterError as exc:
-                        raise out.refuse(member.name, f"is refused by tarfile's data filter "
-                                         f"({exc})", "archive plain files only") from exc
+                        raise out.refuse(
+                            member.name,
+                            f"is refused by tarfile's data filter ({exc})",
+                            "archive plain files only",
+                        ) from exc
                 if member.isdir():
                     out.make_dirs(parts)
                     continue

@@ -33,7 +33,9 @@ from .unpack import check_zip_listing
 
 INSTALLER = "layer-builder"
 #: Files the installer writes itself, or that regenerating RECORD makes wrong.
-REWRITTEN = frozenset({"RECORD", "INSTALLER", "REQUESTED", "RECORD.jws", "RECORD.p7s", "direct_url.json"})
+REWRITTEN = frozenset(
+    {"RECORD", "INSTALLER", "REQUESTED", "RECORD.jws", "RECORD.p7s", "direct_url.json"}
+)
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _LOCAL_SIG = 0x04034B50
 _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
@@ -84,11 +86,17 @@ class Plan:
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
         data = json.loads(text)
-        return cls(name=data["name"], version=data["version"], dist_info=data["dist_info"],
-                   members=[Member(**m) for m in data["members"]],
-                   generated={k: v.encode("utf-8") for k, v in data["generated"].items()},
-                   skipped=data["skipped"], top_level=data["top_level"],
-                   machines=data["machines"], display_name=data["display_name"])
+        return cls(
+            name=data["name"],
+            version=data["version"],
+            dist_info=data["dist_info"],
+            members=[Member(**m) for m in data["members"]],
+            generated={k: v.encode("utf-8") for k, v in data["generated"].items()},
+            skipped=data["skipped"],
+            top_level=data["top_level"],
+            machines=data["machines"],
+            display_name=data["display_name"],
+        )
 
     @property
     def sources(self) -> list[str]:
@@ -101,7 +109,8 @@ class Plan:
 
     def files(self) -> list[tuple[str, int]]:
         return [(m.dest, m.file_size) for m in self.members] + [
-            (dest, len(data)) for dest, data in self.generated.items()]
+            (dest, len(data)) for dest, data in self.generated.items()
+        ]
 
 
 def refuse_overlaps(plans: Iterable[Plan]) -> None:
@@ -114,15 +123,17 @@ def refuse_overlaps(plans: Iterable[Plan]) -> None:
         for dest, _ in plan.files():
             first = owner.setdefault(dest, plan)
             if first is not plan:
-                clashes.setdefault((first.display_name or first.name,
-                                    plan.display_name or plan.name), []).append(dest)
+                clashes.setdefault(
+                    (first.display_name or first.name, plan.display_name or plan.name), []
+                ).append(dest)
     if clashes:
         (a, b), paths = next(iter(clashes.items()))
         more = f" (and {len(paths) - 1} more files)" if len(paths) > 1 else ""
         raise LockError(
             f"{a} and {b} both install {paths[0]}{more}: one would overwrite the other in the "
             f"layer. Keep only one of them in the Pipfile (or pin versions that do not overlap), "
-            "then run `pipenv lock`.")
+            "then run `pipenv lock`."
+        )
 
 
 def record_hash(data: bytes | str) -> str:
@@ -133,20 +144,34 @@ def record_hash(data: bytes | str) -> str:
 
 def _safe(name: str, wheel: Path) -> str:
     parts = name.split("/")
-    if (not name or name.startswith("/") or _FORBIDDEN.search(name) or ".." in parts
-            or "." in parts or "" in parts[:-1]):
+    if (
+        not name
+        or name.startswith("/")
+        or _FORBIDDEN.search(name)
+        or ".." in parts
+        or "." in parts
+        or "" in parts[:-1]
+    ):
         raise UnsafeArchiveError(
             f"{wheel.name} holds the member {name!r}, which would land outside the layer's python/ "
-            "directory: the wheel is malformed; pin another version of it.")
+            "directory: the wheel is malformed; pin another version of it."
+        )
     return name
 
 
 def _dist_info(names: list[str], wheel: Path) -> str:
-    found = sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")
-                    and "/" in n})
+    found = sorted(
+        {
+            n.split("/", 1)[0]
+            for n in names
+            if n.split("/", 1)[0].endswith(".dist-info") and "/" in n
+        }
+    )
     if len(found) != 1:
-        raise InputError(f"{wheel.name} has {len(found) or 'no'} .dist-info directories (a wheel "
-                         "has exactly one): the wheel is malformed; pin another version of it.")
+        raise InputError(
+            f"{wheel.name} has {len(found) or 'no'} .dist-info directories (a wheel "
+            "has exactly one): the wheel is malformed; pin another version of it."
+        )
     return found[0]
 
 
@@ -212,8 +237,10 @@ def _dest(name: str, dist_info: str) -> tuple[str | None, str | None]:
     return name, None
 
 
-_WHEEL_LISTING_FIX = ("no real wheel holds that many files: the wheel is malformed or hostile; "
-                      "pin another version of it")
+_WHEEL_LISTING_FIX = (
+    "no real wheel holds that many files: the wheel is malformed or hostile; "
+    "pin another version of it"
+)
 
 
 def check_listings(wheels: list[tuple[Path, str]]) -> None:
@@ -223,20 +250,36 @@ def check_listings(wheels: list[tuple[Path, str]]) -> None:
     counts = []
     for path, filename in wheels:
         try:
-            counts.append((check_zip_listing(path, limits.MAX_WHEEL_MEMBERS, _WHEEL_LISTING_FIX,
-                                             name=filename), filename))
+            counts.append(
+                (
+                    check_zip_listing(
+                        path, limits.MAX_WHEEL_MEMBERS, _WHEEL_LISTING_FIX, name=filename
+                    ),
+                    filename,
+                )
+            )
         except zipfile.BadZipFile as exc:
-            raise InputError(f"{filename} is not a readable wheel ({exc}): pin another version "
-                             "of it.") from None
+            raise InputError(
+                f"{filename} is not a readable wheel ({exc}): pin another version of it."
+            ) from None
     total, cap = sum(n for n, _ in counts), limits.MAX_LAYER_WHEEL_MEMBERS
     if total > cap:
         largest = ", ".join(f"{name} ({n:,})" for n, name in sorted(counts, reverse=True)[:3])
-        raise InputError(f"The locked wheels list {total:,} members together, past the limit of "
-                         f"{cap:,} for one layer; the largest: {largest}: drop or replace them.")
+        raise InputError(
+            f"The locked wheels list {total:,} members together, past the limit of "
+            f"{cap:,} for one layer; the largest: {largest}: drop or replace them."
+        )
 
 
-def plan(wheel: Path, *, python_version: str, slim_enabled: bool = True,
-         extra_patterns: tuple[str, ...] = (), requested: bool = True, filename: str = "") -> Plan:
+def plan(
+    wheel: Path,
+    *,
+    python_version: str,
+    slim_enabled: bool = True,
+    extra_patterns: tuple[str, ...] = (),
+    requested: bool = True,
+    filename: str = "",
+) -> Plan:
     """Read a (hash-verified) wheel and decide every member; hashes each shipped file once.
 
     `filename`: the wheel's name on the index, for messages (the cache names files by sha256).
@@ -250,30 +293,44 @@ def plan(wheel: Path, *, python_version: str, slim_enabled: bool = True,
             infos = [i for i in zf.infolist() if not i.is_dir()]
             names = [_safe(i.filename, shown) for i in infos]
             if len(set(names)) != len(names):
-                raise UnsafeArchiveError(f"{shown.name} holds a member twice: the wheel is malformed.")
+                raise UnsafeArchiveError(
+                    f"{shown.name} holds a member twice: the wheel is malformed."
+                )
             dist_info = _dist_info(names, shown)
-            metadata = HeaderParser().parsestr(zf.read(f"{dist_info}/METADATA").decode("utf-8", "replace"))
+            metadata = HeaderParser().parsestr(
+                zf.read(f"{dist_info}/METADATA").decode("utf-8", "replace")
+            )
             display = str(metadata.get("Name") or dist_info.split("-")[0])
-            result = Plan(name=_canonical(display), display_name=display,
-                          version=str(metadata.get("Version") or dist_info[:-10].split("-")[-1]),
-                          dist_info=dist_info)
+            result = Plan(
+                name=_canonical(display),
+                display_name=display,
+                version=str(metadata.get("Version") or dist_info[:-10].split("-")[-1]),
+                dist_info=dist_info,
+            )
             packages = _packages(names, dist_info)
             kept: list[tuple[zipfile.ZipInfo, str]] = []
             for info in infos:
                 dest, rule = _dest(info.filename, dist_info)
-                if dest is not None and dest.split("/", 1)[0] == dist_info and \
-                        PurePosixPath(dest).name in REWRITTEN and dest.count("/") == 1:
+                if (
+                    dest is not None
+                    and dest.split("/", 1)[0] == dist_info
+                    and PurePosixPath(dest).name in REWRITTEN
+                    and dest.count("/") == 1
+                ):
                     continue
                 if dest is not None and slim_enabled:
-                    rule = slim.rule_for(dest, python_version, extra_patterns, packages,
-                                         distribution=result.name)
+                    rule = slim.rule_for(
+                        dest, python_version, extra_patterns, packages, distribution=result.name
+                    )
                 if rule is not None or dest is None:
                     entry = result.skipped.setdefault(rule or "not importable", [0, 0])
                     entry[0] += 1
                     entry[1] += info.file_size
                     continue
                 if info.flag_bits & 0x1:
-                    raise InputError(f"{shown.name}:{info.filename} is encrypted: pin another version.")
+                    raise InputError(
+                        f"{shown.name}:{info.filename} is encrypted: pin another version."
+                    )
                 kept.append((info, dest))
             # The wheel's RECORD gives each member's sha256 without decompressing it: its bytes are
             # vouched for by the lock's sha256 of the whole wheel. Members it does not list (or
@@ -290,17 +347,37 @@ def plan(wheel: Path, *, python_version: str, slim_enabled: bool = True,
             for (info, dest), (digest, head) in zip(kept, digests, strict=True):
                 if _SHARED_OBJECT.search(dest):
                     result.machines[dest] = _elf_machine(head)
-                result.members.append(Member(
-                    dest=dest, data_offset=_data_offset(raw, info), compress_type=info.compress_type,
-                    compress_size=info.compress_size, file_size=info.file_size, crc=info.CRC,
-                    sha256=digest, executable=bool((info.external_attr >> 16) & 0o111)))
-            top_level = zf.read(f"{dist_info}/top_level.txt").decode("utf-8", "replace") \
-                if f"{dist_info}/top_level.txt" in zf.NameToInfo else ""
-    except (zipfile.BadZipFile, zlib.error, EOFError, KeyError, OSError, NotImplementedError) as exc:
+                result.members.append(
+                    Member(
+                        dest=dest,
+                        data_offset=_data_offset(raw, info),
+                        compress_type=info.compress_type,
+                        compress_size=info.compress_size,
+                        file_size=info.file_size,
+                        crc=info.CRC,
+                        sha256=digest,
+                        executable=bool((info.external_attr >> 16) & 0o111),
+                    )
+                )
+            top_level = (
+                zf.read(f"{dist_info}/top_level.txt").decode("utf-8", "replace")
+                if f"{dist_info}/top_level.txt" in zf.NameToInfo
+                else ""
+            )
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        KeyError,
+        OSError,
+        NotImplementedError,
+    ) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and exc.errno:
             raise
-        raise InputError(f"{shown.name} is not a readable wheel ({type(exc).__name__}: {exc}): "
-                         "pin another version of it.") from None
+        raise InputError(
+            f"{shown.name} is not a readable wheel ({type(exc).__name__}: {exc}): "
+            "pin another version of it."
+        ) from None
     result.members.sort(key=lambda m: m.dest)
     result.top_level = _top_level(top_level, result.members, dist_info)
     _generate(result, requested)
@@ -323,7 +400,9 @@ def _packages(names: list[str], dist_info: str) -> frozenset[str]:
 
 def _top_level(text: str, members: list[Member], dist_info: str) -> list[str]:
     """Importable top-level names: top_level.txt when present, else from the shipped files."""
-    names = [line.strip().replace("/", ".").split(".")[0] for line in text.splitlines() if line.strip()]
+    names = [
+        line.strip().replace("/", ".").split(".")[0] for line in text.splitlines() if line.strip()
+    ]
     if not names:
         for m in members:
             head = m.dest.split("/", 1)[0]
@@ -331,8 +410,10 @@ def _top_level(text: str, members: list[Member], dist_info: str) -> list[str]:
                 continue
             if "/" in m.dest or head.endswith(".py") or ".cpython-" in head or head.endswith(".so"):
                 names.append(head.split(".")[0])
-    return sorted({n for n in names if n.isidentifier() and not n.startswith("_")} or
-                  {n for n in names if n.isidentifier()})
+    return sorted(
+        {n for n in names if n.isidentifier() and not n.startswith("_")}
+        or {n for n in names if n.isidentifier()}
+    )
 
 
 def _generate(result: Plan, requested: bool) -> None:
@@ -351,7 +432,9 @@ def _generate(result: Plan, requested: bool) -> None:
 def record_text(rows: list[tuple[str, str, str]]) -> bytes:
     # RECORD is CSV; a path holding a comma or quote is quoted as the csv module would.
     def cell(value: str) -> str:
-        return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\n') else value
+        return (
+            f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\n') else value
+        )
 
     return "".join(f"{cell(p)},{h},{s}\n" for p, h, s in sorted(rows)).encode("utf-8")
 
@@ -359,8 +442,11 @@ def record_text(rows: list[tuple[str, str, str]]) -> bytes:
 def with_bytecode(plan_: Plan, pycs: dict[str, bytes]) -> bytes:
     """RECORD again, listing the bytecode shipped with the wheel's files (no hash, as pip)."""
     rows = [(m.dest, record_hash(m.sha256), str(m.file_size)) for m in plan_.members]
-    rows += [(dest, record_hash(data), str(len(data))) for dest, data in plan_.generated.items()
-             if not dest.endswith("/RECORD")]
+    rows += [
+        (dest, record_hash(data), str(len(data)))
+        for dest, data in plan_.generated.items()
+        if not dest.endswith("/RECORD")
+    ]
     rows += [(name, "", "") for name in pycs]
     rows.append((f"{plan_.dist_info}/RECORD", "", ""))
     return record_text(rows)

@@ -134,15 +134,27 @@ def raw_entries(zip_path: Path, sha256: dict[str, str], prefix: str = "") -> lis
             if info.is_dir():
                 continue
             if info.compress_type not in (ZIP_STORED, ZIP_DEFLATED) or info.flag_bits & 0x1:
-                raise ValueError(f"{zip_path.name}:{info.filename} is encrypted or uses compression "
-                                 f"method {info.compress_type}")
+                raise ValueError(
+                    f"{zip_path.name}:{info.filename} is encrypted or uses compression "
+                    f"method {info.compress_type}"
+                )
             f.seek(info.header_offset)
             header = _LOCAL.unpack(f.read(_LOCAL.size))
             data_offset = info.header_offset + _LOCAL.size + header[9] + header[10]
             executable = bool((info.external_attr >> 16) & 0o111)
-            entries.append(RawEntry(prefix + info.filename, zip_path, data_offset, info.compress_size,
-                                    info.file_size, info.CRC, sha256[info.filename], executable,
-                                    info.compress_type))
+            entries.append(
+                RawEntry(
+                    prefix + info.filename,
+                    zip_path,
+                    data_offset,
+                    info.compress_size,
+                    info.file_size,
+                    info.CRC,
+                    sha256[info.filename],
+                    executable,
+                    info.compress_type,
+                )
+            )
     return entries
 
 
@@ -151,28 +163,71 @@ class _Output:
         self.f = f
         self.central: list[bytes] = []
 
-    def begin(self, name: bytes, method: int = ZIP_DEFLATED,
-              sizes: tuple[int, int, int] | None = None) -> int:
+    def begin(
+        self, name: bytes, method: int = ZIP_DEFLATED, sizes: tuple[int, int, int] | None = None
+    ) -> int:
         """A local header; with `sizes` (crc, compressed, uncompressed) known up front there is
         nothing to patch afterwards."""
         offset = self.f.tell()
         if offset > _MAX_OFFSET:
             raise LayerTooLargeError("The layer zip grew past 4 GiB, far beyond Lambda's limits.")
         crc, csize, usize = sizes or (0, 0, 0)
-        self.f.write(_LOCAL.pack(_LOCAL_SIG, _VERSION, _UTF8, method, _DOS_TIME, _DOS_DATE, crc,
-                                 csize, usize, len(name), 0) + name)
+        self.f.write(
+            _LOCAL.pack(
+                _LOCAL_SIG,
+                _VERSION,
+                _UTF8,
+                method,
+                _DOS_TIME,
+                _DOS_DATE,
+                crc,
+                csize,
+                usize,
+                len(name),
+                0,
+            )
+            + name
+        )
         return offset
 
-    def finish(self, name: bytes, offset: int, crc: int, csize: int, usize: int, exe: bool,
-               method: int = ZIP_DEFLATED, patch: bool = True) -> None:
+    def finish(
+        self,
+        name: bytes,
+        offset: int,
+        crc: int,
+        csize: int,
+        usize: int,
+        exe: bool,
+        method: int = ZIP_DEFLATED,
+        patch: bool = True,
+    ) -> None:
         if patch:
             end = self.f.tell()
             self.f.seek(offset + 14)
             self.f.write(struct.pack("<III", crc, csize, usize))
             self.f.seek(end)
-        self.central.append(_CENTRAL.pack(
-            _CENTRAL_SIG, _MADE_BY, _VERSION, _UTF8, method, _DOS_TIME, _DOS_DATE, crc, csize,
-            usize, len(name), 0, 0, 0, 0, _mode(exe), offset) + name)
+        self.central.append(
+            _CENTRAL.pack(
+                _CENTRAL_SIG,
+                _MADE_BY,
+                _VERSION,
+                _UTF8,
+                method,
+                _DOS_TIME,
+                _DOS_DATE,
+                crc,
+                csize,
+                usize,
+                len(name),
+                0,
+                0,
+                0,
+                0,
+                _mode(exe),
+                offset,
+            )
+            + name
+        )
 
     def close(self) -> None:
         start = self.f.tell()
@@ -183,9 +238,14 @@ class _Output:
         self.f.write(_END.pack(_END_SIG, 0, 0, count, count, size, start, 0))
 
 
-def write_zip(out: Path, entries: Iterable[Entry], *,
-              level: int = limits.ZIP_COMPRESS_LEVEL, workers: int | None = None,
-              on_written: Callable[[Written], None] | None = None) -> list[Written]:
+def write_zip(
+    out: Path,
+    entries: Iterable[Entry],
+    *,
+    level: int = limits.ZIP_COMPRESS_LEVEL,
+    workers: int | None = None,
+    on_written: Callable[[Written], None] | None = None,
+) -> list[Written]:
     """Write entries sorted by name; returns what was written, in order. `on_written` hears of
     each entry once it is in the file (progress)."""
     ordered = sorted(entries, key=lambda e: e.name)
@@ -196,7 +256,8 @@ def write_zip(out: Path, entries: Iterable[Entry], *,
     if len(ordered) > _MAX_ENTRIES:
         raise LayerTooLargeError(
             f"The layer has {len(ordered)} files; a zip without ZIP64 holds {_MAX_ENTRIES}. "
-            "Slim the dependencies.")
+            "Slim the dependencies."
+        )
     workers = workers or min(32, (os.cpu_count() or 1) + 2)
     written: list[Written] = []
     with open(out, "wb") as f, ThreadPoolExecutor(workers) as pool:
@@ -220,15 +281,25 @@ def write_zip(out: Path, entries: Iterable[Entry], *,
             name = entry.name.encode("utf-8")
             if isinstance(entry, RawEntry):
                 if entry.compress_type not in (ZIP_STORED, ZIP_DEFLATED):
-                    raise ValueError(f"{entry.source.name}:{entry.name} uses compression "
-                                     f"method {entry.compress_type}")
+                    raise ValueError(
+                        f"{entry.source.name}:{entry.name} uses compression "
+                        f"method {entry.compress_type}"
+                    )
                 sizes = (entry.crc, entry.compress_size, entry.file_size)
                 offset = output.begin(name, entry.compress_type, sizes)
                 _copy_raw(entry, f)
-                output.finish(name, offset, *sizes, entry.executable,
-                              method=entry.compress_type, patch=False)
-                written.append(Written(entry.name, entry.file_size, entry.compress_size,
-                                       entry.sha256, entry.executable))
+                output.finish(
+                    name, offset, *sizes, entry.executable, method=entry.compress_type, patch=False
+                )
+                written.append(
+                    Written(
+                        entry.name,
+                        entry.file_size,
+                        entry.compress_size,
+                        entry.sha256,
+                        entry.executable,
+                    )
+                )
             else:
                 _write_deflated(entry, position, name, output, pending, refill, written, f)
             if on_written is not None:
@@ -237,9 +308,16 @@ def write_zip(out: Path, entries: Iterable[Entry], *,
     return written
 
 
-def _write_deflated(entry: FileEntry | DataEntry, position: int, name: bytes, output: _Output,
-                    pending: deque, refill: Callable[[], None], written: list[Written],
-                    f: BinaryIO) -> None:
+def _write_deflated(
+    entry: FileEntry | DataEntry,
+    position: int,
+    name: bytes,
+    output: _Output,
+    pending: deque,
+    refill: Callable[[], None],
+    written: list[Written],
+    f: BinaryIO,
+) -> None:
     """Write the entry's chunks, which the pool deflated in order, then patch its header."""
     offset = output.begin(name)
     crc, csize, usize, digest = 0, 0, 0, hashlib.sha256()

@@ -65,8 +65,10 @@ def _copy(source: Any, out: Any, written: int, max_bytes: int, too_much: str) ->
 
 def download(url: str, dest: Path, max_bytes: int, timeout: float) -> Path:
     """GET a pre-signed URL into dest, refusing more than max_bytes."""
-    with urllib.request.urlopen(_checked_url(url), timeout=timeout) as response, \
-            open(dest, "wb") as out:
+    with (
+        urllib.request.urlopen(_checked_url(url), timeout=timeout) as response,
+        open(dest, "wb") as out,
+    ):
         _copy(response, out, 0, max_bytes, "the input is larger than")
     return dest
 
@@ -77,10 +79,15 @@ def upload(url: str, source: Path, timeout: float) -> str:
         digest = hashlib.file_digest(body, "sha256").hexdigest()
         body.seek(0)
         request = urllib.request.Request(
-            _checked_url(url), data=body, method="PUT",
+            _checked_url(url),
+            data=body,
+            method="PUT",
             # A type of our own: urllib would send a form type, which a server may parse.
-            headers={"Content-Length": str(source.stat().st_size),
-                     "Content-Type": "application/octet-stream"})
+            headers={
+                "Content-Length": str(source.stat().st_size),
+                "Content-Type": "application/octet-stream",
+            },
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
     return digest
@@ -110,16 +117,18 @@ def extract(archive: Path, dest: Path, max_bytes: int = MAX_INPUT_BYTES) -> Path
     return root
 
 
-def _check(event: Mapping[str, Any], work: Path, time_left: Callable[[], float],
-           environ: Mapping[str, str]) -> dict[str, Any]:
+def _check(
+    event: Mapping[str, Any], work: Path, time_left: Callable[[], float], environ: Mapping[str, str]
+) -> dict[str, Any]:
     spec = CheckSpec.from_json(event["spec"])
     layer = download(event["layer_url"], work / "layer.zip", MAX_INPUT_BYTES, time_left())
     python_dir = extract(layer, work / "opt") / limits.LAYER_PYTHON_DIR
     python_dir.mkdir(exist_ok=True)
     layer.unlink()
     runner.read_only(work / "opt")  # as /opt is in Lambda
-    verdict = runner.run_check(python_dir, spec, sys.executable, timeout=time_left(),
-                               environ=environ)
+    verdict = runner.run_check(
+        python_dir, spec, sys.executable, timeout=time_left(), environ=environ
+    )
     where = f"check function {environ.get('AWS_LAMBDA_FUNCTION_NAME', '?')}"
     ran_on = f"{verdict.ran_on}, {where}".lstrip(", ")
     # The whole verdict, `imports` included: the builder remembers each passing import by what
@@ -129,8 +138,9 @@ def _check(event: Mapping[str, Any], work: Path, time_left: Callable[[], float],
     return answer
 
 
-def _compile(event: Mapping[str, Any], work: Path, time_left: Callable[[], float],
-             environ: Mapping[str, str]) -> dict[str, Any]:
+def _compile(
+    event: Mapping[str, Any], work: Path, time_left: Callable[[], float], environ: Mapping[str, str]
+) -> dict[str, Any]:
     sources = download(event["sources_url"], work / "sources.zip", MAX_INPUT_BYTES, time_left())
     root = extract(sources, work / "src")
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file())
@@ -139,34 +149,44 @@ def _compile(event: Mapping[str, Any], work: Path, time_left: Callable[[], float
     with zipfile.ZipFile(result, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in sorted(compiled.items()):
             zf.writestr(name, data)
-    return {"ok": True, "sha256": upload(event["result_url"], result, time_left()),
-            "files": len(compiled)}
+    return {
+        "ok": True,
+        "sha256": upload(event["result_url"], result, time_left()),
+        "files": len(compiled),
+    }
 
 
-def _build_sdist(event: Mapping[str, Any], work: Path, time_left: Callable[[], float],
-                 environ: Mapping[str, str]) -> dict[str, Any]:
+def _build_sdist(
+    event: Mapping[str, Any], work: Path, time_left: Callable[[], float], environ: Mapping[str, str]
+) -> dict[str, Any]:
     filename = event.get("filename")
     if not isinstance(filename, str) or not SDIST_FILENAME.fullmatch(filename):
         raise TransferError(f"not an sdist file name: {filename!r}")
     sdist = download(event["sdist_url"], work / filename, MAX_INPUT_BYTES, time_left())
-    wheel = runner.build_sdist_wheel(sdist, sys.executable, work / "dist", timeout=time_left(),
-                                     environ=environ)
-    return {"ok": True, "sha256": upload(event["result_url"], wheel, time_left()),
-            "filename": wheel.name}
+    wheel = runner.build_sdist_wheel(
+        sdist, sys.executable, work / "dist", timeout=time_left(), environ=environ
+    )
+    return {
+        "ok": True,
+        "sha256": upload(event["result_url"], wheel, time_left()),
+        "filename": wheel.name,
+    }
 
 
 ACTIONS = {"check": _check, "compile": _compile, "build_sdist": _build_sdist}
 
 
-def run(event: Mapping[str, Any], remaining_s: Callable[[], float],
-        environ: Mapping[str, str]) -> dict[str, Any]:
+def run(
+    event: Mapping[str, Any], remaining_s: Callable[[], float], environ: Mapping[str, str]
+) -> dict[str, Any]:
     """Do one action in a private work dir; `remaining_s` is the invocation's time left."""
     action = ACTIONS.get(str(event.get("action"))) if isinstance(event, Mapping) else None
     if action is None:
         raise ValueError(f"unknown action; expected one of {', '.join(ACTIONS)}")
     asked = event.get("timeout")  # the builder's time left for this action, from now
-    ends = time.monotonic() + float(asked) if isinstance(asked, (int, float)) and asked > 0 \
-        else None
+    ends = (
+        time.monotonic() + float(asked) if isinstance(asked, (int, float)) and asked > 0 else None
+    )
 
     def time_left() -> float:
         left = remaining_s() - FINISH_MARGIN_S
@@ -179,8 +199,15 @@ def run(event: Mapping[str, Any], remaining_s: Callable[[], float],
             return action(event, Path(tmp), time_left, environ)
         except LayerBuildError as exc:
             log = exc.log[-MAX_LOG_CHARS:] if isinstance(exc, SourceBuildError) else ""
-            return {"ok": False, "error": {"kind": exc.kind, "message": str(exc),
-                                           "permanent": exc.permanent, "log": log}}
+            return {
+                "ok": False,
+                "error": {
+                    "kind": exc.kind,
+                    "message": str(exc),
+                    "permanent": exc.permanent,
+                    "log": log,
+                },
+            }
         finally:
             _writable(Path(tmp))
 

@@ -124,8 +124,10 @@ def prepare_environment() -> None:
     if not in_lambda():
         return
     if os.geteuid() == 0:
-        raise StrayProcessError("The check function must not run as root: Lambda never does, and "
-                                "the local harness gives every function a user of its own.")
+        raise StrayProcessError(
+            "The check function must not run as root: Lambda never does, and "
+            "the local harness gives every function a user of its own."
+        )
     reaper.become_subreaper()
     forbid_environment_reads()
     refuse_strays()
@@ -139,36 +141,47 @@ def refuse_strays() -> None:
         raise StrayProcessError(
             f"Processes of this function's user outlived the last reset: {', '.join(strays[:10])}. "
             "Refusing to run in this environment. (Locally: run the harness as root, which gives "
-            "every function a user of its own.)")
+            "every function a user of its own.)"
+        )
 
 
 def error_document(exc: BaseException) -> dict[str, Any]:
     """An exception as Lambda reports a function error."""
-    return {"errorType": type(exc).__name__, "errorMessage": str(exc),
-            "stackTrace": traceback.format_tb(exc.__traceback__)}
+    return {
+        "errorType": type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }
 
 
 def _post(request_id: str, outcome: str, body: bytes, headers: dict[str, str]) -> None:
     host, _, port = os.environ["AWS_LAMBDA_RUNTIME_API"].partition(":")
     connection = http.client.HTTPConnection(host, int(port or 80), timeout=POST_TIMEOUT_S)
     try:
-        connection.request("POST", INVOCATION_PATH.format(request_id=request_id, outcome=outcome),
-                           body=body, headers={"Content-Type": "application/json", **headers})
+        connection.request(
+            "POST",
+            INVOCATION_PATH.format(request_id=request_id, outcome=outcome),
+            body=body,
+            headers={"Content-Type": "application/json", **headers},
+        )
         connection.getresponse().read()
     finally:
         connection.close()
 
 
-def end_invocation(request_id: str, result: Any = None,
-                   error: BaseException | None = None) -> None:
+def end_invocation(request_id: str, result: Any = None, error: BaseException | None = None) -> None:
     """Sweep every descendant, answer the invocation, and end the runtime process (a reset)."""
     try:
         reaper.kill_descendants(os.getpid())
         if error is None:
             _post(request_id, "response", json.dumps(result).encode(), {})
         else:
-            _post(request_id, "error", json.dumps(error_document(error)).encode(),
-                  {"Lambda-Runtime-Function-Error-Type": "Unhandled"})
+            _post(
+                request_id,
+                "error",
+                json.dumps(error_document(error)).encode(),
+                {"Lambda-Runtime-Function-Error-Type": "Unhandled"},
+            )
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

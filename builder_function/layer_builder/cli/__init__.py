@@ -33,10 +33,12 @@ __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "
 
 COMMANDS = [build, inspect, publish, versions, prune, rollback, share, share.UNSHARE]
 
-_DESCRIPTION = ("Build the same Lambda layer on a laptop that the builder Lambda publishes. Every "
-                "option also reads LAYER_BUILDER_<OPTION> from the environment (e.g. "
-                "LAYER_BUILDER_CACHE_DIR); the command line wins. Exit codes: 0 done, 1 failed "
-                "(retry may help), 2 input refused, 64 usage error.")
+_DESCRIPTION = (
+    "Build the same Lambda layer on a laptop that the builder Lambda publishes. Every "
+    "option also reads LAYER_BUILDER_<OPTION> from the environment (e.g. "
+    "LAYER_BUILDER_CACHE_DIR); the command line wins. Exit codes: 0 done, 1 failed "
+    "(retry may help), 2 input refused, 64 usage error."
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,18 +57,33 @@ def add_verbosity(parser: argparse.ArgumentParser, *, top: bool) -> None:
     would otherwise overwrite the program's count); `verbosity()` adds them up.
     """
     prefix = "" if top else "_command_"
-    parser.add_argument("-v", "--verbose", action="count", default=0, dest=f"{prefix}verbose",
-                        help="say more: -v shows every step and download, -vv also debug logs "
-                             "and tracebacks (repeatable)")
-    parser.add_argument("-q", "--quiet", action="count", default=0, dest=f"{prefix}quiet",
-                        help="say less: -q prints no progress and a one-line result, -qq only "
-                             "errors (repeatable)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        dest=f"{prefix}verbose",
+        help="say more: -v shows every step and download, -vv also debug logs "
+        "and tracebacks (repeatable)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=0,
+        dest=f"{prefix}quiet",
+        help="say less: -q prints no progress and a one-line result, -qq only errors (repeatable)",
+    )
 
 
 def verbosity(args: argparse.Namespace) -> int:
     """-2 (only errors) … 0 (default) … 2 (debug)."""
-    level = (getattr(args, "verbose", 0) + getattr(args, "_command_verbose", 0)
-             - getattr(args, "quiet", 0) - getattr(args, "_command_quiet", 0))
+    level = (
+        getattr(args, "verbose", 0)
+        + getattr(args, "_command_verbose", 0)
+        - getattr(args, "quiet", 0)
+        - getattr(args, "_command_quiet", 0)
+    )
     return max(-2, min(2, level))
 
 
@@ -76,8 +91,11 @@ def verbosity(args: argparse.Namespace) -> int:
 def env_name(action: argparse.Action) -> str | None:
     """LAYER_BUILDER_<LONG OPTION> for an option; None for positionals, --help and --version."""
     longs = [s for s in action.option_strings if s.startswith("--")]
-    if not longs or action.dest.startswith("_") or isinstance(
-            action, (argparse._HelpAction, argparse._VersionAction)):
+    if (
+        not longs
+        or action.dest.startswith("_")
+        or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+    ):
         return None
     return ENV_PREFIX + longs[0][2:].replace("-", "_").upper()
 
@@ -134,8 +152,9 @@ def build_parser(prog: str, description: str, commands: Any, version: str) -> Pa
     parser = Parser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
     add_verbosity(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
     for command in commands:
         command_parser = command.add_parser(sub)
         add_verbosity(command_parser, top=False)

@@ -51,8 +51,9 @@ class Progress:
         self._shown = 0.0  # perf_counter of the last line or redraw
         self._drawn = False
 
-    def __call__(self, message: str, *, done: int | None = None, total: int | None = None,
-                 unit: str = "") -> None:
+    def __call__(
+        self, message: str, *, done: int | None = None, total: int | None = None, unit: str = ""
+    ) -> None:
         if self.level < 0:
             return
         message = redact(message)  # e.g. "Installing from <index URL>"
@@ -70,15 +71,16 @@ class Progress:
                 # One screen line: a wrapped line could not be redrawn in place by \r.
                 width = shutil.get_terminal_size((80, 24)).columns - 1
                 if len(line) > width:
-                    line = line[:max(width - 1, 1)] + "…"
+                    line = line[: max(width - 1, 1)] + "…"
                 self.stream.write(f"\r\033[K{line}")
                 self._drawn = True
             else:
                 interval = 1.0 if self.level > 0 else PIPED_INTERVAL
                 if not (changed or (finished and self.level > 0) or now - self._shown >= interval):
                     return
-                self.stream.write(f"[{now - self.start:.1f}s] {message}"
-                                  f"{f' ({counter})' if counter else ''}\n")
+                self.stream.write(
+                    f"[{now - self.start:.1f}s] {message}{f' ({counter})' if counter else ''}\n"
+                )
             self._message, self._shown = message, now
             self.stream.flush()
 
@@ -93,8 +95,11 @@ class Progress:
 def configure_logging(level: int) -> None:
     """-v shows the engine's INFO logs, -vv its DEBUG logs, on stderr."""
     if level > 0:
-        logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s",
-                            level=logging.INFO if level == 1 else logging.DEBUG)
+        logging.basicConfig(
+            stream=sys.stderr,
+            format="%(levelname)s %(name)s: %(message)s",
+            level=logging.INFO if level == 1 else logging.DEBUG,
+        )
         for handler in logging.getLogger().handlers:  # index secrets never reach the terminal
             handler.addFilter(RedactingFilter())
 
@@ -119,8 +124,9 @@ def bar_text(fraction: float, width: int = BAR_WIDTH, unicode: bool | None = Non
     return text + " " * (width - len(text))
 
 
-def sizes_table(sizes: dict[str, int], total: int, count: int = 8,
-                unicode: bool | None = None) -> list[str]:
+def sizes_table(
+    sizes: dict[str, int], total: int, count: int = 8, unicode: bool | None = None
+) -> list[str]:
     """The largest packages, each with its size, share of the layer and a bar of that share."""
     lines = []
     items = list(sizes.items())[:count]
@@ -132,18 +138,23 @@ def sizes_table(sizes: dict[str, int], total: int, count: int = 8,
         lines.append(f"  {name:<32} {human(size):>10}  {share:5.1f} %  {bar}".rstrip())
     rest = list(sizes.values())[count:]
     if rest:
-        lines.append(f"  {f'({len(rest)} more)':<32} {human(sum(rest)):>10}  "
-                     f"{100 * sum(rest) / total if total else 0:5.1f} %")
+        lines.append(
+            f"  {f'({len(rest)} more)':<32} {human(sum(rest)):>10}  "
+            f"{100 * sum(rest) / total if total else 0:5.1f} %"
+        )
     return lines
 
 
-def limit_gauge(unzipped: int, limit: int = MAX_UNZIPPED_BYTES, headroom: int = 0,
-                unicode: bool | None = None) -> str:
+def limit_gauge(
+    unzipped: int, limit: int = MAX_UNZIPPED_BYTES, headroom: int = 0, unicode: bool | None = None
+) -> str:
     """`[████░░░░] 47.0 % of Lambda's 262.1 MB; 138.9 MB left` (with the headroom kept)."""
     left = limit - unzipped
-    text = (f"  limit      [{bar_text(unzipped / limit, unicode=unicode)}] "
-            f"{100 * unzipped / limit:.1f} % of Lambda's {human(limit)}; "
-            f"{human(max(left, 0))} left for the function and other layers")
+    text = (
+        f"  limit      [{bar_text(unzipped / limit, unicode=unicode)}] "
+        f"{100 * unzipped / limit:.1f} % of Lambda's {human(limit)}; "
+        f"{human(max(left, 0))} left for the function and other layers"
+    )
     if headroom:
         text += f" (headroom kept: {human(headroom)})"
     return text
@@ -152,9 +163,11 @@ def limit_gauge(unzipped: int, limit: int = MAX_UNZIPPED_BYTES, headroom: int = 
 def summary(report: BuildReport, output: Path, level: int = 0) -> str:
     """What a build prints on stdout: one line with -q, the whole picture by default."""
     if level < 0:
-        return (f"Built layer {report.layer_name} {report.layer_version}".rstrip()
-                + f": {output} ({human(report.zipped_bytes)} zipped, "
-                  f"{human(report.unzipped_bytes)} unzipped)")
+        return (
+            f"Built layer {report.layer_name} {report.layer_version}".rstrip()
+            + f": {output} ({human(report.zipped_bytes)} zipped, "
+            f"{human(report.unzipped_bytes)} unzipped)"
+        )
     lines = [
         f"Built layer {report.layer_name} {report.layer_version}".rstrip(),
         f"  target     {report.runtime} {report.arch} ({report.platform})",
@@ -162,8 +175,9 @@ def summary(report: BuildReport, output: Path, level: int = 0) -> str:
         f"{', publish via S3' if report.publish_via_s3 else ''})",
         f"  unzipped   {human(report.unzipped_bytes)} of {human(report.limit_bytes)} allowed, "
         f"{report.files} files",
-        limit_gauge(report.unzipped_bytes, report.limit_bytes,
-                    int(getattr(report, "headroom", 0) or 0)),
+        limit_gauge(
+            report.unzipped_bytes, report.limit_bytes, int(getattr(report, "headroom", 0) or 0)
+        ),
         f"  content    sha256:{report.content_hash}",
         f"  cache      {report.dependency_cache}; build {sum(report.timings.values()):.1f}s"
         + ("; reused an identical earlier build" if getattr(report, "reused", "") else ""),
@@ -172,8 +186,10 @@ def summary(report: BuildReport, output: Path, level: int = 0) -> str:
     ]
     saved = sum(item["bytes"] for item in report.slimmed)
     if saved:
-        lines.append(f"Slimmed {human(saved)}: " + ", ".join(
-            f"{item['rule']} {human(item['bytes'])}" for item in report.slimmed))
+        lines.append(
+            f"Slimmed {human(saved)}: "
+            + ", ".join(f"{item['rule']} {human(item['bytes'])}" for item in report.slimmed)
+        )
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 
@@ -181,8 +197,11 @@ def summary(report: BuildReport, output: Path, level: int = 0) -> str:
 # ------------------------------------------------------------------------------- reports
 def html_path(json_path: Path) -> Path:
     """Where the HTML picture of a JSON report goes: the same name with .html."""
-    return json_path.with_name(json_path.name + ".html") if json_path.suffix == ".html" \
+    return (
+        json_path.with_name(json_path.name + ".html")
+        if json_path.suffix == ".html"
         else json_path.with_suffix(".html")
+    )
 
 
 def write_reports(json_path: Path, report: Mapping[str, Any], layer_zip: Path) -> Path:

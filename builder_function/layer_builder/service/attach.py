@@ -61,8 +61,9 @@ class FunctionState:
 class Functions(Protocol):
     def get(self, name: str) -> FunctionState: ...
 
-    def set_layers(self, state: FunctionState, layers: list[str],
-                   deadline: float | None = None) -> None:
+    def set_layers(
+        self, state: FunctionState, layers: list[str], deadline: float | None = None
+    ) -> None:
         """Update and wait (until the deadline at most) until the update finished; raises
         ConcurrentUpdate when the function changed meanwhile."""
 
@@ -101,8 +102,13 @@ def book_key(team: Team, layer_name: str) -> str:
     return f"{team.name}/{layer_name}"
 
 
-def plan_layers(state: FunctionState, version_arn: str, unzipped: int, subscribed: bool = True,
-                family: Iterable[str] = ()) -> list[str] | None:
+def plan_layers(
+    state: FunctionState,
+    version_arn: str,
+    unzipped: int,
+    subscribed: bool = True,
+    family: Iterable[str] = (),
+) -> list[str] | None:
     """The function's new layer list; None when it neither uses nor subscribes to the layer;
     ConsumerRefused naming the limit at fault. `family`: unversioned ARNs of the project's other
     targets' layers, replaced as well."""
@@ -122,21 +128,25 @@ def plan_layers(state: FunctionState, version_arn: str, unzipped: int, subscribe
     if len(planned) > limits.MAX_LAYERS_PER_FUNCTION:
         raise ConsumerRefused(
             f"Function {state.name} already uses {len(current)} layers ({', '.join(current)}); Lambda "
-            f"allows {limits.MAX_LAYERS_PER_FUNCTION}. Remove one, or merge layers, then rebuild.")
+            f"allows {limits.MAX_LAYERS_PER_FUNCTION}. Remove one, or merge layers, then rebuild."
+        )
     others = sum(item.code_size for item in state.layers if unversioned(item.arn) not in ours)
     floor = unzipped + others + state.code_size
     if floor > limits.MAX_UNZIPPED_BYTES:
         raise ConsumerRefused(
             f"Function {state.name} would exceed Lambda's {limits.MAX_UNZIPPED_BYTES:,} bytes for code "
             f"and layers: this layer unzips to {unzipped:,} bytes and the rest is at least "
-            f"{others + state.code_size:,}. Slim the layer or the function.")
+            f"{others + state.code_size:,}. Slim the layer or the function."
+        )
     return planned
 
 
 def _in_time(deadline: float | None, function: str) -> None:
     if deadline is not None and time.monotonic() >= deadline:
-        raise OutOfTimeError(f"No time left to update {function}: the layer version is published; "
-                             "the retry attaches it.")
+        raise OutOfTimeError(
+            f"No time left to update {function}: the layer version is published; "
+            "the retry attaches it."
+        )
 
 
 @dataclass(frozen=True)
@@ -162,8 +172,10 @@ class _Context:
     deadline: float | None
 
     def newest(self) -> str:
-        return (self.book.newest(book_key(self.team, self.release.layer_name))
-                or self.release.version_arn)
+        return (
+            self.book.newest(book_key(self.team, self.release.layer_name))
+            or self.release.version_arn
+        )
 
 
 def _apply(function: str, ctx: _Context) -> Attachment:
@@ -176,15 +188,21 @@ def _apply(function: str, ctx: _Context) -> Attachment:
             state = ctx.functions.get(function)
             current = [item.arn for item in state.layers]
             if newest in current:
-                return Attachment(function, "unchanged", current, target=release.target,
-                                  version_arn=newest)
+                return Attachment(
+                    function, "unchanged", current, target=release.target, version_arn=newest
+                )
             # Another build's newer version was size-checked by that build.
             size = release.unzipped if newest == release.version_arn else 0
             planned = plan_layers(state, newest, size, release.subscribed, release.family)
             if planned is None:
-                return Attachment(function, "not a consumer", current, target=release.target,
-                                  reason="it does not use this layer, which is not among the "
-                                         "team's subscribed_layers")
+                return Attachment(
+                    function,
+                    "not a consumer",
+                    current,
+                    target=release.target,
+                    reason="it does not use this layer, which is not among the "
+                    "team's subscribed_layers",
+                )
             if ctx.newest() != newest:  # a newer upload claimed meanwhile: plan with it
                 continue
             ctx.functions.set_layers(state, planned, ctx.deadline)
@@ -195,12 +213,20 @@ def _apply(function: str, ctx: _Context) -> Attachment:
         except ConcurrentUpdate:
             continue
         return Attachment(function, "attached", planned, target=release.target, version_arn=newest)
-    raise TransientError(f"Function {function} kept changing while the layer was attached: retrying.")
+    raise TransientError(
+        f"Function {function} kept changing while the layer was attached: retrying."
+    )
 
 
-def attach(release: Release, consumers: Iterable[str], team: Team, functions: Functions,
-           book: OrderBook, pointer: Pointer,
-           deadline: float | None = None) -> tuple[str, list[Attachment]]:
+def attach(
+    release: Release,
+    consumers: Iterable[str],
+    team: Team,
+    functions: Functions,
+    book: OrderBook,
+    pointer: Pointer,
+    deadline: float | None = None,
+) -> tuple[str, list[Attachment]]:
     """Returns ("current" | "superseded", attachments).
 
     A superseded build (a newer upload was recorded) still converges the consumers and the
@@ -226,9 +252,13 @@ def attach(release: Release, consumers: Iterable[str], team: Team, functions: Fu
     return status, list(results.values())
 
 
-def route(consumers: Iterable[str], functions: Functions, targets: Iterable[str],
-          uses: Callable[[FunctionState], bool], subscribed: bool
-          ) -> tuple[dict[str, list[str]], list[Attachment]]:
+def route(
+    consumers: Iterable[str],
+    functions: Functions,
+    targets: Iterable[str],
+    uses: Callable[[FunctionState], bool],
+    subscribed: bool,
+) -> tuple[dict[str, list[str]], list[Attachment]]:
     """Consumers grouped by the target matching their runtime and architecture, and the ones
     left alone (no matching target, or not found)."""
     groups: dict[str, list[str]] = {t: [] for t in targets}
@@ -244,13 +274,24 @@ def route(consumers: Iterable[str], functions: Functions, targets: Iterable[str]
         if state.target in groups:
             groups[state.target].append(function)
         elif subscribed or uses(state):
-            alone.append(Attachment(
-                function, "no matching target", [item.arn for item in state.layers],
-                reason=f"it runs {state.target}; this upload built {', '.join(groups)}. Add "
-                       f"{state.target} to the project's targets (the stack must build it too).",
-                target=state.target))
+            alone.append(
+                Attachment(
+                    function,
+                    "no matching target",
+                    [item.arn for item in state.layers],
+                    reason=f"it runs {state.target}; this upload built {', '.join(groups)}. Add "
+                    f"{state.target} to the project's targets (the stack must build it too).",
+                    target=state.target,
+                )
+            )
         else:
-            alone.append(Attachment(function, "not a consumer", [item.arn for item in state.layers],
-                                    reason="it does not use this layer, which is not among the "
-                                           "team's subscribed_layers"))
+            alone.append(
+                Attachment(
+                    function,
+                    "not a consumer",
+                    [item.arn for item in state.layers],
+                    reason="it does not use this layer, which is not among the "
+                    "team's subscribed_layers",
+                )
+            )
     return groups, alone

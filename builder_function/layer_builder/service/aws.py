@@ -32,8 +32,9 @@ from .publish import PublishedLayer
 from .settings import Settings
 from .uploads import Upload
 
-RETRY_CONFIG = Config(retries={"max_attempts": 6, "mode": "standard"},
-                      connect_timeout=5, read_timeout=60)
+RETRY_CONFIG = Config(
+    retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=5, read_timeout=60
+)
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 _PERMISSION = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
 _CONFLICT = {"ResourceConflictException", "PreconditionFailedException"}
@@ -49,8 +50,10 @@ MIN_CACHE_KEY_BYTES = 16
 
 
 def _denied(action: str, code: str) -> ConfigurationError:
-    return ConfigurationError(f"{action} was denied ({code}): grant the builder's role this "
-                              "permission (see template.yaml).")
+    return ConfigurationError(
+        f"{action} was denied ({code}): grant the builder's role this "
+        "permission (see template.yaml)."
+    )
 
 
 @contextmanager
@@ -66,8 +69,11 @@ def aws_errors(action: str) -> Iterator[None]:
         raise TransientError(f"{action} failed: {code} {message}".strip()) from None
     except (BotoCoreError, Boto3Error) as exc:  # upload_file wraps a ClientError in a Boto3Error
         cause = exc.__context__
-        code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) \
+        code = (
+            cause.response.get("Error", {}).get("Code", "")
+            if isinstance(cause, ClientError)
             else ""
+        )
         if code in _PERMISSION:
             raise _denied(action, code) from None
         raise TransientError(f"{action} failed: {exc}") from None
@@ -88,12 +94,29 @@ class Clients:
     def create(cls, session: boto3.session.Session | None = None) -> Clients:
         session = session or boto3.session.Session()
         make = lambda service: session.client(service, config=RETRY_CONFIG)  # noqa: E731
-        return cls(make("s3"), make("lambda"), make("ssm"), make("dynamodb"), make("events"),
-                   make("secretsmanager"), session)
+        return cls(
+            make("s3"),
+            make("lambda"),
+            make("ssm"),
+            make("dynamodb"),
+            make("events"),
+            make("secretsmanager"),
+            session,
+        )
 
     def all(self) -> list[Any]:
-        return [c for c in (self.s3, self.lambda_, self.ssm, self.dynamodb, self.events,
-                            self.secretsmanager) if c is not None]
+        return [
+            c
+            for c in (
+                self.s3,
+                self.lambda_,
+                self.ssm,
+                self.dynamodb,
+                self.events,
+                self.secretsmanager,
+            )
+            if c is not None
+        ]
 
 
 class S3Artifacts:
@@ -111,21 +134,26 @@ class S3Artifacts:
                 response = self.s3.get_object(**args)
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code", "") in _MISSING:
-                    raise InputError(f"s3://{upload.bucket}/{upload.key} (version "
-                                     f"{upload.version_id or '-'}) no longer exists: upload it again."
-                                     ) from None
+                    raise InputError(
+                        f"s3://{upload.bucket}/{upload.key} (version "
+                        f"{upload.version_id or '-'}) no longer exists: upload it again."
+                    ) from None
                 raise
         written, digest = 0, hashlib.sha256()
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"), open(dest, "wb") as f, \
-                    closing(response["Body"]) as body:
+            with (
+                aws_errors(f"Reading s3://{upload.bucket}/{upload.key}"),
+                open(dest, "wb") as f,
+                closing(response["Body"]) as body,
+            ):
                 for chunk in body.iter_chunks(1 << 20):
                     written += len(chunk)
                     if written > limits.MAX_UNPACKED_BYTES:
                         raise InputError(
                             f"{upload.key} is larger than {limits.MAX_UNPACKED_BYTES:,} bytes: "
-                            "upload the project's sources only, not installed packages.")
+                            "upload the project's sources only, not installed packages."
+                        )
                     digest.update(chunk)
                     f.write(chunk)
         except OSError as exc:
@@ -133,7 +161,8 @@ class S3Artifacts:
                 raise
             raise DiskFullError(
                 f"The disk filled up while downloading {upload.key} ({written:,} bytes written): "
-                "give the builder more ephemeral storage.") from None
+                "give the builder more ephemeral storage."
+            ) from None
         return dest, digest.hexdigest()
 
     def put_file(self, key: str, path: Path) -> None:
@@ -143,13 +172,18 @@ class S3Artifacts:
     def put_json(self, key: str, data: dict) -> None:
         with aws_errors(f"Writing s3://{self.bucket}/{key}"):
             body = json.dumps(redact_data(json.loads(json.dumps(data, default=str))), indent=2)
-            self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/json",
-                               Body=body.encode())
+            self.s3.put_object(
+                Bucket=self.bucket, Key=key, ContentType="application/json", Body=body.encode()
+            )
 
     def put_html(self, key: str, page: str) -> None:
         with aws_errors(f"Writing s3://{self.bucket}/{key}"):
-            self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="text/html; charset=utf-8",
-                               Body=redact(page).encode())
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                ContentType="text/html; charset=utf-8",
+                Body=redact(page).encode(),
+            )
 
 
 class LambdaLayers:
@@ -157,27 +191,48 @@ class LambdaLayers:
         self.client = client
 
     def _published(self, response: dict, reused: bool = False) -> PublishedLayer:
-        return PublishedLayer(response["LayerArn"], response["LayerVersionArn"], response["Version"],
-                              response["Content"]["CodeSha256"], response["Content"]["CodeSize"], reused)
+        return PublishedLayer(
+            response["LayerArn"],
+            response["LayerVersionArn"],
+            response["Version"],
+            response["Content"]["CodeSha256"],
+            response["Content"]["CodeSize"],
+            reused,
+        )
 
     def latest(self, layer_name: str) -> PublishedLayer | None:
         with aws_errors(f"Listing versions of layer {layer_name}"):
             try:
-                versions = self.client.list_layer_versions(LayerName=layer_name, MaxItems=1)["LayerVersions"]
+                versions = self.client.list_layer_versions(LayerName=layer_name, MaxItems=1)[
+                    "LayerVersions"
+                ]
             except self.client.exceptions.ResourceNotFoundException:
                 return None
             if not versions:
                 return None
-            response = self.client.get_layer_version(LayerName=layer_name,
-                                                     VersionNumber=versions[0]["Version"])
+            response = self.client.get_layer_version(
+                LayerName=layer_name, VersionNumber=versions[0]["Version"]
+            )
         return self._published(response, reused=True)
 
-    def publish(self, layer_name: str, *, bucket: str, key: str, description: str, runtime: str,
-                arch: str, license_info: str) -> PublishedLayer:
+    def publish(
+        self,
+        layer_name: str,
+        *,
+        bucket: str,
+        key: str,
+        description: str,
+        runtime: str,
+        arch: str,
+        license_info: str,
+    ) -> PublishedLayer:
         args: dict[str, Any] = {
-            "LayerName": layer_name, "Description": description,
+            "LayerName": layer_name,
+            "Description": description,
             "Content": {"S3Bucket": bucket, "S3Key": key},
-            "CompatibleRuntimes": [runtime], "CompatibleArchitectures": [arch]}
+            "CompatibleRuntimes": [runtime],
+            "CompatibleArchitectures": [arch],
+        }
         if license_info:
             args["LicenseInfo"] = license_info
         with aws_errors(f"Publishing layer {layer_name}"):
@@ -214,14 +269,25 @@ class LambdaFunctions:
             try:
                 config = self.client.get_function_configuration(FunctionName=name)
             except self.client.exceptions.ResourceNotFoundException:
-                raise InputError(f"Consumer function {name} does not exist: fix the team's "
-                                 "consumers in the stack's TEAMS.") from None
-        layers = tuple(AttachedLayer(item["Arn"], item.get("CodeSize", 0)) for item in config.get("Layers", []))
-        return FunctionState(name, layers, config.get("CodeSize", 0), config.get("RevisionId", ""),
-                             config.get("Runtime", ""), tuple(config.get("Architectures") or ("x86_64",)))
+                raise InputError(
+                    f"Consumer function {name} does not exist: fix the team's "
+                    "consumers in the stack's TEAMS."
+                ) from None
+        layers = tuple(
+            AttachedLayer(item["Arn"], item.get("CodeSize", 0)) for item in config.get("Layers", [])
+        )
+        return FunctionState(
+            name,
+            layers,
+            config.get("CodeSize", 0),
+            config.get("RevisionId", ""),
+            config.get("Runtime", ""),
+            tuple(config.get("Architectures") or ("x86_64",)),
+        )
 
-    def set_layers(self, state: FunctionState, layers: list[str],
-                   deadline: float | None = None) -> None:
+    def set_layers(
+        self, state: FunctionState, layers: list[str], deadline: float | None = None
+    ) -> None:
         with aws_errors(f"Updating the layers of {state.name}"):
             try:
                 args: dict[str, Any] = {"FunctionName": state.name, "Layers": layers}
@@ -234,8 +300,10 @@ class LambdaFunctions:
                     self._wait(state.name, deadline, CONFLICT_WAIT_S)
                     raise ConcurrentUpdate(state.name) from None
                 if code == "InvalidParameterValueException":
-                    raise InputError(f"Lambda refused the layers for {state.name}: "
-                                     f"{exc.response['Error'].get('Message', '')}") from None
+                    raise InputError(
+                        f"Lambda refused the layers for {state.name}: "
+                        f"{exc.response['Error'].get('Message', '')}"
+                    ) from None
                 raise
             self._wait(state.name, deadline, UPDATE_WAIT_S)
 
@@ -245,15 +313,19 @@ class LambdaFunctions:
         if deadline is not None:
             attempts = min(longest, int(deadline - time.monotonic()))
             if attempts < 1:
-                raise OutOfTimeError(f"No time left to wait for the update of {name}: the retry "
-                                     "finishes attaching.")
+                raise OutOfTimeError(
+                    f"No time left to wait for the update of {name}: the retry finishes attaching."
+                )
         try:
             self.client.get_waiter("function_updated_v2").wait(
-                FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": attempts})
+                FunctionName=name, WaiterConfig={"Delay": 1, "MaxAttempts": attempts}
+            )
         except WaiterError as exc:
             if attempts < longest and "Max attempts exceeded" in str(exc):
-                raise OutOfTimeError(f"{name} was still updating when the build's time ran out: "
-                                     "the retry finishes attaching.") from None
+                raise OutOfTimeError(
+                    f"{name} was still updating when the build's time ran out: "
+                    "the retry finishes attaching."
+                ) from None
             raise
 
 
@@ -267,18 +339,24 @@ class DynamoOrderBook:
             try:
                 self.client.put_item(
                     TableName=self.table,
-                    Item={"id": {"S": ORDER_PREFIX + key}, "upload_order": {"S": order},
-                          "version_arn": {"S": version_arn}, "updated": {"N": str(int(time.time()))}},
+                    Item={
+                        "id": {"S": ORDER_PREFIX + key},
+                        "upload_order": {"S": order},
+                        "version_arn": {"S": version_arn},
+                        "updated": {"N": str(int(time.time()))},
+                    },
                     ConditionExpression="attribute_not_exists(id) OR upload_order <= :order",
-                    ExpressionAttributeValues={":order": {"S": order}})
+                    ExpressionAttributeValues={":order": {"S": order}},
+                )
                 return True
             except self.client.exceptions.ConditionalCheckFailedException:
                 return False
 
     def newest(self, key: str) -> str | None:
         with aws_errors(f"Reading the newest upload of {key}"):
-            item = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                        Key={"id": {"S": ORDER_PREFIX + key}}).get("Item")
+            item = self.client.get_item(
+                TableName=self.table, ConsistentRead=True, Key={"id": {"S": ORDER_PREFIX + key}}
+            ).get("Item")
         return item["version_arn"]["S"] if item else None
 
 
@@ -291,15 +369,23 @@ class DynamoSourceMemo:
 
     def get(self, fingerprint: str) -> dict | None:
         with aws_errors("Reading the build memo"):
-            item = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                        Key={"id": {"S": MEMO_PREFIX + fingerprint}}).get("Item")
+            item = self.client.get_item(
+                TableName=self.table,
+                ConsistentRead=True,
+                Key={"id": {"S": MEMO_PREFIX + fingerprint}},
+            ).get("Item")
         return json.loads(item["result"]["S"]) if item else None
 
     def put(self, fingerprint: str, result: dict) -> None:
         with aws_errors("Writing the build memo"):
-            self.client.put_item(TableName=self.table, Item={
-                "id": {"S": MEMO_PREFIX + fingerprint}, "result": {"S": json.dumps(result)},
-                "expiration": {"N": str(int(time.time()) + MEMO_TTL_S)}})
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "id": {"S": MEMO_PREFIX + fingerprint},
+                    "result": {"S": json.dumps(result)},
+                    "expiration": {"N": str(int(time.time()) + MEMO_TTL_S)},
+                },
+            )
 
 
 class S3BlobCache:
@@ -345,8 +431,9 @@ class RuntimeSecrets:
     Powertools' parameters utility keeps each value for SECRET_MAX_AGE_S, so a rotated secret
     reaches warm containers within that time and a burst of builds makes one call."""
 
-    def __init__(self, secretsmanager: Any, ssm: Any, index_secret: str,
-                 cache_key_secret: str) -> None:
+    def __init__(
+        self, secretsmanager: Any, ssm: Any, index_secret: str, cache_key_secret: str
+    ) -> None:
         self.index_secret = index_secret
         self.cache_key_secret = cache_key_secret
         self.clients = (secretsmanager, ssm)
@@ -358,8 +445,10 @@ class RuntimeSecrets:
             from aws_lambda_powertools.utilities.parameters import SecretsProvider, SSMProvider
 
             secretsmanager, ssm = self.clients
-            self._providers = (SecretsProvider(boto3_client=secretsmanager) if secretsmanager else None,
-                               SSMProvider(boto3_client=ssm) if ssm else None)
+            self._providers = (
+                SecretsProvider(boto3_client=secretsmanager) if secretsmanager else None,
+                SSMProvider(boto3_client=ssm) if ssm else None,
+            )
         return self._providers[0 if secrets_manager else 1]
 
     def _read(self, name: str, what: str, variable: str) -> str | bytes:
@@ -378,17 +467,25 @@ class RuntimeSecrets:
                 value = provider.get(name, decrypt=True, max_age=SECRET_MAX_AGE_S)
         except GetParameterError as exc:
             cause = exc.__context__
-            code = cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) \
+            code = (
+                cause.response.get("Error", {}).get("Code", "")
+                if isinstance(cause, ClientError)
                 else ""
+            )
             if code in _PERMISSION:
-                raise ConfigurationError(f"Reading {what} ({variable} = {name}) was denied ({code}): "
-                                         "grant the builder's role read on it (template.yaml).") from None
+                raise ConfigurationError(
+                    f"Reading {what} ({variable} = {name}) was denied ({code}): "
+                    "grant the builder's role read on it (template.yaml)."
+                ) from None
             if code in {"ResourceNotFoundException", "ParameterNotFound"}:
-                raise ConfigurationError(f"{what} {name} ({variable}) does not exist: create it, or "
-                                         "fix the stack parameter that names it.") from None
+                raise ConfigurationError(
+                    f"{what} {name} ({variable}) does not exist: create it, or "
+                    "fix the stack parameter that names it."
+                ) from None
             # Only the code: a provider's message could quote what it read.
-            raise TransientError(f"Reading {what} ({name}) failed: "
-                                 f"{code or type(cause).__name__}") from None
+            raise TransientError(
+                f"Reading {what} ({name}) failed: {code or type(cause).__name__}"
+            ) from None
         if not isinstance(value, str | bytes) or not value.strip():
             raise ConfigurationError(f"{what} {name} ({variable}) is empty or not text.")
         return value
@@ -409,8 +506,10 @@ class RuntimeSecrets:
         value = self._read(self.cache_key_secret, "The cache key secret", "CACHE_KEY_SECRET")
         key = value if isinstance(value, bytes) else value.encode()
         if len(key) < MIN_CACHE_KEY_BYTES:
-            raise ConfigurationError(f"The cache key secret {self.cache_key_secret} holds "
-                                     f"{len(key)} bytes: give it at least {MIN_CACHE_KEY_BYTES}.")
+            raise ConfigurationError(
+                f"The cache key secret {self.cache_key_secret} holds "
+                f"{len(key)} bytes: give it at least {MIN_CACHE_KEY_BYTES}."
+            )
         return key
 
 
@@ -431,9 +530,13 @@ class SsmPointer:
 
     def put(self, layer_name: str, version_arn: str) -> None:
         with aws_errors(f"Writing parameter {self.name(layer_name)}"):
-            self.client.put_parameter(Name=self.name(layer_name), Value=version_arn, Type="String",
-                                      Overwrite=True,
-                                      Description=f"Latest good version of layer {layer_name}")
+            self.client.put_parameter(
+                Name=self.name(layer_name),
+                Value=version_arn,
+                Type="String",
+                Overwrite=True,
+                Description=f"Latest good version of layer {layer_name}",
+            )
 
 
 class EventBridgeNotifier:
@@ -445,9 +548,18 @@ class EventBridgeNotifier:
 
     def emit(self, detail_type: str, detail: dict) -> None:
         with aws_errors(f"Sending '{detail_type}' to EventBridge"):
-            response = self.client.put_events(Entries=[{
-                "Source": self.SOURCE, "DetailType": detail_type, "EventBusName": self.bus,
-                "Detail": json.dumps(redact_data(json.loads(json.dumps(detail, default=str))))}])
+            response = self.client.put_events(
+                Entries=[
+                    {
+                        "Source": self.SOURCE,
+                        "DetailType": detail_type,
+                        "EventBusName": self.bus,
+                        "Detail": json.dumps(
+                            redact_data(json.loads(json.dumps(detail, default=str)))
+                        ),
+                    }
+                ]
+            )
             if response.get("FailedEntryCount"):
                 raise TransientError(f"EventBridge refused the event: {response['Entries']}")
 
@@ -476,13 +588,19 @@ class Adapters:
 
         c = clients or Clients.create()
         checks: dict[Target | str, str] = {t: n for t, n in settings.check_functions.items()}
-        return cls(S3Artifacts(c.s3, settings.artifact_bucket), LambdaLayers(c.lambda_),
-                   LambdaFunctions(c.lambda_), DynamoOrderBook(c.dynamodb, settings.state_table),
-                   SsmPointer(c.ssm, settings.pointer_parameter_prefix),
-                   EventBridgeNotifier(c.events, settings.event_bus_name),
-                   DynamoSourceMemo(c.dynamodb, settings.state_table),
-                   S3BlobCache(c.s3, settings.artifact_bucket),
-                   RuntimeSecrets(c.secretsmanager, c.ssm, settings.package_index_secret,
-                                  settings.cache_key_secret),
-                   LambdaLayerStore(c.lambda_), LambdaFunctionCatalog(c.lambda_),
-                   LambdaSandbox(c.s3, settings.artifact_bucket, checks, session=c.session))
+        return cls(
+            S3Artifacts(c.s3, settings.artifact_bucket),
+            LambdaLayers(c.lambda_),
+            LambdaFunctions(c.lambda_),
+            DynamoOrderBook(c.dynamodb, settings.state_table),
+            SsmPointer(c.ssm, settings.pointer_parameter_prefix),
+            EventBridgeNotifier(c.events, settings.event_bus_name),
+            DynamoSourceMemo(c.dynamodb, settings.state_table),
+            S3BlobCache(c.s3, settings.artifact_bucket),
+            RuntimeSecrets(
+                c.secretsmanager, c.ssm, settings.package_index_secret, settings.cache_key_secret
+            ),
+            LambdaLayerStore(c.lambda_),
+            LambdaFunctionCatalog(c.lambda_),
+            LambdaSandbox(c.s3, settings.artifact_bucket, checks, session=c.session),
+        )

@@ -33,8 +33,17 @@ class PublishedLayer:
 class LayerRegistry(Protocol):
     def latest(self, layer_name: str) -> PublishedLayer | None: ...
 
-    def publish(self, layer_name: str, *, bucket: str, key: str, description: str,
-                runtime: str, arch: str, license_info: str) -> PublishedLayer: ...
+    def publish(
+        self,
+        layer_name: str,
+        *,
+        bucket: str,
+        key: str,
+        description: str,
+        runtime: str,
+        arch: str,
+        license_info: str,
+    ) -> PublishedLayer: ...
 
     def version(self, layer_arn: str, number: int) -> PublishedLayer | None: ...
 
@@ -62,8 +71,13 @@ def _require_own(team: Team | None, layer: str, action: str) -> None:
         team.require_own(layer, action)
 
 
-def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
-            store: ArtifactStore, team: Team | None = None) -> PublishedLayer:
+def publish(
+    zip_path: Path,
+    report: BuildReport,
+    registry: LayerRegistry,
+    store: ArtifactStore,
+    team: Team | None = None,
+) -> PublishedLayer:
     """`team`: the builder's tenant, whose prefix every name must carry (the CLI has none: it acts
     with its user's own rights)."""
     _require_own(team, report.layer_name, "publish")
@@ -74,19 +88,30 @@ def publish(zip_path: Path, report: BuildReport, registry: LayerRegistry,
     key = layer_key(report)
     store.put_file(key, zip_path)
     published = registry.publish(
-        report.layer_name, bucket=store.bucket, key=key, description=report.description,
-        runtime=report.runtime, arch=report.arch, license_info=report.license)
+        report.layer_name,
+        bucket=store.bucket,
+        key=key,
+        description=report.description,
+        runtime=report.runtime,
+        arch=report.arch,
+        license_info=report.license,
+    )
     if published.code_sha256 != ours:
         _require_own(team, published.layer_arn, "delete a version of")
         registry.discard(published)  # never attached anywhere: leave no wrong version behind
         raise TransientError(
             f"Lambda stored {published.version_arn} with CodeSha256 {published.code_sha256}, not the "
-            f"built zip's {ours}: the upload to s3://{store.bucket}/{key} was incomplete. Retrying.")
+            f"built zip's {ours}: the upload to s3://{store.bucket}/{key} was incomplete. Retrying."
+        )
     return _without_twin(published, latest, registry, team)
 
 
-def _without_twin(published: PublishedLayer, seen: PublishedLayer | None,
-                  registry: LayerRegistry, team: Team | None) -> PublishedLayer:
+def _without_twin(
+    published: PublishedLayer,
+    seen: PublishedLayer | None,
+    registry: LayerRegistry,
+    team: Team | None,
+) -> PublishedLayer:
     """One version per content, even when a publish was sent twice.
 
     A PublishLayerVersion whose response was lost still made a version, and botocore's retry

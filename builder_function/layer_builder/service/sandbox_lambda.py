@@ -80,14 +80,21 @@ class LambdaSandbox:
     lambda_endpoint_url, invoke_overhead_s   for tests: where Lambda is, the slack on timeouts
     """
 
-    def __init__(self, s3: Any, bucket: str, functions: Mapping[Target | str, str], *,
-                 session: boto3.session.Session | None = None,
-                 lambda_endpoint_url: str | None = None,
-                 invoke_overhead_s: float = INVOKE_OVERHEAD_S) -> None:
+    def __init__(
+        self,
+        s3: Any,
+        bucket: str,
+        functions: Mapping[Target | str, str],
+        *,
+        session: boto3.session.Session | None = None,
+        lambda_endpoint_url: str | None = None,
+        invoke_overhead_s: float = INVOKE_OVERHEAD_S,
+    ) -> None:
         self.s3 = s3
         self.bucket = bucket
-        self.functions = {target_key(t) if isinstance(t, Target) else t: name
-                          for t, name in functions.items()}
+        self.functions = {
+            target_key(t) if isinstance(t, Target) else t: name for t, name in functions.items()
+        }
         self.session = session or boto3.session.Session()
         self.lambda_endpoint_url = lambda_endpoint_url
         self.invoke_overhead_s = invoke_overhead_s
@@ -99,28 +106,50 @@ class LambdaSandbox:
     def native(self, target: Target) -> bool:
         return target_key(target) in self.functions
 
-    def check(self, layer_zip: Path, spec: CheckSpec, target: Target,
-              timeout: float | None) -> Verdict:
+    def check(
+        self, layer_zip: Path, spec: CheckSpec, target: Target, timeout: float | None
+    ) -> Verdict:
         with self._exchange(target, timeout) as exchange:
-            event = {"action": "check", "layer_url": exchange.get_url("layer.zip", layer_zip),
-                     "spec": spec.to_json(), "timeout": exchange.timeout}
+            event = {
+                "action": "check",
+                "layer_url": exchange.get_url("layer.zip", layer_zip),
+                "spec": spec.to_json(),
+                "timeout": exchange.timeout,
+            }
             raw, payload = exchange.invoke(event)
             return Verdict.from_json(raw)
 
     def compile(self, sources: Path, target: Target, timeout: float | None) -> dict[str, bytes]:
         with self._exchange(target, timeout) as exchange:
-            event = {"action": "compile", "sources_url": exchange.get_url("sources.zip", sources),
-                     "result_url": exchange.put_url("bytecode.zip"), "timeout": exchange.timeout}
+            event = {
+                "action": "compile",
+                "sources_url": exchange.get_url("sources.zip", sources),
+                "result_url": exchange.put_url("bytecode.zip"),
+                "timeout": exchange.timeout,
+            }
             _, payload = exchange.invoke(event)
             result = exchange.result("bytecode.zip", payload)
             return _bytecode(result, _sources(sources), exchange.function)
 
-    def build_sdist(self, sdist: Path, name: str, version: str, target: Target, dest: Path,
-                    timeout: float | None) -> Path:
+    def build_sdist(
+        self,
+        sdist: Path,
+        name: str,
+        version: str,
+        target: Target,
+        dest: Path,
+        timeout: float | None,
+    ) -> Path:
         with self._exchange(target, timeout) as exchange:
-            event = {"action": "build_sdist", "sdist_url": exchange.get_url("sdist", sdist),
-                     "filename": sdist.name, "name": name, "version": version,
-                     "result_url": exchange.put_url("wheel"), "timeout": exchange.timeout}
+            event = {
+                "action": "build_sdist",
+                "sdist_url": exchange.get_url("sdist", sdist),
+                "filename": sdist.name,
+                "name": name,
+                "version": version,
+                "result_url": exchange.put_url("wheel"),
+                "timeout": exchange.timeout,
+            }
             _, payload = exchange.invoke(event)
             filename = _check_wheel_name(payload.get("filename"), name, version)
             wheel = exchange.result("wheel", payload)
@@ -134,7 +163,8 @@ class LambdaSandbox:
         if function is None:
             raise errors.ConfigurationError(
                 f"No check function for {target_key(target)}: deploy the stack with this target "
-                f"enabled (CHECK_FUNCTIONS has {', '.join(sorted(self.functions)) or 'none'}).")
+                f"enabled (CHECK_FUNCTIONS has {', '.join(sorted(self.functions)) or 'none'})."
+            )
         prefix = f"{CHECKS_PREFIX}{uuid.uuid4().hex}/"
         scratch = Path(tempfile.mkdtemp(prefix="sandbox-io-"))
         exchange = _Exchange(self, function, prefix, scratch, timeout)
@@ -152,18 +182,24 @@ class LambdaSandbox:
                 self._clients.clear()
             # One attempt per call: a retry of a read timeout would overrun the deadline, and
             # throttles are retried by _Exchange.invoke within it.
-            config = Config(read_timeout=seconds, connect_timeout=10,
-                            retries={"total_max_attempts": 1, "mode": "standard"})
+            config = Config(
+                read_timeout=seconds,
+                connect_timeout=10,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+            )
             self._clients[seconds] = self.session.client(
-                "lambda", config=config, endpoint_url=self.lambda_endpoint_url)
+                "lambda", config=config, endpoint_url=self.lambda_endpoint_url
+            )
         return self._clients[seconds]
 
     def _delete(self, prefix: str) -> None:
         try:
             listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
             if listed:
-                self.s3.delete_objects(Bucket=self.bucket, Delete={
-                    "Objects": [{"Key": item["Key"]} for item in listed], "Quiet": True})
+                self.s3.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": item["Key"]} for item in listed], "Quiet": True},
+                )
         except (ClientError, BotoCoreError) as exc:
             self.errors.append(f"could not delete s3://{self.bucket}/{prefix}: {exc}")
 
@@ -171,8 +207,14 @@ class LambdaSandbox:
 class _Exchange:
     """One action: its objects under `prefix`, its deadline, its invocation."""
 
-    def __init__(self, sandbox: LambdaSandbox, function: str, prefix: str, scratch: Path,
-                 timeout: float | None) -> None:
+    def __init__(
+        self,
+        sandbox: LambdaSandbox,
+        function: str,
+        prefix: str,
+        scratch: Path,
+        timeout: float | None,
+    ) -> None:
         self.sandbox, self.function, self.prefix, self.scratch = sandbox, function, prefix, scratch
         left = DEFAULT_TIMEOUT_S if timeout is None else max(float(timeout), 0.001)
         #: The whole exchange ends by the build's deadline; the action gets what is left of it
@@ -184,18 +226,23 @@ class _Exchange:
         try:
             return call(*args, **kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise SandboxError(f"{action} for check function {self.function} failed: {exc}") from None
+            raise SandboxError(
+                f"{action} for check function {self.function} failed: {exc}"
+            ) from None
 
     def get_url(self, name: str, path: Path) -> str:
         s3, bucket, key = self.sandbox.s3, self.sandbox.bucket, self.prefix + name
         self._aws(f"Uploading {path.name}", s3.upload_file, str(path), bucket, key)
-        return s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                         ExpiresIn=URL_EXPIRY_S)
+        return s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=URL_EXPIRY_S
+        )
 
     def put_url(self, name: str) -> str:
         return self.sandbox.s3.generate_presigned_url(
-            "put_object", Params={"Bucket": self.sandbox.bucket, "Key": self.prefix + name},
-            ExpiresIn=URL_EXPIRY_S)
+            "put_object",
+            Params={"Bucket": self.sandbox.bucket, "Key": self.prefix + name},
+            ExpiresIn=URL_EXPIRY_S,
+        )
 
     def invoke(self, event: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """(raw payload, parsed payload) of a successful invocation; raises otherwise."""
@@ -207,7 +254,8 @@ class _Exchange:
                 raise SandboxError(f"Check function {self.function} did not answer in time.")
             try:
                 response = self.sandbox.client(left).invoke(
-                    FunctionName=self.function, InvocationType="RequestResponse", Payload=body)
+                    FunctionName=self.function, InvocationType="RequestResponse", Payload=body
+                )
                 break
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
@@ -215,24 +263,32 @@ class _Exchange:
                     time.sleep(delay)  # its concurrency is full: wait, within the deadline
                     delay = min(delay * 2, 10.0)
                     continue
-                raise SandboxError(f"Invoking check function {self.function} failed: {exc}") from None
+                raise SandboxError(
+                    f"Invoking check function {self.function} failed: {exc}"
+                ) from None
             except BotoCoreError as exc:  # read timeout, connection refused...
-                raise SandboxError(f"Invoking check function {self.function} failed: {exc}") from None
+                raise SandboxError(
+                    f"Invoking check function {self.function} failed: {exc}"
+                ) from None
         with response["Payload"] as stream:
             raw = stream.read(MAX_VERDICT_BYTES + 1)
         if len(raw) > MAX_VERDICT_BYTES:
-            raise SandboxError(f"Check function {self.function} answered more than "
-                               f"{MAX_VERDICT_BYTES:,} bytes.")
+            raise SandboxError(
+                f"Check function {self.function} answered more than {MAX_VERDICT_BYTES:,} bytes."
+            )
         if response.get("FunctionError"):
             raise SandboxError(f"Check function {self.function} failed: {_function_error(raw)}")
         try:
             payload = json.loads(raw)
         except ValueError:
-            raise SandboxError(f"Check function {self.function} answered something that is not "
-                               "JSON.") from None
+            raise SandboxError(
+                f"Check function {self.function} answered something that is not JSON."
+            ) from None
         if not isinstance(payload, dict):
-            raise SandboxError(f"Check function {self.function} answered a JSON {type(payload).__name__}, "
-                               "not an object.")
+            raise SandboxError(
+                f"Check function {self.function} answered a JSON {type(payload).__name__}, "
+                "not an object."
+            )
         _raise_reported_error(payload, self.function)
         return raw, payload
 
@@ -244,14 +300,18 @@ class _Exchange:
         s3, key = self.sandbox.s3, self.prefix + name
         head = self._aws("Reading the result", s3.head_object, Bucket=self.sandbox.bucket, Key=key)
         if head["ContentLength"] > MAX_RESULT_BYTES:
-            raise SandboxError(f"Check function {self.function} stored {head['ContentLength']:,} "
-                               f"bytes, over {MAX_RESULT_BYTES:,}.")
+            raise SandboxError(
+                f"Check function {self.function} stored {head['ContentLength']:,} "
+                f"bytes, over {MAX_RESULT_BYTES:,}."
+            )
         path = self.scratch / name
         self._aws("Reading the result", s3.download_file, self.sandbox.bucket, key, str(path))
         with open(path, "rb") as f:
             if hashlib.file_digest(f, "sha256").hexdigest() != digest:
-                raise SandboxError(f"Check function {self.function}'s result does not match the "
-                                   "sha256 it reported.")
+                raise SandboxError(
+                    f"Check function {self.function}'s result does not match the "
+                    "sha256 it reported."
+                )
         return path
 
 
@@ -262,7 +322,9 @@ def _function_error(raw: bytes) -> str:
         return raw[:MAX_MESSAGE_CHARS].decode(errors="replace")
     if not isinstance(document, dict):
         return str(document)[:MAX_MESSAGE_CHARS]
-    return f"{document.get('errorType', 'Error')}: {document.get('errorMessage', '')}"[:MAX_MESSAGE_CHARS]
+    return f"{document.get('errorType', 'Error')}: {document.get('errorMessage', '')}"[
+        :MAX_MESSAGE_CHARS
+    ]
 
 
 def _raise_reported_error(payload: dict[str, Any], function: str) -> None:
@@ -299,15 +361,21 @@ def _bytecode(result: Path, sources: set[str], function: str) -> dict[str, bytes
                 match = _PYC.fullmatch(info.filename)
                 source = match and "/".join(filter(None, (match["dir"], f"{match['stem']}.py")))
                 if not source or source not in sources:
-                    raise SandboxError(f"Check function {function} returned {info.filename!r}, "
-                                       "which is not the bytecode of a source it was sent.")
+                    raise SandboxError(
+                        f"Check function {function} returned {info.filename!r}, "
+                        "which is not the bytecode of a source it was sent."
+                    )
                 total += info.file_size
                 if total > MAX_RESULT_BYTES:
-                    raise SandboxError(f"Check function {function}'s bytecode unpacks to more "
-                                       f"than {MAX_RESULT_BYTES:,} bytes.")
+                    raise SandboxError(
+                        f"Check function {function}'s bytecode unpacks to more "
+                        f"than {MAX_RESULT_BYTES:,} bytes."
+                    )
                 compiled[info.filename] = zf.read(info)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise SandboxError(f"Check function {function}'s bytecode is not a valid zip: {exc}") from None
+        raise SandboxError(
+            f"Check function {function}'s bytecode is not a valid zip: {exc}"
+        ) from None
     return compiled
 
 
@@ -317,10 +385,13 @@ def _check_wheel_name(filename: Any, name: str, version: str) -> str:
         raise SandboxError("The check function named no wheel.")
     try:
         wheel_name, wheel_version, _, _ = parse_wheel_filename(filename)
-        same = (wheel_name == canonicalize_name(name) and wheel_version == Version(version))
+        same = wheel_name == canonicalize_name(name) and wheel_version == Version(version)
     except (InvalidWheelFilename, InvalidVersion):
         raise SandboxError(f"The check function returned {filename!r}, not a wheel.") from None
     if not same:
-        raise SourceBuildError(f"Building {name} {version} from source made {filename}, another "
-                               "name or version: check the sdist.", log="")
+        raise SourceBuildError(
+            f"Building {name} {version} from source made {filename}, another "
+            "name or version: check the sdist.",
+            log="",
+        )
     return filename

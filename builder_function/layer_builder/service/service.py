@@ -75,15 +75,26 @@ class TargetResult:
     sharing: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self, with_build: bool = True) -> dict[str, Any]:
-        data = {"target": self.target, "layer_name": self.layer_name,
-                "version_arn": self.version_arn, "published": self.published,
-                "status": self.state, "attachments": self.attachments, "html": self.page_key,
-                "retention": self.retention, "sharing": self.sharing}
+        data = {
+            "target": self.target,
+            "layer_name": self.layer_name,
+            "version_arn": self.version_arn,
+            "published": self.published,
+            "status": self.state,
+            "attachments": self.attachments,
+            "html": self.page_key,
+            "retention": self.retention,
+            "sharing": self.sharing,
+        }
         if with_build:
             data["build"] = self.build
         else:
-            data.update({k: self.build.get(k, d) for k, d in (
-                ("content_hash", ""), ("unzipped_bytes", 0), ("zipped_bytes", 0))})
+            data.update(
+                {
+                    k: self.build.get(k, d)
+                    for k, d in (("content_hash", ""), ("unzipped_bytes", 0), ("zipped_bytes", 0))
+                }
+            )
         return data
 
 
@@ -125,12 +136,17 @@ class Outcome:
 
     def to_dict(self, with_builds: bool = True) -> dict[str, Any]:
         data = {
-            "status": self.status, "team": self.team, "layer_name": self.layer_name,
-            "version_arn": self.version_arn, "published": self.published,
+            "status": self.status,
+            "team": self.team,
+            "layer_name": self.layer_name,
+            "version_arn": self.version_arn,
+            "published": self.published,
             "source": self.upload.identity(),
             "ordering": {"compared": "S3 eventTime, then sequencer", "value": self.upload.order},
             "targets": [t.to_dict(with_builds) for t in self.targets],
-            "attachments": self.attachments, "error": self.error, "report": self.report_key,
+            "attachments": self.attachments,
+            "error": self.error,
+            "report": self.report_key,
         }
         if with_builds:
             data["build"] = self.build
@@ -144,14 +160,17 @@ class Outcome:
         data["content_hash"] = build.get("content_hash", "")
         data["unzipped_bytes"] = build.get("unzipped_bytes", 0)
         data["zipped_bytes"] = build.get("zipped_bytes", 0)
-        data["build_seconds"] = round(sum(
-            sum(t.build.get("timings", {}).values()) for t in self.targets), 3)
+        data["build_seconds"] = round(
+            sum(sum(t.build.get("timings", {}).values()) for t in self.targets), 3
+        )
         return redact_data(data)
 
 
 def report_key(upload: Upload, layer_name: str) -> str:
     stamp = upload.event_time.replace("-", "").replace(":", "")
-    ident = hashlib.sha256(f"{upload.bucket}/{upload.key}@{upload.version_id}".encode()).hexdigest()[:12]
+    ident = hashlib.sha256(
+        f"{upload.bucket}/{upload.key}@{upload.version_id}".encode()
+    ).hexdigest()[:12]
     return f"reports/{layer_name or '_unnamed'}/{stamp}-{ident}.json"
 
 
@@ -160,17 +179,22 @@ def local_name(filename: str) -> str:
     layer's name always comes from the full key (source_name)."""
     if len(filename.encode()) <= MAX_LOCAL_NAME:
         return filename
-    return "upload" + filename[len(strip_archive_suffix(filename)):][:16]
+    return "upload" + filename[len(strip_archive_suffix(filename)) :][:16]
 
 
 def source_fingerprint(archive_sha256: str, settings: Settings, team: Team, index_url: str) -> str:
     """Everything that decides the layers before the archive is opened: its bytes, the team
     (the same bytes uploaded by two teams are two teams' layers) and our settings."""
-    material = [archive_sha256, __version__, team.name, team.layer_prefix,
-                ",".join(map(target_label, settings.targets)),
-                ",".join(map(target_label, settings.enabled_targets)),
-                hashlib.sha256(index_url.encode()).hexdigest(),
-                ",".join(sorted(settings.allow_sdist))]
+    material = [
+        archive_sha256,
+        __version__,
+        team.name,
+        team.layer_prefix,
+        ",".join(map(target_label, settings.targets)),
+        ",".join(map(target_label, settings.enabled_targets)),
+        hashlib.sha256(index_url.encode()).hexdigest(),
+        ",".join(sorted(settings.allow_sdist)),
+    ]
     return hashlib.sha256("|".join(material).encode()).hexdigest()
 
 
@@ -184,7 +208,8 @@ def project_targets(config: project.ProjectConfig, settings: Settings) -> tuple[
             f"The project asks for {', '.join(missing)}, which this stack does not build (it "
             f"builds {', '.join(map(target_label, enabled))}): remove them from "
             "[tool.layer-builder] targets, or ask the operator to add them to the stack's Runtimes "
-            "and Architectures parameters (TARGETS).")
+            "and Architectures parameters (TARGETS)."
+        )
     return wanted
 
 
@@ -202,21 +227,36 @@ class Inputs:
     signing_key: bytes | None
 
 
-def build_request(inputs: Inputs, source: Path, output: Path, target: Target, settings: Settings,
-                  adapters: Adapters) -> BuildRequest:
+def build_request(
+    inputs: Inputs,
+    source: Path,
+    output: Path,
+    target: Target,
+    settings: Settings,
+    adapters: Adapters,
+) -> BuildRequest:
     return BuildRequest(
-        source=source, output=output, target=target,
+        source=source,
+        output=output,
+        target=target,
         # An upload cannot pick an index: the operator's URL, or the installer's default.
         index=IndexPolicy(override=inputs.index_url, environ={}, allow_lock_urls=False),
-        allow_sdist=settings.allow_sdist, layer_prefix=inputs.team.layer_prefix,
-        source_name=inputs.upload.filename, cache_dir=Path(settings.cache_dir),
-        deadline=inputs.deadline, environ=inputs.environ, sandbox=adapters.sandbox,
-        signing_key=inputs.signing_key, cache_scope=inputs.team.name,
-        remote_cache=adapters.cache if inputs.signing_key else None)
+        allow_sdist=settings.allow_sdist,
+        layer_prefix=inputs.team.layer_prefix,
+        source_name=inputs.upload.filename,
+        cache_dir=Path(settings.cache_dir),
+        deadline=inputs.deadline,
+        environ=inputs.environ,
+        sandbox=adapters.sandbox,
+        signing_key=inputs.signing_key,
+        cache_scope=inputs.team.name,
+        remote_cache=adapters.cache if inputs.signing_key else None,
+    )
 
 
-def _build_targets(inputs: Inputs, archive: Path, scratch: Path, settings: Settings,
-                   adapters: Adapters) -> list[tuple[Target, BuildResult]]:
+def _build_targets(
+    inputs: Inputs, archive: Path, scratch: Path, settings: Settings, adapters: Adapters
+) -> list[tuple[Target, BuildResult]]:
     """Every target built (none published yet): one unpack, one build per target."""
     dest = scratch / "src"
     dest.mkdir()
@@ -225,12 +265,16 @@ def _build_targets(inputs: Inputs, archive: Path, scratch: Path, settings: Setti
     targets = project_targets(config, settings)
     built = []
     for number, target in enumerate(targets):
-        result = build(build_request(inputs, unpacked.root, scratch / f"layer-{number}.zip", target,
-                                     settings, adapters))
+        result = build(
+            build_request(
+                inputs, unpacked.root, scratch / f"layer-{number}.zip", target, settings, adapters
+            )
+        )
         report = result.report
         report.layer_name = project.target_layer_name(report.layer_name, target, targets[0])
-        report.warnings = list(dict.fromkeys([*unpacked.warnings, *report.warnings,
-                                              *adapters.cache.errors]))
+        report.warnings = list(
+            dict.fromkeys([*unpacked.warnings, *report.warnings, *adapters.cache.errors])
+        )
         adapters.cache.errors.clear()
         built.append((target, result))
     return built
@@ -246,34 +290,60 @@ def _page(result: BuildResult) -> tuple[str, str]:
         return "", f"The HTML report could not be drawn: {type(exc).__name__}: {exc}"
 
 
-def _publish_targets(built: list[tuple[Target, BuildResult]], team: Team,
-                     adapters: Adapters) -> list[TargetResult]:
+def _publish_targets(
+    built: list[tuple[Target, BuildResult]], team: Team, adapters: Adapters
+) -> list[TargetResult]:
     results = []
     for target, result in built:
         published = publish(result.output, result.report, adapters.layers, adapters.artifacts, team)
         page, problem = _page(result)
         if problem:
             result.report.warnings.append(problem)
-        results.append(TargetResult(target_label(target), result.report.layer_name,
-                                    published.version_arn, not published.reused,
-                                    build=result.report.to_dict(), page=page))
+        results.append(
+            TargetResult(
+                target_label(target),
+                result.report.layer_name,
+                published.version_arn,
+                not published.reused,
+                build=result.report.to_dict(),
+                page=page,
+            )
+        )
     return results
 
 
-def _attach_targets(outcome: Outcome, team: Team, adapters: Adapters,
-                    deadline: float | None) -> None:
+def _attach_targets(
+    outcome: Outcome, team: Team, adapters: Adapters, deadline: float | None
+) -> None:
     family = frozenset(unversioned(t.version_arn) for t in outcome.targets)
     subscribed = outcome.layer_name in team.subscribed_layers
-    groups, alone = route(team.consumers, adapters.functions, [t.target for t in outcome.targets],
-                          lambda state: any(unversioned(x.arn) in family for x in state.layers),
-                          subscribed)
+    groups, alone = route(
+        team.consumers,
+        adapters.functions,
+        [t.target for t in outcome.targets],
+        lambda state: any(unversioned(x.arn) in family for x in state.layers),
+        subscribed,
+    )
     outcome.unattached = [asdict(a) for a in alone]
     for result in outcome.targets:
-        release = Release(result.layer_name, result.version_arn,
-                          result.build.get("unzipped_bytes", 0), outcome.upload.order,
-                          result.target, subscribed, family - {unversioned(result.version_arn)})
-        result.state, attachments = attach(release, groups[result.target], team, adapters.functions,
-                                           adapters.book, adapters.pointer, deadline)
+        release = Release(
+            result.layer_name,
+            result.version_arn,
+            result.build.get("unzipped_bytes", 0),
+            outcome.upload.order,
+            result.target,
+            subscribed,
+            family - {unversioned(result.version_arn)},
+        )
+        result.state, attachments = attach(
+            release,
+            groups[result.target],
+            team,
+            adapters.functions,
+            adapters.book,
+            adapters.pointer,
+            deadline,
+        )
         # Copies, not vars(a): on CPython 3.13.0 the GC emptied a layer list reached only through
         # an Attachment's materialised __dict__ (3.13 managed-dict bugs, python/cpython#130327).
         result.attachments = [asdict(a) for a in attachments]
@@ -289,43 +359,67 @@ def _after_publish(outcome: Outcome, team: Team, settings: Settings, adapters: A
         number = int(result.version_arn.rsplit(":", 1)[1])
         if grants:
             team.require_own(result.layer_name, "share")
-            result.sharing = lifecycle.apply_sharing(result.layer_name, number, grants,
-                                                     adapters.lifecycle_layers)
+            result.sharing = lifecycle.apply_sharing(
+                result.layer_name, number, grants, adapters.lifecycle_layers
+            )
         if settings.keep_versions:
             team.require_own(result.layer_name, "delete versions of")
             try:
                 decisions = lifecycle.apply_retention(
-                    result.layer_name, settings.keep_versions, layers=adapters.lifecycle_layers,
-                    catalog=adapters.catalog, pointer=adapters.pointer,
-                    now=datetime.now(UTC), keep_label="KEEP_VERSIONS")
+                    result.layer_name,
+                    settings.keep_versions,
+                    layers=adapters.lifecycle_layers,
+                    catalog=adapters.catalog,
+                    pointer=adapters.pointer,
+                    now=datetime.now(UTC),
+                    keep_label="KEEP_VERSIONS",
+                )
                 result.retention = [d.to_dict() for d in decisions if d.action != "keep"]
             except LayerBuildError as exc:
                 result.build.setdefault("warnings", []).append(
                     f"Retention (KEEP_VERSIONS={settings.keep_versions}) did not finish: {exc} "
-                    "The daily sweep applies it again.")
+                    "The daily sweep applies it again."
+                )
 
 
 def _remember(remembered: dict) -> list[TargetResult]:
-    return [TargetResult(t["target"], t["layer_name"], t["version_arn"], build=t["build"])
-            for t in remembered["targets"]]
+    return [
+        TargetResult(t["target"], t["layer_name"], t["version_arn"], build=t["build"])
+        for t in remembered["targets"]
+    ]
 
 
-def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
-                   environ: Mapping[str, str], budget: Budget = Budget()) -> Outcome:
+def process_upload(
+    upload: Upload,
+    settings: Settings,
+    adapters: Adapters,
+    environ: Mapping[str, str],
+    budget: Budget = Budget(),
+) -> Outcome:
     scratch = Path(tempfile.mkdtemp(prefix="upload-"))
     outcome = Outcome(status="failed", upload=upload)
     adapters.cache.errors.clear()  # a failed build's cache errors are not this build's
     try:
         team = settings.team_for(upload.key)
         outcome.team = team.name
-        inputs = Inputs(upload, team, environ, budget.build, adapters.secrets.index_url(),
-                        adapters.secrets.cache_key())
+        inputs = Inputs(
+            upload,
+            team,
+            environ,
+            budget.build,
+            adapters.secrets.index_url(),
+            adapters.secrets.cache_key(),
+        )
         archive, digest = adapters.artifacts.download(
-            upload, scratch / "source" / local_name(upload.filename))
+            upload, scratch / "source" / local_name(upload.filename)
+        )
         fingerprint = source_fingerprint(digest, settings, team, inputs.index_url)
         remembered = adapters.memo.get(fingerprint)
-        if remembered and remembered.get("targets") and all(
-                adapters.layers.exists(t["version_arn"]) for t in remembered["targets"]):
+        if (
+            remembered
+            and remembered.get("targets")
+            and all(adapters.layers.exists(t["version_arn"]) for t in remembered["targets"])
+        ):
             # The same bytes were built before: answer at once, no build, no new version.
             outcome.targets, outcome.reused_report = _remember(remembered), remembered["report"]
         else:
@@ -335,15 +429,41 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
         _attach_targets(outcome, team, adapters, budget.attach)
         _after_publish(outcome, team, settings, adapters)
         states = {t.state for t in outcome.targets}
-        outcome.status = ("superseded" if states == {"superseded"} else "unchanged" if remembered
-                          else "published" if outcome.published else "reused")
+        outcome.status = (
+            "superseded"
+            if states == {"superseded"}
+            else "unchanged"
+            if remembered
+            else "published"
+            if outcome.published
+            else "reused"
+        )
         _finish(outcome, adapters, SUCCEEDED)
         if not remembered:
-            adapters.memo.put(fingerprint, {"report": outcome.report_key, "targets": [
-                {"target": t.target, "layer_name": t.layer_name, "version_arn": t.version_arn,
-                 "build": {k: t.build.get(k) for k in (
-                     "content_hash", "unzipped_bytes", "zipped_bytes", "runtime", "arch")}}
-                for t in outcome.targets]})
+            adapters.memo.put(
+                fingerprint,
+                {
+                    "report": outcome.report_key,
+                    "targets": [
+                        {
+                            "target": t.target,
+                            "layer_name": t.layer_name,
+                            "version_arn": t.version_arn,
+                            "build": {
+                                k: t.build.get(k)
+                                for k in (
+                                    "content_hash",
+                                    "unzipped_bytes",
+                                    "zipped_bytes",
+                                    "runtime",
+                                    "arch",
+                                )
+                            },
+                        }
+                        for t in outcome.targets
+                    ],
+                },
+            )
         return outcome
     except LayerBuildError as exc:
         outcome.status = "refused" if exc.permanent else "failed"
@@ -353,7 +473,11 @@ def process_upload(upload: Upload, settings: Settings, adapters: Adapters,
             return outcome
         raise without_secrets(exc) from None
     except Exception as exc:
-        outcome.error = {"kind": type(exc).__name__, "message": redact(str(exc)), "retryable": "True"}
+        outcome.error = {
+            "kind": type(exc).__name__,
+            "message": redact(str(exc)),
+            "retryable": "True",
+        }
         _report_failure(outcome, adapters)
         raise without_secrets(exc) from None
     finally:
@@ -377,7 +501,9 @@ def _finish(outcome: Outcome, adapters: Adapters, detail_type: str) -> None:
     outcome.report_key = report_key(outcome.upload, outcome.layer_name)
     for result in outcome.targets:
         if result.page:
-            result.page_key = report_key(outcome.upload, result.layer_name).removesuffix(".json") + ".html"
+            result.page_key = (
+                report_key(outcome.upload, result.layer_name).removesuffix(".json") + ".html"
+            )
             adapters.artifacts.put_html(result.page_key, result.page)
     adapters.artifacts.put_json(outcome.report_key, outcome.to_dict())
     adapters.notifier.emit(detail_type, outcome.summary())
@@ -395,4 +521,3 @@ def _report_failure(outcome: Outcome, adapters: Adapters) -> None:
         adapters.notifier.emit(FAILED, outcome.summary())
     except LayerBuildError as exc:
         outcome.error["event_error"] = str(exc)
-

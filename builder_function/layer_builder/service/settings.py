@@ -25,8 +25,14 @@ ACCOUNT_ID = re.compile(r"\d{12}")
 ORGANIZATION_ID = re.compile(r"o-[a-z0-9]{10,32}")
 #: Leaves at least 76 of Lambda's 140 characters for the project's name and target suffix.
 MAX_LAYER_PREFIX = 64
-TEAM_KEYS = {"name", "layer_prefix", "consumers", "subscribed_layers", "share_accounts",
-             "share_organization"}
+TEAM_KEYS = {
+    "name",
+    "layer_prefix",
+    "consumers",
+    "subscribed_layers",
+    "share_accounts",
+    "share_organization",
+}
 
 
 def _names(raw: str) -> tuple[str, ...]:
@@ -35,7 +41,9 @@ def _names(raw: str) -> tuple[str, ...]:
 
 def _strings(team: str, key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigurationError(f"TEAMS: team {team!r} has a `{key}` that is not a list of strings.")
+        raise ConfigurationError(
+            f"TEAMS: team {team!r} has a `{key}` that is not a list of strings."
+        )
     return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
 
 
@@ -61,8 +69,10 @@ class Team:
     def require_own(self, layer: str, action: str) -> None:
         """Defence in depth beside IAM: nothing outside the team's prefix is ever changed."""
         if not self.owns(layer):
-            raise TeamError(f"Refusing to {action} {layer}: it is not a layer of team {self.name!r} "
-                            f"(its layers start with {self.layer_prefix!r}).")
+            raise TeamError(
+                f"Refusing to {action} {layer}: it is not a layer of team {self.name!r} "
+                f"(its layers start with {self.layer_prefix!r})."
+            )
 
     @classmethod
     def from_json(cls, data: object, stack_prefix: str) -> Team:
@@ -70,33 +80,51 @@ class Team:
             raise ConfigurationError(f"TEAMS: every team is a JSON object, not {data!r}.")
         name = data.get("name")
         if not isinstance(name, str) or not TEAM_NAME.fullmatch(name):
-            raise ConfigurationError(f"TEAMS: team name {name!r} must match [a-z0-9][a-z0-9-]* "
-                                     "(it is the folder under the source prefix).")
+            raise ConfigurationError(
+                f"TEAMS: team name {name!r} must match [a-z0-9][a-z0-9-]* "
+                "(it is the folder under the source prefix)."
+            )
         unknown = sorted(set(data) - TEAM_KEYS)
         if unknown:
-            raise ConfigurationError(f"TEAMS: team {name!r} has unknown keys {', '.join(unknown)}; "
-                                     f"known keys are {', '.join(sorted(TEAM_KEYS))}.")
+            raise ConfigurationError(
+                f"TEAMS: team {name!r} has unknown keys {', '.join(unknown)}; "
+                f"known keys are {', '.join(sorted(TEAM_KEYS))}."
+            )
         prefix = data.get("layer_prefix")
-        if not isinstance(prefix, str) or not LAYER_PREFIX.fullmatch(prefix) \
-                or len(prefix) > MAX_LAYER_PREFIX or not prefix.startswith(stack_prefix):
+        if (
+            not isinstance(prefix, str)
+            or not LAYER_PREFIX.fullmatch(prefix)
+            or len(prefix) > MAX_LAYER_PREFIX
+            or not prefix.startswith(stack_prefix)
+        ):
             raise ConfigurationError(
                 f"TEAMS: team {name!r} has layer_prefix {prefix!r}: it must start with "
                 f"LAYER_NAME_PREFIX ({stack_prefix!r}), use only letters, digits, '-' and '_', "
-                f"and be at most {MAX_LAYER_PREFIX} characters.")
+                f"and be at most {MAX_LAYER_PREFIX} characters."
+            )
         consumers = _strings(name, "consumers", data.get("consumers", []))
         bad = [c for c in consumers if not FUNCTION_NAME.fullmatch(c)]
         if bad:
-            raise ConfigurationError(f"TEAMS: team {name!r} lists consumers {bad}: give plain "
-                                     "function names of this account and region, not ARNs.")
+            raise ConfigurationError(
+                f"TEAMS: team {name!r} lists consumers {bad}: give plain "
+                "function names of this account and region, not ARNs."
+            )
         accounts = _strings(name, "share_accounts", data.get("share_accounts", []))
         organization = data.get("share_organization", "") or ""
-        if any(not ACCOUNT_ID.fullmatch(a) for a in accounts) or not isinstance(organization, str) \
-                or (organization and not ORGANIZATION_ID.fullmatch(organization)):
-            raise ConfigurationError(f"TEAMS: team {name!r} shares with {accounts} / "
-                                     f"{organization!r}: give 12-digit account ids and an o-… "
-                                     "organization id.")
-        subscribed = frozenset(layer_name(n, prefix) for n in _strings(
-            name, "subscribed_layers", data.get("subscribed_layers", [])))
+        if (
+            any(not ACCOUNT_ID.fullmatch(a) for a in accounts)
+            or not isinstance(organization, str)
+            or (organization and not ORGANIZATION_ID.fullmatch(organization))
+        ):
+            raise ConfigurationError(
+                f"TEAMS: team {name!r} shares with {accounts} / "
+                f"{organization!r}: give 12-digit account ids and an o-… "
+                "organization id."
+            )
+        subscribed = frozenset(
+            layer_name(n, prefix)
+            for n in _strings(name, "subscribed_layers", data.get("subscribed_layers", []))
+        )
         return cls(name, prefix, consumers, subscribed, accounts, organization)
 
 
@@ -119,7 +147,8 @@ def parse_teams(raw: str, stack_prefix: str) -> tuple[Team, ...]:
                 raise ConfigurationError(
                     f"TEAMS: team {a.name!r}'s layer_prefix {a.layer_prefix!r} is a prefix of team "
                     f"{b.name!r}'s {b.layer_prefix!r}, so one team could publish the other's "
-                    "layers: give teams prefixes that do not start with one another.")
+                    "layers: give teams prefixes that do not start with one another."
+                )
     return teams
 
 
@@ -147,18 +176,23 @@ def parse_check_functions(raw: str) -> dict[Target, str]:
         data = json.loads(raw or "{}")
     except ValueError as exc:
         raise ConfigurationError(f"CHECK_FUNCTIONS is not valid JSON: {exc}.") from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) and FUNCTION_NAME.fullmatch(v)
-                                             for v in data.values()):
-        raise ConfigurationError("CHECK_FUNCTIONS must map targets to function names, e.g. "
-                                 '{"python3.13/x86_64": "<stack>-check-py313-x86_64"}.')
+    if not isinstance(data, dict) or not all(
+        isinstance(v, str) and FUNCTION_NAME.fullmatch(v) for v in data.values()
+    ):
+        raise ConfigurationError(
+            "CHECK_FUNCTIONS must map targets to function names, e.g. "
+            '{"python3.13/x86_64": "<stack>-check-py313-x86_64"}.'
+        )
     return {parse_targets(key, "CHECK_FUNCTIONS")[0]: name for key, name in data.items()}
 
 
 def parse_layer_name_prefix(environ: Mapping[str, str]) -> str:
     prefix = environ["LAYER_NAME_PREFIX"]
     if not LAYER_PREFIX.fullmatch(prefix) or len(prefix) > MAX_LAYER_PREFIX:
-        raise ConfigurationError(f"LAYER_NAME_PREFIX {prefix!r} must be letters, digits, '-' "
-                                 f"or '_', at most {MAX_LAYER_PREFIX} characters.")
+        raise ConfigurationError(
+            f"LAYER_NAME_PREFIX {prefix!r} must be letters, digits, '-' "
+            f"or '_', at most {MAX_LAYER_PREFIX} characters."
+        )
     return prefix
 
 
@@ -179,9 +213,11 @@ def parse_sharing(environ: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
     organization = environ.get("SHARE_ORGANIZATION_ID", "").strip()
     bad = [a for a in accounts if not ACCOUNT_ID.fullmatch(a)]
     if bad or (organization and not ORGANIZATION_ID.fullmatch(organization)):
-        raise ConfigurationError(f"SHARE_ACCOUNTS {list(accounts)} / SHARE_ORGANIZATION_ID "
-                                 f"{organization!r}: give 12-digit account ids (comma-separated) "
-                                 "and an o-… organization id.")
+        raise ConfigurationError(
+            f"SHARE_ACCOUNTS {list(accounts)} / SHARE_ORGANIZATION_ID "
+            f"{organization!r}: give 12-digit account ids (comma-separated) "
+            "and an o-… organization id."
+        )
     return accounts, organization
 
 
@@ -190,7 +226,8 @@ def require(environ: Mapping[str, str], names: tuple[str, ...], function: str) -
     if missing:
         raise ConfigurationError(
             f"The {function} is missing environment variables {', '.join(missing)}: "
-            "deploy it with template.yaml, which sets them.")
+            "deploy it with template.yaml, which sets them."
+        )
 
 
 @dataclass(frozen=True)
@@ -225,8 +262,15 @@ class Settings:
 
     #: CHECK_FUNCTIONS is required: without a check function the upload's code would run in
     #: the builder, next to its rights.
-    REQUIRED = ("ARTIFACT_BUCKET", "STATE_TABLE", "POINTER_PARAMETER_PREFIX", "LAYER_NAME_PREFIX",
-                "TEAMS", "TARGETS", "CHECK_FUNCTIONS")
+    REQUIRED = (
+        "ARTIFACT_BUCKET",
+        "STATE_TABLE",
+        "POINTER_PARAMETER_PREFIX",
+        "LAYER_NAME_PREFIX",
+        "TEAMS",
+        "TARGETS",
+        "CHECK_FUNCTIONS",
+    )
 
     @property
     def enabled_targets(self) -> tuple[Target, ...]:
@@ -241,8 +285,10 @@ class Settings:
         for team in self.teams:
             if key.startswith(f"{self.source_prefix}{team.name}/"):
                 return team
-        raise TeamError(f"{key} is not under any team's folder: upload to one of "
-                        f"{', '.join(self.team_prefixes())} (the stack's TEAMS).")
+        raise TeamError(
+            f"{key} is not under any team's folder: upload to one of "
+            f"{', '.join(self.team_prefixes())} (the stack's TEAMS)."
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -251,15 +297,24 @@ class Settings:
         targets = parse_targets(environ["TARGETS"], "TARGETS")
         checks = parse_check_functions(environ["CHECK_FUNCTIONS"])
         if not checks:
-            raise ConfigurationError("CHECK_FUNCTIONS names no check function: deploy one per "
-                                     "target (the builder never runs uploaded code itself).")
+            raise ConfigurationError(
+                "CHECK_FUNCTIONS names no check function: deploy one per "
+                "target (the builder never runs uploaded code itself)."
+            )
         unchecked = [target_label(t) for t in targets if t not in checks]
         if unchecked:
-            raise ConfigurationError(f"TARGETS lists {', '.join(unchecked)}, which CHECK_FUNCTIONS "
-                                     "has no check function for: deploy one per target.")
-        numbers = {name: parse_number(environ, name, default, kind) for name, default, kind in (
-            ("FINISH_MARGIN_SECONDS", "60", float), ("CACHE_MAX_BYTES", str(2 * 1024**3), int),
-            ("KEEP_VERSIONS", "0", int))}
+            raise ConfigurationError(
+                f"TARGETS lists {', '.join(unchecked)}, which CHECK_FUNCTIONS "
+                "has no check function for: deploy one per target."
+            )
+        numbers = {
+            name: parse_number(environ, name, default, kind)
+            for name, default, kind in (
+                ("FINISH_MARGIN_SECONDS", "60", float),
+                ("CACHE_MAX_BYTES", str(2 * 1024**3), int),
+                ("KEEP_VERSIONS", "0", int),
+            )
+        }
         share_accounts, share_organization = parse_sharing(environ)
         return cls(
             artifact_bucket=environ["ARTIFACT_BUCKET"],
@@ -272,7 +327,9 @@ class Settings:
             source_prefix=environ.get("SOURCE_PREFIX") or "incoming/",
             package_index_secret=environ.get("PACKAGE_INDEX_SECRET", "").strip(),
             cache_key_secret=environ.get("CACHE_KEY_SECRET", "").strip(),
-            allow_sdist=frozenset(canonicalize_name(n) for n in _names(environ.get("ALLOW_SDIST", ""))),
+            allow_sdist=frozenset(
+                canonicalize_name(n) for n in _names(environ.get("ALLOW_SDIST", ""))
+            ),
             keep_versions=int(numbers["KEEP_VERSIONS"]),
             share_accounts=share_accounts,
             share_organization=share_organization,
@@ -281,7 +338,6 @@ class Settings:
             cache_max_bytes=int(numbers["CACHE_MAX_BYTES"]),
             finish_margin_s=numbers["FINISH_MARGIN_SECONDS"],
         )
-
 
 
 @dataclass(frozen=True)
@@ -306,16 +362,23 @@ class MaintenanceSettings:
         require(environ, cls.REQUIRED, "maintenance function")
         prefix = parse_layer_name_prefix(environ)
         accounts, organization = parse_sharing(environ)
-        return cls(prefix, environ["POINTER_PARAMETER_PREFIX"].rstrip("/"),
-                   parse_teams(environ["TEAMS"], prefix),
-                   int(parse_number(environ, "KEEP_VERSIONS", "0")), accounts, organization)
+        return cls(
+            prefix,
+            environ["POINTER_PARAMETER_PREFIX"].rstrip("/"),
+            parse_teams(environ["TEAMS"], prefix),
+            int(parse_number(environ, "KEEP_VERSIONS", "0")),
+            accounts,
+            organization,
+        )
 
     def team(self, name: str) -> Team:
         for team in self.teams:
             if team.name == name:
                 return team
-        raise TeamError(f"No team {name!r}: the stack's teams are "
-                        f"{', '.join(t.name for t in self.teams)} (TEAMS).")
+        raise TeamError(
+            f"No team {name!r}: the stack's teams are "
+            f"{', '.join(t.name for t in self.teams)} (TEAMS)."
+        )
 
     def owner(self, layer: str) -> Team | None:
         return next((t for t in self.teams if t.owns(layer)), None)

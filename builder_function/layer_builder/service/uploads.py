@@ -34,13 +34,25 @@ class Upload:
 
     def identity(self) -> dict[str, str]:
         """Idempotency data: one build per bucket, decoded key and object version."""
-        return {"bucket": self.bucket, "key": self.key, "version_id": self.version_id,
-                "sequencer": self.sequencer, "event_time": self.event_time, "size": str(self.size)}
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "version_id": self.version_id,
+            "sequencer": self.sequencer,
+            "event_time": self.event_time,
+            "size": str(self.size),
+        }
 
     @classmethod
     def from_identity(cls, data: dict[str, str]) -> Upload:
-        return cls(data["bucket"], data["key"], data["version_id"], data["sequencer"],
-                   int(data["size"]), data["event_time"])
+        return cls(
+            data["bucket"],
+            data["key"],
+            data["version_id"],
+            data["sequencer"],
+            int(data["size"]),
+            data["event_time"],
+        )
 
 
 def parse_uploads(event: dict, source_prefix: str) -> tuple[list[Upload], list[str]]:
@@ -48,8 +60,10 @@ def parse_uploads(event: dict, source_prefix: str) -> tuple[list[Upload], list[s
     try:
         model = parse(event=event, model=S3Model)
     except ValidationError as exc:
-        raise InputError(f"The event is not an S3 notification: {exc.errors()[:1]}. "
-                         "Send S3 ObjectCreated events (see events/s3-put.json).") from None
+        raise InputError(
+            f"The event is not an S3 notification: {exc.errors()[:1]}. "
+            "Send S3 ObjectCreated events (see events/s3-put.json)."
+        ) from None
     uploads, ignored = [], []
     for record in model.Records:
         s3_object = record.s3.object
@@ -59,8 +73,14 @@ def parse_uploads(event: dict, source_prefix: str) -> tuple[list[Upload], list[s
         if not key.startswith(source_prefix) or not key.lower().endswith(ARCHIVE_SUFFIXES):
             ignored.append(key)
             continue
-        uploads.append(Upload(
-            bucket=record.s3.bucket.name, key=key, version_id=s3_object.versionId or "",
-            sequencer=s3_object.sequencer or "", size=int(s3_object.size or 0),
-            event_time=record.eventTime.strftime("%Y-%m-%dT%H:%M:%S.%fZ")))
+        uploads.append(
+            Upload(
+                bucket=record.s3.bucket.name,
+                key=key,
+                version_id=s3_object.versionId or "",
+                sequencer=s3_object.sequencer or "",
+                size=int(s3_object.size or 0),
+                event_time=record.eventTime.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            )
+        )
     return uploads, ignored
