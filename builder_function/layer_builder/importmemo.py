@@ -14,10 +14,10 @@ Entries are scoped to the layer (name and team, target, interpreter, probe and r
 the sandbox). The dependencies an entry records come from the probe, which runs the upload's code,
 so an upload could misreport them; the scope makes that mislead only later checks of the same
 project, which its code could mislead anyway by behaving differently under the check. Entries are
-written by the builder alone, signed; one that fails its signature is a miss. Only the local
-sandbox passes the records on (the check function's answer has none), so in the service every
-import still runs. What the probe cannot see: a file only stat()ed, never opened, listed or
-mapped, in a wheel the import otherwise did not touch.
+written by the builder alone, signed; one that fails its signature is a miss. Both sandboxes
+pass the records on: the local one and the check function (its answer is the whole verdict).
+What the probe cannot see: a file only stat()ed, never opened, listed or mapped, in a wheel the
+import otherwise did not touch.
 """
 
 from __future__ import annotations
