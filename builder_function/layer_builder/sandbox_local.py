@@ -14,14 +14,12 @@ import os
 import shutil
 import stat
 import tempfile
-import threading
-import zipfile
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import bytecode, limits, runner
 from .errors import ConfigurationError, SourceBuildError
+from .extract import LayerZipError, extract_layer
 from .install import PASSTHROUGH_ENV
 from .sandbox import CheckSpec, Verdict
 from .target import Target
@@ -30,53 +28,12 @@ from .target import Target
 _DISCOVERY_ENV = ("PYENV_ROOT", "HOME")
 
 
-#: Threads inflating the candidate layer: zlib and file writes release the GIL, and unzipping
-#: 250 MB was two thirds of a cold check (2.1 of 3.4 s on the heavy bench fixture).
-EXTRACT_WORKERS = min(8, (os.cpu_count() or 1) + 2)
-#: Members up to this size are inflated in one call; larger ones stream (bounded memory).
-WHOLE_MEMBER_BYTES = 4 * 1024 * 1024
-
-
 def _extract(archive: Path, dest: Path) -> None:
-    """Unzip the builder's own zip (names are checked all the same: nothing lands outside),
-    members in parallel, each thread with a handle of its own."""
-    root = dest.resolve()
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-    files = []
-    for member in members:
-        target = (root / member.filename).resolve()
-        if root not in target.parents and target != root:
-            raise ConfigurationError(
-                f"{archive.name} holds a path outside its root: {member.filename!r}."
-            )
-        if member.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            files.append((member, target))
-    local = threading.local()
-
-    def one(item: tuple[zipfile.ZipInfo, Path]) -> None:
-        member, target = item
-        if not hasattr(local, "zf"):
-            local.zf = zipfile.ZipFile(archive)
-            handles.append(local.zf)
-        if member.file_size <= WHOLE_MEMBER_BYTES:
-            target.write_bytes(local.zf.read(member))
-            return
-        with local.zf.open(member) as src, open(target, "wb") as out:
-            shutil.copyfileobj(src, out, 1024 * 1024)
-
-    handles: list[zipfile.ZipFile] = []
-    files.sort(key=lambda item: -item[0].compress_size)  # the largest first: no long tail
+    """Unzip the builder's own zip (its names are checked all the same)."""
     try:
-        with ThreadPoolExecutor(EXTRACT_WORKERS) as pool:
-            for _ in pool.map(one, files):
-                pass
-    finally:
-        for handle in handles:
-            handle.close()
+        extract_layer(archive, dest)
+    except LayerZipError as exc:
+        raise ConfigurationError(f"{archive.name}: {exc}.") from None
 
 
 def _remove(tree: Path) -> None:

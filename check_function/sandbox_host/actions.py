@@ -28,6 +28,7 @@ from typing import Any
 
 from layer_builder import bytecode, limits, runner
 from layer_builder.errors import LayerBuildError, SourceBuildError
+from layer_builder.extract import LayerZipError, extract_layer
 from layer_builder.sandbox import CheckSpec
 
 #: A check's layer and a compile's sources are at most what Lambda accepts unzipped.
@@ -95,26 +96,11 @@ def upload(url: str, source: Path, timeout: float) -> str:
 
 def extract(archive: Path, dest: Path, max_bytes: int = MAX_INPUT_BYTES) -> Path:
     """Unzip the builder's zip into dest: names stay inside, no links, the sizes are capped on
-    the bytes really written (a header may lie)."""
-    root = dest.resolve()
-    written = 0
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        if len(members) > MAX_MEMBERS:
-            raise TransferError(f"the zip has more than {MAX_MEMBERS:,} members")
-        for member in members:
-            target = (root / member.filename).resolve()
-            if root != target and root not in target.parents:
-                raise TransferError(f"the zip holds a path outside its root: {member.filename!r}")
-            if (member.external_attr >> 16) & 0o170000 == 0o120000:
-                raise TransferError(f"the zip holds a symbolic link: {member.filename!r}")
-            if member.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(member) as src, open(target, "wb") as out:
-                written = _copy(src, out, written, max_bytes, "the zip unpacks to more than")
-    return root
+    the bytes really written (a header may lie); members in parallel (extract.py)."""
+    try:
+        return extract_layer(archive, dest, max_bytes=max_bytes, max_members=MAX_MEMBERS)
+    except LayerZipError as exc:
+        raise TransferError(str(exc)) from None
 
 
 def _check(

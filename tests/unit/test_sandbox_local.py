@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from layer_builder import sandbox_local
 from layer_builder.errors import ConfigurationError, SourceBuildError
 from layer_builder.sandbox import CheckSpec, Dependency, Sandbox
 from layer_builder.sandbox_local import LocalSandbox
@@ -190,32 +189,3 @@ def test_build_sdist_for_another_machine_is_refused_before_running_anything(tmp_
         LocalSandbox().build_sdist(tmp_path / "x-1.0.tar.gz", "x", "1.0", Target("python3.13", OTHER_ARCH),
                                    tmp_path, timeout=10)
 
-
-def test_the_parallel_extraction_writes_what_extractall_writes(tmp_path):
-    archive = tmp_path / "layer.zip"
-    big = os.urandom(sandbox_local.WHOLE_MEMBER_BYTES + 12345)  # streamed, not read whole
-    members = {"python/a/__init__.py": b"A = 1\n", "python/a/b/c.py": b"C = 3\n",
-               "python/big.so": big, "python/empty.txt": b""}
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("python/a/emptydir/", b"")
-        for name, data in members.items():
-            zf.writestr(name, data)
-    sandbox_local._extract(archive, tmp_path / "parallel")
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(tmp_path / "serial")
-
-    def tree(root):
-        return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-                for p in sorted(root.rglob("*"))}
-
-    assert tree(tmp_path / "parallel") == tree(tmp_path / "serial")
-    assert (tmp_path / "parallel" / "python" / "big.so").read_bytes() == big
-
-
-def test_the_extraction_refuses_a_path_outside_its_root(tmp_path):
-    archive = tmp_path / "evil.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("../outside.py", b"")
-    with pytest.raises(ConfigurationError, match="outside its root"):
-        sandbox_local._extract(archive, tmp_path / "out")
-    assert not (tmp_path / "outside.py").exists()
