@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import threading
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 WORKERS = min(8, (os.cpu_count() or 1) + 2)
-#: Members up to this size are inflated in one call; larger ones stream in CHUNK pieces.
-WHOLE_MEMBER_BYTES = 4 * 1024 * 1024
 CHUNK = 1024 * 1024
 _LINK = 0o120000
 
@@ -65,11 +64,14 @@ class _Unzipper:
         self.handles: list[zipfile.ZipFile] = []
 
     def run(self, files: list[tuple[zipfile.ZipInfo, Path]]) -> None:
+        pool = ThreadPoolExecutor(WORKERS)
         try:
-            with ThreadPoolExecutor(WORKERS) as pool:
-                for _ in pool.map(self.one, files):
-                    pass
+            for _ in pool.map(self.one, files):
+                pass
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a CRC or stream error
+            raise LayerZipError(f"the zip is damaged: {exc}") from None
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # the first error stops the rest
             for handle in self.handles:
                 handle.close()
 
@@ -85,11 +87,8 @@ class _Unzipper:
         if zf is None:
             zf = self.local.zf = zipfile.ZipFile(self.archive)  # one handle per thread
             self.handles.append(zf)
-        if member.file_size <= WHOLE_MEMBER_BYTES:  # zipfile stops at the header's size
-            data = zf.read(member)
-            self.count(len(data))
-            target.write_bytes(data)
-            return
+        # Always streamed: zf.read() would inflate a whole member before any cap is checked
+        # (a deflate stream may claim a small size and inflate to gigabytes).
         with zf.open(member) as src, open(target, "wb") as out:
             while chunk := src.read(CHUNK):
                 self.count(len(chunk))

@@ -11,9 +11,14 @@ each directory it listed. A later check whose layer satisfies all of them takes 
 that import from the memo; every other import runs in the sandbox.
 
 Entries are scoped to the layer (name and team, target, interpreter, probe and runner sources,
-the sandbox). The dependencies an entry records come from the probe, which runs the upload's code,
-so an upload could misreport them; the scope makes that mislead only later checks of the same
-project, which its code could mislead anyway by behaving differently under the check. Entries are
+the sandbox). The dependencies an entry records come from the probe, which runs the code under
+check (the upload's, and its pins'), so they could be misreported. Whatever the records say, an
+entry always depends on the wheels (or own code) that provide the module's own top-level name and
+on every wheel that no import is asked for directly, and only imports that were asked for are
+remembered. So a bump of a direct dependency re-runs that dependency's own import, a change to any
+other wheel or to the own code re-runs every import that depends on it, and what a misreport can
+still hide is one direct dependency from another's entry (the other's import is not re-run when
+the first is bumped; the first's own import is). Entries are
 written by the builder alone, signed; one that fails its signature is a miss. Both sandboxes
 pass the records on: the local one and the check function (its answer is the whole verdict).
 What the probe cannot see: a file only stat()ed, never opened, listed or mapped, in a wheel the
@@ -188,9 +193,20 @@ def remember(
     scope: Mapping[str, object],
     records: Sequence[ImportRecord],
     index: LayerIndex,
+    *,
+    ran: Iterable[str],
+    always: Iterable[str] = (),
 ) -> int:
-    """Store an entry for each passing import whose dependencies are known; returns how many."""
-    by_module = {r.module: r for r in records}
+    """Store an entry for each passing import whose dependencies are known; returns how many.
+
+    The records come from the probe, which runs the code under check, so they are not taken on
+    their word alone: only imports that were asked for (`ran`) are remembered, each always
+    depends on the owners of its own top-level name as the builder sees them (none: nothing is
+    remembered), and on `always` (the caller passes the wheels no import is asked for directly,
+    so a change to any of them checks everything again).
+    """
+    wanted, required = set(ran), set(always)
+    by_module = {r.module: r for r in records if r.module in wanted}
     done: dict[str, dict | None] = {}
 
     def deps(module: str, seen: frozenset[str] = frozenset()) -> dict | None:
@@ -209,9 +225,11 @@ def remember(
         return found
 
     stored = 0
-    for record in records:
+    for record in by_module.values():
         found = deps(record.module)
-        if found is not None:
+        own = index.tops.get(record.module.split(".")[0])
+        if found is not None and own:
+            found["owners"] = sorted(set(found["owners"]) | own | required)
             payload = {"deps": found, "loaded": list(record.loaded)}
             cache.put(
                 entry_name(scope, record.module),

@@ -282,19 +282,19 @@ def _built_wheel(
     """The wheel built from a verified sdist, cached (signed) by the sdist's sha256 and target.
 
     The file sits among the cache's wheels, so eviction covers it; it is written again from the
-    signed entry on every use, never trusted as found.
+    signed entry on every use, never trusted as found. It is named by its own sha256, as
+    downloaded wheels are: a rebuild after eviction may differ (builds are not all
+    reproducible), and its plan and everything remembered of it are keyed by that name.
     """
     from .cache import WHEELS
 
     name = f"built-{c.sha256}-{target.short}{scope}"
-    path = cache.root / WHEELS / f"{name}.whl"
-    payload = cache.get(name)
-    if payload is not None:
-        path.write_bytes(payload)
-        return path
-    built = build_sdist(sdist, c)
-    shutil.copyfile(built, path)
-    cache.put(name, path.read_bytes())
+    data = cache.get(name)
+    if data is None:
+        data = build_sdist(sdist, c).read_bytes()
+        cache.put(name, data)
+    path = cache.root / WHEELS / f"built-{hashlib.sha256(data).hexdigest()}.whl"
+    path.write_bytes(data)
     return path
 
 

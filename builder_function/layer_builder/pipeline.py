@@ -55,6 +55,7 @@ from .errors import (
     NoWheelError,
     OutOfTimeError,
     TargetMismatchError,
+    UnsafeArchiveError,
 )
 from .install import FETCHER, Installed, Settings, install
 from .package import MANIFEST_NAME, PREFIX, content_hash, file_sha256, manifest, tree_entries
@@ -62,7 +63,7 @@ from .report import BuildReport, Timings, owners_from_plans, package_sizes
 from .sandbox import CheckSpec, Dependency, Sandbox, Verdict
 from .sandbox_local import LocalSandbox
 from .target import ARCH_MACHINE, Target
-from .wheel import Plan, refuse_overlaps, with_bytecode
+from .wheel import Member, Plan, refuse_overlaps, with_bytecode
 from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, Written, write_zip
 
 Progress = Callable[..., None]
@@ -373,7 +374,20 @@ def _check(
             index,
         )
         if verdict.ok and scope is not None:
-            importmemo.remember(cache, scope, verdict.imports, index)  # type: ignore[arg-type]
+            direct = {dep.name for dep in spec.dependencies}
+            transitive = {
+                f"{plan.name}@{path.name.split('.')[0]}"
+                for plan, path in layer.plans
+                if plan.name not in direct
+            }
+            importmemo.remember(
+                cache,
+                scope,
+                verdict.imports,
+                index,  # type: ignore[arg-type]
+                ran=parts.run,
+                always=transitive,
+            )
     if verdict.ok and parts.proven:
         loaded = {p for paths in parts.proven.values() for p in paths}
         note = (
@@ -577,9 +591,7 @@ def _extract_sources(
             for source in sources:
                 m = members[source]
                 f.seek(m.data_offset)
-                data = f.read(m.compress_size)
-                if m.compress_type == zipfile.ZIP_DEFLATED:
-                    data = _inflate(data)
+                data = _member_bytes(f.read(m.compress_size), m, plan)
                 dest = root / source
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(data)
@@ -587,8 +599,19 @@ def _extract_sources(
     return done
 
 
-def _inflate(data: bytes) -> bytes:
-    return zlib.decompress(data, -15)
+def _member_bytes(raw: bytes, member: Member, plan: Plan) -> bytes:
+    """A wheel member's bytes, never more than its planned size (a deflate stream may claim
+    little and inflate to gigabytes), and only if its size and CRC are the planned ones."""
+    data = raw
+    if member.compress_type == zipfile.ZIP_DEFLATED:
+        data = zlib.decompressobj(-15).decompress(raw, member.file_size + 1)
+    if len(data) != member.file_size or zlib.crc32(data) != member.crc:
+        raise UnsafeArchiveError(
+            f"{plan.display_name or plan.name} {plan.version}: {member.dest} does not hold what "
+            "the wheel's listing says (size or CRC): the wheel is damaged or built to mislead. "
+            "Pin another version and run `pipenv lock`."
+        )
+    return data
 
 
 def _pack_pycs(pycs: dict) -> bytes:

@@ -13,15 +13,21 @@ from layer_builder.extract import LayerZipError, extract_layer
 
 
 def tree(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def test_it_writes_what_extractall_writes(tmp_path: Path) -> None:
     archive = tmp_path / "layer.zip"
-    big = os.urandom(extract.WHOLE_MEMBER_BYTES + 12345)  # streamed, not read whole
-    members = {"python/a/__init__.py": b"A = 1\n", "python/a/b/c.py": b"C = 3\n",
-               "python/big.so": big, "python/empty.txt": b""}
+    big = os.urandom(3 * extract.CHUNK + 12345)  # several chunks
+    members = {
+        "python/a/__init__.py": b"A = 1\n",
+        "python/a/b/c.py": b"C = 3\n",
+        "python/big.so": big,
+        "python/empty.txt": b"",
+    }
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("python/a/emptydir/", b"")
         for name, data in members.items():
@@ -61,3 +67,19 @@ def test_the_bytes_really_written_are_capped_across_threads(tmp_path: Path) -> N
         extract_layer(archive, tmp_path / "out", max_bytes=30_000)
     with pytest.raises(LayerZipError, match="more than 10 members"):
         extract_layer(archive, tmp_path / "out2", max_members=10)
+
+
+def test_a_member_that_inflates_past_its_header_stops_within_the_cap(tmp_path: Path) -> None:
+    """A deflate stream whose header claims a few bytes: never inflated whole into memory."""
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("python/liar.py", bytes(50 * 1024 * 1024))
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("python/liar.py")
+    # claim 10 bytes in the local and the central header (file_size fields)
+    for offset in (info.header_offset + 22, data.rfind(b"PK\x01\x02") + 24):
+        data[offset : offset + 4] = (10).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    with pytest.raises(LayerZipError):
+        extract_layer(archive, tmp_path / "out", max_bytes=1024 * 1024)
