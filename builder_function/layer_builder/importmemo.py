@@ -129,6 +129,7 @@ def _dependencies(record: ImportRecord, index: LayerIndex) -> dict | None:
 def _holds(deps: Mapping, index: LayerIndex, present: set[str]) -> bool:
     return (
         all(o in present for o in deps["owners"])
+        and all(o in present for o in deps.get("also", ()))
         and not any(name in index.tops for name in deps["absent"])
         and all(index.listing(folder) == digest for folder, digest in deps["listed"].items())
     )
@@ -229,7 +230,10 @@ def remember(
         found = deps(record.module)
         own = index.tops.get(record.module.split(".")[0])
         if found is not None and own:
-            found["owners"] = sorted(set(found["owners"]) | own | required)
+            found["owners"] = sorted(set(found["owners"]) | own)
+            # Must stay the same too, but are no hint of what the import reaches (a re-run's
+            # candidate holds only the wheels it reached last time).
+            found["also"] = sorted(required - set(found["owners"]))
             payload = {"deps": found, "loaded": list(record.loaded)}
             cache.put(
                 entry_name(scope, record.module),
