@@ -155,8 +155,10 @@ def test_a_hundred_builds_in_one_warm_container(warm_builder: tuple[Builder, Pat
     gc.collect()
     assert temp_entries(lambda_tmp, exclude=cache) == []
     after = open_fds()
-    assert {k: n for k, n in after.items() if k != "socket"} == \
-        {k: n for k, n in fds.items() if k != "socket"}
+    # No kind of descriptor grew. One may shrink: the process holds others' descriptors too (an
+    # epoll of a server thread another test started can close meanwhile).
+    grew = {k: (fds[k], n) for k, n in after.items() if k != "socket" and n > fds[k]}
+    assert grew == {}, (fds, after)
     assert after["socket"] <= fds["socket"] + SOCKET_SLACK, (fds, after)
     assert child_processes() == []
     assert threading.active_count() <= threads + SOCKET_SLACK  # moto: a thread per connection
