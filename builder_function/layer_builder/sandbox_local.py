@@ -10,6 +10,7 @@ CLI; the builder service runs the same runner in a check function with no rights
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -84,14 +85,7 @@ class LocalSandbox:
         finally:
             _remove(work)
         ran_on = f"{verdict.ran_on}, local subprocess".lstrip(", ")
-        return Verdict(
-            ok=verdict.ok,
-            message=verdict.message,
-            warnings=verdict.warnings,
-            startup=verdict.startup,
-            ran_on=ran_on,
-            imports=verdict.imports,
-        )
+        return dataclasses.replace(verdict, ran_on=ran_on)
 
     def build_sdist(
         self,

@@ -49,6 +49,12 @@ SECRET_MAX_AGE_S = 300
 MIN_CACHE_KEY_BYTES = 16
 
 
+def _wrapped_code(exc: BaseException) -> str:
+    """The AWS error code of the ClientError a library wrapped (boto3's transfer, Powertools)."""
+    cause = exc.__context__
+    return cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) else ""
+
+
 def _denied(action: str, code: str) -> ConfigurationError:
     return ConfigurationError(
         f"{action} was denied ({code}): grant the builder's role this "
@@ -68,12 +74,7 @@ def aws_errors(action: str) -> Iterator[None]:
             raise _denied(action, code) from None
         raise TransientError(f"{action} failed: {code} {message}".strip()) from None
     except (BotoCoreError, Boto3Error) as exc:  # upload_file wraps a ClientError in a Boto3Error
-        cause = exc.__context__
-        code = (
-            cause.response.get("Error", {}).get("Code", "")
-            if isinstance(cause, ClientError)
-            else ""
-        )
+        code = _wrapped_code(exc)
         if code in _PERMISSION:
             raise _denied(action, code) from None
         raise TransientError(f"{action} failed: {exc}") from None
@@ -466,12 +467,7 @@ class RuntimeSecrets:
             else:  # an SSM SecureString, by name or ARN
                 value = provider.get(name, decrypt=True, max_age=SECRET_MAX_AGE_S)
         except GetParameterError as exc:
-            cause = exc.__context__
-            code = (
-                cause.response.get("Error", {}).get("Code", "")
-                if isinstance(cause, ClientError)
-                else ""
-            )
+            code = _wrapped_code(exc)
             if code in _PERMISSION:
                 raise ConfigurationError(
                     f"Reading {what} ({variable} = {name}) was denied ({code}): "
@@ -484,7 +480,7 @@ class RuntimeSecrets:
                 ) from None
             # Only the code: a provider's message could quote what it read.
             raise TransientError(
-                f"Reading {what} ({name}) failed: {code or type(cause).__name__}"
+                f"Reading {what} ({name}) failed: {code or type(exc.__context__).__name__}"
             ) from None
         if not isinstance(value, str | bytes) or not value.strip():
             raise ConfigurationError(f"{what} {name} ({variable}) is empty or not text.")
