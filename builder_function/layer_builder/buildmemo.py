@@ -72,9 +72,11 @@ def reuse(cache: BuildCache, name: str, dest: Path) -> BuildReport | None:
     return report
 
 
-def remember(cache: BuildCache, name: str, output: Path, report: BuildReport) -> None:
-    """Keep the zip (a hard link when the cache is on the same disk) and a signed memo naming it."""
+def remember(cache: BuildCache, name: str, output: Path, report: BuildReport) -> int:
+    """Keep the zip (a hard link when the cache is on the same disk) and a signed memo naming it.
+    Returns the bytes this added to the disk: the zip's size when it had to be copied, else 0."""
     stored = cache.wheel_path(report.zip_sha256, SUFFIX)
+    added = 0
     if not stored.exists():
         partial = stored.with_name(f".{stored.name}.{uuid.uuid4().hex}{PARTIAL}")
         try:
@@ -82,11 +84,13 @@ def remember(cache: BuildCache, name: str, output: Path, report: BuildReport) ->
                 os.link(output, partial)
             except OSError:
                 shutil.copyfile(output, partial)
+                added = report.zipped_bytes
             os.replace(partial, stored)
         finally:
             partial.unlink(missing_ok=True)
     memo = {"zip_sha256": report.zip_sha256, "report": dataclasses.asdict(report)}
     cache.put(name, json.dumps(memo, sort_keys=True).encode(), local_only=True)
+    return added
 
 
 def _copy_checked(source: Path, dest: Path, sha256: str) -> bool:

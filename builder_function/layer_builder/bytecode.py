@@ -8,6 +8,7 @@ the embedded source paths are rewritten to /opt/python so builds do not depend o
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import re
@@ -31,6 +32,17 @@ PARALLEL_MIN_SOURCES = 200
 
 
 def _version_of(python: str) -> tuple[int, int] | None:
+    """The interpreter's (major, minor), asked once per file as it is on disk (find_interpreter
+    runs several times a build; each ask is a process start)."""
+    try:
+        info = os.stat(python)
+    except OSError:
+        return None
+    return _asked_version(os.path.realpath(python), info.st_ino, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _asked_version(python: str, inode: int, mtime_ns: int) -> tuple[int, int] | None:
     try:
         out = subprocess.run(
             [python, "-c", "import sys; print(*sys.version_info[:2])"],

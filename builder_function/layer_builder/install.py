@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -326,19 +325,6 @@ def _executable(path: Path) -> str:
         partial.chmod(0o755)
         os.replace(partial, copy)
     return str(copy)
-
-
-@functools.cache
-def _uv_version(uv: str) -> str:
-    # Even `--version` gets no secrets: only PATH, like every other installer run.
-    out = subprocess.run(
-        [uv, "--version"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-    )
-    return out.stdout.strip() or "uv"
 
 
 def installer_environment(

@@ -231,7 +231,7 @@ class _Layer:
         own = f"{importmemo.OWN}@{content_hash(_own_entries(self.own_tree))}"
         files = [(e.name[len(PREFIX) :], own) for e in _own_entries(self.own_tree)]
         for plan, path in self.plans:
-            owner = f"{plan.name}@{path.name.split('.')[0]}"
+            owner = _owner(plan, path)
             files += [(m.dest, owner) for m in plan.members] + [(d, owner) for d in plan.generated]
         return importmemo.layer_index(files)
 
@@ -376,9 +376,7 @@ def _check(
         if verdict.ok and scope is not None:
             direct = {dep.name for dep in spec.dependencies}
             transitive = {
-                f"{plan.name}@{path.name.split('.')[0]}"
-                for plan, path in layer.plans
-                if plan.name not in direct
+                _owner(plan, path) for plan, path in layer.plans if plan.name not in direct
             }
             importmemo.remember(
                 cache,
@@ -496,8 +494,9 @@ def _compile(
     pycs: dict[str, bytes] = {}
     todo: dict[str, list[str]] = {}
     cached: dict[str, dict[str, bytes]] = {}
+    scope = "" if python is not None else request.cache_scope  # as _pyc_scope decides
     for wheel_name, sources in wanted.items():
-        entry = _pyc_entry(wheel_name, target, _pyc_scope(request, target))
+        entry = _pyc_entry(wheel_name, target, scope)
         have = _unpack_pycs(cache.get(entry))
         cached[entry] = have
         need = [
@@ -541,6 +540,11 @@ def _compile(
         pycs.update(fresh)
     pycs.update({n: d for n, d in compiled.items() if bytecode.pyc_source(n) in own})
     return pycs
+
+
+def _owner(plan: Plan, path: Path) -> str:
+    """A wheel's label in the import memo: its distribution and its file's name (the sha256)."""
+    return f"{plan.name}@{path.name.split('.')[0]}"
 
 
 def _pyc_entry(wheel_name: str, target: Target, scope: str) -> str:
@@ -935,11 +939,12 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             with contextlib.suppress(OSError):  # the layer is built; only its reuse is lost
                 # Without this build's cache warnings: a later reuse reports its own.
                 kept = [w for w in report.warnings if w not in cache.warnings]
-                buildmemo.remember(
+                copied = buildmemo.remember(
                     cache, memo, request.output, dataclasses.replace(report, warnings=kept)
                 )
-            _peak(work, cache, start_cache, peak)  # the zip it keeps counts (a hard link: less)
-            report.peak_tmp_bytes = peak[0]
+                # The zip it keeps counts when it is a copy (a hard link adds nothing).
+                peak[0] += copied
+                report.peak_tmp_bytes = peak[0]
         return BuildResult(request.output, report)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:

@@ -41,8 +41,6 @@ _LOCAL_SIG = 0x04034B50
 _SHARED_OBJECT = re.compile(r"\.so(\.\d+)*$")
 _DATA_DIR = re.compile(r"^[^/]+\.data/(purelib|platlib|scripts|headers|data)/(.+)$")
 _FORBIDDEN = re.compile(r"[\x00-\x1f\\]|^[A-Za-z]:")
-#: Compression methods copied raw: stored and deflated (what wheels use; others are unpacked).
-RAW_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 @dataclass(frozen=True)
