@@ -223,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         targets = ("python3.13/x86_64", "python3.13/arm64")
         print(f"A team's CI: `layer-builder publish` of the project declaring {', '.join(targets)}...")
-        ci = publish(aws, two_target_copy(EXAMPLE, work, targets), stack.name("ArtifactBucket"), "ci-")
+        # CI uploads to a bucket of its own: the stack's artifact bucket takes layers/ from the
+        # builder's role only (a bucket policy moto does not enforce).
+        ci_bucket = f"{stack.stack_name}-ci-layers"
+        aws.client("s3").create_bucket(Bucket=ci_bucket)
+        ci = publish(aws, two_target_copy(EXAMPLE, work, targets), ci_bucket, "ci-")
 
         print()
         print(f"Layer version ARN   {first['version_arn']}  ({first['status']})")
