@@ -616,6 +616,23 @@ def test_bucket_is_private_encrypted_and_tls_only(template, resources, bucket):
     assert tls_only, f"{bucket}: no Deny of s3:* on bucket and objects without aws:SecureTransport"
 
 
+@pytest.mark.parametrize("bucket", ["SourceBucket", "ArtifactBucket"])
+def test_the_buckets_teams_and_the_builder_use_refuse_tls_below_1_2(template, bucket):
+    resolver = Resolver(template)
+    [policy] = bucket_policies(resolver, bucket)
+    bucket_arn = resolver.arn(bucket)
+    old_tls = [
+        s
+        for s in as_list(policy["Statement"])
+        if s["Effect"] == "Deny"
+        and s["Principal"] in ("*", {"AWS": "*"})
+        and "s3:*" in actions(s)
+        and condition_values(s, "s3:TlsVersion").get("NumericLessThan") in (["1.2"], [1.2])
+        and set(as_list(s["Resource"])) >= {bucket_arn, bucket_arn + "/*"}
+    ]
+    assert old_tls, f"{bucket}: no Deny of s3:* for s3:TlsVersion below 1.2"
+
+
 def bucket_policies(resolver: Resolver, bucket: str) -> list[dict[str, Any]]:
     return [resolver.resolve(r["Properties"]["PolicyDocument"])
             for r in resolver.resources.values()

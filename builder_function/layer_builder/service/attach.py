@@ -172,10 +172,13 @@ class _Context:
     deadline: float | None
 
     def newest(self) -> str:
-        return (
+        """The version to converge on; every value, the book's above all, is the team's own."""
+        newest = (
             self.book.newest(book_key(self.team, self.release.layer_name))
             or self.release.version_arn
         )
+        self.team.require_own(newest, "attach or point the pointer at")
+        return newest
 
 
 def _apply(function: str, ctx: _Context) -> Attachment:
@@ -183,7 +186,6 @@ def _apply(function: str, ctx: _Context) -> Attachment:
     for _ in range(CONFLICT_ATTEMPTS):
         _in_time(ctx.deadline, function)
         newest = ctx.newest()
-        ctx.team.require_own(newest, f"attach to {function}")
         try:
             state = ctx.functions.get(function)
             current = [item.arn for item in state.layers]
@@ -242,7 +244,6 @@ def attach(
             results[function] = _apply(function, ctx)
         if pointer.get(release.layer_name) != newest:
             _in_time(deadline, f"the pointer of {release.layer_name}")
-            team.require_own(newest, "point the pointer at")
             pointer.put(release.layer_name, newest)
         latest = ctx.newest()
         if latest == newest:

@@ -49,10 +49,11 @@ SECRET_MAX_AGE_S = 300
 MIN_CACHE_KEY_BYTES = 16
 
 
-def _wrapped_code(exc: BaseException) -> str:
-    """The AWS error code of the ClientError a library wrapped (boto3's transfer, Powertools)."""
-    cause = exc.__context__
-    return cause.response.get("Error", {}).get("Code", "") if isinstance(cause, ClientError) else ""
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError, or of the one a library wrapped (boto3's transfer,
+    Powertools' parameters); "" for anything else."""
+    error = exc if isinstance(exc, ClientError) else exc.__context__
+    return error.response.get("Error", {}).get("Code", "") if isinstance(error, ClientError) else ""
 
 
 def _denied(action: str, code: str) -> ConfigurationError:
@@ -68,13 +69,13 @@ def aws_errors(action: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
+        code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message", "")
         if code in _PERMISSION:
             raise _denied(action, code) from None
         raise TransientError(f"{action} failed: {code} {message}".strip()) from None
     except (BotoCoreError, Boto3Error) as exc:  # upload_file wraps a ClientError in a Boto3Error
-        code = _wrapped_code(exc)
+        code = error_code(exc)
         if code in _PERMISSION:
             raise _denied(action, code) from None
         raise TransientError(f"{action} failed: {exc}") from None
@@ -134,7 +135,7 @@ class S3Artifacts:
             try:
                 response = self.s3.get_object(**args)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code", "") in _MISSING:
+                if error_code(exc) in _MISSING:
                     raise InputError(
                         f"s3://{upload.bucket}/{upload.key} (version "
                         f"{upload.version_id or '-'}) no longer exists: upload it again."
@@ -296,7 +297,7 @@ class LambdaFunctions:
                     args["RevisionId"] = state.revision_id
                 self.client.update_function_configuration(**args)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
+                code = error_code(exc)
                 if code in _CONFLICT:
                     self._wait(state.name, deadline, CONFLICT_WAIT_S)
                     raise ConcurrentUpdate(state.name) from None
@@ -410,7 +411,7 @@ class S3BlobCache:
             os.replace(partial, dest)  # whole or absent: a reader never sees half a blob
             return True
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code", "") not in _MISSING:
+            if error_code(exc) not in _MISSING:
                 self.errors.append(f"cache fetch: {name}: {exc}")
         except (BotoCoreError, Boto3Error, OSError) as exc:  # download_file: RetriesExceededError
             self.errors.append(f"cache fetch: {name}: {exc}")
@@ -467,7 +468,7 @@ class RuntimeSecrets:
             else:  # an SSM SecureString, by name or ARN
                 value = provider.get(name, decrypt=True, max_age=SECRET_MAX_AGE_S)
         except GetParameterError as exc:
-            code = _wrapped_code(exc)
+            code = error_code(exc)
             if code in _PERMISSION:
                 raise ConfigurationError(
                     f"Reading {what} ({variable} = {name}) was denied ({code}): "

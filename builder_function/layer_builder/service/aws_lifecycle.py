@@ -15,12 +15,16 @@ import boto3
 from botocore.exceptions import ClientError
 
 from ..errors import InputError
-from .aws import RETRY_CONFIG, LambdaFunctions, LambdaLayers, S3Artifacts, SsmPointer, aws_errors
+from .aws import (
+    RETRY_CONFIG,
+    LambdaFunctions,
+    LambdaLayers,
+    S3Artifacts,
+    SsmPointer,
+    aws_errors,
+    error_code,
+)
 from .lifecycle import LATEST, FunctionVersion, LayerVersion
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
 
 
 class LambdaLayerStore:
@@ -103,7 +107,7 @@ class LambdaLayerStore:
             try:
                 self.client.add_layer_version_permission(**args)
             except ClientError as exc:
-                if _code(exc) != "ResourceConflictException":  # the same sid, added meanwhile
+                if error_code(exc) != "ResourceConflictException":  # the same sid, added meanwhile
                     raise
 
     def revoke(self, layer_name: str, number: int, sid: str) -> None:
@@ -194,7 +198,7 @@ class LifecycleAdapters:
             try:
                 response = self.s3.head_bucket(Bucket=bucket)
             except ClientError as exc:
-                if _code(exc) in {"404", "NoSuchBucket", "NotFound"}:
+                if error_code(exc) in {"404", "NoSuchBucket", "NotFound"}:
                     raise InputError(
                         f"Bucket {bucket} does not exist: create it in {region}, or "
                         "name another with --bucket."

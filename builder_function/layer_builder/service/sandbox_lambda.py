@@ -39,6 +39,7 @@ from .. import errors, limits
 from ..errors import InputError, LayerBuildError, SourceBuildError, TransientError
 from ..sandbox import MAX_MESSAGE_CHARS, MAX_VERDICT_BYTES, CheckSpec, SandboxError, Verdict
 from ..target import Target
+from .aws import error_code
 
 CHECKS_PREFIX = "checks/"
 #: How long the check function's pre-signed URLs stay valid (it has nothing else).
@@ -258,7 +259,7 @@ class _Exchange:
                 )
                 break
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
+                code = error_code(exc)
                 if code in _THROTTLED and left > delay:
                     time.sleep(delay)  # its concurrency is full: wait, within the deadline
                     delay = min(delay * 2, 10.0)

@@ -355,16 +355,17 @@ def _after_publish(outcome: Outcome, team: Team, settings: Settings, adapters: A
     the daily sweep does it again). Retention never deletes a version a function uses or the
     pointer names."""
     grants = lifecycle.team_grants(team, settings.share_accounts, settings.share_organization)
+    used: dict[str, list[str]] | None = None  # the account's functions, listed once per upload
     for result in outcome.targets:
         number = int(result.version_arn.rsplit(":", 1)[1])
         if grants:
-            team.require_own(result.layer_name, "share")
             result.sharing = lifecycle.apply_sharing(
                 result.layer_name, number, grants, adapters.lifecycle_layers
             )
         if settings.keep_versions:
-            team.require_own(result.layer_name, "delete versions of")
             try:
+                if used is None:
+                    used = lifecycle.usage(adapters.catalog.all_versions())
                 decisions = lifecycle.apply_retention(
                     result.layer_name,
                     settings.keep_versions,
@@ -373,6 +374,7 @@ def _after_publish(outcome: Outcome, team: Team, settings: Settings, adapters: A
                     pointer=adapters.pointer,
                     now=datetime.now(UTC),
                     keep_label="KEEP_VERSIONS",
+                    used=used,
                 )
                 result.retention = [d.to_dict() for d in decisions if d.action != "keep"]
             except LayerBuildError as exc:
@@ -382,11 +384,18 @@ def _after_publish(outcome: Outcome, team: Team, settings: Settings, adapters: A
                 )
 
 
-def _remember(remembered: dict) -> list[TargetResult]:
-    return [
-        TargetResult(t["target"], t["layer_name"], t["version_arn"], build=t["build"])
-        for t in remembered["targets"]
-    ]
+def _remember(remembered: dict, team: Team) -> list[TargetResult]:
+    """The targets of an earlier build of the same bytes. Names read back from the state table
+    are checked as a publish checks them: everything after (attach, share, retention) trusts
+    that the results' layers are the team's."""
+    results = []
+    for t in remembered["targets"]:
+        team.require_own(t["layer_name"], "reuse")
+        team.require_own(t["version_arn"], "reuse")
+        results.append(
+            TargetResult(t["target"], t["layer_name"], t["version_arn"], build=t["build"])
+        )
+    return results
 
 
 def process_upload(
@@ -421,7 +430,10 @@ def process_upload(
             and all(adapters.layers.exists(t["version_arn"]) for t in remembered["targets"])
         ):
             # The same bytes were built before: answer at once, no build, no new version.
-            outcome.targets, outcome.reused_report = _remember(remembered), remembered["report"]
+            outcome.targets, outcome.reused_report = (
+                _remember(remembered, team),
+                remembered["report"],
+            )
         else:
             remembered = None
             built = _build_targets(inputs, archive, scratch, settings, adapters)

@@ -147,11 +147,12 @@ def test_functions_outside_the_teams_consumers_are_never_touched():
 
 
 def test_another_teams_layer_is_refused_before_anything_changes():
-    functions, pointer = FakeFunctions({"a": []}), FakePointer()
+    functions, book, pointer = FakeFunctions({"a": []}), FakeBook(), FakePointer()
     foreign = "arn:aws:lambda:us-east-1:123456789012:layer:s-ops-emr-launcher:1"
     with pytest.raises(TeamError, match="not a layer of team 'data'"):
-        run(release(foreign), ("a",), functions, pointer=pointer)
+        run(release(foreign), ("a",), functions, book, pointer)
     assert functions.updates == [] and pointer.writes == 0
+    assert book.entries == {}  # not even claimed in the order book
 
 
 def test_a_forged_order_book_entry_naming_another_teams_layer_changes_nothing():
@@ -161,6 +162,15 @@ def test_a_forged_order_book_entry_naming_another_teams_layer_changes_nothing():
     with pytest.raises(TeamError):
         run(release(), ("a",), functions, book, pointer)
     assert functions.updates == [] and pointer.writes == 0
+
+
+def test_a_forged_order_book_entry_never_reaches_the_pointer_either():
+    """With no consumer to attach to, the pointer is the only thing the entry could move."""
+    book, pointer = FakeBook(), FakePointer()
+    book.entries[book_key(TEAM, "s-data-emr-launcher")] = ("9999", "arn:x:layer:s-ops-evil:1")
+    with pytest.raises(TeamError):
+        run(release(), (), FakeFunctions({}), book, pointer)
+    assert pointer.writes == 0
 
 
 def test_an_older_upload_finishing_later_changes_nothing():
