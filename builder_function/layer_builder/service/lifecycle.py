@@ -625,11 +625,7 @@ def grantees(statements: Iterable[dict]) -> list[str]:
 
 def share(layer_name: str, number: int, grant: Grant, layers: LayerStore) -> str:
     """ "granted", or "unchanged" when our statement for this grantee exists already."""
-    version = require_version(layer_name, number, layers, "share")
-    if any(s.get("Sid") == grant.sid for s in layers.statements(layer_name, version.number)):
-        return "unchanged"
-    layers.grant(layer_name, version.number, grant.sid, grant.principal, grant.organization)
-    return "granted"
+    return apply_sharing(layer_name, number, [grant], layers)[str(grant)]
 
 
 def unshare(layer_name: str, number: int, grant: Grant, layers: LayerStore) -> str:
@@ -647,13 +643,17 @@ def unshare(layer_name: str, number: int, grant: Grant, layers: LayerStore) -> s
 def apply_sharing(
     layer_name: str, number: int, grants: Iterable[Grant], layers: LayerStore
 ) -> dict[str, str]:
-    """The stack's (or team's) sharing settings on a published version; idempotent."""
-    return {str(g): share(layer_name, number, g, layers) for g in grants}
+    """The stack's (or team's) sharing settings on a published version; idempotent: each grant
+    is "granted" or "unchanged". One version check and one policy read for all of them."""
+    grants = list(grants)
+    version = require_version(layer_name, number, layers, "share")
+    added = set(ensure_shared(version, grants, layers))
+    return {str(g): "granted" if str(g) in added else "unchanged" for g in grants}
 
 
 def ensure_shared(version: LayerVersion, grants: Iterable[Grant], layers: LayerStore) -> list[str]:
-    """The grants a version just listed lacks, added (the sweep's catch-up): one policy read per
-    version, where apply_sharing checks that the version exists first."""
+    """The grants a version lacks, added; one policy read (the sweep's catch-up, and the core
+    of apply_sharing, which checks that the version exists first)."""
     present = {s.get("Sid") for s in layers.statements(version.layer_name, version.number)}
     missing = [g for g in grants if g.sid not in present]
     for g in missing:
