@@ -13,6 +13,10 @@ and its HTML parser 1.8 s where html.parser takes 0.24 s; unearth downloads one 
 an index client needs: proxies, credentials in the URL, and dropping them on a redirect to
 another host.
 
+A page is read only as far as the choice needs: a file's name is parsed only when its sha256 is
+one of the lock's, and plain absolute links are kept as listed rather than joined again (the heavy
+lock's 16 JSON pages, 30,000 files: 0.38 s of CPU to parse and choose, now 0.11 s).
+
 Every failure is decided from data (status codes, the index's file list, the lock's hashes),
 never from the text of an installer's message.
 """
@@ -23,6 +27,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import time
 import tomllib
 import urllib.request
@@ -377,10 +382,22 @@ def _with_query(file: IndexFile, index: SplitResult) -> IndexFile:
     return replace(file, url=urlunsplit(parts._replace(query=index.query)))
 
 
-def _sha256_of(hashes: object, url: str) -> str | None:
+#: An absolute URL that urljoin and urldefrag would leave as it is (no query, params,
+#: whitespace or bracketed host), and its fragment: most links of an index page.
+_PLAIN_URL = re.compile(r"(https?://[-\w.:%@]+/[^\s?#;]*)(?:#(\S*))?", re.ASCII)
+
+
+def _resolve(base: str, url: str) -> tuple[str, str]:
+    """url joined to base, without its fragment, and the fragment; the join is skipped for a
+    plain absolute URL (pages list up to 15,000 files, and the join was most of their parse)."""
+    if plain := _PLAIN_URL.fullmatch(url):
+        return plain[1], plain[2] or ""
+    return urldefrag(urljoin(base, url))
+
+
+def _sha256_of(hashes: object, fragment: str) -> str | None:
     if isinstance(hashes, dict) and isinstance(hashes.get("sha256"), str):
         return hashes["sha256"].lower()
-    fragment = urldefrag(url)[1]
     if fragment.startswith("sha256="):
         return fragment[len("sha256=") :].lower()
     return None
@@ -390,12 +407,12 @@ def _parse_json(content: bytes, base: str) -> list[IndexFile]:
     """PEP 691: {"files": [{"filename", "url", "hashes": {"sha256"}, "requires-python"}]}."""
     files = []
     for entry in json.loads(content)["files"]:
-        url = urljoin(base, entry["url"])
+        url, fragment = _resolve(base, entry["url"])
         files.append(
             IndexFile(
                 entry["filename"],
-                urldefrag(url)[0],
-                _sha256_of(entry.get("hashes"), url),
+                url,
+                _sha256_of(entry.get("hashes"), fragment),
                 entry.get("requires-python"),
                 entry.get("size") if isinstance(entry.get("size"), int) else None,
             )
@@ -436,13 +453,13 @@ def _parse_html(text: str, base: str) -> list[IndexFile]:
         href = anchor.get("href")
         if not href:
             continue
-        url = urljoin(base, href)
-        filename = unquote(urlsplit(urldefrag(url)[0]).path.rsplit("/", 1)[-1])
+        url, fragment = _resolve(base, href)
+        filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
         files.append(
             IndexFile(
                 filename,
-                urldefrag(url)[0],
-                _sha256_of(None, url),
+                url,
+                _sha256_of(None, fragment),
                 anchor.get("data-requires-python"),
             )
         )
@@ -499,19 +516,21 @@ def choose(
     """
     locked = {h.split(":", 1)[1] for h in req.hashes}
     version = Version(req.version)
-    release = [
-        f
-        for f in files
-        if (nv := _version_of(f.filename)) and nv[0] == req.name and nv[1] == version
-    ]
-    if not release:
-        raise PackageNotFoundError(
-            f"{req.name}=={req.version} was not found on the package index (it lists "
-            f"{len(files)} files of {req.name}, none of that version): check the name and "
-            "version in the Pipfile and the configured index, then re-run `pipenv lock`."
-        )
-    allowed = [f for f in release if f.sha256 in locked]
+
+    def of_release(f: IndexFile) -> bool:
+        return bool((nv := _version_of(f.filename)) and nv[0] == req.name and nv[1] == version)
+
+    # Hash first: parsing every filename of a large page (15,000 for some) costs more than the
+    # rest of the choice; the whole release is listed only to word the errors.
+    allowed = [f for f in files if f.sha256 in locked and of_release(f)]
     if not allowed:
+        release = [f for f in files if of_release(f)]
+        if not release:
+            raise PackageNotFoundError(
+                f"{req.name}=={req.version} was not found on the package index (it lists "
+                f"{len(files)} files of {req.name}, none of that version): check the name and "
+                "version in the Pipfile and the configured index, then re-run `pipenv lock`."
+            )
         raise HashMismatchError(
             f"{req.name}=={req.version} does not match the hashes in Pipfile.lock: none of the "
             f"{len(release)} files the index lists for it has one of them. The lock was tampered "

@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from urllib.parse import urldefrag, urljoin
 
 import pytest
 
@@ -184,6 +184,86 @@ def test_a_proxy_from_the_given_environment_is_used_and_no_proxy_honoured(server
         bypass.project_files(index.url + "/simple/", "tinypkg")
 
 
+def test_a_json_page_mixing_relative_and_absolute_links_after_a_redirect(servers, monkeypatch):
+    index, files = servers
+    index.need_auth = None
+    index.routes["/simple/tinypkg/"] = [(301, {"Location": "/mirror/simple/tinypkg/"}, b"")]
+    index.routes["/mirror/simple/tinypkg/"] = [
+        json_page(
+            [
+                {"filename": "a.whl", "url": "../../files/a.whl", "hashes": {"sha256": "A" * 64}},
+                {"filename": "b.whl", "url": f"{files.url}/b.whl", "hashes": {"sha256": "b" * 64}},
+                {"filename": "c.whl", "url": f"/c.whl#sha256={'C' * 64}", "hashes": {}},
+                {"filename": "d.whl", "url": f"{files.url}/d.whl#sha256={'d' * 64}"},
+                {"filename": "e.whl", "url": "e.whl?sig=1"},
+            ]
+        )
+    ]
+    joined = []
+    spy = lambda base, url: joined.append(url) or urljoin(base, url)  # noqa: E731
+    monkeypatch.setattr(fetch, "urljoin", spy)
+    listed = IndexClient({}).project_files(index.url + "/simple/", "tinypkg")
+    page = f"{index.url}/mirror/simple/tinypkg/"  # links resolve against the page redirected to
+    assert listed == [
+        IndexFile("a.whl", f"{index.url}/mirror/files/a.whl", "a" * 64),
+        IndexFile("b.whl", f"{files.url}/b.whl", "b" * 64),
+        IndexFile("c.whl", f"{index.url}/c.whl", "c" * 64),
+        IndexFile("d.whl", f"{files.url}/d.whl", "d" * 64),
+        IndexFile("e.whl", f"{page}e.whl?sig=1", None),
+    ]
+    assert joined == ["../../files/a.whl", f"/c.whl#sha256={'C' * 64}", "e.whl?sig=1"], (
+        "plain absolute links are used as listed, not joined again"
+    )
+
+
+def test_an_html_page_with_a_base_href_and_absolute_links():
+    html = (
+        '<html><head><base href="https://mirror.example/pkgs/"></head><body>'
+        f'<a href="tinypkg-1.0.tar.gz#sha256={"A" * 64}">s</a>'
+        f'<a href="https://files.example/x/tinypkg-1.0-py3-none-any.whl#sha256={"b" * 64}" '
+        'data-requires-python="&gt;=3.9">w</a>'
+        '<a href="https://files.example/tinypkg%2B1.whl?sig=1">q</a></body></html>'
+    )
+    assert fetch._parse_html(html, "https://index.example/simple/tinypkg/") == [
+        IndexFile("tinypkg-1.0.tar.gz", "https://mirror.example/pkgs/tinypkg-1.0.tar.gz", "a" * 64),
+        IndexFile(
+            "tinypkg-1.0-py3-none-any.whl",
+            "https://files.example/x/tinypkg-1.0-py3-none-any.whl",
+            "b" * 64,
+            ">=3.9",
+        ),
+        IndexFile("tinypkg+1.whl", "https://files.example/tinypkg%2B1.whl?sig=1", None),
+    ]
+
+
+@pytest.mark.parametrize("base", ["https://index.example/simple/p/", "http://index.example/s/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://files.example/a/p-1.0.whl",
+        "https://files.example/a/p-1.0.whl#sha256=AB",
+        "https://files.example/a/p-1.0.whl#",
+        "https://files.example/a/p-1.0.whl#x#y",
+        "http://files.example:8080/p-1.0.whl",
+        "https://user:pw@files.example/p-1.0.whl",
+        "https://files.example/p-1.0.whl?",
+        "https://files.example/p-1.0.whl?sig=a#sha256=ab",
+        "https://files.example/p-1.0.whl;",
+        "https://files.example/p-1.0\t.whl",
+        "https://files.example/./a/../p-1.0.whl",
+        "https://files.example",
+        "https://[::1]/p-1.0.whl",
+        "HTTPS://files.example/p-1.0.whl",
+        "//files.example/p-1.0.whl",
+        "/p-1.0.whl#sha256=ab",
+        "../p-1.0.whl",
+        "file:///srv/p-1.0.whl",
+    ],
+)
+def test_links_resolve_as_urljoin_and_urldefrag_would(base, url):
+    assert fetch._resolve(base, url) == tuple(urldefrag(urljoin(base, url)))
+
+
 # --- choosing ----------------------------------------------------------------------------------
 
 def files(*names: str) -> list[IndexFile]:
@@ -192,6 +272,9 @@ def files(*names: str) -> list[IndexFile]:
 
 def hashes(listed: list[IndexFile]) -> list[str]:
     return [f.sha256 or "" for f in listed]
+
+
+version_of = fetch._version_of
 
 
 def test_the_best_tag_for_the_target_wins():
@@ -214,6 +297,29 @@ def test_only_files_with_the_locks_hashes_are_candidates():
         choose(req("pkg", "1.0", "f" * 64), listed, X86)
     with pytest.raises(PackageNotFoundError, match="pkg==3.0 was not found"):
         choose(req("pkg", "3.0", "f" * 64), listed, X86)
+
+
+def test_a_locked_hash_on_a_file_of_another_release_does_not_choose_it():
+    listed = files(
+        "pkg-2.0-cp313-cp313-manylinux_2_28_x86_64.whl",
+        "other-1.0-py3-none-any.whl",
+        "pkg-1.0-py3-none-any.whl",
+        "pkg-1.0.tar.gz",
+    )
+    everything = req("pkg", "1.0", *hashes(listed))
+    assert choose(everything, listed, X86).filename == "pkg-1.0-py3-none-any.whl"
+    with pytest.raises(HashMismatchError, match="none of the 2 files the index lists for it"):
+        choose(req("pkg", "1.0", listed[0].sha256, listed[1].sha256), listed, X86)
+    with pytest.raises(PackageNotFoundError, match=r"\(it lists 4 files of pkg, none of that"):
+        choose(req("pkg", "3.0", *hashes(listed)), listed, X86)
+
+
+def test_only_the_files_with_a_locked_hash_have_their_names_read(monkeypatch):
+    listed = files(*(f"pkg-1.{n}-py3-none-any.whl" for n in range(500)))
+    read = []
+    monkeypatch.setattr(fetch, "_version_of", lambda name: read.append(name) or version_of(name))
+    assert choose(req("pkg", "1.7", listed[7].sha256), listed, X86).filename == listed[7].filename
+    assert read == [listed[7].filename], "a large page's other files are skipped by their hash"
 
 
 def test_requires_python_excluding_the_target_skips_a_file():
