@@ -83,3 +83,90 @@ def test_a_member_that_inflates_past_its_header_stops_within_the_cap(tmp_path: P
     archive.write_bytes(bytes(data))
     with pytest.raises(LayerZipError):
         extract_layer(archive, tmp_path / "out", max_bytes=1024 * 1024)
+
+
+@pytest.fixture(params=["isal", "zlib"])
+def inflater(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both libraries extract_layer may inflate with: ISA-L when installed, zlib otherwise."""
+    if request.param == "isal":
+        from isal import isal_zlib  # a dependency: its absence is a failure, not a skip
+
+        monkeypatch.setattr(extract, "inflater", isal_zlib)
+    else:
+        monkeypatch.setattr(extract, "inflater", extract.zlib)
+    return request.param
+
+
+def test_isal_is_what_it_inflates_with_when_installed() -> None:
+    assert extract.inflater.__name__ == "isal.isal_zlib"
+
+
+def test_every_library_writes_the_same_files(tmp_path: Path, inflater: str) -> None:
+    archive = tmp_path / "layer.zip"
+    compressible = b"import os\n" * (3 * extract.CHUNK // 10)  # inflates past one CHUNK per block
+    members = {
+        "python/big.py": compressible,
+        "python/random.so": os.urandom(2 * extract.CHUNK + 7),
+        "python/stored.txt": b"kept as is",
+        "python/empty.py": b"",
+    }
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            compress = zipfile.ZIP_STORED if name.endswith(".txt") else zipfile.ZIP_DEFLATED
+            zf.writestr(name, data, compress_type=compress)
+    extract_layer(archive, tmp_path / inflater)
+    files = {k: v for k, v in tree(tmp_path / inflater).items() if v is not None}
+    assert files == members
+
+
+def _corrupt(archive: Path, name: str, offset_in_data: int) -> None:
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(name)
+    header = info.header_offset
+    start = header + 30 + int.from_bytes(data[header + 26 : header + 28], "little") + int.from_bytes(
+        data[header + 28 : header + 30], "little"
+    )
+    data[start + offset_in_data] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("compress", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_a_member_whose_bytes_changed_is_refused_by_its_crc(
+    tmp_path: Path, inflater: str, compress: int
+) -> None:
+    archive = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(archive, "w", compress) as zf:
+        zf.writestr("python/ok.py", b"x = 1\n")
+        zf.writestr("python/m.py", b"value = 12345\n" * 50)
+    _corrupt(archive, "python/m.py", 3)
+    with pytest.raises(LayerZipError, match="damaged"):
+        extract_layer(archive, tmp_path / "out")
+
+
+def test_a_truncated_member_is_refused(tmp_path: Path, inflater: str) -> None:
+    archive = tmp_path / "short.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("python/m.py", os.urandom(5000))
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("python/m.py")
+    data = bytearray(archive.read_bytes())
+    # the central directory says the member is 100 compressed bytes shorter than it is
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 20 : central + 24] = (info.compress_size - 100).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    with pytest.raises(LayerZipError, match="damaged"):
+        extract_layer(archive, tmp_path / "out")
+
+
+def test_an_encrypted_member_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "locked.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("python/m.py", b"x = 1\n")
+    data = bytearray(archive.read_bytes())
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        data[at + flag_offset] |= 0x1
+    archive.write_bytes(bytes(data))
+    with pytest.raises(LayerZipError, match="encrypted"):
+        extract_layer(archive, tmp_path / "out")

@@ -82,7 +82,7 @@ def test_check_functions_lock_the_engines_needs_for_the_oldest_runtime():
     assert inputs.python == "3.10"  # the oldest target: nothing an older Python needs is left out
     # single packages keep pyproject's specifier, without extras (no tracer, no boto3 there)
     names = {Requirement(line).name for line in inputs.requirements}
-    assert names == {"aws-lambda-powertools", "packaging", "uv"}
+    assert names == {"aws-lambda-powertools", "packaging", "uv", "isal"}
     assert all(not Requirement(line).extras for line in inputs.requirements)
     uv_range = str(Requirement(next(l for l in inputs.requirements if l.startswith("uv"))).specifier)
     assert uv_range == str(next(Requirement(l).specifier for l in function_inputs()[

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from layer_builder import sandbox_local
 from layer_builder.errors import ConfigurationError, SourceBuildError
 from layer_builder.sandbox import CheckSpec, Dependency, Sandbox
 from layer_builder.sandbox_local import LocalSandbox
@@ -31,10 +32,11 @@ def layer_zip(path: Path, files: dict[str, str]) -> Path:
 
 @pytest.fixture
 def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The sandbox's temp dirs land here, so the test sees what is left behind."""
+    """The sandbox's temp dirs land here (its RAM dir too), so the test sees what is left behind."""
     where = tmp_path / "tmp"
     where.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(where))
+    monkeypatch.setattr(sandbox_local, "RAM_DIR", where)
     return where
 
 
@@ -110,6 +112,48 @@ def test_the_extracted_layer_is_read_only_as_opt_is(tmp_path):
     """})
     verdict = LocalSandbox().check(archive, CheckSpec(own=("app",)), TARGET, timeout=60)
     assert "RuntimeError: 0o5550o444" in verdict.warnings[0]
+
+
+def _where_it_ran(tmp_path: Path, sandbox: LocalSandbox) -> str:
+    archive = layer_zip(tmp_path / "where.zip", {"where.py": "raise RuntimeError('at ' + __file__)\n"})
+    verdict = sandbox.check(archive, CheckSpec(own=("where",)), TARGET, timeout=60)
+    return verdict.warnings[0].split("RuntimeError: at ", 1)[1]
+
+
+def test_a_check_unzips_its_candidate_in_ram_when_it_fits(tmp_path, monkeypatch):
+    ram, tmp = tmp_path / "ram", tmp_path / "tmp"
+    ram.mkdir(), tmp.mkdir()
+    monkeypatch.setattr(sandbox_local, "RAM_DIR", ram)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp))
+    assert _where_it_ran(tmp_path, LocalSandbox(environ={})).startswith(f"{ram}/layer-check-")
+    # A TMPDIR the user chose wins, as does too little memory for the candidate.
+    chosen = LocalSandbox(environ={"TMPDIR": str(tmp)})
+    assert _where_it_ran(tmp_path, chosen).startswith(f"{tmp}/layer-check-")
+    monkeypatch.setattr(sandbox_local, "_available_memory", lambda: sandbox_local.RAM_MARGIN)
+    assert _where_it_ran(tmp_path, LocalSandbox(environ={})).startswith(f"{tmp}/layer-check-")
+    assert list(ram.iterdir()) == [] and list(tmp.iterdir()) == []
+
+
+def test_the_ram_dir_is_used_only_where_files_can_run_and_fit(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox_local, "RAM_DIR", tmp_path)
+    monkeypatch.setattr(sandbox_local, "_available_memory", lambda: 1 << 40)
+    assert sandbox_local.ram_dir_for(1000) == tmp_path
+    assert sandbox_local.ram_dir_for(0) is None  # nothing to unzip: the temp dir
+    real = os.statvfs(tmp_path)
+    for flag in (os.ST_NOEXEC, os.ST_RDONLY):  # shared objects cannot load from a noexec mount
+        fake = os.statvfs_result((*real[:8], real.f_flag | flag, real.f_namemax))
+        monkeypatch.setattr(sandbox_local.os, "statvfs", lambda _, fake=fake: fake)
+        assert sandbox_local.ram_dir_for(1000) is None
+    full = os.statvfs_result((*real[:4], 0, *real[5:]))  # f_bavail: no room left
+    monkeypatch.setattr(sandbox_local.os, "statvfs", lambda _: full)
+    assert sandbox_local.ram_dir_for(1000) is None
+    monkeypatch.setattr(sandbox_local, "RAM_DIR", tmp_path / "absent")
+    monkeypatch.setattr(sandbox_local.os, "statvfs", os.statvfs)
+    assert sandbox_local.ram_dir_for(1000) is None
+
+
+def test_available_memory_is_read_from_the_kernel():
+    assert 0 < sandbox_local._available_memory() < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 # --- compile -----------------------------------------------------------------------------------
