@@ -60,11 +60,11 @@ from .errors import (
 from .install import FETCHER, Installed, Settings, install
 from .package import MANIFEST_NAME, PREFIX, content_hash, file_sha256, manifest, tree_entries
 from .report import BuildReport, Timings, owners_from_plans, package_sizes
-from .sandbox import CheckSpec, Dependency, Sandbox, Verdict
+from .sandbox import Candidate, CheckSpec, Dependency, Sandbox, Verdict
 from .sandbox_local import LocalSandbox
 from .target import ARCH_MACHINE, Target
 from .wheel import Member, Plan, refuse_overlaps, with_bytecode
-from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, Written, write_zip
+from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, Written, entry_size, write_zip
 
 Progress = Callable[..., None]
 #: A .pyc is about as big as its source (measured on the heavy fixture: 0.93×); used to choose
@@ -124,7 +124,7 @@ def host_machine() -> str:
 
 def _zip_progress(progress: Progress, entries: list[Entry]) -> Callable[[Written], None]:
     """ "Writing the layer zip" with the unzipped bytes written so far, of all of them."""
-    total = sum(_entry_size(e) for e in entries)
+    total = sum(entry_size(e) for e in entries)
     done = [0]
     progress("Writing the layer zip", done=0, total=total, unit="B")
 
@@ -133,14 +133,6 @@ def _zip_progress(progress: Progress, entries: list[Entry]) -> Callable[[Written
         progress("Writing the layer zip", done=done[0], total=total, unit="B")
 
     return on_written
-
-
-def _entry_size(entry: Entry) -> int:
-    if isinstance(entry, RawEntry):
-        return entry.file_size
-    if isinstance(entry, DataEntry):
-        return len(entry.data)
-    return entry.path.stat().st_size
 
 
 def _reporter(progress: Progress) -> Progress:
@@ -416,27 +408,33 @@ def _run_check(
 ) -> Verdict:
     """The imports the memo does not prove, in the sandbox: first on the wheels they reached
     last time (when the memo knows them), kept only when that says what the whole layer would."""
-    candidate = work / f"candidate-{name}.zip"
     pyc_scope = _pyc_scope(request, target)
-    try:
-        if index is not None and "*" not in parts.hints:
-            part = dataclasses.replace(layer, only=frozenset(parts.hints))
-            write_zip(candidate, part.entries(_cached_pycs(part, cache, target, pyc_scope)))
+    if index is not None and "*" not in parts.hints:
+        part = dataclasses.replace(layer, only=frozenset(parts.hints))
+        candidate = Candidate(
+            part.entries(_cached_pycs(part, cache, target, pyc_scope)), work, f"part-{name}"
+        )
+        try:
             verdict = sandbox.check(
                 candidate, spec, target, _remaining(request.deadline, "the import check")
             )
-            if (
-                verdict.ok
-                and len(verdict.imports) == len(runner._plan(spec))
-                and importmemo.conclusive(verdict.imports, part.index(), index)
-            ):
-                return verdict
-        write_zip(candidate, layer.entries(_cached_pycs(layer, cache, target, pyc_scope)))
+        finally:
+            candidate.discard()
+        if (
+            verdict.ok
+            and len(verdict.imports) == len(runner._plan(spec))
+            and importmemo.conclusive(verdict.imports, part.index(), index)
+        ):
+            return verdict
+    candidate = Candidate(
+        layer.entries(_cached_pycs(layer, cache, target, pyc_scope)), work, f"candidate-{name}"
+    )
+    try:
         return sandbox.check(
             candidate, spec, target, _remaining(request.deadline, "the import check")
         )
     finally:
-        candidate.unlink(missing_ok=True)
+        candidate.discard()
 
 
 def _subspec(spec: CheckSpec, modules: list[str]) -> CheckSpec:

@@ -21,12 +21,14 @@ strictly and caps every field.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import TransientError
 from .target import Target
+from .zipwriter import Entry, write_zip
 
 #: Caps on what a verdict may carry (it comes from a sandbox that ran hostile code).
 MAX_VERDICT_BYTES = 4 * 1024 * 1024
@@ -179,6 +181,30 @@ def _records(value: Any) -> tuple[ImportRecord, ...]:
     return tuple(records)
 
 
+class Candidate:
+    """The layer a check imports, as the builder's zip entries. A sandbox on this machine
+    unpacks them straight from the wheels (`extract.extract_entries`); one elsewhere takes a
+    zip, which `zip()` writes once into `scratch` (the build's work dir removes it)."""
+
+    def __init__(self, entries: Sequence[Entry], scratch: Path, name: str = "candidate") -> None:
+        self.entries = entries
+        self._path = scratch / f"{name}.zip"
+        self._written = False
+
+    def zip(self) -> Path:
+        if not self._written:
+            write_zip(self._path, self.entries)
+            self._written = True
+        return self._path
+
+    def discard(self) -> None:
+        self._path.unlink(missing_ok=True)
+
+
+#: What a check is given: a Candidate, or a zip of python/... already on disk.
+Layer = Candidate | Path
+
+
 class Sandbox(Protocol):
     def native(self, target: Target) -> bool:
         """Whether check() runs on the target's own interpreter and machine. When it does not
@@ -186,9 +212,10 @@ class Sandbox(Protocol):
         from the same lock for a machine it can run, and says so in the report."""
 
     def check(
-        self, layer_zip: Path, spec: CheckSpec, target: Target, timeout: float | None
+        self, layer: Layer, spec: CheckSpec, target: Target, timeout: float | None
     ) -> Verdict:
-        """Import spec's modules from the layer (a zip of python/...) on the target."""
+        """Import spec's modules from the layer (a Candidate, or a zip of python/...) on the
+        target."""
 
     def build_sdist(
         self,

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from . import bytecode, limits, runner
 from .errors import ConfigurationError, SourceBuildError
-from .extract import LayerZipError, extract_layer
+from .extract import LayerZipError, extract_entries, extract_layer
 from .install import PASSTHROUGH_ENV
-from .sandbox import CheckSpec, Verdict
+from .sandbox import Candidate, CheckSpec, Layer, Verdict
 from .target import Target
+from .zipwriter import entry_size
 
 #: Also kept for finding interpreters (find_interpreter looks in pyenv); never passed to a run.
 _DISCOVERY_ENV = ("PYENV_ROOT", "HOME")
@@ -44,9 +45,11 @@ def _extract(archive: Path, dest: Path) -> None:
         raise ConfigurationError(f"{archive.name}: {exc}.") from None
 
 
-def _unzipped_size(archive: Path) -> int:
+def _unzipped_size(layer: Layer) -> int:
+    if isinstance(layer, Candidate):
+        return sum(entry_size(e) for e in layer.entries)
     try:
-        with zipfile.ZipFile(archive) as zf:
+        with zipfile.ZipFile(layer) as zf:
             return sum(info.file_size for info in zf.infolist())
     except (OSError, zipfile.BadZipFile):
         return 0  # extract_layer says what is wrong with it
@@ -120,12 +123,15 @@ class LocalSandbox:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=where))
 
     def check(
-        self, layer_zip: Path, spec: CheckSpec, target: Target, timeout: float | None
+        self, layer: Layer, spec: CheckSpec, target: Target, timeout: float | None
     ) -> Verdict:
         python = self._python(target)
-        work = self._workdir("layer-check-", _unzipped_size(layer_zip))
+        work = self._workdir("layer-check-", _unzipped_size(layer))
         try:
-            _extract(layer_zip, work / "layer")
+            if isinstance(layer, Candidate):  # the builder's own entries: no zip in between
+                extract_entries(layer.entries, work / "layer")
+            else:
+                _extract(layer, work / "layer")
             python_dir = work / "layer" / limits.LAYER_PYTHON_DIR
             python_dir.mkdir(parents=True, exist_ok=True)
             runner.read_only(work / "layer")

@@ -124,6 +124,15 @@ def _chunk_tasks(entries: list[Entry]) -> Iterator[tuple[int, Path | bytes, int,
             yield position, entry.data, 0, True
 
 
+def entry_size(entry: Entry) -> int:
+    """Its bytes once unzipped."""
+    if isinstance(entry, RawEntry):
+        return entry.file_size
+    if isinstance(entry, DataEntry):
+        return len(entry.data)
+    return entry.path.stat().st_size
+
+
 def raw_entries(zip_path: Path, sha256: dict[str, str], prefix: str = "") -> list[RawEntry]:
     """The stored or deflated members of any zip, ready to copy into another one (as
     prefix + name). Sizes and CRC come from the central directory, which zipfile reads with its

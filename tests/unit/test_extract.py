@@ -170,3 +170,52 @@ def test_an_encrypted_member_is_refused(tmp_path: Path) -> None:
     archive.write_bytes(bytes(data))
     with pytest.raises(LayerZipError, match="encrypted"):
         extract_layer(archive, tmp_path / "out")
+
+
+# --- the builder's entries, without a zip in between ------------------------------------------
+
+
+def _entries(tmp_path: Path) -> list:
+    from layer_builder.zipwriter import DataEntry, FileEntry, raw_entries
+
+    wheel = tmp_path / "dep-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("dep/__init__.py", b"VALUE = 1\n" * 1000)
+        zf.writestr("dep/data.bin", os.urandom(3 * extract.CHUNK + 5), compress_type=zipfile.ZIP_STORED)
+    own = tmp_path / "own.py"
+    own.write_text("import dep\n")
+    raws = raw_entries(wheel, {"dep/__init__.py": "", "dep/data.bin": ""}, prefix="python/")
+    return [*raws, DataEntry("python/dep-1.0.dist-info/RECORD", b"rows\n"),
+            FileEntry("python/own.py", own)]
+
+
+def test_entries_unpack_to_the_tree_their_zip_unzips_to(tmp_path: Path, inflater: str) -> None:
+    from layer_builder.zipwriter import write_zip
+
+    entries = _entries(tmp_path)
+    write_zip(tmp_path / "layer.zip", entries)
+    extract_layer(tmp_path / "layer.zip", tmp_path / "from-zip")
+    extract.extract_entries(entries, tmp_path / "from-entries")
+    assert tree(tmp_path / "from-entries") == tree(tmp_path / "from-zip")
+    assert len([v for v in tree(tmp_path / "from-entries").values() if v is not None]) == 4
+
+
+def test_an_entry_whose_wheel_bytes_changed_is_refused(tmp_path: Path, inflater: str) -> None:
+    import dataclasses
+
+    entries = _entries(tmp_path)
+    lying = [dataclasses.replace(e, crc=e.crc ^ 1) if e.name.endswith("__init__.py") else e
+             for e in entries]
+    with pytest.raises(LayerZipError, match=r"dep/__init__\.py fails its size or CRC"):
+        extract.extract_entries(lying, tmp_path / "out")
+
+
+def test_entries_outside_the_root_or_twice_are_refused(tmp_path: Path) -> None:
+    from layer_builder.zipwriter import DataEntry
+
+    with pytest.raises(LayerZipError, match="outside its root"):
+        extract.extract_entries([DataEntry("python/../../evil.py", b"")], tmp_path / "out")
+    with pytest.raises(ValueError, match="duplicate"):
+        extract.extract_entries([DataEntry("python/a.py", b""), DataEntry("python/a.py", b"x")],
+                                tmp_path / "out2")
+    assert not (tmp_path / "evil.py").exists()

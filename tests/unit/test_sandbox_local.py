@@ -114,6 +114,24 @@ def test_the_extracted_layer_is_read_only_as_opt_is(tmp_path):
     assert "RuntimeError: 0o5550o444" in verdict.warnings[0]
 
 
+def test_check_of_a_candidate_reads_its_entries_and_writes_no_zip(tmp_path, private_tmp):
+    from layer_builder.sandbox import Candidate
+    from layer_builder.zipwriter import DataEntry
+
+    scratch = tmp_path / "work"
+    scratch.mkdir()
+    entries = [DataEntry("python/app/__init__.py", b"import dep\n"),
+               DataEntry("python/dep/__init__.py", b"X = 1\n")]
+    candidate = Candidate(entries, scratch)
+    verdict = LocalSandbox().check(candidate, CheckSpec(own=("app",)), TARGET, timeout=60)
+    assert verdict.ok and set(verdict.startup) == {"app/__init__.py", "dep/__init__.py"}
+    assert list(scratch.iterdir()) == [] and list(private_tmp.iterdir()) == []
+    # A sandbox elsewhere gets the same entries as a zip, written once.
+    assert zipfile.ZipFile(candidate.zip()).namelist() == [e.name for e in entries]
+    candidate.discard()
+    assert list(scratch.iterdir()) == []
+
+
 def _where_it_ran(tmp_path: Path, sandbox: LocalSandbox) -> str:
     archive = layer_zip(tmp_path / "where.zip", {"where.py": "raise RuntimeError('at ' + __file__)\n"})
     verdict = sandbox.check(archive, CheckSpec(own=("where",)), TARGET, timeout=60)

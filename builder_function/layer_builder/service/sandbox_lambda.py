@@ -37,7 +37,15 @@ from packaging.version import InvalidVersion, Version
 
 from .. import errors, limits
 from ..errors import InputError, LayerBuildError, SourceBuildError, TransientError
-from ..sandbox import MAX_MESSAGE_CHARS, MAX_VERDICT_BYTES, CheckSpec, SandboxError, Verdict
+from ..sandbox import (
+    MAX_MESSAGE_CHARS,
+    MAX_VERDICT_BYTES,
+    Candidate,
+    CheckSpec,
+    Layer,
+    SandboxError,
+    Verdict,
+)
 from ..target import Target
 from .aws import error_code
 
@@ -108,8 +116,9 @@ class LambdaSandbox:
         return target_key(target) in self.functions
 
     def check(
-        self, layer_zip: Path, spec: CheckSpec, target: Target, timeout: float | None
+        self, layer: Layer, spec: CheckSpec, target: Target, timeout: float | None
     ) -> Verdict:
+        layer_zip = layer.zip() if isinstance(layer, Candidate) else layer  # it travels as a file
         with self._exchange(target, timeout) as exchange:
             event = {
                 "action": "check",
