@@ -14,10 +14,12 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,9 +28,10 @@ from .runner import out_of_time, run_bounded  # noqa: F401  (callers import them
 from .target import Target
 
 LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
-#: compileall's worker pool starts a forkserver (~0.7 s here); below this many sources one
-#: process is faster (measured: 77 botocore modules 1.8 s alone vs 2.3 s pooled on 2 cores).
-PARALLEL_MIN_SOURCES = 200
+#: From this many sources on, two compiler processes share them where two CPUs are free: the
+#: native bench fixture's 147 sources took 0.18 s in one process, 0.115 s in two (2 cores); a
+#: second process costs one interpreter start (~15 ms).
+PARALLEL_MIN_SOURCES = 32
 
 
 def _version_of(python: str) -> tuple[int, int] | None:
@@ -85,25 +88,43 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
     return None
 
 
-#: Run in the target's interpreter: compile each file listed in argv[4] (relative to argv[1]) into
-#: argv[2] at its __pycache__ path, unchecked-hash, with the source path it has under /opt/python.
+#: Run in the target's interpreter: compile each source listed in argv[4] (a path relative to
+#: argv[1], a directory or a zip of sources), unchecked-hash (PEP 552: magic, flags 0b01, the
+#: source's hash, the marshalled code: what py_compile writes), with the source path it has under
+#: /opt/python, and append it to the file argv[2] as one record (name and pyc lengths, name, pyc):
+#: one file out, not one per pyc (creating a few hundred files cost 0.15-0.2 s on an ext4 /tmp
+#: here), and every record before a crash is still read.
 #: It first caps its own address space at argv[5] bytes: a source whose compile would take more
 #: fails with MemoryError, is left out like one that does not compile, and the next one goes on.
 #: (Set here rather than in a preexec_fn, which is unsafe in a process with threads.)
 _COMPILER = """
-import importlib.util, json, os, py_compile, resource, sys
+import importlib.util, json, marshal, os, resource, struct, sys, zipfile
 root, out, layer, listing, memory = sys.argv[1:6]
 resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
+if os.path.isdir(root):
+    def read(rel):
+        with open(os.path.join(root, rel), "rb") as f:
+            return f.read()
+else:
+    read = zipfile.ZipFile(root).read
 failed = []
-for rel in open(listing, encoding="utf-8").read().splitlines():
-    cfile = os.path.join(out, importlib.util.cache_from_source(rel))
-    try:
-        py_compile.compile(os.path.join(root, rel), cfile=cfile, dfile=layer + "/" + rel,
-                           doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-    except (py_compile.PyCompileError, SyntaxError, ValueError, UnicodeError, OSError, MemoryError):
-        failed.append(rel)
+with open(out, "wb", buffering=0) as pycs:
+    for rel in open(listing, encoding="utf-8").read().splitlines():
+        try:
+            source = read(rel)
+            code = compile(source, layer + "/" + rel, "exec", dont_inherit=True)
+            data = (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
+                    + importlib.util.source_hash(source) + marshal.dumps(code))
+        except (SyntaxError, ValueError, UnicodeError, OSError, KeyError, MemoryError):
+            failed.append(rel)
+            continue
+        name = importlib.util.cache_from_source(rel).encode("utf-8")
+        pycs.write(struct.pack("<II", len(name), len(data)) + name + data)
 print(json.dumps(failed))
 """
+
+
+_RECORD = struct.Struct("<II")
 
 
 def compilable(size: int) -> bool:
@@ -111,11 +132,19 @@ def compilable(size: int) -> bool:
     return size <= limits.MAX_COMPILE_SOURCE_BYTES
 
 
-def _too_large(path: Path) -> bool:
-    try:
-        return not compilable(path.stat().st_size)
-    except OSError:
-        return False  # the compiler reports it as not compiling
+def _sizes(root: Path, files: list[str]) -> dict[str, int]:
+    """Each source's size in the tree or zip `root` (a missing one: 0, the compiler says)."""
+    if root.is_dir():
+        sizes = {}
+        for f in files:
+            try:
+                sizes[f] = (root / f).stat().st_size
+            except OSError:
+                sizes[f] = 0
+        return sizes
+    with zipfile.ZipFile(root) as zf:
+        listed = {info.filename: info.file_size for info in zf.infolist()}
+    return {f: listed.get(f, 0) for f in files}
 
 
 def failure_warnings(failed: list[str], sizes: Mapping[str, int], runtime: str) -> list[str]:
@@ -143,16 +172,18 @@ def failure_warnings(failed: list[str], sizes: Mapping[str, int], runtime: str) 
 def compile_sources(
     python: str, root: Path, files: list[str], *, timeout: float | None = None
 ) -> dict[str, bytes]:
-    """Bytecode for `files` (paths relative to root, the layer's python/ dir) from `python`.
+    """Bytecode for `files` (paths relative to root: the layer's python/ dir, or a zip of the
+    sources under those names) from `python`.
 
     Returns `pkg/__pycache__/mod.cpython-3X.pyc` → bytes: `unchecked-hash`, so they stay valid
     in a zip that normalises timestamps, and naming /opt/python/<file> as their source. Files the
     target cannot compile (e.g. Python 2 sources shipped as data), sources past
     limits.MAX_COMPILE_SOURCE_BYTES and those needing more than limits.MAX_COMPILE_MEMORY_BYTES
-    to compile are left out. Two processes share a long list. Raises OutOfTimeError after
+    to compile are left out. Two processes share a long list on two CPUs. Raises OutOfTimeError after
     `timeout` seconds (None: no limit).
     """
-    files = [f for f in files if not _too_large(root / f)]
+    sizes = _sizes(root, files)
+    files = [f for f in files if compilable(sizes[f])]
     if not files:
         return {}
     env = {
@@ -161,8 +192,8 @@ def compile_sources(
         "SOURCE_DATE_EPOCH": "315532800",
     }
     with tempfile.TemporaryDirectory(prefix="pyc-") as tmp:
-        out = os.path.join(tmp, "out")
-        groups = [files] if len(files) < PARALLEL_MIN_SOURCES else [files[0::2], files[1::2]]
+        split = len(files) >= PARALLEL_MIN_SOURCES and len(os.sched_getaffinity(0)) > 1
+        groups = [files[0::2], files[1::2]] if split else [files]
         procs = []
         try:
             for number, group in enumerate(groups):
@@ -177,7 +208,7 @@ def compile_sources(
                             "-c",
                             _COMPILER,
                             str(root),
-                            out,
+                            os.path.join(tmp, f"pycs-{number}"),
                             LAYER_PATH,
                             str(listing),
                             str(limits.MAX_COMPILE_MEMORY_BYTES),
@@ -202,12 +233,25 @@ def compile_sources(
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-        result = {}
-        for dirpath, _, names in os.walk(out):
-            for name in names:
-                path = Path(dirpath, name)
-                result[path.relative_to(out).as_posix()] = path.read_bytes()
+        result: dict[str, bytes] = {}
+        for number in range(len(groups)):
+            with contextlib.suppress(FileNotFoundError):  # it ended before writing any
+                result.update(_records(Path(tmp, f"pycs-{number}").read_bytes()))
         return result
+
+
+def _records(data: bytes) -> dict[str, bytes]:
+    """The compiler's records, up to the last complete one."""
+    found, at = {}, 0
+    while at + _RECORD.size <= len(data):
+        name_len, pyc_len = _RECORD.unpack_from(data, at)
+        end = at + _RECORD.size + name_len + pyc_len
+        if end > len(data):
+            break
+        name = data[at + _RECORD.size : at + _RECORD.size + name_len].decode("utf-8")
+        found[name] = data[at + _RECORD.size + name_len : end]
+        at = end
+    return found
 
 
 def pyc_name(source: str, python_version: str) -> str:

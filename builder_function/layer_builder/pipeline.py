@@ -509,25 +509,16 @@ def _compile(
         if need:
             todo[entry] = need
     own = [s for s in chosen if s not in owner]
-    root = work / "sources"
-    extracted = _extract_sources(layer, todo, owner, root)
-    files = sorted(extracted) + own
+    sources_zip = work / "sources.zip"
+    files = _zip_sources(layer, todo, owner, own, sources_zip)
     compiled: dict[str, bytes] = {}
     if files:
         timeout = _remaining(request.deadline, "compiling bytecode")
-        for name in own:
-            dest = root / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(layer.own_tree / name, dest)
         if python is not None:
-            compiled = bytecode.compile_sources(python, root, files, timeout=timeout)
+            compiled = bytecode.compile_sources(python, sources_zip, files, timeout=timeout)
         else:
-            sources_zip = work / "sources.zip"
-            with zipfile.ZipFile(sources_zip, "w") as zf:
-                for name in files:
-                    zf.write(root / name, name)
             compiled = sandbox.compile(sources_zip, target, timeout)
-    shutil.rmtree(root, ignore_errors=True)
+    sources_zip.unlink(missing_ok=True)
     for entry, need in todo.items():
         mine = {bytecode.pyc_name(s, target.python_version): s for s in need}
         fresh = {n: d for n, d in compiled.items() if n in mine}
@@ -578,27 +569,33 @@ def _cached_pycs(layer: _Layer, cache: BuildCache, target: Target, scope: str) -
     return found
 
 
-def _extract_sources(
-    layer: _Layer, todo: dict[str, list[str]], owner: dict[str, tuple[Plan, Path]], root: Path
+def _zip_sources(
+    layer: _Layer,
+    todo: dict[str, list[str]],
+    owner: dict[str, tuple[Plan, Path]],
+    own: list[str],
+    dest: Path,
 ) -> list[str]:
+    """The sources to compile, in one zip (names relative to python/): each wheel's read at the
+    offsets its plan located (size and CRC checked), then the own ones. Returns the names."""
     by_wheel: dict[Path, list[str]] = {}
     for need in todo.values():
         for source in need:
             by_wheel.setdefault(owner[source][1], []).append(source)
-    done = []
-    for path, sources in by_wheel.items():
-        plan = owner[sources[0]][0]
-        members = {m.dest: m for m in plan.members}
-        with open(path, "rb") as f:
-            for source in sources:
-                m = members[source]
-                f.seek(m.data_offset)
-                data = _member_bytes(f.read(m.compress_size), m, plan)
-                dest = root / source
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-                done.append(source)
-    return done
+    names = []
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as zf:
+        for path, sources in by_wheel.items():
+            plan = owner[sources[0]][0]
+            members = {m.dest: m for m in plan.members}
+            with open(path, "rb") as f:
+                for source in sources:
+                    m = members[source]
+                    f.seek(m.data_offset)
+                    zf.writestr(source, _member_bytes(f.read(m.compress_size), m, plan))
+                    names.append(source)
+        for source in own:
+            zf.write(layer.own_tree / source, source)
+    return sorted(names) + own
 
 
 def _member_bytes(raw: bytes, member: Member, plan: Plan) -> bytes:

@@ -181,14 +181,11 @@ class LocalSandbox:
         return wheel
 
     def compile(self, sources: Path, target: Target, timeout: float | None) -> dict[str, bytes]:
+        """compileall-like, running no code of the upload: straight from the zip of sources."""
         python = self._python(target)
-        work = self._workdir("layer-compile-")
         try:
-            root = work / "src"
-            _extract(sources, root)
-            files = sorted(
-                p.relative_to(root).as_posix() for p in root.rglob("*.py") if p.is_file()
-            )
-            return bytecode.compile_sources(python, root, files, timeout=timeout)
-        finally:
-            _remove(work)
+            with zipfile.ZipFile(sources) as zf:
+                files = sorted(n for n in zf.namelist() if n.endswith(".py"))
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise ConfigurationError(f"{sources.name}: {exc}.") from None
+        return bytecode.compile_sources(python, sources, files, timeout=timeout)

@@ -42,6 +42,44 @@ def test_many_sources_are_compiled_by_two_processes_with_the_same_result(tmp_pat
     assert one == two and len(one) == 6
 
 
+def test_the_pycs_are_byte_for_byte_what_py_compile_writes(tmp_path):
+    import py_compile
+
+    source = tmp_path / "mod.py"
+    source.write_text("import os\n\nclass A:\n    def f(self):\n        return os.sep, 'é'\n")
+    ours = bytecode.compile_sources(sys.executable, tmp_path, ["mod.py"])[f"__pycache__/mod.{TAG}.pyc"]
+    theirs = py_compile.compile(str(source), cfile=str(tmp_path / "ref.pyc"), dfile="/opt/python/mod.py",
+                                doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    assert ours == Path(theirs).read_bytes()
+
+
+def test_sources_in_a_zip_compile_as_the_same_sources_in_a_tree(tmp_path, monkeypatch):
+    import zipfile
+
+    tree, files = tmp_path / "tree", []
+    (tree / "pkg").mkdir(parents=True)
+    for n in range(40):  # two processes share them
+        (tree / "pkg" / f"m{n}.py").write_text(f"X = {n}\n")
+        files.append(f"pkg/m{n}.py")
+    (tree / "pkg" / "bad.py").write_text("def broken(:\n")
+    files.append("pkg/bad.py")
+    with zipfile.ZipFile(tmp_path / "sources.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(tree / f, f)
+    from_tree = bytecode.compile_sources(sys.executable, tree, files)
+    from_zip = bytecode.compile_sources(sys.executable, tmp_path / "sources.zip", [*files, "pkg/absent.py"])
+    assert from_zip == from_tree and len(from_zip) == 40
+
+
+def test_the_records_of_a_compiler_that_died_are_kept_up_to_the_last_whole_one():
+    one = bytecode._RECORD.pack(5, 3) + b"a.pyc" + b"abc"
+    two = bytecode._RECORD.pack(5, 4) + b"b.pyc" + b"defg"
+    assert bytecode._records(one + two) == {"a.pyc": b"abc", "b.pyc": b"defg"}
+    assert bytecode._records(one + two[:-1]) == {"a.pyc": b"abc"}
+    assert bytecode._records(one + two[:3]) == {"a.pyc": b"abc"}
+    assert bytecode._records(b"") == {}
+
+
 def test_nothing_to_compile_runs_nothing():
     assert bytecode.compile_sources("/nonexistent/python", Path("/"), []) == {}
 
