@@ -58,13 +58,21 @@ from .errors import (
     UnsafeArchiveError,
 )
 from .install import FETCHER, Installed, Settings, install
-from .package import MANIFEST_NAME, PREFIX, content_hash, file_sha256, manifest, tree_entries
+from .package import MANIFEST_NAME, PREFIX, content_hash, manifest, tree_entries
 from .report import BuildReport, Timings, owners_from_plans, package_sizes
 from .sandbox import Candidate, CheckSpec, Dependency, Sandbox, Verdict
 from .sandbox_local import LocalSandbox
 from .target import ARCH_MACHINE, Target
 from .wheel import Member, Plan, refuse_overlaps, with_bytecode
-from .zipwriter import DataEntry, Entry, FileEntry, RawEntry, Written, entry_size, write_zip
+from .zipwriter import (
+    DataEntry,
+    Entry,
+    FileEntry,
+    RawEntry,
+    Written,
+    entry_size,
+    write_zip_hashed,
+)
 
 Progress = Callable[..., None]
 #: A .pyc is about as big as its source (measured on the heavy fixture: 0.93×); used to choose
@@ -913,7 +921,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             _remaining(request.deadline, "writing the zip")
             request.output.parent.mkdir(parents=True, exist_ok=True)
             zip_entries = [*entries, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)]
-            written = write_zip(
+            written, zip_sha256 = write_zip_hashed(
                 partial, zip_entries, on_written=_zip_progress(progress, zip_entries)
             )
             _peak(work, cache, start_cache, peak)
@@ -922,7 +930,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         report.unzipped_bytes = sum(w.file_size for w in written)
         report.room_left_bytes = limits.MAX_UNZIPPED_BYTES - report.unzipped_bytes
         report.zipped_bytes = request.output.stat().st_size
-        report.zip_sha256 = file_sha256(request.output)
+        report.zip_sha256 = zip_sha256
         report.publish_via_s3 = report.zipped_bytes > limits.MAX_DIRECT_UPLOAD_BYTES
         report.sizes = package_sizes(
             [(w.name.split("/", 1)[1], w.file_size) for w in written], owners

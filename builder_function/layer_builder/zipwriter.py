@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from zipfile import ZIP_DEFLATED, ZIP_STORED, ZipFile
 
 from . import limits
+from .cache import sha256_file
 from .errors import LayerTooLargeError
 
 CHUNK = 1 << 20
@@ -167,8 +168,37 @@ def raw_entries(zip_path: Path, sha256: dict[str, str], prefix: str = "") -> lis
     return entries
 
 
-class _Output:
+class _Hashing:
+    """The output file, hashed as it is written: the zip's sha256 without reading it back. A
+    seek (patching a header written before its sizes were known) ends the hash; the caller then
+    reads the file (`sha256` is None)."""
+
     def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.position = 0
+        self.digest: Any = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.position += len(data)
+        if self.digest is not None:
+            self.digest.update(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, position: int) -> None:
+        self.f.seek(position)
+        self.position = position
+        self.digest = None
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self.digest is None else self.digest.hexdigest()
+
+
+class _Output:
+    def __init__(self, f: _Hashing) -> None:
         self.f = f
         self.central: list[bytes] = []
 
@@ -257,6 +287,19 @@ def write_zip(
 ) -> list[Written]:
     """Write entries sorted by name; returns what was written, in order. `on_written` hears of
     each entry once it is in the file (progress)."""
+    return write_zip_hashed(out, entries, level=level, workers=workers, on_written=on_written)[0]
+
+
+def write_zip_hashed(
+    out: Path,
+    entries: Iterable[Entry],
+    *,
+    level: int = limits.ZIP_COMPRESS_LEVEL,
+    workers: int | None = None,
+    on_written: Callable[[Written], None] | None = None,
+) -> tuple[list[Written], str]:
+    """write_zip, and the sha256 of the file it wrote (taken as it was written when no header
+    had to be patched: the members of more than one CHUNK of the project's own files)."""
     ordered = sorted(entries, key=lambda e: e.name)
     names = [e.name for e in ordered]
     if len(set(names)) != len(names):
@@ -269,10 +312,11 @@ def write_zip(
         )
     workers = workers or min(32, (os.cpu_count() or 1) + 2)
     written: list[Written] = []
-    with open(out, "wb") as f, ThreadPoolExecutor(workers) as pool:
+    with open(out, "wb") as file, ThreadPoolExecutor(workers) as pool:
+        f = _Hashing(file)
         output = _Output(f)
         tasks = _chunk_tasks(ordered)
-        pending: deque[tuple[int, Future]] = deque()
+        pending: deque[tuple[int, bool, Future]] = deque()
 
         def refill() -> None:
             while len(pending) < workers * 4:
@@ -281,9 +325,11 @@ def write_zip(
                     return
                 position, source, offset, last = task
                 if isinstance(source, bytes):
-                    pending.append((position, pool.submit(_deflate_bytes, source, level)))
+                    pending.append((position, last, pool.submit(_deflate_bytes, source, level)))
                 else:
-                    pending.append((position, pool.submit(_deflate, source, offset, last, level)))
+                    pending.append(
+                        (position, last, pool.submit(_deflate, source, offset, last, level))
+                    )
 
         refill()
         for position, entry in enumerate(ordered):
@@ -314,7 +360,7 @@ def write_zip(
             if on_written is not None:
                 on_written(written[-1])
         output.close()
-    return written
+    return written, f.sha256 or sha256_file(out)
 
 
 def _write_deflated(
@@ -325,24 +371,35 @@ def _write_deflated(
     pending: deque,
     refill: Callable[[], None],
     written: list[Written],
-    f: BinaryIO,
+    f: _Hashing,
 ) -> None:
-    """Write the entry's chunks, which the pool deflated in order, then patch its header."""
+    """Write the entry's chunks, which the pool deflated in order. One chunk: its sizes are
+    known before its header is written; more: the header is patched once they are."""
+    if pending and pending[0][0] == position and pending[0][1]:  # its only chunk
+        data, deflated = pending.popleft()[2].result()
+        refill()
+        crc = zlib.crc32(data)
+        offset = output.begin(name, sizes=(crc, len(deflated), len(data)))
+        f.write(deflated)
+        output.finish(name, offset, crc, len(deflated), len(data), entry.executable, patch=False)
+        digest = hashlib.sha256(data).hexdigest()
+        written.append(Written(entry.name, len(data), len(deflated), digest, entry.executable))
+        return
     offset = output.begin(name)
-    crc, csize, usize, digest = 0, 0, 0, hashlib.sha256()
+    crc, csize, usize, sha = 0, 0, 0, hashlib.sha256()
     while pending and pending[0][0] == position:
-        data, deflated = pending.popleft()[1].result()
+        data, deflated = pending.popleft()[2].result()
         refill()
         crc = zlib.crc32(data, crc)
-        digest.update(data)
+        sha.update(data)
         usize += len(data)
         csize += len(deflated)
         f.write(deflated)
     output.finish(name, offset, crc, csize, usize, entry.executable)
-    written.append(Written(entry.name, usize, csize, digest.hexdigest(), entry.executable))
+    written.append(Written(entry.name, usize, csize, sha.hexdigest(), entry.executable))
 
 
-def _copy_raw(entry: RawEntry, out: BinaryIO) -> None:
+def _copy_raw(entry: RawEntry, out: _Hashing) -> None:
     with open(entry.source, "rb") as src:
         src.seek(entry.data_offset)
         remaining = entry.compress_size

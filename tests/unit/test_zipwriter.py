@@ -6,6 +6,7 @@ import hashlib
 import io
 import random
 import shutil
+import struct
 import subprocess
 import zipfile
 from pathlib import Path
@@ -91,6 +92,37 @@ def test_written_records_are_right(written):
     # Compression really happened on the compressible multi-chunk file.
     text = next(w for w in records if w.name.endswith("text.dat"))
     assert text.compress_size < text.file_size / 3
+
+
+def test_every_local_header_carries_the_sizes_and_crc_of_the_central_one(written):
+    """One-chunk members get theirs before their data is written, longer ones by a patch."""
+    out, _ = written
+    data = out.read_bytes()
+    with zipfile.ZipFile(out) as zf:
+        for info in zf.infolist():
+            crc, csize, usize = struct.unpack_from("<III", data, info.header_offset + 14)
+            assert (crc, csize, usize) == (info.CRC, info.compress_size, info.file_size), info.filename
+
+
+def test_the_sha256_comes_with_the_zip_hashed_as_written_or_read_back(source, tmp_path):
+    from layer_builder.zipwriter import DataEntry
+
+    small = [DataEntry("python/a.py", b"x = 1\n"), FileEntry("python/pkg/core.py", source / "python/pkg/core.py")]
+    for name, batch in (("small", small), ("patched", entries(source))):  # multi-chunk files patch
+        out = tmp_path / f"{name}.zip"
+        written, sha = zipwriter.write_zip_hashed(out, batch)
+        assert sha == hashlib.sha256(out.read_bytes()).hexdigest()
+        assert [w.name for w in written] == sorted(e.name for e in batch)
+
+
+def test_a_patched_header_ends_the_hash_taken_while_writing(tmp_path):
+    with open(tmp_path / "f", "wb") as f:
+        hashing = zipwriter._Hashing(f)
+        hashing.write(b"abc")
+        assert hashing.sha256 == hashlib.sha256(b"abc").hexdigest() and hashing.tell() == 3
+        hashing.seek(1)
+        hashing.write(b"X")
+        assert hashing.sha256 is None and hashing.tell() == 2
 
 
 def test_byte_identical_for_identical_input(source, written, tmp_path):
