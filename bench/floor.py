@@ -1,9 +1,10 @@
 """`python -m bench.floor PROJECT OUT.zip`: the floor a layer build cannot go under here.
 
 The wheels' download time plus writing the zip: each locked requirement's wheel for the target is
-chosen on the index, downloaded in parallel and hash-checked (the engine's fetcher), and every
-member of every wheel is copied raw under python/ with the own packages. Nothing is slimmed,
-checked or compiled, so the zip is bigger than a layer and would not pass the builder's checks.
+chosen on the index, downloaded in parallel as soon as it is chosen and hash-checked (the
+engine's fetcher), and every member of every wheel is copied raw under python/ with the own
+packages. Nothing is slimmed, checked or compiled, so the zip is bigger than a layer and would not
+pass the builder's checks.
 """
 
 from __future__ import annotations
@@ -25,11 +26,17 @@ def main(argv: list[str]) -> int:
     target = Target()
     locked = lock.read_lock(source, target, lock.IndexPolicy(environ={}))
     client = fetch.IndexClient(os.environ)
-    chosen = fetch.resolve(locked, target, client).chosen
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         wheels = Path(tmp) / "wheels"
         wheels.mkdir()
-        fetch.download_all(client, chosen, lambda c: wheels / c.filename, lambda *a, **k: None)
+        # Each download starts as its file is chosen, as in the builder.
+        with fetch.Downloads(
+            lambda: client, lambda c: wheels / c.filename, lambda *a, **k: None, ""
+        ) as downloads:
+            chosen = fetch.resolve(
+                locked, target, client, pool=downloads.pool, on_chosen=downloads.start
+            ).chosen
+            downloads.finish(chosen, "")
         entries = []
         for c in chosen:
             path = wheels / c.filename

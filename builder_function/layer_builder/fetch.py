@@ -28,11 +28,12 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import tomllib
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -602,8 +603,14 @@ def resolve(
     allow_sdist: frozenset[str] = frozenset(),
     known: Mapping[str, Chosen] | None = None,
     workers: int = DOWNLOAD_WORKERS,
+    pool: Executor | None = None,
+    on_chosen: Callable[[Chosen], None] = lambda c: None,
 ) -> Resolution:
-    """Choose a file per requirement; `known` (requirement key → choice) skips the index."""
+    """Choose a file per requirement; `known` (requirement key → choice) skips the index.
+
+    Pages are read on `pool` (Downloads.pool) or on `workers` threads of their own. on_chosen(choice)
+    runs on the page's thread as soon as a file is chosen from the index (so its download can start
+    while later pages are read); it must not raise."""
     known = known or {}
     todo = [r for r in locked.requirements if requirement_key(r, target) not in known]
 
@@ -617,13 +624,22 @@ def resolve(
                 f"{redact(index)}: check the name and version in the Pipfile and the configured "
                 "index, then re-run `pipenv lock`."
             ) from None
-        return choose(req, listed, target, allow_sdist=req.name in allow_sdist)
+        result = choose(req, listed, target, allow_sdist=req.name in allow_sdist)
+        if isinstance(result, Chosen):
+            on_chosen(result)
+        return result
 
     found: dict[Requirement, Chosen | Missing] = {}
     if todo:
-        with ThreadPoolExecutor(min(workers, len(todo))) as pool:
-            for req, result in zip(todo, pool.map(one, todo), strict=True):
-                found[req] = result
+        runner = pool or ThreadPoolExecutor(min(workers, len(todo)))
+        try:
+            futures = [runner.submit(one, req) for req in todo]
+            wait(futures)  # every page is read before the first error in lock order is raised
+        finally:
+            if pool is None:
+                runner.shutdown()
+        for req, future in zip(todo, futures, strict=True):
+            found[req] = future.result()
     resolution = Resolution()
     for req in locked.requirements:
         result = found.get(req) or known[requirement_key(req, target)]
@@ -651,31 +667,78 @@ def requirement_key(req: Requirement, target: Target) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def download_all(
-    client: IndexClient,
-    chosen: list[Chosen],
-    dest_for: Callable[[Chosen], Path],
-    progress: Callable[..., None],
-    *,
-    workers: int = DOWNLOAD_WORKERS,
-) -> int:
-    """Download every choice in parallel to dest_for(choice); returns the bytes fetched."""
-    if not chosen:
-        return 0
-    sizes = {c.sha256: 0 for c in chosen}
-    done = [0]
-    total = sum(c.size or 0 for c in chosen) if all(c.size for c in chosen) else None
-    message = f"Downloading {len(chosen)} files"
+class _Abandoned(LayerBuildError):
+    """Stops a download the build no longer needs (a LayerBuildError: retry loops pass it on)."""
 
-    def on_bytes(n: int) -> None:
-        done[0] += n  # one thread's += may race another's; a progress figure tolerates it
-        progress(message, done=done[0], total=total, unit="B")
 
-    def one(c: Chosen) -> None:
-        client.download(IndexFile(c.filename, c.url, c.sha256), dest_for(c), c.sha256, on_bytes)
-        sizes[c.sha256] = dest_for(c).stat().st_size
+class Downloads:
+    """Files downloaded as each is chosen, so downloads overlap the reading of later index pages
+    (heavy lock, cold, 2 cores: pages then downloads took 0.50 s, overlapped 0.45 s).
 
-    with ThreadPoolExecutor(min(workers, len(chosen))) as pool:
-        for future in [pool.submit(one, c) for c in chosen]:
-            future.result()
-    return sum(sizes.values())
+    Pages (resolve's `pool`) and downloads share `pool`: pages, queued first, never wait behind a
+    download, and there are no more threads or connections than before. 8 page threads plus 8
+    download threads took 0.49 s: their TLS and GIL contention cost more CPU than they saved.
+
+    finish() waits for them in the caller's order and raises the first failure in that order,
+    as one download after another would. close() abandons what still runs and waits for it: after
+    a refusal no download keeps running, and `IndexClient.download` leaves no partial file.
+    """
+
+    def __init__(
+        self,
+        client: Callable[[], IndexClient],
+        dest_for: Callable[[Chosen], Path],
+        progress: Callable[..., None],
+        message: str,
+        *,
+        workers: int = DOWNLOAD_WORKERS,
+    ) -> None:
+        self._client, self._dest_for, self._progress = client, dest_for, progress
+        # Bytes are reported under the caller's running step until finish(): the count of files
+        # to download is known only once every page is read.
+        self._message, self._done = message, 0
+        self._total: int | None = None
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="fetch")  # threads on demand
+        self._futures: dict[str, Future[int]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self, c: Chosen) -> None:
+        with self._lock:
+            if not self._stop.is_set() and c.sha256 not in self._futures:
+                self._futures[c.sha256] = self.pool.submit(self._one, c)
+
+    def _one(self, c: Chosen) -> int:
+        if self._stop.is_set():
+            raise _Abandoned(c.filename)
+        dest = self._dest_for(c)
+        file = IndexFile(c.filename, c.url, c.sha256)
+        self._client().download(file, dest, c.sha256, self._on_bytes)
+        return dest.stat().st_size
+
+    def _on_bytes(self, n: int) -> None:
+        if self._stop.is_set():
+            raise _Abandoned("closed")
+        with self._lock:  # held while reporting: no count under the old step after finish()
+            self._done += n
+            self._progress(self._message, done=self._done, total=self._total, unit="B")
+
+    def finish(self, chosen: list[Chosen], message: str) -> int:
+        """Every file of `chosen` downloaded (started now if it was not); the bytes fetched."""
+        for c in chosen:
+            self.start(c)
+        with self._lock:
+            self._message = message
+            self._total = sum(c.size or 0 for c in chosen) if all(c.size for c in chosen) else None
+            self._progress(message, done=self._done, total=self._total, unit="B")
+        return sum(self._futures[c.sha256].result() for c in chosen)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Downloads:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -61,7 +61,9 @@ class IndexSession(requests.Session):
         self._netrc: netrc.netrc | None | bool = False
         #: user:password from index URLs, by scheme://host:port: sent to that origin only.
         self.credentials: dict[str, tuple[str, str]] = {}
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=DOWNLOAD_WORKERS)
+        # Pages and downloads run at once, each on DOWNLOAD_WORKERS threads, and an index may
+        # serve both from one host: room for all, rather than connections closed after use.
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=2 * DOWNLOAD_WORKERS)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 

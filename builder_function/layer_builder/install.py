@@ -19,9 +19,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,10 +110,12 @@ def install(
             "check the spelling of --allow-sdist / AllowSdist."
         )
     clients: list[IndexClient] = []
+    creating = threading.Lock()  # downloads may ask for it while resolve creates it
 
     def client() -> IndexClient:  # one client: its connections and credentials are reused
-        if not clients:
-            clients.append(client_factory())
+        with creating:
+            if not clients:
+                clients.append(client_factory())
         return clients[0]
 
     try:
@@ -147,24 +150,46 @@ def _install(
 ) -> Installed:
     from . import fetch
 
-    chosen = _choose(locked, target, cache, client, allow_sdist)
+    fetching = f"Fetching {len(locked.requirements)} locked packages"
+    progress(fetching)
     files: dict[str, Path] = {}
-    missing = []
-    for c in chosen:
-        path = cache.wheel(c.sha256, _suffix(c.filename))
+    lookup_errors: dict[str, BaseException] = {}
+    lookups = threading.Lock()  # the cache's counters and warnings are not thread-safe
+    downloads = fetch.Downloads(
+        client,
+        lambda c: cache.wheel_path(c.sha256, _suffix(c.filename)),
+        progress,
+        fetching,  # until every page is read, downloaded bytes count under this step
+    )
+
+    def found(c: Chosen) -> None:
+        """A file is chosen (on a page's thread): its download starts unless it is cached.
+        A lookup's error waits, so a refusal of the whole lock takes precedence as before."""
+        try:
+            with lookups:
+                path = cache.wheel(c.sha256, _suffix(c.filename))
+        except Exception as exc:
+            lookup_errors[c.sha256] = exc
+            return
         if path is None:
-            missing.append(c)
+            downloads.start(c)
         else:
             files[c.sha256] = path
-    if missing:
-        progress(f"Downloading {len(missing)} of {len(chosen)} files")
-        result.downloaded_bytes = fetch.download_all(
-            client(), missing, lambda c: cache.wheel_path(c.sha256, _suffix(c.filename)), progress
-        )
-        result.downloaded_files = len(missing)
-        for c in missing:
-            cache.added_wheel(c.sha256, _suffix(c.filename))
-            files[c.sha256] = cache.wheel_path(c.sha256, _suffix(c.filename))
+
+    with downloads:  # on any error, what still downloads is abandoned before we return
+        chosen = _choose(locked, target, cache, client, allow_sdist, found, downloads.pool)
+        for c in chosen:
+            if c.sha256 in lookup_errors:
+                raise lookup_errors[c.sha256]
+        missing = [c for c in chosen if c.sha256 not in files]
+        if missing:
+            result.downloaded_bytes = downloads.finish(
+                missing, f"Downloading {len(missing)} of {len(chosen)} files"
+            )
+            result.downloaded_files = len(missing)
+            for c in missing:
+                cache.added_wheel(c.sha256, _suffix(c.filename))
+                files[c.sha256] = cache.wheel_path(c.sha256, _suffix(c.filename))
     wheels: list[tuple[Chosen, Path]] = []
     for c in chosen:
         if c.is_wheel:
@@ -217,8 +242,11 @@ def _choose(
     cache: BuildCache,
     client_factory: Callable[[], IndexClient],
     allow_sdist: frozenset[str],
+    on_chosen: Callable[[Chosen], None],
+    pool: Executor,
 ) -> list[Chosen]:
-    """Each requirement's file: remembered choices (signed) or the index's listing."""
+    """Each requirement's file: remembered choices (signed) or the index's listing; on_chosen
+    sees each file as soon as it is known, remembered ones first."""
     from . import fetch
     from .fetch import Chosen
 
@@ -231,10 +259,18 @@ def _choose(
             known[fetch.requirement_key(req, target)] = Chosen(
                 req, data["filename"], data["sha256"]
             )
+    for c in known.values():
+        on_chosen(c)
     if len(known) == len(locked.requirements):
         return [known[fetch.requirement_key(r, target)] for r in locked.requirements]
     resolution = fetch.resolve(
-        locked, target, client_factory(), allow_sdist=allow_sdist, known=known
+        locked,
+        target,
+        client_factory(),
+        allow_sdist=allow_sdist,
+        known=known,
+        pool=pool,
+        on_chosen=on_chosen,
     )
     if resolution.missing:
         raise fetch.no_wheel_error(resolution.missing, target, allow_sdist)

@@ -758,7 +758,6 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 return BuildResult(request.output, reused)
 
         with timings.phase("install"):
-            progress(f"Fetching {len(locked.requirements)} locked packages")
             installed = _install(request, target, locked, config, cache, sandbox, progress, work)
         warnings += installed.warnings
         _peak(work, cache, start_cache, peak)
