@@ -604,7 +604,7 @@ def resolve(
     known: Mapping[str, Chosen] | None = None,
     workers: int = DOWNLOAD_WORKERS,
     pool: Executor | None = None,
-    on_chosen: Callable[[Chosen], None] = lambda c: None,
+    on_chosen: Callable[[Chosen], object] = lambda c: None,
 ) -> Resolution:
     """Choose a file per requirement; `known` (requirement key → choice) skips the index.
 

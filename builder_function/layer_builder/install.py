@@ -162,19 +162,23 @@ def _install(
         fetching,  # until every page is read, downloaded bytes count under this step
     )
 
-    def found(c: Chosen) -> None:
+    def found(c: Chosen) -> bool:
         """A file is chosen (on a page's thread): its download starts unless it is cached.
-        A lookup's error waits, so a refusal of the whole lock takes precedence as before."""
+        A lookup's error waits, so a refusal of the whole lock takes precedence as before.
+        False: a remembered choice (it has no URL) whose file is no longer cached."""
         try:
             with lookups:
                 path = cache.wheel(c.sha256, _suffix(c.filename))
         except Exception as exc:
             lookup_errors[c.sha256] = exc
-            return
-        if path is None:
+            return True
+        if path is not None:
+            files[c.sha256] = path
+        elif c.url:
             downloads.start(c)
         else:
-            files[c.sha256] = path
+            return False
+        return True
 
     with downloads:  # on any error, what still downloads is abandoned before we return
         chosen = _choose(locked, target, cache, client, allow_sdist, found, downloads.pool)
@@ -242,7 +246,7 @@ def _choose(
     cache: BuildCache,
     client_factory: Callable[[], IndexClient],
     allow_sdist: frozenset[str],
-    on_chosen: Callable[[Chosen], None],
+    on_chosen: Callable[[Chosen], bool],
     pool: Executor,
 ) -> list[Chosen]:
     """Each requirement's file: remembered choices (signed) or the index's listing; on_chosen
@@ -259,8 +263,9 @@ def _choose(
             known[fetch.requirement_key(req, target)] = Chosen(
                 req, data["filename"], data["sha256"]
             )
-    for c in known.values():
-        on_chosen(c)
+    for key, c in list(known.items()):
+        if not on_chosen(c):  # its file left the cache (evicted): its page says where it is
+            del known[key]
     if len(known) == len(locked.requirements):
         return [known[fetch.requirement_key(r, target)] for r in locked.requirements]
     resolution = fetch.resolve(

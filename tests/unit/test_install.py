@@ -219,3 +219,25 @@ def test_a_page_error_wins_over_a_download_error_and_nothing_keeps_running(house
     assert client.outcomes == {"alpha": "HashMismatchError"}
     assert set(threading.enumerate()) == before
     assert no_partial_files(tmp_path / "cache")
+
+
+def test_a_remembered_choice_whose_wheel_was_evicted_is_fetched_again(house, tmp_path) -> None:
+    """The choice cache keeps no URL: a wheel evicted since is found on its page again."""
+    lock_ = locked(tmp_path, house["alpha"], house["beta"])
+    first, cache = run(tmp_path, fetch.IndexClient({}), lock_)
+    assert first.downloaded_files == 2
+    evicted = cache.wheel_path(house["beta"].sha256)
+    evicted.unlink()  # what cache.evict does to the least recently used
+
+    again, _ = run(tmp_path, fetch.IndexClient({}), lock_)
+    assert again.downloaded_files == 1 and evicted.is_file()
+    assert [path.name for _, path in again.plans] == [
+        f"{house[n].sha256}.whl" for n in ("alpha", "beta")
+    ]
+    # With every wheel cached, the index is not asked at all.
+    class Offline(fetch.IndexClient):
+        def project_files(self, index_url: str, name: str) -> list[fetch.IndexFile]:
+            raise AssertionError(f"{name}'s page was read although its choice and wheel are cached")
+
+    third, _ = run(tmp_path, Offline({}), lock_)
+    assert third.downloaded_files == 0
