@@ -103,7 +103,7 @@ def main() -> None:
         runtime = set(verdict.startup)
 
         sources = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.py"))
-        compiled = bytecode.compile_sources(python, tree, sources)
+        compiled = bytecode.compile_sources(python, tree, sources).pycs
         failed = len(sources) - len(compiled)
         stash = work / "stash"
         for name, data in compiled.items():

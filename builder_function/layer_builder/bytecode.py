@@ -21,6 +21,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import limits
@@ -91,14 +92,17 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
 #: Run in the target's interpreter: compile each source listed in argv[4] (a path relative to
 #: argv[1], a directory or a zip of sources), unchecked-hash (PEP 552: magic, flags 0b01, the
 #: source's hash, the marshalled code: what py_compile writes), with the source path it has under
-#: /opt/python, and append it to the file argv[2] as one record (name and pyc lengths, name, pyc):
-#: one file out, not one per pyc (creating a few hundred files cost 0.15-0.2 s on an ext4 /tmp
-#: here), and every record before a crash is still read.
+#: /opt/python, and append a record to the file argv[2] (name and data lengths, name, data): the
+#: pyc under its __pycache__ name, or the source's name and no data when it does not compile.
+#: One file out, not one per pyc (creating a few hundred files cost 0.15-0.2 s on an ext4 /tmp
+#: here); every record before a crash is still read, and a source without a record was not
+#: reached. It prints "done" at the end.
 #: It first caps its own address space at argv[5] bytes: a source whose compile would take more
-#: fails with MemoryError, is left out like one that does not compile, and the next one goes on.
+#: fails with MemoryError and is recorded like one that does not compile (so is one that raises
+#: anything else: RecursionError from a deeply nested expression), and the next one goes on.
 #: (Set here rather than in a preexec_fn, which is unsafe in a process with threads.)
 _COMPILER = """
-import importlib.util, json, marshal, os, resource, struct, sys, zipfile
+import importlib.util, marshal, os, resource, struct, sys, zipfile
 root, out, layer, listing, memory = sys.argv[1:6]
 resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
 if os.path.isdir(root):
@@ -107,21 +111,31 @@ if os.path.isdir(root):
             return f.read()
 else:
     read = zipfile.ZipFile(root).read
-failed = []
-with open(out, "wb", buffering=0) as pycs:
+with open(out, "wb", buffering=0) as records:
     for rel in open(listing, encoding="utf-8").read().splitlines():
         try:
             source = read(rel)
             code = compile(source, layer + "/" + rel, "exec", dont_inherit=True)
+            name = importlib.util.cache_from_source(rel)
             data = (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
                     + importlib.util.source_hash(source) + marshal.dumps(code))
-        except (SyntaxError, ValueError, UnicodeError, OSError, KeyError, MemoryError):
-            failed.append(rel)
-            continue
-        name = importlib.util.cache_from_source(rel).encode("utf-8")
-        pycs.write(struct.pack("<II", len(name), len(data)) + name + data)
-print(json.dumps(failed))
+        except Exception:
+            name, data = rel, b""
+        name = name.encode("utf-8")
+        records.write(struct.pack("<II", len(name), len(data)) + name + data)
+print("done")
 """
+
+
+@dataclass(frozen=True)
+class Compiled:
+    #: `pkg/__pycache__/mod.cpython-3X.pyc` → its bytes.
+    pycs: dict[str, bytes]
+    #: Sources the interpreter refused (a failure to remember); not those it never reached.
+    failed: frozenset[str] = frozenset()
+    #: A compiler process ended before its last source (crashed, killed): what it did not reach
+    #: is neither compiled nor failed, and is tried again next time.
+    stopped: bool = False
 
 
 _RECORD = struct.Struct("<II")
@@ -171,11 +185,11 @@ def failure_warnings(failed: list[str], sizes: Mapping[str, int], runtime: str) 
 
 def compile_sources(
     python: str, root: Path, files: list[str], *, timeout: float | None = None
-) -> dict[str, bytes]:
+) -> Compiled:
     """Bytecode for `files` (paths relative to root: the layer's python/ dir, or a zip of the
     sources under those names) from `python`.
 
-    Returns `pkg/__pycache__/mod.cpython-3X.pyc` → bytes: `unchecked-hash`, so they stay valid
+    Returns the pycs (`pkg/__pycache__/mod.cpython-3X.pyc` → bytes), `unchecked-hash`, so they stay valid
     in a zip that normalises timestamps, and naming /opt/python/<file> as their source. Files the
     target cannot compile (e.g. Python 2 sources shipped as data), sources past
     limits.MAX_COMPILE_SOURCE_BYTES and those needing more than limits.MAX_COMPILE_MEMORY_BYTES
@@ -185,14 +199,14 @@ def compile_sources(
     sizes = _sizes(root, files)
     files = [f for f in files if compilable(sizes[f])]
     if not files:
-        return {}
+        return Compiled({})
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONHASHSEED": "0",
         "SOURCE_DATE_EPOCH": "315532800",
     }
     with tempfile.TemporaryDirectory(prefix="pyc-") as tmp:
-        split = len(files) >= PARALLEL_MIN_SOURCES and len(os.sched_getaffinity(0)) > 1
+        split = len(files) >= PARALLEL_MIN_SOURCES and _cpus() > 1
         groups = [files[0::2], files[1::2]] if split else [files]
         procs = []
         try:
@@ -222,9 +236,11 @@ def compile_sources(
                     )
                 )
             deadline = None if timeout is None else time.monotonic() + timeout
+            finished = []
             for proc in procs:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                proc.communicate(timeout=left)
+                out, _ = proc.communicate(timeout=left)
+                finished.append(proc.returncode == 0 and out.strip() == "done")
         except subprocess.TimeoutExpired:
             raise out_of_time("Compiling bytecode") from None
         finally:
@@ -233,11 +249,21 @@ def compile_sources(
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-        result: dict[str, bytes] = {}
+        records: dict[str, bytes] = {}
         for number in range(len(groups)):
             with contextlib.suppress(FileNotFoundError):  # it ended before writing any
-                result.update(_records(Path(tmp, f"pycs-{number}").read_bytes()))
-        return result
+                records.update(_records(Path(tmp, f"pycs-{number}").read_bytes()))
+        return Compiled(
+            {name: data for name, data in records.items() if data},
+            frozenset(name for name, data in records.items() if not data),
+            stopped=not all(finished),
+        )
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (sched_getaffinity is Linux's; elsewhere, all of them)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _records(data: bytes) -> dict[str, bytes]:

@@ -1,10 +1,14 @@
-"""Unzip a layer zip the builder made, for a check: in parallel, with its names and sizes checked.
+"""Unpack a candidate layer for a check, in parallel, every name, size and CRC checked.
 
-Used where a check runs: sandbox_local (the CLI) and the check function. The zip is the
-builder's own, but each member is still checked (nothing lands outside `dest`, no links) and the
-bytes really written are capped (a header may lie). Threads inflate members at once: zlib and file
-writes release the GIL, and unzipping the heavy bench fixture's 250 MB candidate was two thirds
-of its cold check (2.1 s serial, 1.0 s with four threads on two cores).
+Two inputs: a zip the builder made (the check function gets one by pre-signed URL:
+`extract_layer`), or the builder's own entries, read straight from the wheels and files they
+name (the CLI's LocalSandbox: `extract_entries`, no zip written and read back). The input is the
+builder's, but each member is still checked: nothing lands outside `dest`, no links, a zip's
+local header must name the member its central directory lists and members may not overlap, and
+the bytes really written are capped (a header may lie). Threads inflate members at once: zlib and
+file writes release the GIL, and unzipping the heavy bench fixture's 250 MB candidate was two
+thirds of its cold check (2.1 s serial, 1.0 s with four threads on two cores). Sources are read
+with pread on one descriptor each, shared by the threads, at most MAX_OPEN_SOURCES at a time.
 
 Members are inflated with ISA-L (`isal`, Intel's deflate library, with manylinux wheels for every
 Lambda runtime and both machines) where it is installed, else with zlib: on that candidate's
@@ -25,8 +29,8 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
+from . import limits
 from .zipwriter import DataEntry, Entry, RawEntry
 
 inflater: types.ModuleType
@@ -45,7 +49,10 @@ _STREAM_ERRORS: tuple[type[BaseException], ...] = (
 WORKERS = min(8, (os.cpu_count() or 1) + 2)
 CHUNK = 1024 * 1024
 _LINK = 0o120000
-_LOCAL = struct.Struct("<4s22xHH")  # signature, then the name and extra field lengths
+#: A local header: signature, version, flags, method, time, date, CRC, sizes, name and extra lengths.
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+#: Sources (wheels) open at once: a lock of hundreds of wheels stays far below any fd limit.
+MAX_OPEN_SOURCES = 64
 
 
 class LayerZipError(ValueError):
@@ -60,8 +67,10 @@ class _Item:
     name: str
     target: Path
     source: Path | None = None
-    #: Where the member's local header starts (a zip's: its length is read) ...
+    #: Where the member's local header starts (a zip's: its length is read, and its name must
+    #: be `raw_name`, as its central directory says) ...
     header_offset: int | None = None
+    raw_name: bytes = b""
     #: ... or where its data starts (a wheel member the builder already located).
     data_offset: int | None = None
     compress_size: int = 0
@@ -95,27 +104,42 @@ def extract_layer(
         if member.is_dir():
             dirs.append(target)
             continue
+        encoding = "utf-8" if member.flag_bits & 0x800 else "cp437"  # as zipfile decodes it
         items.append(
             _Item(
                 member.filename,
                 target,
                 source=archive,
                 header_offset=member.header_offset,
+                raw_name=member.orig_filename.encode(encoding),
                 compress_size=member.compress_size,
                 compress_type=member.compress_type,
                 file_size=member.file_size,
                 crc=member.CRC,
             )
         )
+    _refuse_overlaps(items)
     _write_all(root, dirs, items, max_bytes)
     return root
 
 
-def extract_entries(entries: Iterable[Entry], dest: Path) -> Path:
+def _refuse_overlaps(items: list[_Item]) -> None:
+    """Each member's header and data end before the next member's header starts (the extra
+    field's length is unknown until read, so this is the least each one needs)."""
+    ordered = sorted(items, key=lambda item: item.header_offset or 0)
+    for item, after in zip(ordered, ordered[1:], strict=False):
+        end = (item.header_offset or 0) + _LOCAL.size + len(item.raw_name) + item.compress_size
+        if end > (after.header_offset or 0):
+            raise LayerZipError(f"members overlap in the zip: {item.name!r} and {after.name!r}")
+
+
+def extract_entries(
+    entries: Iterable[Entry], dest: Path, *, max_bytes: int | None = limits.MAX_UNZIPPED_BYTES
+) -> Path:
     """The tree the builder's zip of `entries` would unzip to, read straight from the wheels
     and files the entries name: a check on this machine needs no zip written and read back
     (0.2 s and 80 MB of the heavy bench fixture's cold build). Sizes and CRCs are checked as
-    in a zip."""
+    in a zip, and what is written is capped at `max_bytes` (Lambda's limit)."""
     root = dest.resolve()
     items, names = [], set()
     for entry in entries:
@@ -124,6 +148,8 @@ def extract_entries(entries: Iterable[Entry], dest: Path) -> Path:
         names.add(entry.name)
         target = _inside(root, entry.name)
         if isinstance(entry, RawEntry):
+            if entry.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise LayerZipError(f"{entry.name} uses compression method {entry.compress_type}")
             items.append(
                 _Item(
                     entry.name,
@@ -140,7 +166,7 @@ def extract_entries(entries: Iterable[Entry], dest: Path) -> Path:
             items.append(_Item(entry.name, target, data=entry.data))
         else:
             items.append(_Item(entry.name, target, copy_of=entry.path))
-    _write_all(root, [], items, None)
+    _write_all(root, [], items, max_bytes)
     return root
 
 
@@ -157,8 +183,27 @@ def _write_all(root: Path, dirs: list[Path], items: list[_Item], max_bytes: int 
     for item in items:
         item.target.parent.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    items.sort(key=lambda item: -item.compress_size)  # the largest first: no long tail
-    _Unzipper(max_bytes).run(items)
+    unzipper = _Unzipper(max_bytes)
+    for batch in _batches(items):
+        batch.sort(key=lambda item: -item.compress_size)  # the largest first: no long tail
+        unzipper.run(batch)
+
+
+def _batches(items: list[_Item]) -> Iterator[list[_Item]]:
+    """The items, in runs reading from at most MAX_OPEN_SOURCES sources each."""
+    by_source: dict[Path | None, list[_Item]] = {}
+    for item in items:
+        by_source.setdefault(item.source, []).append(item)
+    batch: list[_Item] = []
+    sources = 0
+    for source, mine in by_source.items():
+        if source is not None and sources == MAX_OPEN_SOURCES:
+            yield batch
+            batch, sources = [], 0
+        batch += mine
+        sources += source is not None
+    if batch:
+        yield batch
 
 
 class _Unzipper:
@@ -166,8 +211,7 @@ class _Unzipper:
         self.max_bytes = max_bytes
         self.written = 0
         self.lock = threading.Lock()
-        self.local = threading.local()
-        self.handles: list[BinaryIO] = []
+        self.fds: dict[Path, int] = {}
 
     def run(self, items: list[_Item]) -> None:
         pool = ThreadPoolExecutor(WORKERS)
@@ -178,8 +222,9 @@ class _Unzipper:
             raise LayerZipError(f"the zip is damaged: {exc}") from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # the first error stops the rest
-            for handle in self.handles:
-                handle.close()
+            for fd in self.fds.values():
+                os.close(fd)
+            self.fds.clear()
 
     def count(self, n: int) -> None:
         with self.lock:
@@ -187,16 +232,12 @@ class _Unzipper:
             if self.max_bytes is not None and self.written > self.max_bytes:
                 raise LayerZipError(f"the zip unpacks to more than {self.max_bytes:,} bytes")
 
-    def _open(self, source: Path) -> BinaryIO:
-        """One handle per thread and source (a zip, or each wheel)."""
-        handles = getattr(self.local, "handles", None)
-        if handles is None:
-            handles = self.local.handles = {}
-        if source not in handles:
-            handles[source] = open(source, "rb")  # noqa: SIM115 - closed by run()
-            with self.lock:
-                self.handles.append(handles[source])
-        return handles[source]
+    def _fd(self, source: Path) -> int:
+        """One descriptor per source, shared: pread needs no position of its own."""
+        with self.lock:
+            if source not in self.fds:
+                self.fds[source] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            return self.fds[source]
 
     def one(self, item: _Item) -> None:
         if item.data is not None:
@@ -208,21 +249,16 @@ class _Unzipper:
             shutil.copyfile(item.copy_of, item.target)
             return
         assert item.source is not None
-        src = self._open(item.source)
+        fd = self._fd(item.source)
         offset = item.data_offset
         if offset is None:
             assert item.header_offset is not None
-            src.seek(item.header_offset)
-            signature, name_len, extra_len = _LOCAL.unpack(src.read(_LOCAL.size))
-            if signature != b"PK\x03\x04":
-                raise LayerZipError(f"the zip is damaged: no local header for {item.name}")
-            offset = item.header_offset + _LOCAL.size + name_len + extra_len
-        src.seek(offset)
+            offset = _data_offset(fd, item)
         # Always streamed and capped: a deflate stream may claim a small size and inflate to
         # gigabytes, so no member is ever inflated whole before the caps are checked.
         with open(item.target, "wb") as out:
             crc, size = 0, 0
-            for piece in _pieces(src, item):
+            for piece in _pieces(fd, offset, item):
                 size += len(piece)
                 self.count(len(piece))
                 if size > item.file_size:
@@ -233,14 +269,31 @@ class _Unzipper:
             raise LayerZipError(f"the zip is damaged: {item.name} fails its size or CRC")
 
 
-def _pieces(src: BinaryIO, item: _Item) -> Iterator[bytes]:
+def _data_offset(fd: int, item: _Item) -> int:
+    """Where a zip member's data starts, once its local header names it as the central
+    directory does, with the same method."""
+    assert item.header_offset is not None
+    header = os.pread(fd, _LOCAL.size, item.header_offset)
+    if len(header) < _LOCAL.size:
+        raise LayerZipError(f"the zip is damaged: no local header for {item.name}")
+    signature, _, _, method, _, _, _, _, _, name_len, extra_len = _LOCAL.unpack(header)
+    name = os.pread(fd, name_len, item.header_offset + _LOCAL.size)
+    if signature != b"PK\x03\x04" or name != item.raw_name or method != item.compress_type:
+        raise LayerZipError(
+            f"the zip is damaged: the local header of {item.name} does not match its listing"
+        )
+    return item.header_offset + _LOCAL.size + name_len + extra_len
+
+
+def _pieces(fd: int, offset: int, item: _Item) -> Iterator[bytes]:
     left = item.compress_size
     inflate = inflater.decompressobj(-15) if item.compress_type == zipfile.ZIP_DEFLATED else None
     while left:
-        block = src.read(min(CHUNK, left))
+        block = os.pread(fd, min(CHUNK, left), offset)
         if not block:
             raise LayerZipError(f"the zip is damaged: {item.name} is truncated")
         left -= len(block)
+        offset += len(block)
         if inflate is None:
             yield block
             continue

@@ -162,13 +162,16 @@ def _install(
         fetching,  # until every page is read, downloaded bytes count under this step
     )
 
+    evicted: set[str] = set()
+
     def found(c: Chosen) -> bool:
         """A file is chosen (on a page's thread): its download starts unless it is cached.
         A lookup's error waits, so a refusal of the whole lock takes precedence as before.
         False: a remembered choice (it has no URL) whose file is no longer cached."""
         try:
             with lookups:
-                path = cache.wheel(c.sha256, _suffix(c.filename))
+                # Looked up once: a remembered choice found missing comes back with its URL.
+                path = None if c.sha256 in evicted else cache.wheel(c.sha256, _suffix(c.filename))
         except Exception as exc:
             lookup_errors[c.sha256] = exc
             return True
@@ -177,6 +180,7 @@ def _install(
         elif c.url:
             downloads.start(c)
         else:
+            evicted.add(c.sha256)
             return False
         return True
 

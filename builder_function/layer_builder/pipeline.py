@@ -333,7 +333,7 @@ def _check(
     name: str,
     scope: dict | None = None,
 ) -> Verdict:
-    """The sandbox's verdict on a candidate zip, remembered per content.
+    """The sandbox's verdict on a candidate layer, remembered per content.
 
     The candidate carries the bytecode already cached for its wheels (signed entries of earlier
     builds), so after a small change the check imports from .pyc instead of compiling in memory;
@@ -487,6 +487,7 @@ def _compile(
     sandbox: Sandbox,
     python: str | None,
     work: Path,
+    warnings: list[str],
 ) -> dict[str, bytes]:
     """Bytecode for the chosen sources (relative to python/): per wheel, cached (signed)."""
     owner: dict[str, tuple[Plan, Path]] = {}
@@ -520,17 +521,33 @@ def _compile(
     sources_zip = work / "sources.zip"
     files = _zip_sources(layer, todo, owner, own, sources_zip)
     compiled: dict[str, bytes] = {}
+    refused: frozenset[str] | None = None  # None: every source without a pyc counts as failed
     if files:
         timeout = _remaining(request.deadline, "compiling bytecode")
         if python is not None:
-            compiled = bytecode.compile_sources(python, sources_zip, files, timeout=timeout)
+            result = bytecode.compile_sources(python, sources_zip, files, timeout=timeout)
+            compiled, refused = result.pycs, result.failed
+            if result.stopped:
+                warnings.append(
+                    "The bytecode compiler stopped before its last source (one crashed it): "
+                    f"{len(files) - len(result.pycs) - len(result.failed)} sources ship without "
+                    "bytecode in this build and are compiled again by the next one."
+                )
         else:
+            # A sandbox says only what compiled; what it keeps is scoped to the team (_pyc_scope).
             compiled = sandbox.compile(sources_zip, target, timeout)
     sources_zip.unlink(missing_ok=True)
     for entry, need in todo.items():
         mine = {bytecode.pyc_name(s, target.python_version): s for s in need}
         fresh = {n: d for n, d in compiled.items() if n in mine}
-        failed = {s: b"" for s in need if bytecode.pyc_name(s, target.python_version) not in fresh}
+        # Remembered as failing only when the compiler said so: a source it never reached (a
+        # crash on another, shared by every build's cache of that wheel) is tried again.
+        failed = {
+            s: b""
+            for s in need
+            if bytecode.pyc_name(s, target.python_version) not in fresh
+            and (refused is None or s in refused)
+        }
         merged: dict[str, Any] = {**cached[entry], **fresh}
         merged["#failed"] = {**merged.get("#failed", {}), **failed}
         cache.put(entry, _pack_pycs(merged))
@@ -863,9 +880,11 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 order = _choose_bytecode(layer, startup, room, config.bytecode, {})
                 # Only what is kept is compiled. Compiling every start-up module too (so that a
                 # later check imports from .pyc) was measured on the heavy lock: +7 s cold, and
-                # the check after a one-pin bump did not get faster (extracting the candidate
-                # dominates it), so it is not done.
-                compiled = _compile(request, target, layer, order, cache, sandbox, python, work)
+                # the check after a one-pin bump did not get faster (unzipping the candidate
+                # dominated it then), so it is not done.
+                compiled = _compile(
+                    request, target, layer, order, cache, sandbox, python, work, warnings
+                )
                 pycs = _trim(compiled, order, room, config.bytecode, target.python_version)
                 failed = [
                     s for s in order if bytecode.pyc_name(s, target.python_version) not in compiled

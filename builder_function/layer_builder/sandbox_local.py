@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import bytecode, limits, runner
-from .errors import ConfigurationError, SourceBuildError
+from .errors import ConfigurationError, SourceBuildError, UnsafeArchiveError
 from .extract import LayerZipError, extract_entries, extract_layer
 from .install import PASSTHROUGH_ENV
 from .sandbox import Candidate, CheckSpec, Layer, Verdict
@@ -37,12 +37,24 @@ RAM_DIR = Path("/dev/shm")
 RAM_MARGIN = 256 * 1024 * 1024
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    """Unzip the builder's own zip (its names are checked all the same)."""
+#: A check's work dir: `layer-check-<pid>-…`, so a later check can tell it was left behind.
+CHECK_PREFIX = "layer-check-"
+
+
+def _extract(layer: Layer, dest: Path) -> None:
+    """Unpack the builder's own candidate (its names, sizes and CRCs are checked all the same)."""
     try:
-        extract_layer(archive, dest)
+        if isinstance(layer, Candidate):  # the builder's own entries: no zip in between
+            extract_entries(layer.entries, dest)
+        else:
+            extract_layer(layer, dest)
     except LayerZipError as exc:
-        raise ConfigurationError(f"{archive.name}: {exc}.") from None
+        if isinstance(layer, Candidate):  # read straight from the wheels: one is not as listed
+            raise UnsafeArchiveError(
+                f"A wheel of the layer does not hold what its listing says ({exc}): it is "
+                "damaged or built to mislead. Pin another version and run `pipenv lock`."
+            ) from None
+        raise ConfigurationError(f"{layer.name}: {exc}.") from None
 
 
 def _unzipped_size(layer: Layer) -> int:
@@ -75,15 +87,62 @@ def ram_dir_for(size: int) -> Path | None:
     return RAM_DIR
 
 
-def _available_memory() -> int:
+def _available_memory(proc: Path = Path("/proc"), cgroups: Path | None = None) -> int:
+    """MemAvailable, or less where this process's memory cgroup (v2, or v1's controller) or
+    one above it has a limit: tmpfs pages count against it, and a CI job or container could be
+    killed for them."""
+    cgroups = CGROUP_ROOT if cgroups is None else cgroups
+    available = 0
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(proc / "meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
+        with open(proc / "self" / "cgroup", encoding="ascii") as f:
+            lines = f.read().splitlines()
     except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return available
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy
+            files = cgroups / path.lstrip("/"), "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            files = (
+                cgroups / "memory" / path.lstrip("/"),
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        else:
+            continue
+        group, limit_file, usage_file = files
+        while cgroups in group.parents:
+            try:
+                limit = (group / limit_file).read_text().strip()
+                if limit != "max":
+                    used = int((group / usage_file).read_text())
+                    available = min(available, int(limit) - used)
+            except (OSError, ValueError):
+                pass
+            group = group.parent
+    return available
+
+
+#: Where the cgroup file systems are mounted.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _sweep(folder: Path) -> None:
+    """Remove this user's check dirs whose process is gone (killed before it could)."""
+    for leftover in folder.glob(f"{CHECK_PREFIX}*-*"):
+        pid = leftover.name[len(CHECK_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or leftover.lstat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _remove(leftover)
+        except OSError:  # alive but another user's, or gone meanwhile
+            continue
 
 
 def _remove(tree: Path) -> None:
@@ -118,20 +177,20 @@ class LocalSandbox:
         )
 
     def _workdir(self, prefix: str, unzipped: int = 0) -> Path:
-        """A 0700 directory (other users cannot look in): in RAM when `unzipped` bytes fit."""
+        """A 0700 directory (other users cannot look in): in RAM when `unzipped` bytes fit,
+        where what a killed check left (RAM until reboot) is swept first."""
         where = None if self.tmpdir_chosen else ram_dir_for(unzipped)
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=where))
+        if where is not None:
+            _sweep(where)
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=where))
 
     def check(
         self, layer: Layer, spec: CheckSpec, target: Target, timeout: float | None
     ) -> Verdict:
         python = self._python(target)
-        work = self._workdir("layer-check-", _unzipped_size(layer))
+        work = self._workdir(CHECK_PREFIX, _unzipped_size(layer))
         try:
-            if isinstance(layer, Candidate):  # the builder's own entries: no zip in between
-                extract_entries(layer.entries, work / "layer")
-            else:
-                _extract(layer, work / "layer")
+            _extract(layer, work / "layer")
             python_dir = work / "layer" / limits.LAYER_PYTHON_DIR
             python_dir.mkdir(parents=True, exist_ok=True)
             runner.read_only(work / "layer")
@@ -188,4 +247,4 @@ class LocalSandbox:
                 files = sorted(n for n in zf.namelist() if n.endswith(".py"))
         except (OSError, zipfile.BadZipFile) as exc:
             raise ConfigurationError(f"{sources.name}: {exc}.") from None
-        return bytecode.compile_sources(python, sources, files, timeout=timeout)
+        return bytecode.compile_sources(python, sources, files, timeout=timeout).pycs

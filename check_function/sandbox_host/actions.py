@@ -139,7 +139,7 @@ def _compile(
     if len(infos) > MAX_MEMBERS:
         raise TransferError(f"the sources zip has more than {MAX_MEMBERS:,} members")
     files = sorted(i.filename for i in infos if i.filename.endswith(".py") and not i.is_dir())
-    compiled = bytecode.compile_sources(sys.executable, sources, files, timeout=time_left())
+    compiled = bytecode.compile_sources(sys.executable, sources, files, timeout=time_left()).pycs
     result = work / "bytecode.zip"
     with zipfile.ZipFile(result, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in sorted(compiled.items()):

@@ -21,7 +21,9 @@ def test_compile_sources_returns_unchecked_hash_pycs_named_under_the_layer(tmp_p
     (tmp_path / "pkg" / "__init__.py").write_text("VALUE = 1\n")
     (tmp_path / "top.py").write_text("def f():\n    return 2\n")
     (tmp_path / "bad.py").write_text("def broken(:\n")
-    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["pkg/__init__.py", "top.py", "bad.py"])
+    compiled = bytecode.compile_sources(sys.executable, tmp_path, ["pkg/__init__.py", "top.py", "bad.py"])
+    pycs = compiled.pycs
+    assert compiled.failed == {"bad.py"} and not compiled.stopped
     assert sorted(pycs) == [f"__pycache__/top.{TAG}.pyc", f"pkg/__pycache__/__init__.{TAG}.pyc"]
     data = pycs[f"pkg/__pycache__/__init__.{TAG}.pyc"]
     assert data[:4] == importlib.util.MAGIC_NUMBER
@@ -36,9 +38,9 @@ def test_many_sources_are_compiled_by_two_processes_with_the_same_result(tmp_pat
     for n in range(6):
         (tmp_path / f"m{n}.py").write_text(f"X = {n}\n")
         files.append(f"m{n}.py")
-    one = bytecode.compile_sources(sys.executable, tmp_path, files)
+    one = bytecode.compile_sources(sys.executable, tmp_path, files).pycs
     monkeypatch.setattr(bytecode, "PARALLEL_MIN_SOURCES", 2)
-    two = bytecode.compile_sources(sys.executable, tmp_path, files)
+    two = bytecode.compile_sources(sys.executable, tmp_path, files).pycs
     assert one == two and len(one) == 6
 
 
@@ -47,7 +49,7 @@ def test_the_pycs_are_byte_for_byte_what_py_compile_writes(tmp_path):
 
     source = tmp_path / "mod.py"
     source.write_text("import os\n\nclass A:\n    def f(self):\n        return os.sep, 'é'\n")
-    ours = bytecode.compile_sources(sys.executable, tmp_path, ["mod.py"])[f"__pycache__/mod.{TAG}.pyc"]
+    ours = bytecode.compile_sources(sys.executable, tmp_path, ["mod.py"]).pycs[f"__pycache__/mod.{TAG}.pyc"]
     theirs = py_compile.compile(str(source), cfile=str(tmp_path / "ref.pyc"), dfile="/opt/python/mod.py",
                                 doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     assert ours == Path(theirs).read_bytes()
@@ -68,7 +70,8 @@ def test_sources_in_a_zip_compile_as_the_same_sources_in_a_tree(tmp_path, monkey
             zf.write(tree / f, f)
     from_tree = bytecode.compile_sources(sys.executable, tree, files)
     from_zip = bytecode.compile_sources(sys.executable, tmp_path / "sources.zip", [*files, "pkg/absent.py"])
-    assert from_zip == from_tree and len(from_zip) == 40
+    assert from_zip.pycs == from_tree.pycs and len(from_zip.pycs) == 40
+    assert from_tree.failed == {"pkg/bad.py"} and from_zip.failed == {"pkg/bad.py", "pkg/absent.py"}
 
 
 def test_the_records_of_a_compiler_that_died_are_kept_up_to_the_last_whole_one():
@@ -81,7 +84,7 @@ def test_the_records_of_a_compiler_that_died_are_kept_up_to_the_last_whole_one()
 
 
 def test_nothing_to_compile_runs_nothing():
-    assert bytecode.compile_sources("/nonexistent/python", Path("/"), []) == {}
+    assert bytecode.compile_sources("/nonexistent/python", Path("/"), []) == bytecode.Compiled({})
 
 
 @pytest.mark.parametrize(("source", "pyc"), [
@@ -131,7 +134,7 @@ def test_a_source_past_the_size_cap_is_left_out_and_the_rest_compiles(tmp_path, 
     monkeypatch.setattr(limits, "MAX_COMPILE_SOURCE_BYTES", 100)
     (tmp_path / "big.py").write_text("x = 1\n" * 20)  # 120 bytes
     (tmp_path / "edge.py").write_text("#" * 99 + "\n")  # 100 bytes: at the cap, compiled
-    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["big.py", "edge.py"])
+    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["big.py", "edge.py"]).pycs
     assert sorted(pycs) == [f"__pycache__/edge.{TAG}.pyc"]
 
 
@@ -140,11 +143,39 @@ def test_a_source_needing_more_memory_than_the_cap_fails_alone(tmp_path, monkeyp
     monkeypatch.setattr(limits, "MAX_COMPILE_MEMORY_BYTES", 128 * 1024 * 1024)
     (tmp_path / "table.py").write_text("x=1\n" * 250_000)
     (tmp_path / "after.py").write_text("y = 2\n")
-    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["table.py", "after.py"])
-    assert sorted(pycs) == [f"__pycache__/after.{TAG}.pyc"], "the next source still compiles"
+    compiled = bytecode.compile_sources(sys.executable, tmp_path, ["table.py", "after.py"])
+    assert sorted(compiled.pycs) == [f"__pycache__/after.{TAG}.pyc"], "the next source still compiles"
+    assert compiled.failed == {"table.py"}
     monkeypatch.setattr(limits, "MAX_COMPILE_MEMORY_BYTES", 2 * 1024 * 1024 * 1024)
     assert f"__pycache__/table.{TAG}.pyc" in bytecode.compile_sources(sys.executable, tmp_path,
-                                                                      ["table.py"])
+                                                                      ["table.py"]).pycs
+
+
+def test_a_source_that_raises_anything_fails_alone(tmp_path):
+    """RecursionError, not a SyntaxError: the compiler records it and goes on."""
+    (tmp_path / "deep.py").write_text("x = " + "+".join(["1"] * 200_000) + "\n")
+    (tmp_path / "after.py").write_text("y = 2\n")
+    compiled = bytecode.compile_sources(sys.executable, tmp_path, ["deep.py", "after.py"])
+    assert sorted(compiled.pycs) == [f"__pycache__/after.{TAG}.pyc"]
+    assert compiled.failed == {"deep.py"} and not compiled.stopped
+
+
+def test_sources_a_crashed_compiler_never_reached_are_neither_compiled_nor_failed(tmp_path):
+    """A compiler that dies (here: killed after its first two sources) leaves the records
+    before it; what it did not reach is not reported as failing."""
+    (tmp_path / "first.py").write_text("a = 1\n")
+    (tmp_path / "bad.py").write_text("def broken(:\n")
+    (tmp_path / "last.py").write_text("b = 2\n")
+    fake = tmp_path / "python-that-dies"  # argv: -I -S -c code root out layer listing memory
+    fake.write_text(f"""#!/bin/sh
+head -n 2 "$8" > "$8.part" && mv "$8.part" "$8"
+{sys.executable} "$@" > /dev/null
+kill -9 $$
+""")
+    fake.chmod(0o755)
+    compiled = bytecode.compile_sources(str(fake), tmp_path, ["first.py", "bad.py", "last.py"])
+    assert sorted(compiled.pycs) == [f"__pycache__/first.{TAG}.pyc"]
+    assert compiled.failed == {"bad.py"} and compiled.stopped
 
 
 def test_failure_warnings_name_a_source_past_the_size_cap_apart(monkeypatch):

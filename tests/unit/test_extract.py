@@ -219,3 +219,71 @@ def test_entries_outside_the_root_or_twice_are_refused(tmp_path: Path) -> None:
         extract.extract_entries([DataEntry("python/a.py", b""), DataEntry("python/a.py", b"x")],
                                 tmp_path / "out2")
     assert not (tmp_path / "evil.py").exists()
+
+
+def test_at_most_max_open_sources_are_open_at_once(tmp_path: Path, monkeypatch) -> None:
+    """A lock of hundreds of wheels must not run out of file descriptors."""
+    from layer_builder.zipwriter import raw_entries
+
+    entries = []
+    for n in range(23):
+        wheel = tmp_path / f"w{n}.whl"
+        with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"p{n}/__init__.py", f"N = {n}\n" * 50)
+            zf.writestr(f"p{n}/data.bin", os.urandom(1000))
+        entries += raw_entries(wheel, {f"p{n}/__init__.py": "", f"p{n}/data.bin": ""}, prefix="python/")
+    monkeypatch.setattr(extract, "MAX_OPEN_SOURCES", 5)
+    most = [0]
+    real_fd = extract._Unzipper._fd
+
+    def counting(self, source):  # type: ignore[no-untyped-def]
+        fd = real_fd(self, source)
+        most[0] = max(most[0], len(self.fds))
+        return fd
+
+    monkeypatch.setattr(extract._Unzipper, "_fd", counting)
+    extract.extract_entries(entries, tmp_path / "out")
+    assert most[0] == 5
+    assert (tmp_path / "out/python/p22/__init__.py").read_text() == "N = 22\n" * 50
+    assert len(list((tmp_path / "out/python").iterdir())) == 23
+
+
+def test_a_local_header_that_names_another_member_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "liar.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("python/aaa.py", b"x = 1\n")
+    data = bytearray(archive.read_bytes())
+    at = data.find(b"PK\x03\x04") + 30
+    data[at : at + len(b"python/aaa.py")] = b"python/bbb.py"  # the local name only
+    archive.write_bytes(bytes(data))
+    with pytest.raises(LayerZipError, match="local header of python/aaa.py does not match"):
+        extract_layer(archive, tmp_path / "out")
+
+
+def test_members_sharing_their_data_are_refused(tmp_path: Path) -> None:
+    """Central entries pointing at one local header: the same bytes written many times."""
+    archive = tmp_path / "overlap.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("python/x.txt", b"y" * 1000)
+        zf.writestr("python/z.txt", b"z")
+    data = bytearray(archive.read_bytes())
+    second = data.rfind(b"PK\x01\x02")
+    data[second + 42 : second + 46] = (0).to_bytes(4, "little")  # its local header offset: x.txt's
+    archive.write_bytes(bytes(data))
+    with pytest.raises(LayerZipError, match="overlap"):
+        extract_layer(archive, tmp_path / "out")
+
+
+def test_an_entry_with_another_compression_method_is_refused(tmp_path: Path) -> None:
+    import dataclasses
+
+    entry = _entries(tmp_path)[0]
+    with pytest.raises(LayerZipError, match="compression method 14"):
+        extract.extract_entries([dataclasses.replace(entry, compress_type=14)], tmp_path / "out")
+
+
+def test_entries_are_capped_at_lambdas_limit(tmp_path: Path, monkeypatch) -> None:
+    entries = _entries(tmp_path)
+    with pytest.raises(LayerZipError, match="more than 1,000 bytes"):
+        extract.extract_entries(entries, tmp_path / "out", max_bytes=1000)
+    assert extract.extract_entries.__kwdefaults__["max_bytes"] == extract.limits.MAX_UNZIPPED_BYTES

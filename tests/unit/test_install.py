@@ -229,8 +229,9 @@ def test_a_remembered_choice_whose_wheel_was_evicted_is_fetched_again(house, tmp
     evicted = cache.wheel_path(house["beta"].sha256)
     evicted.unlink()  # what cache.evict does to the least recently used
 
-    again, _ = run(tmp_path, fetch.IndexClient({}), lock_)
+    again, cache = run(tmp_path, fetch.IndexClient({}), lock_)
     assert again.downloaded_files == 1 and evicted.is_file()
+    assert cache.misses["wheels"] == 1  # looked up once, not again when its page names it
     assert [path.name for _, path in again.plans] == [
         f"{house[n].sha256}.whl" for n in ("alpha", "beta")
     ]

@@ -251,3 +251,64 @@ def test_build_sdist_for_another_machine_is_refused_before_running_anything(tmp_
         LocalSandbox().build_sdist(tmp_path / "x-1.0.tar.gz", "x", "1.0", Target("python3.13", OTHER_ARCH),
                                    tmp_path, timeout=10)
 
+
+
+def _fake_proc(root: Path, cgroup_lines: str, available_kb: int = 8 * 1024 * 1024) -> Path:
+    proc = root / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text(f"MemTotal: 99999999 kB\nMemAvailable: {available_kb} kB\n")
+    (proc / "self" / "cgroup").write_text(cgroup_lines)
+    return proc
+
+
+def test_available_memory_is_capped_by_a_cgroup_v2_limit_above_the_process(tmp_path):
+    proc = _fake_proc(tmp_path, "0::/ci/job\n")
+    cgroups = tmp_path / "cgroup"
+    (cgroups / "ci" / "job").mkdir(parents=True)
+    (cgroups / "ci" / "job" / "memory.max").write_text("max\n")
+    (cgroups / "ci" / "memory.max").write_text(f"{2 << 30}\n")  # 2 GiB for the whole CI slice
+    (cgroups / "ci" / "memory.current").write_text(f"{1536 << 20}\n")  # 1.5 GiB used
+    assert sandbox_local._available_memory(proc, cgroups) == 512 << 20
+    (cgroups / "ci" / "memory.max").write_text("max\n")
+    assert sandbox_local._available_memory(proc, cgroups) == 8 << 30  # MemAvailable
+
+
+def test_available_memory_reads_a_cgroup_v1_memory_controller(tmp_path):
+    proc = _fake_proc(tmp_path, "5:cpu:/x\n4:memory:/pod/abc\n0::/\n")
+    group = tmp_path / "cgroup" / "memory" / "pod" / "abc"
+    group.mkdir(parents=True)
+    (group / "memory.limit_in_bytes").write_text(f"{1 << 30}\n")
+    (group / "memory.usage_in_bytes").write_text(f"{256 << 20}\n")
+    assert sandbox_local._available_memory(proc, tmp_path / "cgroup") == 768 << 20
+
+
+def test_a_check_dir_left_by_a_killed_process_is_swept(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox_local, "RAM_DIR", tmp_path)
+    monkeypatch.setattr(sandbox_local, "_available_memory", lambda: 1 << 40)
+    dead = tmp_path / "layer-check-999999999-abcd"  # no such pid
+    (dead / "layer" / "python").mkdir(parents=True)
+    (dead / "layer" / "python").chmod(0o555)  # read-only, as a check leaves it
+    alive = tmp_path / f"layer-check-{os.getppid()}-efgh"
+    alive.mkdir()
+    other = tmp_path / "layer-check-notapid-x"
+    other.mkdir()
+    work = LocalSandbox(environ={})._workdir(sandbox_local.CHECK_PREFIX, 1000)
+    assert work.parent == tmp_path and work.name.startswith(f"layer-check-{os.getpid()}-")
+    assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_a_wheel_member_that_is_not_as_listed_is_refused_as_input(tmp_path, private_tmp):
+    import dataclasses
+
+    from layer_builder.errors import UnsafeArchiveError
+    from layer_builder.sandbox import Candidate
+    from layer_builder.zipwriter import raw_entries
+
+    wheel = tmp_path / "dep-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("dep/__init__.py", "X = 1\n")
+    [entry] = raw_entries(wheel, {"dep/__init__.py": ""}, prefix="python/")
+    lying = Candidate([dataclasses.replace(entry, crc=entry.crc ^ 1)], tmp_path)
+    with pytest.raises(UnsafeArchiveError, match=r"python/dep/__init__\.py fails its size or CRC.*Pin another"):
+        LocalSandbox().check(lying, CheckSpec(own=("dep",)), TARGET, timeout=60)
+    assert list(private_tmp.iterdir()) == []

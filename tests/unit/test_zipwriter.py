@@ -104,15 +104,19 @@ def test_every_local_header_carries_the_sizes_and_crc_of_the_central_one(written
             assert (crc, csize, usize) == (info.CRC, info.compress_size, info.file_size), info.filename
 
 
-def test_the_sha256_comes_with_the_zip_hashed_as_written_or_read_back(source, tmp_path):
+def test_the_sha256_comes_with_the_zip_hashed_as_written_or_read_back(source, tmp_path, monkeypatch):
     from layer_builder.zipwriter import DataEntry
 
+    read_back: list[Path] = []
+    real = zipwriter.sha256_file
+    monkeypatch.setattr(zipwriter, "sha256_file", lambda p: read_back.append(p) or real(p))
     small = [DataEntry("python/a.py", b"x = 1\n"), FileEntry("python/pkg/core.py", source / "python/pkg/core.py")]
     for name, batch in (("small", small), ("patched", entries(source))):  # multi-chunk files patch
         out = tmp_path / f"{name}.zip"
         written, sha = zipwriter.write_zip_hashed(out, batch)
         assert sha == hashlib.sha256(out.read_bytes()).hexdigest()
         assert [w.name for w in written] == sorted(e.name for e in batch)
+        assert read_back == ([] if name == "small" else [out])
 
 
 def test_a_patched_header_ends_the_hash_taken_while_writing(tmp_path):
