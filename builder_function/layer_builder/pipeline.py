@@ -18,18 +18,14 @@ import dataclasses
 import errno
 import hashlib
 import inspect
-import io
 import os
 import secrets
 import shutil
 import tempfile
 import time
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import plette
 from packaging.utils import canonicalize_name
@@ -44,6 +40,7 @@ from . import (
     limits,
     lock,
     project,
+    pycache,
     runner,
     unpack,
 )
@@ -55,7 +52,6 @@ from .errors import (
     NoWheelError,
     OutOfTimeError,
     TargetMismatchError,
-    UnsafeArchiveError,
 )
 from .install import FETCHER, Installed, Settings, install
 from .package import MANIFEST_NAME, PREFIX, content_hash, manifest, tree_entries
@@ -63,7 +59,7 @@ from .report import BuildReport, Timings, owners_from_plans, package_sizes
 from .sandbox import Candidate, CheckSpec, Dependency, Sandbox, Verdict
 from .sandbox_local import LocalSandbox
 from .target import ARCH_MACHINE, Target
-from .wheel import Member, Plan, refuse_overlaps, with_bytecode
+from .wheel import Plan, refuse_overlaps, with_bytecode
 from .zipwriter import (
     DataEntry,
     Entry,
@@ -75,9 +71,6 @@ from .zipwriter import (
 )
 
 Progress = Callable[..., None]
-#: A .pyc is about as big as its source (measured on the heavy fixture: 0.93×); used to choose
-#: what to compile before its real size is known. What overflows after compiling is dropped.
-PYC_PER_SOURCE_BYTE = 1.0
 
 
 @dataclass(frozen=True)
@@ -317,7 +310,7 @@ def _install(
         ),
         allow_sdist=request.allow_sdist,
         build_sdist=build_sdist,
-        built_scope=_scoped(request.cache_scope),
+        built_scope=pycache.scoped(request.cache_scope),
         progress=progress,
     )
 
@@ -344,7 +337,7 @@ def _check(
     # The verdict depends on the sources, not on which of their exact compiles ride along.
     digest = content_hash(layer.entries())
     key = hashlib.sha256(f"{digest}|{spec.to_json()}|{target}".encode()).hexdigest()
-    entry = f"verdict-{key}{_scoped(request.cache_scope)}"
+    entry = f"verdict-{key}{pycache.scoped(request.cache_scope)}"
     remembered = cache.get(entry)
     if remembered is not None:
         try:
@@ -416,11 +409,15 @@ def _run_check(
 ) -> Verdict:
     """The imports the memo does not prove, in the sandbox: first on the wheels they reached
     last time (when the memo knows them), kept only when that says what the whole layer would."""
-    pyc_scope = _pyc_scope(request, target)
+    pyc_scope = pycache.pyc_scope(
+        bytecode.find_interpreter(target, request.environ), request.cache_scope
+    )
     if index is not None and "*" not in parts.hints:
         part = dataclasses.replace(layer, only=frozenset(parts.hints))
         candidate = Candidate(
-            part.entries(_cached_pycs(part, cache, target, pyc_scope)), work, f"part-{name}"
+            part.entries(pycache.cached_pycs(part.plans, cache, target, pyc_scope)),
+            work,
+            f"part-{name}",
         )
         try:
             verdict = sandbox.check(
@@ -435,7 +432,9 @@ def _run_check(
         ):
             return verdict
     candidate = Candidate(
-        layer.entries(_cached_pycs(layer, cache, target, pyc_scope)), work, f"candidate-{name}"
+        layer.entries(pycache.cached_pycs(layer.plans, cache, target, pyc_scope)),
+        work,
+        f"candidate-{name}",
     )
     try:
         return sandbox.check(
@@ -478,218 +477,9 @@ def _spec(
     )
 
 
-def _compile(
-    request: BuildRequest,
-    target: Target,
-    layer: _Layer,
-    chosen: list[str],
-    cache: BuildCache,
-    sandbox: Sandbox,
-    python: str | None,
-    work: Path,
-    warnings: list[str],
-) -> dict[str, bytes]:
-    """Bytecode for the chosen sources (relative to python/): per wheel, cached (signed)."""
-    owner: dict[str, tuple[Plan, Path]] = {}
-    for plan, path in layer.plans:
-        for source in plan.sources:
-            owner[source] = (plan, path)
-    wanted: dict[str, list[str]] = {}
-    for source in chosen:
-        if source in owner:
-            wanted.setdefault(owner[source][1].name, []).append(source)
-    pycs: dict[str, bytes] = {}
-    todo: dict[str, list[str]] = {}
-    cached: dict[str, dict[str, bytes]] = {}
-    scope = "" if python is not None else request.cache_scope  # as _pyc_scope decides
-    for wheel_name, sources in wanted.items():
-        entry = _pyc_entry(wheel_name, target, scope)
-        have = _unpack_pycs(cache.get(entry))
-        cached[entry] = have
-        need = [
-            s
-            for s in sources
-            if bytecode.pyc_name(s, target.python_version) not in have
-            and s not in have.get("#failed", {})
-        ]
-        pycs.update(
-            {n: d for n, d in have.items() if n != "#failed" and bytecode.pyc_source(n) in sources}
-        )
-        if need:
-            todo[entry] = need
-    own = [s for s in chosen if s not in owner]
-    sources_zip = work / "sources.zip"
-    files = _zip_sources(layer, todo, owner, own, sources_zip)
-    compiled: dict[str, bytes] = {}
-    refused: frozenset[str] | None = None  # None: every source without a pyc counts as failed
-    if files:
-        timeout = _remaining(request.deadline, "compiling bytecode")
-        if python is not None:
-            result = bytecode.compile_sources(python, sources_zip, files, timeout=timeout)
-            compiled, refused = result.pycs, result.failed
-            if result.stopped:
-                warnings.append(
-                    "The bytecode compiler stopped before its last source (one crashed it): "
-                    f"{len(files) - len(result.pycs) - len(result.failed)} sources ship without "
-                    "bytecode in this build and are compiled again by the next one."
-                )
-        else:
-            # A sandbox says only what compiled; what it keeps is scoped to the team (_pyc_scope).
-            compiled = sandbox.compile(sources_zip, target, timeout)
-    sources_zip.unlink(missing_ok=True)
-    for entry, need in todo.items():
-        mine = {bytecode.pyc_name(s, target.python_version): s for s in need}
-        fresh = {n: d for n, d in compiled.items() if n in mine}
-        # Remembered as failing only when the compiler said so: a source it never reached (a
-        # crash on another, shared by every build's cache of that wheel) is tried again.
-        failed = {
-            s: b""
-            for s in need
-            if bytecode.pyc_name(s, target.python_version) not in fresh
-            and (refused is None or s in refused)
-        }
-        merged: dict[str, Any] = {**cached[entry], **fresh}
-        merged["#failed"] = {**merged.get("#failed", {}), **failed}
-        cache.put(entry, _pack_pycs(merged))
-        pycs.update(fresh)
-    pycs.update({n: d for n, d in compiled.items() if bytecode.pyc_source(n) in own})
-    return pycs
-
-
 def _owner(plan: Plan, path: Path) -> str:
     """A wheel's label in the import memo: its distribution and its file's name (the sha256)."""
     return f"{plan.name}@{path.name.split('.')[0]}"
-
-
-def _pyc_entry(wheel_name: str, target: Target, scope: str) -> str:
-    """The cache entry of a wheel's bytecode: its sha256, what decides the bytes, and who may
-    reuse it (_pyc_scope)."""
-    # The compile limits decide which sources fail, and failures are cached too.
-    settings = (
-        f"{target.python_version}-{bytecode.LAYER_PATH}-unchecked-"
-        f"{limits.MAX_COMPILE_SOURCE_BYTES}-{limits.MAX_COMPILE_MEMORY_BYTES}"
-    )
-    digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
-    return f"pyc-{wheel_name.split('.')[0]}-{digest}{_scoped(scope)}"
-
-
-def _pyc_scope(request: BuildRequest, target: Target) -> str:
-    """Bytecode compiled here by the target's interpreter (isolated, importing nothing) serves
-    every build; bytecode the sandbox compiled serves only the request's cache scope."""
-    return "" if bytecode.find_interpreter(target, request.environ) else request.cache_scope
-
-
-def _scoped(scope: str) -> str:
-    return f"-for-{hashlib.sha256(scope.encode()).hexdigest()[:16]}" if scope else ""
-
-
-def _cached_pycs(layer: _Layer, cache: BuildCache, target: Target, scope: str) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    for plan, path in layer.plans:
-        have = _unpack_pycs(cache.get(_pyc_entry(path.name, target, scope)))
-        sources = plan.source_set
-        found.update(
-            {n: d for n, d in have.items() if n != "#failed" and bytecode.pyc_source(n) in sources}
-        )
-    return found
-
-
-def _zip_sources(
-    layer: _Layer,
-    todo: dict[str, list[str]],
-    owner: dict[str, tuple[Plan, Path]],
-    own: list[str],
-    dest: Path,
-) -> list[str]:
-    """The sources to compile, in one zip (names relative to python/): each wheel's read at the
-    offsets its plan located (size and CRC checked), then the own ones. Returns the names."""
-    by_wheel: dict[Path, list[str]] = {}
-    for need in todo.values():
-        for source in need:
-            by_wheel.setdefault(owner[source][1], []).append(source)
-    names = []
-    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as zf:
-        for path, sources in by_wheel.items():
-            plan = owner[sources[0]][0]
-            members = {m.dest: m for m in plan.members}
-            with open(path, "rb") as f:
-                for source in sources:
-                    m = members[source]
-                    f.seek(m.data_offset)
-                    zf.writestr(source, _member_bytes(f.read(m.compress_size), m, plan))
-                    names.append(source)
-        for source in own:
-            zf.write(layer.own_tree / source, source)
-    return sorted(names) + own
-
-
-def _member_bytes(raw: bytes, member: Member, plan: Plan) -> bytes:
-    """A wheel member's bytes, never more than its planned size (a deflate stream may claim
-    little and inflate to gigabytes), and only if its size and CRC are the planned ones."""
-    data = raw
-    if member.compress_type == zipfile.ZIP_DEFLATED:
-        data = zlib.decompressobj(-15).decompress(raw, member.file_size + 1)
-    if len(data) != member.file_size or zlib.crc32(data) != member.crc:
-        raise UnsafeArchiveError(
-            f"{plan.display_name or plan.name} {plan.version}: {member.dest} does not hold what "
-            "the wheel's listing says (size or CRC): the wheel is damaged or built to mislead. "
-            "Pin another version and run `pipenv lock`."
-        )
-    return data
-
-
-def _pack_pycs(pycs: dict) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in sorted(pycs.items()):
-            if name == "#failed":
-                zf.writestr("#failed", "\n".join(sorted(data)))
-            else:
-                zf.writestr(name, data)
-    return buffer.getvalue()
-
-
-def _unpack_pycs(payload: bytes | None) -> dict:
-    if not payload:
-        return {}
-    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
-        result: dict = {n: zf.read(n) for n in zf.namelist() if n != "#failed"}
-        if "#failed" in zf.namelist():
-            result["#failed"] = {s: b"" for s in zf.read("#failed").decode().splitlines() if s}
-    return result
-
-
-def _choose_bytecode(
-    layer: _Layer, startup: set[str], room: int, mode: str, known: Mapping[str, int]
-) -> list[str]:
-    """Sources whose bytecode is kept, in rank order, within `room` bytes (estimated)."""
-    sizes = dict(layer.files())
-    sources = [s for s in sizes if s.endswith(".py")]
-    ranked = bytecode.rank(sources, startup)
-    if mode == "all":
-        return ranked
-    chosen, used = [], 0
-    for source in ranked:
-        estimate = known.get(source) or int(sizes[source] * PYC_PER_SOURCE_BYTE)
-        if used + estimate <= room:
-            chosen.append(source)
-            used += estimate
-    return chosen
-
-
-def _trim(
-    pycs: dict[str, bytes], order: list[str], room: int, mode: str, python_version: str
-) -> dict[str, bytes]:
-    """Keep compiled bytecode in rank order while its real size fits the room."""
-    if mode == "all":
-        return pycs
-    kept, used = {}, 0
-    for source in order:
-        name = bytecode.pyc_name(source, python_version)
-        if name in pycs and used + len(pycs[name]) <= room:
-            kept[name] = pycs[name]
-            used += len(pycs[name])
-    return kept
 
 
 def _twin_target(target: Target) -> Target | None:
@@ -709,6 +499,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
     work = Path(tempfile.mkdtemp(prefix="layer-build-"))
     partial = request.output.with_name(f".{request.output.name}.partial")
     cache: BuildCache | None = None
+    early: pycache.Compilation | None = None
     try:
         with timings.phase("unpack"):
             # resolve(): "." has no name of its own, the directory it points at has.
@@ -806,6 +597,22 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             unzipped = sum(size for _, size in files)
             check.check_size(unzipped, sizes, headroom=headroom)
 
+        room = limits.MAX_UNZIPPED_BYTES - headroom - unzipped - limits.MANIFEST_ALLOWANCE
+
+        def compilation(chosen: list[str]) -> pycache.Compilation:
+            return pycache.Compilation.prepare(
+                chosen, layer.plans, own_tree, cache, target, sandbox, python,
+                request.cache_scope, work,
+            )  # fmt: skip
+
+        if (
+            config.bytecode != "none"
+            and python is not None
+            and pycache.fits_whatever_the_order(files, room, config.bytecode)
+        ):
+            # Every source is kept whatever the check says starts first: compile beside it.
+            early = compilation(pycache.choose(files, set(), room, config.bytecode, {}))
+            early.start(_remaining(request.deadline, "compiling bytecode"))
         with timings.phase("check"):
             spec = _spec(layer, direct, config, locked)
             # Import verdicts are remembered per layer: one project's checks prove only its own.
@@ -866,7 +673,6 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
 
         pycs: dict[str, bytes] = {}
         failed: list[str] = []
-        room = limits.MAX_UNZIPPED_BYTES - headroom - unzipped - limits.MANIFEST_ALLOWANCE
         coverage: dict = {"choice": "none", "kept": 0, "dropped": 0, "dropped_bytes": 0}
         can_compile = python is not None or sandbox.native(target)
         if config.bytecode != "none" and not can_compile:
@@ -877,15 +683,17 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
         elif config.bytecode != "none":
             with timings.phase("bytecode"):
                 progress("Compiling bytecode for the target Python")
-                order = _choose_bytecode(layer, startup, room, config.bytecode, {})
+                order = pycache.choose(files, startup, room, config.bytecode, {})
                 # Only what is kept is compiled. Compiling every start-up module too (so that a
                 # later check imports from .pyc) was measured on the heavy lock: +7 s cold, and
                 # the check after a one-pin bump did not get faster (unzipping the candidate
                 # dominated it then), so it is not done.
-                compiled = _compile(
-                    request, target, layer, order, cache, sandbox, python, work, warnings
-                )
-                pycs = _trim(compiled, order, room, config.bytecode, target.python_version)
+                job = early or compilation(order)
+                if early is None:
+                    job.run(_remaining(request.deadline, "compiling bytecode"))
+                early = None  # finished here, or its error raised here
+                compiled = job.finish(cache, warnings)
+                pycs = pycache.trim(compiled, order, room, config.bytecode, target.python_version)
                 failed = [
                     s for s in order if bytecode.pyc_name(s, target.python_version) not in compiled
                 ]
@@ -975,6 +783,8 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             ) from None
         raise
     finally:
+        if early is not None:  # the build failed meanwhile: its compiler ends on its own
+            early.wait()
         partial.unlink(missing_ok=True)
         if cache is not None:
             cache.close()

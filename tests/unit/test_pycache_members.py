@@ -1,4 +1,4 @@
-"""pipeline._member_bytes: a wheel member is inflated for compiling only up to its planned size,
+"""pycache.member_bytes: a wheel member is inflated for compiling only up to its planned size,
 and only kept when its size and CRC are the planned ones."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from layer_builder.errors import UnsafeArchiveError
-from layer_builder.pipeline import _member_bytes
+from layer_builder.pycache import member_bytes as _member_bytes
 from layer_builder.wheel import Member, Plan
 
 PLAN = Plan(name="liar", version="1.0", dist_info="liar-1.0.dist-info")
