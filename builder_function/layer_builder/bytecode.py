@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Mapping
@@ -98,11 +99,12 @@ def find_interpreter(target: Target, environ: Mapping[str, str] | None = None) -
 #: here); every record before a crash is still read, and a source without a record was not
 #: reached. It prints "done" at the end.
 #: It first caps its own address space at argv[5] bytes: a source whose compile would take more
-#: fails with MemoryError and is recorded like one that does not compile (so is one that raises
+#: fails with MemoryError (tried twice, the second time after a collection, with nothing of the
+#: sources before it held) and is recorded like one that does not compile (so is one that raises
 #: anything else: RecursionError from a deeply nested expression), and the next one goes on.
 #: (Set here rather than in a preexec_fn, which is unsafe in a process with threads.)
 _COMPILER = """
-import importlib.util, marshal, os, resource, struct, sys, zipfile
+import gc, importlib.util, marshal, os, resource, struct, sys, zipfile
 root, out, layer, listing, memory = sys.argv[1:6]
 resource.setrlimit(resource.RLIMIT_AS, (int(memory), int(memory)))
 if os.path.isdir(root):
@@ -111,18 +113,31 @@ if os.path.isdir(root):
             return f.read()
 else:
     read = zipfile.ZipFile(root).read
+def pyc(rel):
+    source = read(rel)
+    code = compile(source, layer + "/" + rel, "exec", dont_inherit=True)
+    return (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
 with open(out, "wb", buffering=0) as records:
     for rel in open(listing, encoding="utf-8").read().splitlines():
+        name, short = importlib.util.cache_from_source(rel), False
         try:
-            source = read(rel)
-            code = compile(source, layer + "/" + rel, "exec", dont_inherit=True)
-            name = importlib.util.cache_from_source(rel)
-            data = (importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
-                    + importlib.util.source_hash(source) + marshal.dumps(code))
+            data = pyc(rel)
+        except MemoryError:
+            short = True  # retried below, once the exception (and its frames) are gone
         except Exception:
             name, data = rel, b""
+        if short:
+            # What an earlier source left may be what was short: try once more after freeing it,
+            # so that no source is refused for what another one did.
+            gc.collect()
+            try:
+                data = pyc(rel)
+            except Exception:
+                name, data = rel, b""
         name = name.encode("utf-8")
         records.write(struct.pack("<II", len(name), len(data)) + name + data)
+        data = None
 print("done")
 """
 
@@ -183,8 +198,17 @@ def failure_warnings(failed: list[str], sizes: Mapping[str, int], runtime: str) 
     return warnings
 
 
+class Cancelled(Exception):
+    """compile_sources was told to stop (the build failed meanwhile)."""
+
+
 def compile_sources(
-    python: str, root: Path, files: list[str], *, timeout: float | None = None
+    python: str,
+    root: Path,
+    files: list[str],
+    *,
+    timeout: float | None = None,
+    stop: threading.Event | None = None,
 ) -> Compiled:
     """Bytecode for `files` (paths relative to root: the layer's python/ dir, or a zip of the
     sources under those names) from `python`.
@@ -193,13 +217,15 @@ def compile_sources(
     in a zip that normalises timestamps, and naming /opt/python/<file> as their source. Files the
     target cannot compile (e.g. Python 2 sources shipped as data), sources past
     limits.MAX_COMPILE_SOURCE_BYTES and those needing more than limits.MAX_COMPILE_MEMORY_BYTES
-    to compile are left out. Two processes share a long list on two CPUs. Raises OutOfTimeError after
-    `timeout` seconds (None: no limit).
+    to compile are left out (and listed as failing). Two processes share a long list on two CPUs.
+    Raises OutOfTimeError after `timeout` seconds (None: no limit), Cancelled soon after `stop`
+    is set; either way no compiler process is left.
     """
     sizes = _sizes(root, files)
-    files = [f for f in files if compilable(sizes[f])]
+    oversized = frozenset(f for f in files if not compilable(sizes[f]))
+    files = [f for f in files if f not in oversized]
     if not files:
-        return Compiled({})
+        return Compiled({}, oversized)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONHASHSEED": "0",
@@ -236,13 +262,7 @@ def compile_sources(
                     )
                 )
             deadline = None if timeout is None else time.monotonic() + timeout
-            finished = []
-            for proc in procs:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                out, _ = proc.communicate(timeout=left)
-                finished.append(proc.returncode == 0 and out.strip() == "done")
-        except subprocess.TimeoutExpired:
-            raise out_of_time("Compiling bytecode") from None
+            finished = [_wait(proc, deadline, stop) for proc in procs]
         finally:
             for proc in procs:
                 if proc.poll() is None:
@@ -255,9 +275,25 @@ def compile_sources(
                 records.update(_records(Path(tmp, f"pycs-{number}").read_bytes()))
         return Compiled(
             {name: data for name, data in records.items() if data},
-            frozenset(name for name, data in records.items() if not data),
+            frozenset(name for name, data in records.items() if not data) | oversized,
             stopped=not all(finished),
         )
+
+
+def _wait(proc: subprocess.Popen, deadline: float | None, stop: threading.Event | None) -> bool:
+    """Whether the compiler finished its list; reading its pipes all along (its warnings may
+    fill one), looking at the deadline and at `stop` ten times a second."""
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            out, _ = proc.communicate(timeout=0.1 if left is None else min(0.1, left))
+        except subprocess.TimeoutExpired:
+            if stop is not None and stop.is_set():
+                raise Cancelled from None
+            if left is not None and left <= 0:
+                raise out_of_time("Compiling bytecode") from None
+            continue  # communicate() again loses no output
+        return proc.returncode == 0 and out.strip() == "done"
 
 
 def _cpus() -> int:

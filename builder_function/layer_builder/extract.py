@@ -18,6 +18,7 @@ output of a deflate stream is the same whichever library reads it. CRCs stay wit
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import struct
@@ -59,6 +60,10 @@ class LayerZipError(ValueError):
     """The zip is not what the builder makes (a path outside, a link, too many or too big)."""
 
 
+class LayerZipTooLarge(LayerZipError):
+    """It unpacks to more than the cap: too big, not damaged."""
+
+
 @dataclass(frozen=True)
 class _Item:
     """One file to write: stored or deflated bytes at an offset of a zip or a wheel, or bytes
@@ -71,6 +76,8 @@ class _Item:
     #: be `raw_name`, as its central directory says) ...
     header_offset: int | None = None
     raw_name: bytes = b""
+    #: Where the next member's header (or the central directory) starts: its data ends before.
+    data_limit: int | None = None
     #: ... or where its data starts (a wheel member the builder already located).
     data_offset: int | None = None
     compress_size: int = 0
@@ -88,6 +95,7 @@ def extract_layer(
     root = dest.resolve()
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
+        directory = zf.start_dir
     if max_members is not None and len(members) > max_members:
         raise LayerZipError(f"the zip has more than {max_members:,} members")
     items, dirs = [], []
@@ -118,28 +126,37 @@ def extract_layer(
                 crc=member.CRC,
             )
         )
-    _refuse_overlaps(items)
-    _write_all(root, dirs, items, max_bytes)
+    _write_all(root, dirs, _bounded(items, directory), max_bytes)
     return root
 
 
-def _refuse_overlaps(items: list[_Item]) -> None:
-    """Each member's header and data end before the next member's header starts (the extra
-    field's length is unknown until read, so this is the least each one needs)."""
+def _bounded(items: list[_Item], directory: int) -> list[_Item]:
+    """Each member with the offset its data must end by: the next member's header, or the
+    central directory (checked against its real local header when it is read). Members that
+    share bytes would write the same data under many names."""
     ordered = sorted(items, key=lambda item: item.header_offset or 0)
-    for item, after in zip(ordered, ordered[1:], strict=False):
+    limits_ = [after.header_offset or 0 for after in ordered[1:]] + [directory]
+    bounded = []
+    for item, limit in zip(ordered, limits_, strict=True):
         end = (item.header_offset or 0) + _LOCAL.size + len(item.raw_name) + item.compress_size
-        if end > (after.header_offset or 0):
-            raise LayerZipError(f"members overlap in the zip: {item.name!r} and {after.name!r}")
+        if end > limit:  # the least it needs, before its extra field is known
+            raise LayerZipError(f"members overlap in the zip: {item.name!r} and the next one")
+        bounded.append(dataclasses.replace(item, data_limit=limit))
+    return bounded
+
+
+#: What a candidate may unpack to: the layer (at most Lambda's limit, the twin of another
+#: machine unchecked) and the bytecode already cached for its wheels (at most about as much).
+MAX_CANDIDATE_BYTES = 2 * limits.MAX_UNZIPPED_BYTES
 
 
 def extract_entries(
-    entries: Iterable[Entry], dest: Path, *, max_bytes: int | None = limits.MAX_UNZIPPED_BYTES
+    entries: Iterable[Entry], dest: Path, *, max_bytes: int | None = MAX_CANDIDATE_BYTES
 ) -> Path:
     """The tree the builder's zip of `entries` would unzip to, read straight from the wheels
     and files the entries name: a check on this machine needs no zip written and read back
     (0.2 s and 80 MB of the heavy bench fixture's cold build). Sizes and CRCs are checked as
-    in a zip, and what is written is capped at `max_bytes` (Lambda's limit)."""
+    in a zip, and what is written is capped at `max_bytes`."""
     root = dest.resolve()
     items, names = [], set()
     for entry in entries:
@@ -230,7 +247,9 @@ class _Unzipper:
         with self.lock:
             self.written += n
             if self.max_bytes is not None and self.written > self.max_bytes:
-                raise LayerZipError(f"the zip unpacks to more than {self.max_bytes:,} bytes")
+                raise LayerZipTooLarge(
+                    f"the candidate unpacks to more than {self.max_bytes:,} bytes"
+                )
 
     def _fd(self, source: Path) -> int:
         """One descriptor per source, shared: pread needs no position of its own."""
@@ -282,7 +301,10 @@ def _data_offset(fd: int, item: _Item) -> int:
         raise LayerZipError(
             f"the zip is damaged: the local header of {item.name} does not match its listing"
         )
-    return item.header_offset + _LOCAL.size + name_len + extra_len
+    start = item.header_offset + _LOCAL.size + name_len + extra_len
+    if item.data_limit is not None and start + item.compress_size > item.data_limit:
+        raise LayerZipError(f"members overlap in the zip: {item.name!r} and the next one")
+    return start
 
 
 def _pieces(fd: int, offset: int, item: _Item) -> Iterator[bytes]:

@@ -6,9 +6,10 @@ produces a complete layer zip and report or raises a named error leaving no outp
 
 The layer is assembled from the wheels themselves: each member's compressed bytes are copied
 into the zip, so nothing is unpacked or deflated again. Uploaded code runs only in the sandbox
-(`request.sandbox`): it imports a candidate layer (without bytecode) and answers which sources
-load at start-up; bytecode is then compiled for what is kept, per wheel and cached, and the
-final zip written.
+(`request.sandbox`): it imports a candidate layer (with the bytecode already cached for its
+wheels) and answers which sources load at start-up; bytecode is then compiled for what is kept,
+per wheel and cached (pycache.py; beside the check when every source fits whatever the order),
+and the final zip written.
 """
 
 from __future__ import annotations
@@ -611,8 +612,9 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             and pycache.fits_whatever_the_order(files, room, config.bytecode)
         ):
             # Every source is kept whatever the check says starts first: compile beside it.
-            early = compilation(pycache.choose(files, set(), room, config.bytecode, {}))
-            early.start(_remaining(request.deadline, "compiling bytecode"))
+            with timings.phase("bytecode"):
+                early = compilation(pycache.choose(files, set(), room, config.bytecode, {}))
+                early.start(_remaining(request.deadline, "compiling bytecode"))
         with timings.phase("check"):
             spec = _spec(layer, direct, config, locked)
             # Import verdicts are remembered per layer: one project's checks prove only its own.
@@ -783,8 +785,8 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             ) from None
         raise
     finally:
-        if early is not None:  # the build failed meanwhile: its compiler ends on its own
-            early.wait()
+        if early is not None:  # the build failed meanwhile: its compiler is stopped
+            early.cancel()
         partial.unlink(missing_ok=True)
         if cache is not None:
             cache.close()

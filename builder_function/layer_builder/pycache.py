@@ -57,8 +57,8 @@ def choose(
 
 
 def fits_whatever_the_order(files: list[tuple[str, int]], room: int, mode: str) -> bool:
-    """Whether every source is kept however they rank: then the start-up list changes nothing
-    the compile needs."""
+    """Whether every source is kept however they rank (always in mode "all"): then the start-up
+    list changes nothing the compile needs."""
     sources = [s for s, _ in files if s.endswith(".py")]
     return mode == "all" or len(choose(files, set(), room, mode, {})) == len(sources)
 
@@ -101,6 +101,7 @@ class Compilation:
     stopped: bool = False
     error: BaseException | None = None
     thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def prepare(
@@ -124,7 +125,7 @@ class Compilation:
         for source in chosen:
             if source in owner:
                 wanted.setdefault(owner[source][1].name, []).append(source)
-        scope = "" if python is not None else team_scope  # as pyc_scope decides
+        scope = pyc_scope(python, team_scope)
         for wheel_name, sources in wanted.items():
             entry = pyc_entry(wheel_name, target, scope)
             have = unpack_pycs(cache.get(entry))
@@ -147,21 +148,14 @@ class Compilation:
     def run(self, timeout: float | None) -> None:
         if not self.files:
             return
-        try:
-            if self.python is not None:
-                result = bytecode.compile_sources(
-                    self.python, self.sources_zip, self.files, timeout=timeout
-                )
-                self.compiled, self.refused, self.stopped = (
-                    result.pycs,
-                    result.failed,
-                    result.stopped,
-                )
-            else:
-                # A sandbox says only what compiled; what it keeps is the team's (pyc_scope).
-                self.compiled = self.sandbox.compile(self.sources_zip, self.target, timeout)
-        finally:
-            self.sources_zip.unlink(missing_ok=True)
+        if self.python is not None:
+            result = bytecode.compile_sources(
+                self.python, self.sources_zip, self.files, timeout=timeout, stop=self.stop
+            )
+            self.compiled, self.refused, self.stopped = result.pycs, result.failed, result.stopped
+        else:
+            # A sandbox says only what compiled; what it keeps is the team's (pyc_scope).
+            self.compiled = self.sandbox.compile(self.sources_zip, self.target, timeout)
 
     def start(self, timeout: float | None) -> None:
         """run() on a thread; finish() waits for it and raises what it raised."""
@@ -179,9 +173,15 @@ class Compilation:
         if self.thread is not None:
             self.thread.join()
 
+    def cancel(self) -> None:
+        """The build failed: stop the compiler (within 0.1 s) and wait for the thread."""
+        self.stop.set()
+        self.wait()
+
     def finish(self, cache: BuildCache, warnings: list[str]) -> dict[str, bytes]:
         """Every chosen source's bytecode that compiled; the cache entries written."""
         self.wait()
+        self.sources_zip.unlink(missing_ok=True)  # here: the build's thread also walks work/
         if self.error is not None:
             raise self.error
         if self.stopped:

@@ -10,18 +10,26 @@ CLI; the builder service runs the same runner in a check function with no rights
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from . import bytecode, limits, runner
-from .errors import ConfigurationError, SourceBuildError, UnsafeArchiveError
-from .extract import LayerZipError, extract_entries, extract_layer
+from .errors import (
+    ConfigurationError,
+    LayerTooLargeError,
+    SourceBuildError,
+    UnsafeArchiveError,
+)
+from .extract import LayerZipError, LayerZipTooLarge, extract_entries, extract_layer
 from .install import PASSTHROUGH_ENV
 from .sandbox import Candidate, CheckSpec, Layer, Verdict
 from .target import Target
@@ -39,6 +47,8 @@ RAM_MARGIN = 256 * 1024 * 1024
 
 #: A check's work dir: `layer-check-<pid>-…`, so a later check can tell it was left behind.
 CHECK_PREFIX = "layer-check-"
+#: Older than the longest check (runner.IMPORT_CHECK_TIMEOUT) with room to spare.
+STALE_CHECK_S = 3600
 
 
 def _extract(layer: Layer, dest: Path) -> None:
@@ -48,6 +58,11 @@ def _extract(layer: Layer, dest: Path) -> None:
             extract_entries(layer.entries, dest)
         else:
             extract_layer(layer, dest)
+    except LayerZipTooLarge as exc:
+        raise LayerTooLargeError(
+            f"For the import check, {exc} (the layer and the bytecode already cached for its "
+            "wheels): slim or split the dependencies."
+        ) from None
     except LayerZipError as exc:
         if isinstance(layer, Candidate):  # read straight from the wheels: one is not as listed
             raise UnsafeArchiveError(
@@ -115,7 +130,7 @@ def _available_memory(proc: Path = Path("/proc"), cgroups: Path | None = None) -
         else:
             continue
         group, limit_file, usage_file = files
-        while cgroups in group.parents:
+        while group == cgroups or cgroups in group.parents:  # a container's own group is "/"
             try:
                 limit = (group / limit_file).read_text().strip()
                 if limit != "max":
@@ -131,23 +146,35 @@ def _available_memory(proc: Path = Path("/proc"), cgroups: Path | None = None) -
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _sweep(folder: Path) -> None:
-    """Remove this user's check dirs whose process is gone (killed before it could)."""
+def _sweep(folder: Path, now: float | None = None) -> None:
+    """Remove this user's check dirs whose process is gone (killed before it could), once they
+    are older than any check (a pid of another pid namespace sharing the folder looks gone)."""
+    now = time.time() if now is None else now
     for leftover in folder.glob(f"{CHECK_PREFIX}*-*"):
         pid = leftover.name[len(CHECK_PREFIX) :].split("-", 1)[0]
         try:
-            if not pid.isdigit() or leftover.lstat().st_uid != os.getuid():
+            info = leftover.lstat()
+            if (
+                not re.fullmatch(r"[0-9]{1,7}", pid)
+                or not stat.S_ISDIR(info.st_mode)  # never a link planted to point elsewhere
+                or info.st_uid != os.getuid()
+                or now - info.st_mtime < STALE_CHECK_S
+            ):
                 continue
             os.kill(int(pid), 0)
+            continue  # alive
         except ProcessLookupError:
-            _remove(leftover)
-        except OSError:  # alive but another user's, or gone meanwhile
+            pass
+        except OSError:  # alive but another user's, or removed meanwhile
             continue
+        with contextlib.suppress(OSError):  # another CLI may be removing it too
+            _remove(leftover)
 
 
 def _remove(tree: Path) -> None:
     for dirpath, _, _ in os.walk(tree):  # top-down: each dir is writable before it is entered
-        os.chmod(dirpath, stat.S_IRWXU)
+        with contextlib.suppress(OSError):
+            os.chmod(dirpath, stat.S_IRWXU, follow_symlinks=False)
     shutil.rmtree(tree, ignore_errors=True)
 
 

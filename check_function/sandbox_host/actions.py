@@ -28,11 +28,13 @@ from typing import Any
 
 from layer_builder import bytecode, limits, runner
 from layer_builder.errors import LayerBuildError, SourceBuildError
-from layer_builder.extract import LayerZipError, extract_layer
+from layer_builder.extract import MAX_CANDIDATE_BYTES, LayerZipError, extract_layer
 from layer_builder.sandbox import CheckSpec
 
-#: A check's layer and a compile's sources are at most what Lambda accepts unzipped.
-MAX_INPUT_BYTES = limits.MAX_UNZIPPED_BYTES
+#: A check's candidate is the layer (at most what Lambda accepts unzipped) and the bytecode
+#: already cached for its wheels (about as much again at most): a layer near the limit whose
+#: wheels other builds compiled in full must not be refused here.
+MAX_INPUT_BYTES = MAX_CANDIDATE_BYTES
 #: Members of a layer zip (a big data-science layer has some tens of thousands).
 MAX_MEMBERS = 200_000
 #: Kept back from the invocation's time for the upload and the answer.

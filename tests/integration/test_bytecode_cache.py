@@ -86,3 +86,43 @@ def test_what_a_dying_compiler_never_reached_is_not_remembered_as_failing(
     monkeypatch.undo()
     _, pycs = team_b()
     assert len(pycs) == len(VICTIM)
+
+
+def test_a_layer_near_the_limit_checks_with_the_bytecode_other_builds_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Team X's build caches every pyc of `pure`; team Y's layer (pure and a data wheel, filling
+    the limit) is checked on a candidate carrying them all: more than the limit, and no reason
+    to refuse it. Limits scaled down to 1.5 MB (the candidate's cap follows: twice the limit)."""
+    from layer_builder import extract, limits
+
+    limit = 1_500_000
+    monkeypatch.setattr(limits, "MAX_UNZIPPED_BYTES", limit)
+    monkeypatch.setitem(extract.extract_entries.__kwdefaults__, "max_bytes", 2 * limit)
+    wheels = tmp_path / "wheels"
+    code = "".join(f"def f{j}(): return {j}\n" for j in range(400)).encode()
+    pure = wheelhouse.write_wheel(
+        wheels, "pure", "1.0", "py3-none-any",
+        {"pure/__init__.py": b"V = 1\n", **{f"pure/m{i}.py": code for i in range(20)}},
+    )
+    blob = wheelhouse.write_wheel(
+        wheels, "blob", "1.0", "py3-none-any",
+        {"blob/__init__.py": b"", "blob/data.bin": os.urandom(limit - 64 * 1024 - 260_000)},
+    )
+    simple = wheelhouse.simple_index(tmp_path, [pure, blob])
+
+    def run(name: str, packages: dict, app: str) -> BuildResult:
+        proj = make_project(tmp_path / name, packages)
+        write_code(proj.root, {f"{app}/__init__.py": "import pure\n"})
+        with (proj.root / "pyproject.toml").open("a") as f:
+            f.write("\n[tool.layer-builder]\nheadroom = 0\n")
+        return build(BuildRequest(source=proj.root, output=tmp_path / f"{name}.zip",
+                                  target=Target("python3.13", ARCH),
+                                  index=IndexPolicy(override=simple.as_uri()),
+                                  cache_dir=tmp_path / "shared-cache"))
+
+    team_x = run("team-x", {"pure": lock_entry(pure)}, "appx")
+    assert team_x.report.bytecode["kept"] == 22  # pure's 21 and appx's: all cached now
+    team_y = run("team-y", {"pure": lock_entry(pure), "blob": lock_entry(blob)}, "appy")
+    assert team_y.report.checks["imports"] == "ok: appy"
+    assert team_y.report.unzipped_bytes <= limit

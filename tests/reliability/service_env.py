@@ -369,14 +369,21 @@ def temp_entries(root: Path, exclude: Path | None = None) -> list[str]:
     return sorted(found)
 
 
+def fd_targets() -> dict[int, str]:
+    """This process's open descriptors and what each is (`anon_inode:[eventpoll]`, a path…)."""
+    targets = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
+    return targets
+
+
 def open_fds() -> Counter[str]:
     """This process's open descriptors by kind: socket, pipe, anon_inode or file."""
     kinds: Counter[str] = Counter()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # the descriptor listdir itself used, closed by now
-            continue
+    for target in fd_targets().values():
         kind = target.split(":", 1)[0]
         kinds[kind if kind in ("socket", "pipe", "anon_inode") else "file"] += 1
     return kinds

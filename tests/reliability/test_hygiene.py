@@ -25,6 +25,7 @@ from tests.reliability.awsfaults import HTTP_500, HTTP_503, READ_TIMEOUT
 from tests.reliability.service_env import (
     Builder,
     child_processes,
+    fd_targets,
     open_fds,
     temp_entries,
 )
@@ -110,6 +111,7 @@ def test_a_hundred_builds_in_one_warm_container(warm_builder: tuple[Builder, Pat
     first_report = report_of(builder, first)
     gc.collect()
     fds, threads, environ = open_fds(), threading.active_count(), dict(os.environ)
+    before = fd_targets()
     assert temp_entries(lambda_tmp, exclude=cache) == []
 
     outcomes: dict[str, int] = {}
@@ -158,7 +160,8 @@ def test_a_hundred_builds_in_one_warm_container(warm_builder: tuple[Builder, Pat
     # No kind of descriptor grew. One may shrink: the process holds others' descriptors too (an
     # epoll of a server thread another test started can close meanwhile).
     grew = {k: (fds[k], n) for k, n in after.items() if k != "socket" and n > fds[k]}
-    assert grew == {}, (fds, after)
+    new = {fd: t for fd, t in fd_targets().items() if before.get(fd) != t}
+    assert grew == {}, (fds, after, new, [t.name for t in threading.enumerate()])
     assert after["socket"] <= fds["socket"] + SOCKET_SLACK, (fds, after)
     assert child_processes() == []
     assert threading.active_count() <= threads + SOCKET_SLACK  # moto: a thread per connection

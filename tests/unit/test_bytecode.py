@@ -134,8 +134,9 @@ def test_a_source_past_the_size_cap_is_left_out_and_the_rest_compiles(tmp_path, 
     monkeypatch.setattr(limits, "MAX_COMPILE_SOURCE_BYTES", 100)
     (tmp_path / "big.py").write_text("x = 1\n" * 20)  # 120 bytes
     (tmp_path / "edge.py").write_text("#" * 99 + "\n")  # 100 bytes: at the cap, compiled
-    pycs = bytecode.compile_sources(sys.executable, tmp_path, ["big.py", "edge.py"]).pycs
-    assert sorted(pycs) == [f"__pycache__/edge.{TAG}.pyc"]
+    compiled = bytecode.compile_sources(sys.executable, tmp_path, ["big.py", "edge.py"])
+    assert sorted(compiled.pycs) == [f"__pycache__/edge.{TAG}.pyc"]
+    assert compiled.failed == {"big.py"}  # remembered: not inflated again by every build
 
 
 def test_a_source_needing_more_memory_than_the_cap_fails_alone(tmp_path, monkeypatch):

@@ -282,8 +282,26 @@ def test_an_entry_with_another_compression_method_is_refused(tmp_path: Path) -> 
         extract.extract_entries([dataclasses.replace(entry, compress_type=14)], tmp_path / "out")
 
 
-def test_entries_are_capped_at_lambdas_limit(tmp_path: Path, monkeypatch) -> None:
+def test_entries_are_capped(tmp_path: Path, monkeypatch) -> None:
     entries = _entries(tmp_path)
-    with pytest.raises(LayerZipError, match="more than 1,000 bytes"):
+    with pytest.raises(extract.LayerZipTooLarge, match="more than 1,000 bytes"):
         extract.extract_entries(entries, tmp_path / "out", max_bytes=1000)
-    assert extract.extract_entries.__kwdefaults__["max_bytes"] == extract.limits.MAX_UNZIPPED_BYTES
+    # a layer within Lambda's limit plus the bytecode cached for its wheels
+    assert extract.extract_entries.__kwdefaults__["max_bytes"] == 2 * extract.limits.MAX_UNZIPPED_BYTES
+
+
+def test_a_member_hiding_another_behind_a_long_extra_field_is_refused(tmp_path: Path) -> None:
+    """Its data, read from its real local header, runs into the next member's header."""
+    archive = tmp_path / "hidden.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("python/a.py", b"a" * 100)
+        zf.writestr("python/b.py", b"b" * 100)
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        a, b = zf.getinfo("python/a.py"), zf.getinfo("python/b.py")
+    # a's local header claims a 60-byte extra field: its "data" now starts 60 bytes later and
+    # ends inside b's header; the central directory still says 100 bytes
+    data[a.header_offset + 28 : a.header_offset + 30] = (60).to_bytes(2, "little")
+    archive.write_bytes(bytes(data))
+    with pytest.raises(LayerZipError, match="overlap"):
+        extract_layer(archive, tmp_path / "out")

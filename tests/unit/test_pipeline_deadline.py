@@ -83,8 +83,8 @@ def test_a_compiler_outliving_the_deadline_stops_the_build(tmp_path, monkeypatch
     fake.chmod(0o755)
     original = bytecode.compile_sources
     monkeypatch.setattr(bytecode, "compile_sources",
-                        lambda python, root, files, timeout=None: original(str(fake), root, files,
-                                                                           timeout=timeout))
+                        lambda python, root, files, **options: original(str(fake), root, files,
+                                                                        **options))
     output = tmp_path / "layer.zip"
     cache_dir = tmp_path / "cache"
     started = time.monotonic()

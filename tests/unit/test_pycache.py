@@ -3,6 +3,7 @@ every source fits whatever the order (a project without dependencies: no index i
 
 from __future__ import annotations
 
+import os
 import threading
 import zipfile
 from pathlib import Path
@@ -95,13 +96,27 @@ def test_without_room_for_every_source_the_compile_waits_for_the_check(
     assert result.report.bytecode["kept"] < 2
 
 
-def test_a_failed_check_leaves_no_compile_running(tmp_path: Path, timeline: list[str]) -> None:
+def test_a_failed_check_stops_the_compile_at_once(tmp_path: Path, monkeypatch) -> None:
+    """The compiler takes 60 s here; the build's refusal must not wait for it, and leave no
+    thread or process of it behind."""
+    import time
+
     from layer_builder.errors import TargetMismatchError
 
+    monkeypatch.setattr(bytecode, "_COMPILER", "import time; time.sleep(60)\n" + bytecode._COMPILER)
     root = _project(tmp_path / "p")
     (root / "app" / "__init__.py").write_text("import not_in_the_layer\n")
+    started = time.monotonic()
     with pytest.raises(TargetMismatchError):
         build(BuildRequest(source=root, output=tmp_path / "out.zip"))
-    assert "compile starts" in timeline
+    assert time.monotonic() - started < 20
     assert not [t for t in threading.enumerate() if t.name == "compile"]
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == os.getpid()]
     assert not (tmp_path / "out.zip").exists()
+
+
+def _parent(proc: Path) -> int:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1

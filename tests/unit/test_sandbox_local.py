@@ -273,6 +273,16 @@ def test_available_memory_is_capped_by_a_cgroup_v2_limit_above_the_process(tmp_p
     assert sandbox_local._available_memory(proc, cgroups) == 8 << 30  # MemAvailable
 
 
+def test_a_containers_own_cgroup_root_limit_counts(tmp_path):
+    """In a container with its own cgroup namespace the process's group reads as "/"."""
+    proc = _fake_proc(tmp_path, "0::/\n")
+    cgroups = tmp_path / "cgroup"
+    cgroups.mkdir()
+    (cgroups / "memory.max").write_text(f"{1 << 30}\n")
+    (cgroups / "memory.current").write_text(f"{900 << 20}\n")
+    assert sandbox_local._available_memory(proc, cgroups) == 124 << 20
+
+
 def test_available_memory_reads_a_cgroup_v1_memory_controller(tmp_path):
     proc = _fake_proc(tmp_path, "5:cpu:/x\n4:memory:/pod/abc\n0::/\n")
     group = tmp_path / "cgroup" / "memory" / "pod" / "abc"
@@ -283,18 +293,36 @@ def test_available_memory_reads_a_cgroup_v1_memory_controller(tmp_path):
 
 
 def test_a_check_dir_left_by_a_killed_process_is_swept(tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox_local, "RAM_DIR", tmp_path)
+    import time
+
+    monkeypatch.setattr(sandbox_local, "RAM_DIR", tmp_path / "shm")
     monkeypatch.setattr(sandbox_local, "_available_memory", lambda: 1 << 40)
-    dead = tmp_path / "layer-check-999999999-abcd"  # no such pid
-    (dead / "layer" / "python").mkdir(parents=True)
-    (dead / "layer" / "python").chmod(0o555)  # read-only, as a check leaves it
-    alive = tmp_path / f"layer-check-{os.getppid()}-efgh"
-    alive.mkdir()
-    other = tmp_path / "layer-check-notapid-x"
-    other.mkdir()
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    old = time.time() - 2 * sandbox_local.STALE_CHECK_S
+
+    def leftover(name: str, age: float = old) -> Path:
+        path = shm / name
+        (path / "layer" / "python").mkdir(parents=True)
+        (path / "layer" / "python").chmod(0o555)  # read-only, as a check leaves it
+        os.utime(path, (age, age))
+        return path
+
+    dead = leftover("layer-check-999999-abcd")  # no such pid
+    recent = leftover("layer-check-999998-abcd", time.time())  # maybe another pid namespace's
+    alive = leftover(f"layer-check-{os.getppid()}-efgh")
+    odd = [leftover(n) for n in ("layer-check-notapid-x", "layer-check-99999999999999999999-x",
+                                 "layer-check-\u00b2-x")]
+    target = tmp_path / "elsewhere"
+    (target / "sub").mkdir(parents=True)
+    (target / "sub").chmod(0o755)
+    planted = shm / "layer-check-999997-link"
+    planted.symlink_to(target)
     work = LocalSandbox(environ={})._workdir(sandbox_local.CHECK_PREFIX, 1000)
-    assert work.parent == tmp_path and work.name.startswith(f"layer-check-{os.getpid()}-")
-    assert not dead.exists() and alive.exists() and other.exists()
+    assert work.parent == shm and work.name.startswith(f"layer-check-{os.getpid()}-")
+    assert not dead.exists()
+    assert recent.exists() and alive.exists() and all(p.exists() for p in odd)
+    assert planted.is_symlink() and (target / "sub").stat().st_mode & 0o777 == 0o755
 
 
 def test_a_wheel_member_that_is_not_as_listed_is_refused_as_input(tmp_path, private_tmp):
