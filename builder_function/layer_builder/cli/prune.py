@@ -7,7 +7,6 @@ import sys
 from datetime import UTC, datetime
 
 from ..errors import InputError
-from ..service.lifecycle import apply_retention, require_versions
 from .awsargs import adapters, add_aws_options, emit, require
 from .common import EXIT_OK
 
@@ -41,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `layer-builder build` and --help start without the service modules.
+    from ..service.lifecycle import apply_retention, require_versions
+
     require(args, "keep")
     if args.keep < 1:
         raise InputError(f"--keep {args.keep} would delete every version: keep 1 or more.")

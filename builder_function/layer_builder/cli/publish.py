@@ -20,14 +20,6 @@ from .. import limits, project, unpack
 from ..errors import InputError
 from ..pipeline import build
 from ..report import human
-from ..service.lifecycle import (
-    assign_consumers,
-    check_attach,
-    consumers_of,
-    repoint,
-    require_function,
-)
-from ..service.publish import layer_key, publish
 from ..target import ARCH_MACHINE, DEFAULT_ARCH, DEFAULT_RUNTIME, RUNTIME_GLIBC, Target
 from .awsargs import adapters, add_aws_options, emit, require
 from .build import add_build_options, build_request
@@ -133,6 +125,9 @@ def _base_name(args: argparse.Namespace, config: project.ProjectConfig) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `layer-builder build` and --help start without the service modules.
+    from ..service.lifecycle import assign_consumers, check_attach, consumers_of, require_function
+
     require(args, "bucket")
     level = verbosity(args)
     aws = adapters(args)
@@ -170,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _publish(args, aws, target: Target, output: Path, report, consumers) -> dict:
+    from ..service.lifecycle import repoint
+    from ..service.publish import layer_key, publish
+
     published = publish(output, report, aws.registry, aws.artifacts(args.bucket))
     attached = [
         repoint(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..service.lifecycle import rollback
 from .awsargs import adapters, add_aws_options, emit, positive, require
 from .common import EXIT_OK
 
@@ -33,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `layer-builder build` and --help start without the service modules.
+    from ..service.lifecycle import rollback
+
     require(args, "to")
     aws = adapters(args)
     result = rollback(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from types import SimpleNamespace
 
-from ..service.lifecycle import Grant, share, unshare
 from .awsargs import adapters, add_aws_options, emit, positive, require
 from .common import EXIT_OK
 
@@ -40,11 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return s
 
 
-def _act(args: argparse.Namespace, action, verb: str) -> int:
+def _act(args: argparse.Namespace, action: str, verb: str) -> int:
+    # Imported here: `layer-builder build` and --help start without the service modules.
+    from ..service import lifecycle
+
     require(args, "layer_version")
-    grant = Grant(account=args.account or "", organization=args.organization or "")
+    grant = lifecycle.Grant(account=args.account or "", organization=args.organization or "")
     aws = adapters(args)
-    status = action(args.name, args.layer_version, grant, aws.layers)
+    status = getattr(lifecycle, action)(args.name, args.layer_version, grant, aws.layers)
     emit(
         args,
         {
@@ -63,7 +65,7 @@ def _act(args: argparse.Namespace, action, verb: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _act(args, share, "granted")
+    return _act(args, "share", "granted")
 
 
 def _add_unshare_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -77,7 +79,7 @@ def _add_unshare_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def _run_unshare(args: argparse.Namespace) -> int:
-    return _act(args, unshare, "revoked")
+    return _act(args, "unshare", "revoked")
 
 
 #: The `unshare` command, shaped like a command module.

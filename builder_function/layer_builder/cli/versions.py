@@ -6,7 +6,6 @@ import argparse
 from datetime import UTC
 
 from ..report import human
-from ..service.lifecycle import describe
 from .awsargs import adapters, add_aws_options, emit
 from .common import EXIT_OK
 
@@ -25,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `layer-builder build` and --help start without the service modules.
+    from ..service.lifecycle import describe
+
     aws = adapters(args)
     rows = describe(args.name, aws.layers, aws.catalog, aws.pointer(args.ssm_parameter))
     lines = [
