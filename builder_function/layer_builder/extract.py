@@ -135,6 +135,8 @@ def _bounded(items: list[_Item], directory: int) -> list[_Item]:
     central directory (checked against its real local header when it is read). Members that
     share bytes would write the same data under many names."""
     ordered = sorted(items, key=lambda item: item.header_offset or 0)
+    if not ordered:  # no files (an empty zip, or directories only)
+        return []
     limits_ = [after.header_offset or 0 for after in ordered[1:]] + [directory]
     bounded = []
     for item, limit in zip(ordered, limits_, strict=True):

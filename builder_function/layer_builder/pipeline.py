@@ -693,8 +693,8 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 job = early or compilation(order)
                 if early is None:
                     job.run(_remaining(request.deadline, "compiling bytecode"))
-                early = None  # finished here, or its error raised here
                 compiled = job.finish(cache, warnings)
+                early = None  # finished: nothing left to stop (a Ctrl-C in finish() stops it)
                 pycs = pycache.trim(compiled, order, room, config.bytecode, target.python_version)
                 failed = [
                     s for s in order if bytecode.pyc_name(s, target.python_version) not in compiled

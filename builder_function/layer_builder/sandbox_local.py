@@ -118,6 +118,8 @@ def _available_memory(proc: Path = Path("/proc"), cgroups: Path | None = None) -
     except (OSError, ValueError, IndexError):
         return available
     for line in lines:
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: one hierarchy
             files = cgroups / path.lstrip("/"), "memory.max", "memory.current"
@@ -172,9 +174,10 @@ def _sweep(folder: Path, now: float | None = None) -> None:
 
 
 def _remove(tree: Path) -> None:
+    """`tree` is a real directory (ours, or checked by _sweep); os.walk enters no link below it."""
     for dirpath, _, _ in os.walk(tree):  # top-down: each dir is writable before it is entered
         with contextlib.suppress(OSError):
-            os.chmod(dirpath, stat.S_IRWXU, follow_symlinks=False)
+            os.chmod(dirpath, stat.S_IRWXU)
     shutil.rmtree(tree, ignore_errors=True)
 
 

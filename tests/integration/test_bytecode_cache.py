@@ -98,7 +98,9 @@ def test_a_layer_near_the_limit_checks_with_the_bytecode_other_builds_cached(
 
     limit = 1_500_000
     monkeypatch.setattr(limits, "MAX_UNZIPPED_BYTES", limit)
-    monkeypatch.setitem(extract.extract_entries.__kwdefaults__, "max_bytes", 2 * limit)
+    # The candidate's cap, scaled with the limit as extract.MAX_CANDIDATE_BYTES is set from it.
+    cap = extract.MAX_CANDIDATE_BYTES * limit // extract.limits.MAX_UNZIPPED_BYTES
+    monkeypatch.setitem(extract.extract_entries.__kwdefaults__, "max_bytes", cap)
     wheels = tmp_path / "wheels"
     code = "".join(f"def f{j}(): return {j}\n" for j in range(400)).encode()
     pure = wheelhouse.write_wheel(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -302,6 +303,22 @@ def test_a_member_hiding_another_behind_a_long_extra_field_is_refused(tmp_path: 
     # a's local header claims a 60-byte extra field: its "data" now starts 60 bytes later and
     # ends inside b's header; the central directory still says 100 bytes
     data[a.header_offset + 28 : a.header_offset + 30] = (60).to_bytes(2, "little")
+    # ... and its CRC, local and central, is that of those shifted 100 bytes: every other check
+    # (size, CRC, name, method) passes, only the overlap gives it away
+    start = a.header_offset + 30 + len(b"python/a.py") + 60
+    crc = zlib.crc32(bytes(data[start : start + 100])).to_bytes(4, "little")
+    data[a.header_offset + 14 : a.header_offset + 18] = crc
+    central = data.find(b"PK\x01\x02")
+    data[central + 16 : central + 20] = crc
     archive.write_bytes(bytes(data))
     with pytest.raises(LayerZipError, match="overlap"):
         extract_layer(archive, tmp_path / "out")
+
+
+def test_a_zip_without_files_unpacks_to_its_directories(tmp_path: Path) -> None:
+    empty, dirs = tmp_path / "empty.zip", tmp_path / "dirs.zip"
+    zipfile.ZipFile(empty, "w").close()
+    with zipfile.ZipFile(dirs, "w") as zf:
+        zf.writestr("python/pkg/", b"")
+    assert tree(extract_layer(empty, tmp_path / "e")) == {}
+    assert tree(extract_layer(dirs, tmp_path / "d")) == {"python": None, "python/pkg": None}

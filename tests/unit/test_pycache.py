@@ -120,3 +120,25 @@ def _parent(proc: Path) -> int:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+def test_ctrl_c_while_the_build_waits_for_the_compile_stops_it(tmp_path: Path, monkeypatch) -> None:
+    """The compiler runs in a session of its own (the terminal's ^C never reaches it): the
+    build must stop it itself, also when the interrupt comes while it waits in finish()."""
+    import signal
+    import time
+
+    monkeypatch.setattr(bytecode, "_COMPILER", "import time; time.sleep(60)\n" + bytecode._COMPILER)
+    real_finish = pycache.Compilation.finish
+
+    def finish(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()  # the user
+        return real_finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(pycache.Compilation, "finish", finish)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        build(BuildRequest(source=_project(tmp_path / "p"), output=tmp_path / "out.zip"))
+    assert time.monotonic() - started < 20
+    assert not [t for t in threading.enumerate() if t.name == "compile"]
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == os.getpid()]
