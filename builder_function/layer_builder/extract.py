@@ -18,7 +18,6 @@ output of a deflate stream is the same whichever library reads it. CRCs stay wit
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import struct
@@ -98,6 +97,12 @@ def extract_layer(
         directory = zf.start_dir
     if max_members is not None and len(members) > max_members:
         raise LayerZipError(f"the zip has more than {max_members:,} members")
+    # Each member's data ends before the next member's header (or the central directory):
+    # members sharing bytes would write the same data under many names.
+    offsets = sorted(m.header_offset for m in members)
+    if any(a == b for a, b in zip(offsets, offsets[1:], strict=False)):
+        raise LayerZipError("members overlap in the zip: two share one local header")
+    limit_of = dict(zip(offsets, [*offsets[1:], directory], strict=False))  # none: empty
     items, dirs = [], []
     for member in members:  # every name is checked before anything is written
         target = _inside(root, member.filename)
@@ -113,38 +118,27 @@ def extract_layer(
             dirs.append(target)
             continue
         encoding = "utf-8" if member.flag_bits & 0x800 else "cp437"  # as zipfile decodes it
+        raw_name = member.orig_filename.encode(encoding)
+        limit = limit_of[member.header_offset]
+        # The least it needs, before its extra field is known (_data_offset checks the rest).
+        if member.header_offset + _LOCAL.size + len(raw_name) + member.compress_size > limit:
+            raise LayerZipError(f"members overlap in the zip: {member.filename!r} and the next one")
         items.append(
             _Item(
                 member.filename,
                 target,
                 source=archive,
                 header_offset=member.header_offset,
-                raw_name=member.orig_filename.encode(encoding),
+                raw_name=raw_name,
+                data_limit=limit,
                 compress_size=member.compress_size,
                 compress_type=member.compress_type,
                 file_size=member.file_size,
                 crc=member.CRC,
             )
         )
-    _write_all(root, dirs, _bounded(items, directory), max_bytes)
+    _write_all(root, dirs, items, max_bytes)
     return root
-
-
-def _bounded(items: list[_Item], directory: int) -> list[_Item]:
-    """Each member with the offset its data must end by: the next member's header, or the
-    central directory (checked against its real local header when it is read). Members that
-    share bytes would write the same data under many names."""
-    ordered = sorted(items, key=lambda item: item.header_offset or 0)
-    if not ordered:  # no files (an empty zip, or directories only)
-        return []
-    limits_ = [after.header_offset or 0 for after in ordered[1:]] + [directory]
-    bounded = []
-    for item, limit in zip(ordered, limits_, strict=True):
-        end = (item.header_offset or 0) + _LOCAL.size + len(item.raw_name) + item.compress_size
-        if end > limit:  # the least it needs, before its extra field is known
-            raise LayerZipError(f"members overlap in the zip: {item.name!r} and the next one")
-        bounded.append(dataclasses.replace(item, data_limit=limit))
-    return bounded
 
 
 #: What a candidate may unpack to: the layer (at most Lambda's limit, the twin of another

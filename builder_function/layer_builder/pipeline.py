@@ -606,14 +606,13 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 request.cache_scope, work,
             )  # fmt: skip
 
-        if (
-            config.bytecode != "none"
-            and python is not None
-            and pycache.fits_whatever_the_order(files, room, config.bytecode)
-        ):
+        whole = None
+        if config.bytecode != "none" and python is not None:
+            whole = pycache.whole_order(files, room, config.bytecode)
+        if whole is not None:
             # Every source is kept whatever the check says starts first: compile beside it.
             with timings.phase("bytecode"):
-                early = compilation(pycache.choose(files, set(), room, config.bytecode, {}))
+                early = compilation(whole)
                 early.start(_remaining(request.deadline, "compiling bytecode"))
         with timings.phase("check"):
             spec = _spec(layer, direct, config, locked)

@@ -56,11 +56,11 @@ def choose(
     return chosen
 
 
-def fits_whatever_the_order(files: list[tuple[str, int]], room: int, mode: str) -> bool:
-    """Whether every source is kept however they rank (always in mode "all"): then the start-up
-    list changes nothing the compile needs."""
-    sources = [s for s, _ in files if s.endswith(".py")]
-    return mode == "all" or len(choose(files, set(), room, mode, {})) == len(sources)
+def whole_order(files: list[tuple[str, int]], room: int, mode: str) -> list[str] | None:
+    """Every source, in rank order, when all of them are kept however they rank (always in mode
+    "all"): then the start-up list changes nothing the compile needs. Else None."""
+    chosen = choose(files, set(), room, mode, {})
+    return chosen if len(chosen) == sum(1 for s, _ in files if s.endswith(".py")) else None
 
 
 def trim(

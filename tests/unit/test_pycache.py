@@ -25,9 +25,9 @@ def test_choose_keeps_start_up_sources_first_within_the_room() -> None:
 
 
 def test_every_source_fits_whatever_the_order_only_with_room_for_all() -> None:
-    assert pycache.fits_whatever_the_order(FILES, 600, "auto")
-    assert not pycache.fits_whatever_the_order(FILES, 599, "auto")  # then start-up order matters
-    assert pycache.fits_whatever_the_order(FILES, 0, "all")
+    assert pycache.whole_order(FILES, 600, "auto") == ["z.py", "a/__init__.py", "a/b/deep.py"]
+    assert pycache.whole_order(FILES, 599, "auto") is None  # then start-up order matters
+    assert pycache.whole_order(FILES, 0, "all") == ["z.py", "a/__init__.py", "a/b/deep.py"]
 
 
 def _project(root: Path, headroom: int | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import tarfile
 import textwrap
@@ -318,8 +319,16 @@ def test_a_check_dir_left_by_a_killed_process_is_swept(tmp_path, monkeypatch):
     (target / "sub").chmod(0o755)
     planted = shm / "layer-check-999997-link"
     planted.symlink_to(target)
+    # Another user's dead check is never ours to remove (here: this process pretends to be one).
+    monkeypatch.setattr(sandbox_local.os, "getuid", lambda: os.geteuid() + 1)
+    LocalSandbox(environ={})._workdir(sandbox_local.CHECK_PREFIX, 1000)
+    assert dead.exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(sandbox_local, "RAM_DIR", shm)
+    monkeypatch.setattr(sandbox_local, "_available_memory", lambda: 1 << 40)
     work = LocalSandbox(environ={})._workdir(sandbox_local.CHECK_PREFIX, 1000)
     assert work.parent == shm and work.name.startswith(f"layer-check-{os.getpid()}-")
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700  # other users cannot look in
     assert not dead.exists()
     assert recent.exists() and alive.exists() and all(p.exists() for p in odd)
     assert planted.is_symlink() and (target / "sub").stat().st_mode & 0o777 == 0o755
