@@ -1,8 +1,9 @@
 """Runs inside the import check, under the target's interpreter: `python -I -S -B import_probe.py`.
 
 Reads a JSON task on stdin: {"layer": <python/ dir>, "extra_path": [dirs], "modules": [..],
-"submodules_of": [..], "lock_python": ..}: the modules to import, then the packages whose
-public submodules to try (unless the lock was made for this Python). Imports each in its own
+"submodules_of": [..], "lock_python": .., "warm": <dir> or null}: the modules to import, then
+the packages whose public submodules to try (unless the lock was made for this Python); with
+"warm", a forked child compiles bytecode into that directory beside the imports (`Warmer`). Imports each in its own
 try and writes one JSON line per event to its stdout: first
 `{"python": "3.13", "machine": "x86_64"}`; `{"begin": m}` before each import (so a crash or a
 timeout names the module in progress); `{"module": m, "ok": .., "seconds": .., "error": {..},
@@ -26,6 +27,7 @@ import json
 import os
 import pkgutil
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -148,6 +150,13 @@ class Tracker:
             if where is not None:
                 self.listed.add(where)
 
+    def opened(self, path):
+        """A layer file used without an audit event (Warmer): as if opened."""
+        if self.active:
+            where = self._path(path)
+            if where is not None:
+                self.files.add(where)
+
     def find_spec(self, name, path=None, target=None):
         if self.active:
             self.absent.add(name)
@@ -227,6 +236,72 @@ class Tracker:
         }
 
 
+class Warmer:
+    """Bytecode compiled beside the imports by a forked child (pyc_warmer.py, read in the child
+    only): the importer sends it the layer modules it begins and reads the child's bytecode."""
+
+    def __init__(self, layer, prefix, modules, opened):
+        self.layer, self.prefix, self.opened = layer, prefix, opened
+        read, self.pipe = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: no result pipe, no output, killed with the run
+            try:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.closerange(3, read)
+                os.closerange(read + 1, 1 << 16)
+                path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyc_warmer.py")
+                child = {"__name__": "_layer_probe_pyc_warmer"}
+                with open(path, "rb") as f:
+                    exec(compile(f.read(), path, "exec"), child)
+                child["serve"](layer, prefix, read, modules, self.warm_path)
+            finally:
+                os._exit(0)
+        os.close(read)
+        os.set_blocking(self.pipe, False)
+        self.external = sys.modules["_frozen_importlib_external"]
+        self.original = self.external.cache_from_source
+        self.external.cache_from_source = self.cache_from_source
+
+    @staticmethod
+    def warm_path(prefix, source):
+        """Where the child puts the bytecode of `source` (an absolute path)."""
+        head, tail = os.path.split(source)
+        return prefix + head + os.sep + tail[:-3] + "." + sys.implementation.cache_tag + ".pyc"
+
+    def cache_from_source(self, path, debug_override=None, *, optimization=None):
+        """The layer's own bytecode where it ships some, else the child's (there yet or not:
+        without it the importer compiles, as it would have)."""
+        cached = self.original(path, debug_override, optimization=optimization)
+        if (
+            debug_override is None
+            and optimization is None
+            and isinstance(path, str)
+            and path.startswith(self.layer + os.sep)
+            and path.endswith(".py")
+        ):
+            try:
+                os.write(self.pipe, os.fsencode(path) + b"\n")
+            except OSError:  # a full pipe, or the child is gone: only a hint is lost
+                pass
+            if not os.path.exists(cached):
+                # Loaded from the child's bytecode, the source is never opened: count it as
+                # opened all the same, so the result says what a run without the child says.
+                self.opened(path)
+                return self.warm_path(self.prefix, path)
+        return cached
+
+    def stop(self):
+        self.external.cache_from_source = self.original
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+        os.close(self.pipe)
+
+
 def main():
     task = json.loads(sys.stdin.read())
     layer = os.path.abspath(task["layer"])
@@ -245,6 +320,10 @@ def main():
     # has is checked from `absent`, not from a listing that changes with any dist-info name.
     importlib.machinery.PathFinder.find_spec("__layer_probe_primer__")
     tracker._new_mappings()  # what the interpreter mapped before any import of the layer
+    prefix = task.get("warm")
+    warmer = (
+        Warmer(layer, os.path.abspath(prefix), task["modules"], tracker.opened) if prefix else None
+    )
     sys.meta_path.append(tracker)
     sys.addaudithook(tracker.audit)
     builtins.__import__, importlib.import_module = tracker.wrap(
@@ -299,6 +378,8 @@ def main():
                 and info.name not in sys.modules
             ):
                 attempt(info.name, of=top)
+    if warmer is not None:
+        warmer.stop()
     out.write(json.dumps({"done": True}) + "\n")
     out.flush()
     # Skip interpreter shutdown: atexit hooks and finalizers of the imported code do not run.

@@ -46,7 +46,7 @@ def probe_digest() -> str:
     """The code that decides a verdict: a changed probe or runner checks everything again."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("import_probe.py", "runner.py", "sandbox.py", "importmemo.py"):
+    for name in ("import_probe.py", "pyc_warmer.py", "runner.py", "sandbox.py", "importmemo.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()
 

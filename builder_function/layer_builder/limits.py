@@ -10,6 +10,9 @@ MAX_LAYER_NAME_LENGTH = 140
 LAYER_NAME_PATTERN = r"[a-zA-Z0-9_-]+"
 MAX_DESCRIPTION_LENGTH = 256
 MAX_LICENSE_INFO_LENGTH = 512
+#: Memory that buys a function one vCPU's worth of processor time; CPU grows in proportion
+#: (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html).
+MB_PER_VCPU = 1769
 #: Where a layer unpacks in the function's file system (read-only).
 LAYER_MOUNT = "/opt"
 LAYER_PYTHON_DIR = "python"

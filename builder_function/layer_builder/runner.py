@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import import_probe, reaper
+from . import import_probe, limits, reaper
 from .errors import (
     ConfigurationError,
     ContainmentError,
@@ -37,6 +37,9 @@ from .errors import (
 )
 from .sandbox import CheckSpec, Dependency, ImportRecord, SandboxError, Verdict
 
+#: CPUs it takes to compile bytecode beside the import check (pyc_warmer.py): on fewer, the
+#: compiling child would take its time from the importer.
+WARM_CPUS = 2
 #: Longer than this at import is the project's fault (Lambda's init phase allows 10 s), not time.
 IMPORT_CHECK_TIMEOUT = 120.0
 #: After SIGTERM, how long the reaper gets to kill the run and report before it is killed too.
@@ -299,6 +302,7 @@ def run_check(
     timeout: float | None,
     environ: Mapping[str, str] | None = None,
     runtime_packages: Sequence[Path] | None = None,
+    cpus: float | None = None,
 ) -> Verdict:
     """Import the project's own modules and each direct dependency's from an extracted layer.
 
@@ -307,7 +311,9 @@ def run_check(
     import check slower than IMPORT_CHECK_TIMEOUT with time to spare is InputError. `environ`
     gives PATH, locale, CA bundle, proxies and, in the check function, the real Lambda
     variables (nothing else is passed on); `runtime_packages` the copies of boto3 & co. to put
-    behind the layer (default: the caller's own).
+    behind the layer (default: the caller's own); `cpus` the processor time this process may
+    use, in CPUs (default: the CPUs it may run on), which decides whether bytecode is compiled
+    beside the imports.
     """
     plan = _plan(spec)
     if not plan:
@@ -327,6 +333,9 @@ def run_check(
             ),
             extra_path=[str(runtime_shim(work / "runtime", runtime_packages))],
             deadline=time.monotonic() + limit,
+            warm=str(work / "pyc")
+            if (usable_cpus() if cpus is None else cpus) >= WARM_CPUS
+            else None,
         )
         packages = list(dict.fromkeys(m for d in spec.dependencies for m in d.modules))
         try:
@@ -362,6 +371,23 @@ def run_check(
     )
 
 
+def lambda_cpus(environ: Mapping[str, str]) -> float | None:
+    """A Lambda function's processor time, in CPUs, from its memory size (None: not known).
+    Two vCPUs show at any size, but below 2 x MB_PER_VCPU their time is shared."""
+    try:
+        return int(environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]) / limits.MB_PER_VCPU
+    except (KeyError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a CPU quota of its cgroup is not read)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _record(module: str, event: Mapping[str, Any]) -> ImportRecord:
     """What one import depended on, from the probe's event (not ok when anything is off)."""
     fields = {}
@@ -384,6 +410,8 @@ class _Probe:
     env: dict[str, str]
     extra_path: list[str]
     deadline: float
+    #: Where pyc_warmer.py puts the bytecode it compiles beside the imports; None: no warmer.
+    warm: str | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Results of the dependencies' submodules (which never rank bytecode).
     submodules: list[dict[str, Any]] = field(default_factory=list)
@@ -399,6 +427,7 @@ class _Probe:
                 "modules": modules,
                 "submodules_of": packages,
                 "lock_python": lock_python,
+                "warm": self.warm,
             }
             try:
                 done = run_bounded(

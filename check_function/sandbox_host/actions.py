@@ -115,7 +115,12 @@ def _check(
     layer.unlink()
     runner.read_only(work / "opt")  # as /opt is in Lambda
     verdict = runner.run_check(
-        python_dir, spec, sys.executable, timeout=time_left(), environ=environ
+        python_dir,
+        spec,
+        sys.executable,
+        timeout=time_left(),
+        environ=environ,
+        cpus=runner.lambda_cpus(environ),
     )
     where = f"check function {environ.get('AWS_LAMBDA_FUNCTION_NAME', '?')}"
     ran_on = f"{verdict.ran_on}, {where}".lstrip(", ")
