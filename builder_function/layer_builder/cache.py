@@ -24,6 +24,7 @@ import hmac
 import os
 import secrets
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -117,6 +118,7 @@ class BuildCache:
         self.warnings: list[str] = []
         self.hits = {"wheels": 0, "derived": 0}
         self.misses = {"wheels": 0, "derived": 0}
+        self._counting = threading.Lock()
         (self.root / WHEELS).mkdir(parents=True, exist_ok=True)
         (self.root / DERIVED).mkdir(parents=True, exist_ok=True)
 
@@ -126,23 +128,29 @@ class BuildCache:
         return self.root / WHEELS / f"{sha256}{suffix}"
 
     def wheel(self, sha256: str, suffix: str = ".whl") -> Path | None:
-        """The verified file with this sha256, from this machine or the remote level."""
+        """The verified file with this sha256, from this machine or the remote level. Threads
+        may look up several at once: the hashing runs in parallel, the counting does not."""
         path = self.wheel_path(sha256, suffix)
         if path.is_file() and not path.is_symlink():
             if sha256_file(path) == sha256:
                 _touch(path)
-                self.hits["wheels"] += 1
+                with self._counting:
+                    self.hits["wheels"] += 1
                 return path
             path.unlink(missing_ok=True)
-            self.warnings.append(
-                f"The cached file {sha256[:12]}… did not match its sha256 and was downloaded again."
-            )
+            with self._counting:
+                self.warnings.append(
+                    f"The cached file {sha256[:12]}… did not match its sha256 and was "
+                    "downloaded again."
+                )
         if self.remote is not None and self._fetch_remote(
             f"{WHEELS}/{path.name}", path, lambda p: sha256_file(p) == sha256
         ):
-            self.hits["wheels"] += 1
+            with self._counting:
+                self.hits["wheels"] += 1
             return path
-        self.misses["wheels"] += 1
+        with self._counting:
+            self.misses["wheels"] += 1
         return None
 
     def added_wheel(self, sha256: str, suffix: str = ".whl") -> None:

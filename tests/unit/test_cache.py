@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,20 @@ def test_a_wheel_is_found_by_its_sha256_and_checked_on_every_use(tmp_path):
     assert cache.wheel(sha) is None
     assert not cache.wheel_path(sha).exists(), "a wrong file is removed, not kept"
     assert "did not match its sha256" in cache.warnings[0]
+
+
+def test_wheels_looked_up_from_many_threads_are_all_counted(tmp_path):
+    """install hashes remembered wheels on several threads at once."""
+    cache = BuildCache(tmp_path / "c", KEY)
+    good = [add_wheel(cache, f"wheel {n}".encode() * 1000) for n in range(40)]
+    bad = add_wheel(cache, b"to be damaged")
+    cache.wheel_path(bad).write_bytes(b"damaged")
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(cache.wheel, [*good * 5, bad, "0" * 64]))
+    assert found[:200] == [cache.wheel_path(sha) for sha in good * 5]
+    assert found[200:] == [None, None]
+    assert cache.hits["wheels"] == 200 and cache.misses["wheels"] == 2
+    assert len(cache.warnings) == 1
 
 
 def test_derived_entries_round_trip_only_with_the_right_key_and_name(tmp_path):
