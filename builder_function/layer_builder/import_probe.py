@@ -27,7 +27,6 @@ import json
 import os
 import pkgutil
 import platform
-import signal
 import sys
 import time
 import traceback
@@ -237,32 +236,71 @@ class Tracker:
 
 
 class Warmer:
-    """Bytecode compiled beside the imports by a forked child (pyc_warmer.py, read in the child
-    only): the importer sends it the layer modules it begins and reads the child's bytecode."""
+    """Bytecode compiled beside the imports by a child (pyc_warmer.py, read in the child only).
+
+    The importer tells the child which layer modules it begins, and reads the child's bytecode
+    where the layer ships none: a read of a missing `__pycache__` file of the layer falls back
+    to the child's copy. Nothing else changes: `__cached__` still names the layer's
+    `__pycache__`, the failed read of it is still audited, the source counts as opened.
+    """
 
     def __init__(self, layer, prefix, modules, opened):
         self.layer, self.prefix, self.opened = layer, prefix, opened
+        self.suffix = "." + sys.implementation.cache_tag + ".pyc"
         read, self.pipe = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: no result pipe, no output, killed with the run
-            try:
-                devnull = os.open(os.devnull, os.O_RDWR)
-                for fd in (0, 1, 2):
-                    os.dup2(devnull, fd)
-                os.closerange(3, read)
-                os.closerange(read + 1, 1 << 16)
-                path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyc_warmer.py")
-                child = {"__name__": "_layer_probe_pyc_warmer"}
-                with open(path, "rb") as f:
-                    exec(compile(f.read(), path, "exec"), child)
-                child["serve"](layer, prefix, read, modules, self.warm_path)
+        try:
+            middle = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(self.pipe)
+            raise
+        if middle == 0:
+            try:  # forked twice: the child is not the probe's (it waits, signals nobody)
+                if os.fork() == 0:
+                    self._child(read, modules)
             finally:
                 os._exit(0)
+        os.waitpid(middle, 0)
         os.close(read)
         os.set_blocking(self.pipe, False)
-        self.external = sys.modules["_frozen_importlib_external"]
-        self.original = self.external.cache_from_source
-        self.external.cache_from_source = self.cache_from_source
+        self.loader = sys.modules["_frozen_importlib_external"].FileLoader
+        self.original = self.loader.get_data
+        warmer = self
+
+        def get_data(loader, path):
+            try:
+                return warmer.original(loader, path)
+            except OSError:
+                data = warmer.warm_data(path)
+                if data is None:
+                    raise
+                return data
+
+        get_data.warmer = self  # how a test tells the importer reads through a Warmer
+        self.loader.get_data = get_data
+
+    def _child(self, read, modules):
+        """The child's life: compile, then stay until the importer closes the pipe (a child
+        gone early would make the importer's hints fail with EPIPE)."""
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.closerange(3, read)
+            os.closerange(read + 1, 1 << 16)
+            # The standard library, never the layer's modules of the same names.
+            layer = self.layer
+            sys.path[:] = [p for p in sys.path if p != layer and not p.startswith(layer + os.sep)]
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyc_warmer.py")
+            namespace = {"__name__": "_layer_probe_pyc_warmer"}
+            with open(path, "rb") as f:
+                exec(compile(f.read(), path, "exec"), namespace)
+            namespace["serve"](layer, self.prefix, read, modules, self.warm_path)
+        except BaseException:  # noqa: BLE001  (nothing to report to: the importer goes on)
+            pass
+        os.set_blocking(read, True)
+        while os.read(read, 1 << 16):
+            pass
 
     @staticmethod
     def warm_path(prefix, source):
@@ -270,36 +308,30 @@ class Warmer:
         head, tail = os.path.split(source)
         return prefix + head + os.sep + tail[:-3] + "." + sys.implementation.cache_tag + ".pyc"
 
-    def cache_from_source(self, path, debug_override=None, *, optimization=None):
-        """The layer's own bytecode where it ships some, else the child's (there yet or not:
-        without it the importer compiles, as it would have)."""
-        cached = self.original(path, debug_override, optimization=optimization)
-        if (
-            debug_override is None
-            and optimization is None
-            and isinstance(path, str)
-            and path.startswith(self.layer + os.sep)
-            and path.endswith(".py")
-        ):
-            try:
-                os.write(self.pipe, os.fsencode(path) + b"\n")
-            except OSError:  # a full pipe, or the child is gone: only a hint is lost
-                pass
-            if not os.path.exists(cached):
-                # Loaded from the child's bytecode, the source is never opened: count it as
-                # opened all the same, so the result says what a run without the child says.
-                self.opened(path)
-                return self.warm_path(self.prefix, path)
-        return cached
+    def warm_data(self, path):
+        """The child's bytecode for a missing layer .pyc at `path`, or None. The source it
+        stands for is reported to the child (the importer begins it) and counted as opened."""
+        if not isinstance(path, str) or not path.startswith(self.layer + os.sep):
+            return None
+        folder, name = os.path.split(path)
+        if os.path.basename(folder) != "__pycache__" or not name.endswith(self.suffix):
+            return None
+        source = os.path.join(os.path.dirname(folder), name[: -len(self.suffix)] + ".py")
+        try:
+            os.write(self.pipe, os.fsencode(source) + b"\n")
+        except OSError:  # a full pipe, or the child is gone: only a hint is lost
+            pass
+        try:
+            with open(self.warm_path(self.prefix, source), "rb") as f:
+                data = f.read()
+        except OSError:
+            return None  # not compiled yet: the importer compiles it, as it would have
+        self.opened(source)  # loaded from here, the source is never opened
+        return data
 
     def stop(self):
-        self.external.cache_from_source = self.original
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except OSError:
-            pass
-        os.close(self.pipe)
+        self.loader.get_data = self.original
+        os.close(self.pipe)  # the child reads the end and leaves; the reaper sweeps it anyway
 
 
 def main():
@@ -320,10 +352,12 @@ def main():
     # has is checked from `absent`, not from a listing that changes with any dist-info name.
     importlib.machinery.PathFinder.find_spec("__layer_probe_primer__")
     tracker._new_mappings()  # what the interpreter mapped before any import of the layer
-    prefix = task.get("warm")
-    warmer = (
-        Warmer(layer, os.path.abspath(prefix), task["modules"], tracker.opened) if prefix else None
-    )
+    warmer = None
+    if task.get("warm"):
+        try:
+            warmer = Warmer(layer, os.path.abspath(task["warm"]), task["modules"], tracker.opened)
+        except OSError:  # no pipe or process to spare: the imports go on without it
+            pass
     sys.meta_path.append(tracker)
     sys.addaudithook(tracker.audit)
     builtins.__import__, importlib.import_module = tracker.wrap(

@@ -13,31 +13,42 @@ compiles layer modules into a private directory and the importer loads them from
   prototype that compiled what the module being imported names, first come first served, only
   reached 0.91-0.98 s: it kept colliding with the importer. The true import order, from the
   end, reached 0.76 s; no static list knows it (lazy and conditional imports).
-- The importer reports each layer module it begins (the import system asks `cache_from_source`
-  for its bytecode path first) through a pipe; the child skips those. That side, and the fork,
-  are import_probe's `Warmer`: this file is read in the child only, off the importer's path.
+- The importer reports each layer module whose bytecode it looks for and the layer lacks: the
+  child skips those. That side, and the fork, are import_probe's `Warmer`, which reads the
+  child's bytecode only where the layer's own `__pycache__` has none; this file is read in the
+  child only, off the importer's path.
+
+The verdict must be the one a check without the child gives. So the child runs no code of the
+layer (the layer is off its `sys.path` before it imports anything), leaves every module whose
+compile warns to the importer (a layer that turned warnings into errors fails there as it would),
+and stays until the importer is done (it is a grandchild: no child of the importer's comes or
+goes). One difference is left: the child compiles at a shallow stack, so on 3.10-3.12 a module
+within ~2 % of the compiler's nesting limit may load from its bytecode where the importer's own
+compile would raise RecursionError (found in review; not seen in real code).
 
 Started only where two CPUs are free (runner decides): on one, the child would slow the check.
-Everything stays inside the sandbox: the child runs no code of the layer, only `compile()`, and
-what it writes serves this one check (the layer's bytecode is compiled by the builder). Standard
-library only, Python 3.10 syntax: it runs in the probe, under every supported target runtime.
+Everything stays inside the sandbox, and what it writes serves this one check (the layer's
+bytecode is compiled by the builder). Standard library only, Python 3.10 syntax: it runs in the
+probe, under every supported target runtime.
 """
 
 import marshal
 import os
 import re
-import select
 import struct
 import sys
+import warnings
 from importlib.util import MAGIC_NUMBER
 
 #: Bigger sources are left to the importer: a generated giant would hold the child up, and
 #: compiling one can take hundreds of bytes of memory per byte (limits.MAX_COMPILE_MEMORY_BYTES).
 MAX_SOURCE_BYTES = 1 << 20
 #: Import statements at the start of a line (text is searched with a newline in front): module
-#: level, so they run at import. Indented ones may sit in a function; they are left out.
+#: level, so they run at import. Indented ones may sit in a function; they are left out. No two
+#: neighbouring parts match the same characters, and a parenthesis is followed so far only, so
+#: crafted text costs linear time (16,000 dots after `from` took 1.1 s with overlapping parts).
 _IMPORT = re.compile(
-    rb"\n(?:from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]+))"
+    rb"\n(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]{0,8192}\)|[^\n#;]*)|import[ \t]+([^\n#;]+))"
 )
 
 
@@ -64,10 +75,13 @@ class _Child:
         self.todo = self._order([f for name in modules for f in self._files(name)])
 
     def serve(self):
+        """Until the list is done or the importer is (the pipe's end)."""
         pending = b""
         while self.todo:
             try:
                 data = os.read(self.read, 1 << 16)
+                if not data:
+                    return
             except BlockingIOError:
                 data = b""
             if data:
@@ -76,7 +90,6 @@ class _Child:
             source = self.todo.pop()  # from the end: the importer works from the start
             if source not in self.begun:
                 self._compile(source)
-        select.select([self.read], [], [])  # all done: wait to be stopped
 
     def _order(self, seeds):
         """Depth first, as the importer meets them: each source, then what it imports."""
@@ -99,7 +112,9 @@ class _Child:
         module = self._module(source)
         package = module if source.endswith("__init__.py") else module.rpartition(".")[0]
         files = []
-        for dots, base, names, plain in _IMPORT.findall(b"\n" + text):
+        for dotted, names, plain in _IMPORT.findall(b"\n" + text):
+            base = dotted.lstrip(b".")
+            dots = len(dotted) - len(base)
             if plain:
                 for name in plain.decode("latin-1").replace("\\", " ").split(","):
                     words = name.split()
@@ -109,9 +124,9 @@ class _Child:
             base = base.decode("latin-1")
             if dots:
                 parts = package.split(".")
-                if len(dots) - 1 >= len(parts):
+                if dots - 1 >= len(parts):
                     continue
-                anchor = ".".join(parts[: len(parts) - (len(dots) - 1)])
+                anchor = ".".join(parts[: len(parts) - (dots - 1)])
                 base = anchor + "." + base if base else anchor
             if not base:
                 continue
@@ -164,10 +179,13 @@ class _Child:
                 os.path.join(os.path.dirname(source), "__pycache__", os.path.basename(target))
             ):
                 return  # too big to hold the importer up, or the layer ships its bytecode
-            with open(source, "rb") as f:
+            with open(source, "rb") as f, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 code = compile(f.read(), source, "exec", dont_inherit=True)
         except (OSError, SyntaxError, ValueError, MemoryError, RecursionError):
             return  # the importer compiles it and reports what is wrong
+        if caught:
+            return  # its warnings are the importer's to raise (as errors, if the layer says so)
         # A timestamp .pyc, as the importer would write it (PEP 552: flags 0, mtime, size).
         header = struct.pack("<III", 0, int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF)
         directory = os.path.dirname(target)

@@ -380,12 +380,48 @@ def lambda_cpus(environ: Mapping[str, str]) -> float | None:
         return None
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a CPU quota of its cgroup is not read)."""
+def usable_cpus(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> float:
+    """The CPUs this process may run on, or fewer where its cgroup (or one above it) has a CPU
+    quota (a CI container on a big host: v2's cpu.max, v1's cfs quota)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus: float = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        lines = (proc / "self" / "cgroup").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return cpus
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "-", "")
+        if controllers == "":  # v2: "quota period" or "max period"
+            group, read = cgroups / path.lstrip("/"), _cpu_max
+        elif "cpu" in controllers.split(","):
+            group, read = cgroups / controllers / path.lstrip("/"), _cfs_quota
+        else:
+            continue
+        root = cgroups if controllers == "" else cgroups / controllers
+        while group == root or root in group.parents:
+            quota = read(group)
+            if quota is not None:
+                cpus = min(cpus, quota)
+            group = group.parent
+    return cpus
+
+
+def _cpu_max(group: Path) -> float | None:
+    try:
+        quota, period = (group / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _cfs_quota(group: Path) -> float | None:
+    try:
+        quota = int((group / "cpu.cfs_quota_us").read_text())
+        return None if quota < 0 else quota / int((group / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _record(module: str, event: Mapping[str, Any]) -> ImportRecord:
