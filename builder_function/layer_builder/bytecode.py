@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import limits
-from .runner import out_of_time, run_bounded  # noqa: F401  (callers import them here)
+from .runner import out_of_time, run_bounded, usable_cpus  # noqa: F401  (callers import them here)
 from .target import Target
 
 LAYER_PATH = f"{limits.LAYER_MOUNT}/{limits.LAYER_PYTHON_DIR}"
@@ -209,6 +209,7 @@ def compile_sources(
     *,
     timeout: float | None = None,
     stop: threading.Event | None = None,
+    processes: int = 2,
 ) -> Compiled:
     """Bytecode for `files` (paths relative to root: the layer's python/ dir, or a zip of the
     sources under those names) from `python`.
@@ -217,9 +218,9 @@ def compile_sources(
     in a zip that normalises timestamps, and naming /opt/python/<file> as their source. Files the
     target cannot compile (e.g. Python 2 sources shipped as data), sources past
     limits.MAX_COMPILE_SOURCE_BYTES and those needing more than limits.MAX_COMPILE_MEMORY_BYTES
-    to compile are left out (and listed as failing). Two processes share a long list on two CPUs.
-    Raises OutOfTimeError after `timeout` seconds (None: no limit), Cancelled soon after `stop`
-    is set; either way no compiler process is left.
+    to compile are left out (and listed as failing). Two processes share a long list on two CPUs
+    (at most `processes`). Raises OutOfTimeError after `timeout` seconds (None: no limit),
+    Cancelled soon after `stop` is set; either way no compiler process is left.
     """
     sizes = _sizes(root, files)
     oversized = frozenset(f for f in files if not compilable(sizes[f]))
@@ -232,7 +233,7 @@ def compile_sources(
         "SOURCE_DATE_EPOCH": "315532800",
     }
     with tempfile.TemporaryDirectory(prefix="pyc-") as tmp:
-        split = len(files) >= PARALLEL_MIN_SOURCES and _cpus() > 1
+        split = len(files) >= PARALLEL_MIN_SOURCES and min(processes, usable_cpus()) > 1
         groups = [files[0::2], files[1::2]] if split else [files]
         procs = []
         try:
@@ -297,12 +298,6 @@ def _wait(proc: subprocess.Popen, deadline: float | None, stop: threading.Event 
                 raise out_of_time("Compiling bytecode") from None
             continue  # communicate() again loses no output
         return proc.returncode == 0 and out.strip() == "done"
-
-
-def _cpus() -> int:
-    """CPUs this process may run on (sched_getaffinity is Linux's; elsewhere, all of them)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _records(data: bytes) -> dict[str, bytes]:

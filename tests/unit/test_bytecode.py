@@ -44,6 +44,26 @@ def test_many_sources_are_compiled_by_two_processes_with_the_same_result(tmp_pat
     assert one == two and len(one) == 6
 
 
+def test_at_most_the_processes_asked_for_compile(tmp_path, monkeypatch):
+    files = []
+    for n in range(40):
+        (tmp_path / f"m{n}.py").write_text(f"X = {n}\n")
+        files.append(f"m{n}.py")
+    started = []
+    real = bytecode.subprocess.Popen
+
+    def popen(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bytecode.subprocess, "Popen", popen)
+    monkeypatch.setattr(bytecode, "usable_cpus", lambda: 2)
+    one = bytecode.compile_sources(sys.executable, tmp_path, files, processes=1).pycs
+    assert len(started) == 1
+    two = bytecode.compile_sources(sys.executable, tmp_path, files).pycs
+    assert len(started) == 3 and one == two and len(one) == 40
+
+
 def test_the_pycs_are_byte_for_byte_what_py_compile_writes(tmp_path):
     import py_compile
 

@@ -63,10 +63,12 @@ def timeline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def compile_sources(*args, **kwargs):  # type: ignore[no-untyped-def]
         with lock:
             events.append("compile starts")
+            events.append(f"processes {kwargs.get('processes')}")
         return real_compile(*args, **kwargs)
 
     monkeypatch.setattr(LocalSandbox, "check", check)
     monkeypatch.setattr(bytecode, "compile_sources", compile_sources)
+    monkeypatch.setattr(bytecode, "usable_cpus", lambda: 2)
     return events
 
 
@@ -78,6 +80,7 @@ def _pycs(path: Path) -> list[str]:
 def test_a_small_layer_compiles_while_the_check_runs(tmp_path: Path, timeline: list[str]) -> None:
     result = build(BuildRequest(source=_project(tmp_path / "p"), output=tmp_path / "out.zip"))
     assert timeline.index("compile starts") < timeline.index("check ends")
+    assert "processes 1" in timeline  # of two CPUs, one is the check's
     assert len(_pycs(tmp_path / "out.zip")) == 2
     assert result.report.bytecode["kept"] == 2 and result.report.bytecode["startup_kept"] == 2
 
@@ -93,6 +96,7 @@ def test_without_room_for_every_source_the_compile_waits_for_the_check(
     tight = limits.MAX_UNZIPPED_BYTES - limits.MANIFEST_ALLOWANCE - unzipped - 15
     result = build(BuildRequest(source=_project(tmp_path / "p", tight), output=tmp_path / "out.zip"))
     assert "compile starts" not in timeline[: timeline.index("check ends")]
+    assert "processes 2" in timeline  # alone: both CPUs
     assert result.report.bytecode["kept"] < 2
 
 
