@@ -8,9 +8,13 @@ files host on another address must never receive them (a redirect there drops th
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import ipaddress
 import json
+import ssl
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urldefrag, urljoin
@@ -38,7 +42,9 @@ SHA = hashlib.sha256(WHEEL).hexdigest()
 class Server:
     """routes: path → (status, headers, body); records each request's Authorization header."""
 
-    def __init__(self, host: str = "127.0.0.1", need_auth: str | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", need_auth: str | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.routes: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
         self.seen: list[tuple[str, str | None]] = []
         self.need_auth = need_auth
@@ -66,7 +72,9 @@ class Server:
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer((host, 0), Handler)
-        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -182,6 +190,111 @@ def test_a_proxy_from_the_given_environment_is_used_and_no_proxy_honoured(server
     bypass = IndexClient({"HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "localhost,127.0.0.1"})
     with pytest.raises(PackageNotFoundError):
         bypass.project_files(index.url + "/simple/", "tinypkg")
+
+
+def _tls(tmp_path) -> tuple[ssl.SSLContext, str]:
+    """A server context for 127.0.0.1 and the file of the CA that signed it (made here)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key, issuer: str, signer, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            # What X509_STRICT (Python 3.13's default) asks of a chain.
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+            )
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=not ca, key_cert_sign=ca, crl_sign=ca, content_commitment=False,
+                    key_encipherment=False, data_encipherment=False, key_agreement=False,
+                    encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("test index CA", ca_key, "test index CA", ca_key, ca=True)
+    leaf = cert("127.0.0.1", key, "test index CA", ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "server.pem").write_bytes(
+        leaf.public_bytes(pem)
+        + key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem")
+    return context, str(tmp_path / "ca.pem")
+
+
+def test_https_trusts_the_given_ca_bundle_loaded_once_for_every_connection(tmp_path, monkeypatch):
+    """OpenSSL 3 spends 12-15 ms of CPU loading a bundle: not once per connection."""
+    tls, ca = _tls(tmp_path)
+    server = Server(tls=tls)
+    server.routes["/simple/tinypkg/"] = [json_page([{"filename": "tinypkg-1.0-py3-none-any.whl",
+                                                     "url": "/f/tinypkg.whl", "hashes": {"sha256": SHA}}])]
+    server.routes["/f/tinypkg.whl"] = [(200, {}, WHEEL)]
+    loads = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def load_verify_locations(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        loads.append(args or kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", load_verify_locations)
+    try:
+        client = IndexClient({"SSL_CERT_FILE": ca})
+        [file] = client.project_files(server.url + "/simple/", "tinypkg")
+
+        def download(n: int) -> bytes:
+            dest = tmp_path / f"tinypkg-{n}.whl"
+            client.download(file, dest, SHA)
+            return dest.read_bytes()
+
+        with ThreadPoolExecutor(6) as pool:  # several connections at once
+            assert list(pool.map(download, range(12))) == [WHEEL] * 12
+        assert len(loads) == 1
+        client.close()
+    finally:
+        server.close()
+
+
+def test_https_from_a_server_no_trusted_ca_signed_is_refused(tmp_path):
+    tls, _ = _tls(tmp_path)
+    server = Server(tls=tls)
+    try:
+        with pytest.raises(IndexUnreachableError):
+            IndexClient({}, backoff=0).project_files(server.url + "/simple/", "tinypkg")
+    finally:
+        server.close()
+
+
+def test_a_proxied_connection_verifies_with_the_same_context():
+    from layer_builder.indexsession import IndexSession
+
+    adapter = IndexSession({}).get_adapter("https://example.invalid/")
+    manager = adapter.proxy_manager_for("http://127.0.0.1:9")
+    assert manager.connection_pool_kw["ssl_context"] is adapter.context
+    assert adapter.poolmanager.connection_pool_kw["ssl_context"] is adapter.context
 
 
 def test_a_json_page_mixing_relative_and_absolute_links_after_a_redirect(servers, monkeypatch):
