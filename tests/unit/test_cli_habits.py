@@ -195,3 +195,12 @@ def test_report_html_goes_beside_the_json() -> None:
     assert output.html_path(Path("out/r.json")) == Path("out/r.html")
     assert output.html_path(Path("r")) == Path("r.html")
     assert output.html_path(Path("r.html")) == Path("r.html.html")
+
+
+def test_the_command_runs_main_with_the_cycle_collector_tuned_for_one_short_run(monkeypatch):
+    calls: list[object] = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(cli.gc, "set_threshold", lambda *t: calls.append(t))
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 0)
+    assert cli.entry() == 0
+    assert calls == ["freeze", (50_000, 20, 20), "main"]  # still collecting, less often

@@ -9,6 +9,7 @@ them. Shared habits (-q/-v, environment equivalents, exit codes) live in common.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback
@@ -39,6 +40,16 @@ _DESCRIPTION = (
     "LAYER_BUILDER_CACHE_DIR); the command line wins. Exit codes: 0 done, 1 failed "
     "(retry may help), 2 input refused, 64 usage error."
 )
+
+
+def entry() -> int:
+    """The `layer-builder` command: main() in a process of its own."""
+    # One short run: what is imported lives to the end (frozen: never traversed again), and the
+    # cycle collector runs less often, not never (a cold native build spent ~4 % of its CPU in
+    # it; 0.60-0.71 s -> 0.58-0.64 s, and the heavy build's peak RSS stayed at 120 MB).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
