@@ -282,8 +282,22 @@ def test_https_from_a_server_no_trusted_ca_signed_is_refused(tmp_path):
     tls, _ = _tls(tmp_path)
     server = Server(tls=tls)
     try:
-        with pytest.raises(IndexUnreachableError):
+        with pytest.raises(IndexUnreachableError, match="SSLError"):
             IndexClient({}, backoff=0).project_files(server.url + "/simple/", "tinypkg")
+    finally:
+        server.close()
+
+
+def test_https_to_a_name_the_certificate_does_not_cover_is_refused(tmp_path):
+    """The shared context leaves the host name check to urllib3: it still happens."""
+    tls, ca = _tls(tmp_path)  # valid for 127.0.0.1 only
+    server = Server(tls=tls)
+    try:
+        client = IndexClient({"SSL_CERT_FILE": ca}, backoff=0)
+        with pytest.raises(PackageNotFoundError):  # the name it covers: trusted, no such page
+            client.project_files(server.url + "/simple/", "tinypkg")
+        with pytest.raises(IndexUnreachableError, match="SSLError"):
+            client.project_files(server.url.replace("127.0.0.1", "localhost") + "/simple/", "tinypkg")
     finally:
         server.close()
 
