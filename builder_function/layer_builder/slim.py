@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from pathlib import PurePosixPath
 
 #: Directories that are test suites: inside a package, or at the top level of a dependency.
 TEST_DIRS = frozenset({"tests", "test"})
@@ -37,8 +36,9 @@ def rule_for(
 
     `packages` are the directories of the same wheel that hold an `__init__.py`.
     """
-    path = PurePosixPath(dest)
-    parts = path.parts
+    # A plain split: names come from wheel._safe (no "", "." or ".." parts); pathlib took 15 %
+    # of planning the heavy lock's 16 wheels (0.051-0.056 s -> 0.043-0.048 s without it).
+    parts = [part for part in dest.split("/") if part]
     if parts[0].endswith(".dist-info"):
         return None
     if parts[0] in TEST_DIRS and len(parts) > 1 and distribution not in TEST_DIRS:
@@ -46,7 +46,7 @@ def rule_for(
     for depth in range(1, len(parts) - 1):
         if parts[depth] in TEST_DIRS and "/".join(parts[:depth]) in packages:
             return TEST_SUITES
-    name = path.name
+    name = parts[-1]
     if _PROTECTED.search(name):
         return None
     if name.endswith(HEADER_SUFFIXES):

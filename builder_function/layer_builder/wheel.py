@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from . import limits, slim
 from .errors import InputError, LockError, UnsafeArchiveError
@@ -312,8 +312,8 @@ def plan(
                 if (
                     dest is not None
                     and dest.split("/", 1)[0] == dist_info
-                    and PurePosixPath(dest).name in REWRITTEN
                     and dest.count("/") == 1
+                    and dest.rsplit("/", 1)[1] in REWRITTEN
                 ):
                     continue
                 if dest is not None and slim_enabled:
