@@ -9,6 +9,7 @@ from __future__ import annotations
 import netrc
 import os
 import ssl
+import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -25,25 +26,20 @@ def _system_cafile() -> str | None:
     return path if path and os.path.isfile(path) else None
 
 
-def _tls_context(verify: str) -> ssl.SSLContext:
-    """One TLS context with the trusted CAs loaded once. requests hands the bundle's path to
-    every new connection, and OpenSSL 3 takes 12-15 ms of CPU to load one (system bundle or
-    certifi's): with pages and downloads on 16 connections, a quarter of a CPU-second."""
-    from urllib3.util.ssl_ import create_urllib3_context  # what requests and urllib3 use
-
-    context = create_urllib3_context()
-    if os.path.isdir(verify):
-        context.load_verify_locations(capath=verify)
-    else:
-        context.load_verify_locations(cafile=verify)
-    return context
-
-
 class _Adapter(requests.adapters.HTTPAdapter):
-    """Connections, direct or through a proxy, that verify with the session's one context."""
+    """Connections, direct or through a proxy, that verify with one context for the session.
 
-    def __init__(self, context: ssl.SSLContext, **kwargs) -> None:
-        self.context = context
+    requests hands the CA bundle's path to every new connection, and OpenSSL 3 takes 12-15 ms
+    of CPU to load one (system bundle or certifi's), on each of up to 16 connections. Here the
+    bundle is loaded into the context once, at the first https request (a file:// index never
+    needs it)."""
+
+    def __init__(self, trusted: str, **kwargs) -> None:
+        from urllib3.util.ssl_ import create_urllib3_context  # what requests and urllib3 use
+
+        self.context = create_urllib3_context()
+        self._trusted: str | None = trusted
+        self._loading = threading.Lock()
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args, **kwargs) -> None:
@@ -53,8 +49,18 @@ class _Adapter(requests.adapters.HTTPAdapter):
         return super().proxy_manager_for(proxy, ssl_context=self.context, **proxy_kwargs)
 
     def cert_verify(self, conn, url, verify, cert) -> None:
+        """Before each request: the bundle into the context (once), and not per connection."""
         super().cert_verify(conn, url, verify, cert)
-        conn.ca_certs = conn.ca_cert_dir = None  # in the context already
+        conn.ca_certs = conn.ca_cert_dir = None
+        if url.lower().startswith("https"):
+            with self._loading:
+                if self._trusted is not None:
+                    folder = os.path.isdir(self._trusted)
+                    self.context.load_verify_locations(
+                        capath=self._trusted if folder else None,
+                        cafile=None if folder else self._trusted,
+                    )
+                    self._trusted = None
 
 
 def _no_proxy(host: str, rules: str) -> bool:
@@ -87,7 +93,7 @@ class IndexSession(requests.Session):
             or _system_cafile()
             or requests.certs.where()
         )
-        self.verify = True  # with the CAs of `trusted`, loaded once (_tls_context)
+        self.verify = True  # with the CAs of `trusted`, loaded once by the adapter
         self._netrc_path = environ.get("NETRC") or (
             os.path.join(environ["HOME"], ".netrc") if environ.get("HOME") else ""
         )
@@ -96,7 +102,7 @@ class IndexSession(requests.Session):
         self.credentials: dict[str, tuple[str, str]] = {}
         # Pages and downloads run at once, each on DOWNLOAD_WORKERS threads, and an index may
         # serve both from one host: room for all, rather than connections closed after use.
-        adapter = _Adapter(_tls_context(trusted), pool_maxsize=2 * DOWNLOAD_WORKERS)
+        adapter = _Adapter(trusted, pool_maxsize=2 * DOWNLOAD_WORKERS)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 

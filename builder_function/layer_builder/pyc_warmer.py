@@ -9,7 +9,8 @@ compiles layer modules into a private directory and the importer loads them from
   from their top-level import statements (a regular expression: parsing is what costs).
 - It compiles that list from the end while the importer works from the start, so the two meet
   in the middle instead of racing for the same module. On the heavy fixture's layer (2 CPUs):
-  the check 1.24 s without the child, 0.86 s with it (`python -m bench.warm_study`, 1.45x). A
+  the check 1.24-1.32 s without the child, 0.86-0.94 s with it (`python -m bench.warm_study`,
+  1.34-1.45x over three runs). A
   prototype that compiled what the module being imported names, first come first served, only
   reached 0.91-0.98 s: it kept colliding with the importer. The true import order, from the
   end, reached 0.76 s; no static list knows it (lazy and conditional imports).

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import import_probe, limits, reaper
+from . import cgroups, import_probe, limits, reaper
 from .errors import (
     ConfigurationError,
     ContainmentError,
@@ -380,31 +380,17 @@ def lambda_cpus(environ: Mapping[str, str]) -> float | None:
         return None
 
 
-def usable_cpus(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> float:
+def usable_cpus(proc: Path = cgroups.PROC, root: Path = cgroups.ROOT) -> float:
     """The CPUs this process may run on, or fewer where its cgroup (or one above it) has a CPU
     quota (a CI container on a big host: v2's cpu.max, v1's cfs quota)."""
     try:
         cpus: float = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    try:
-        lines = (proc / "self" / "cgroup").read_text(encoding="ascii").splitlines()
-    except OSError:
-        return cpus
-    for line in lines:
-        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "-", "")
-        if controllers == "":  # v2: "quota period" or "max period"
-            group, read = cgroups / path.lstrip("/"), _cpu_max
-        elif "cpu" in controllers.split(","):
-            group, read = cgroups / controllers / path.lstrip("/"), _cfs_quota
-        else:
-            continue
-        root = cgroups if controllers == "" else cgroups / controllers
-        while group == root or root in group.parents:
-            quota = read(group)
-            if quota is not None:
-                cpus = min(cpus, quota)
-            group = group.parent
+    for group, v2 in cgroups.groups("cpu", proc, root):
+        quota = _cpu_max(group) if v2 else _cfs_quota(group)
+        if quota is not None:
+            cpus = min(cpus, quota)
     return cpus
 
 

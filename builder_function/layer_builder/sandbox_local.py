@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import bytecode, limits, runner
+from . import bytecode, cgroups, limits, runner
 from .errors import (
     ConfigurationError,
     LayerTooLargeError,
@@ -102,50 +102,31 @@ def ram_dir_for(size: int) -> Path | None:
     return RAM_DIR
 
 
-def _available_memory(proc: Path = Path("/proc"), cgroups: Path | None = None) -> int:
+def _available_memory(proc: Path = cgroups.PROC, root: Path = cgroups.ROOT) -> int:
     """MemAvailable, or less where this process's memory cgroup (v2, or v1's controller) or
     one above it has a limit: tmpfs pages count against it, and a CI job or container could be
     killed for them."""
-    cgroups = CGROUP_ROOT if cgroups is None else cgroups
     available = 0
     try:
         with open(proc / "meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     available = int(line.split()[1]) * 1024
-        with open(proc / "self" / "cgroup", encoding="ascii") as f:
-            lines = f.read().splitlines()
     except (OSError, ValueError, IndexError):
         return available
-    for line in lines:
-        if line.count(":") < 2:
-            continue
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # v2: one hierarchy
-            files = cgroups / path.lstrip("/"), "memory.max", "memory.current"
-        elif "memory" in controllers.split(","):
-            files = (
-                cgroups / "memory" / path.lstrip("/"),
-                "memory.limit_in_bytes",
-                "memory.usage_in_bytes",
-            )
-        else:
-            continue
-        group, limit_file, usage_file = files
-        while group == cgroups or cgroups in group.parents:  # a container's own group is "/"
-            try:
-                limit = (group / limit_file).read_text().strip()
-                if limit != "max":
-                    used = int((group / usage_file).read_text())
-                    available = min(available, int(limit) - used)
-            except (OSError, ValueError):
-                pass
-            group = group.parent
+    for group, v2 in cgroups.groups("memory", proc, root):
+        limit_file, usage_file = (
+            ("memory.max", "memory.current")
+            if v2
+            else ("memory.limit_in_bytes", "memory.usage_in_bytes")
+        )
+        try:
+            limit = (group / limit_file).read_text().strip()
+            if limit != "max":
+                available = min(available, int(limit) - int((group / usage_file).read_text()))
+        except (OSError, ValueError):
+            pass
     return available
-
-
-#: Where the cgroup file systems are mounted.
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def _sweep(folder: Path, now: float | None = None) -> None:

@@ -246,14 +246,10 @@ def _tls(tmp_path) -> tuple[ssl.SSLContext, str]:
     return context, str(tmp_path / "ca.pem")
 
 
-def test_https_trusts_the_given_ca_bundle_loaded_once_for_every_connection(tmp_path, monkeypatch):
-    """OpenSSL 3 spends 12-15 ms of CPU loading a bundle: not once per connection."""
-    tls, ca = _tls(tmp_path)
-    server = Server(tls=tls)
-    server.routes["/simple/tinypkg/"] = [json_page([{"filename": "tinypkg-1.0-py3-none-any.whl",
-                                                     "url": "/f/tinypkg.whl", "hashes": {"sha256": SHA}}])]
-    server.routes["/f/tinypkg.whl"] = [(200, {}, WHEEL)]
-    loads = []
+@pytest.fixture
+def ca_loads(monkeypatch) -> list[object]:
+    """Every CA bundle loaded into a TLS context from now on."""
+    loads: list[object] = []
     real = ssl.SSLContext.load_verify_locations
 
     def load_verify_locations(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -261,6 +257,17 @@ def test_https_trusts_the_given_ca_bundle_loaded_once_for_every_connection(tmp_p
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", load_verify_locations)
+    return loads
+
+
+def test_https_trusts_the_given_ca_bundle_loaded_once_for_every_connection(tmp_path, ca_loads):
+    """OpenSSL 3 spends 12-15 ms of CPU loading a bundle: not once per connection."""
+    tls, ca = _tls(tmp_path)
+    server = Server(tls=tls)
+    server.routes["/simple/tinypkg/"] = [json_page([{"filename": "tinypkg-1.0-py3-none-any.whl",
+                                                     "url": "/f/tinypkg.whl", "hashes": {"sha256": SHA}}])]
+    server.routes["/f/tinypkg.whl"] = [(200, {}, WHEEL)]
+    loads = ca_loads
     try:
         client = IndexClient({"SSL_CERT_FILE": ca})
         [file] = client.project_files(server.url + "/simple/", "tinypkg")
@@ -499,6 +506,18 @@ def test_a_file_index_is_read_from_disk(tmp_path):
     assert (tmp_path / "copy.whl").read_bytes() == WHEEL
     with pytest.raises(PackageNotFoundError):
         IndexClient({}).project_files((tmp_path / "simple").as_uri(), "other")
+
+
+def test_a_file_index_loads_no_ca_bundle(tmp_path, ca_loads):
+    """OpenSSL 3 takes 12-15 ms to load one: only an https request pays for it."""
+    folder = tmp_path / "simple" / "tinypkg"
+    folder.mkdir(parents=True)
+    (folder / "tinypkg-1.0-py3-none-any.whl").write_bytes(WHEEL)
+    (folder / "index.html").write_text(f'<a href="tinypkg-1.0-py3-none-any.whl#sha256={SHA}">w</a>')
+    client = IndexClient({})
+    client.download(client.project_files((tmp_path / "simple").as_uri(), "tinypkg")[0],
+                    tmp_path / "copy.whl", SHA)
+    assert (tmp_path / "copy.whl").read_bytes() == WHEEL and ca_loads == []
 
 
 def test_a_token_in_the_index_urls_query_reaches_its_pages_and_files_only(servers, tmp_path):
