@@ -10,6 +10,7 @@ import base64
 import hashlib
 import html
 import shutil
+import struct
 import subprocess
 import zipfile
 from collections.abc import Mapping
@@ -21,6 +22,11 @@ from typing import Any
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 #: A shared library with one function, loaded with ctypes (no Python headers needed).
 TINY_C = "int tiny_add(int a, int b) { return a + b; }\n"
+#: The same with many exported functions: a symbol table worth stripping (over 16 KB).
+MANY_C = TINY_C + "".join(
+    f"static int f{i}(int x) {{ return x * {i} + 1; }}\nint g{i}(int x) {{ return f{i}(x) - {i}; }}\n"
+    for i in range(600)
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,16 @@ def compile_shared_object(workdir: Path, source: str = TINY_C) -> bytes | None:
     subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(workdir / "libtiny.so"),
                     str(workdir / "tiny.c")], check=True, capture_output=True)
     return (workdir / "libtiny.so").read_bytes()
+
+
+def section_names(data: bytes) -> list[str]:
+    """Section names of a 64-bit little-endian ELF file (what cc builds on the test machines)."""
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names = headers[shstrndx]
+    table = data[names[4] : names[4] + names[5]]
+    return [table[h[0] : table.index(b"\0", h[0])].decode() for h in headers]
 
 
 def native_files(package: str, shared_object: bytes) -> dict[str, bytes]:

@@ -229,8 +229,18 @@ def _slimming(report: Mapping[str, Any]) -> str:
         ]
         for item in slimmed
     ]
-    return f"<p>Slimming removed {_e(human(total))} from the dependencies.</p>" + _table(
-        rows, ["rule", "files", "bytes"], "slimmed"
+    stripped = report.get("stripped") or {}
+    note = (
+        f"<p>Stripping removed {_e(human(int(stripped.get('freed_bytes', 0))))} of symbol "
+        f"tables from {_e(stripped['files'])} shared objects (strip = {_e(stripped.get('mode'))})."
+        "</p>"
+        if stripped.get("files")
+        else ""
+    )
+    return (
+        f"<p>Slimming removed {_e(human(total))} from the dependencies.</p>"
+        + _table(rows, ["rule", "files", "bytes"], "slimmed")
+        + note
     )
 
 

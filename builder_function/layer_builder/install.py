@@ -54,7 +54,7 @@ PASSTHROUGH_ENV = (
 #: Version names a shared object needs from glibc, e.g. b"GLIBC_2.34".
 _GLIBC = re.compile(rb"GLIBC_2\.(\d+)")
 #: Bumped when a plan's format or the mapping rules change: old plans are then not reused.
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 FETCHER = "layer-builder wheel fetcher (PEP 691/503, parallel, sha256-verified)"
 
 Progress = Callable[..., None]

@@ -8,6 +8,7 @@ A project configures the builder in `pyproject.toml` under `[tool.layer-builder]
     slim = true                      # safe slimming of dependencies
     slim_exclude = ["*.md"]          # extra patterns to leave out of dependencies
     bytecode = "auto"                # auto | all | none
+    strip = "auto"                   # symbol tables out of shared objects: auto | true | false
     license = "MIT"
     targets = ["python3.13/x86_64", "python3.12/arm64"]   # else the builder's default targets
     headroom = "10MB"                # room left under Lambda's unzipped limit (or an int of bytes)
@@ -135,6 +136,8 @@ class ProjectConfig:
     headroom: int = limits.DEFAULT_HEADROOM
     #: Modules the consumers import at start-up (dotted names), for the start-up probe.
     startup: tuple[str, ...] = ()
+    #: Symbol tables out of shared objects: "auto" (when the room is needed), "always", "never".
+    strip: str = "auto"
 
 
 def layer_name(raw: str, prefix: str = "") -> str:
@@ -346,6 +349,11 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
     slim = tool.get("slim", True)
     if not isinstance(slim, bool):
         raise ProjectError(f"[tool.{CONFIG_TABLE}] slim must be true or false in pyproject.toml.")
+    strip = _strip_mode(tool.get("strip", "auto"))
+    if strip is None:
+        raise ProjectError(
+            f'[tool.{CONFIG_TABLE}] strip must be "auto", true or false in pyproject.toml.'
+        )
     return ProjectConfig(
         name=layer_name(raw_name),
         version=version,
@@ -358,7 +366,14 @@ def load_config(root: Path, source_name: str) -> ProjectConfig:
         targets=_targets(tool.get("targets")),
         headroom=parse_size(tool["headroom"]) if "headroom" in tool else limits.DEFAULT_HEADROOM,
         startup=_startup(tool.get("startup", [])),
+        strip=strip,
     )
+
+
+def _strip_mode(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "always" if value else "never"
+    return "auto" if value == "auto" else None
 
 
 def _importable(name: str) -> bool:

@@ -6,9 +6,9 @@ of that wheel when this machine's interpreter made it, by the team's builds only
 sandbox did (`pyc_scope`). A source remembered as failing is one the compiler said fails, never
 one it did not reach.
 
-When every source fits whatever the order (a small layer), the compile does not need the import
-check's start-up list, so `Compilation.run` can go on a thread while the check runs: the
-native bench lock's 147 sources took 0.13 s after a 0.16 s check on 2 cores.
+When every source fits whatever the order (a small layer, or one the strip step made room in),
+the compile does not need the import check's start-up list, so it runs on a thread: beside the
+check, or beside the strip step and before the check, which then imports the layer's bytecode.
 """
 
 from __future__ import annotations
@@ -162,15 +162,15 @@ class Compilation:
             # A sandbox says only what compiled; what it keeps is the team's (pyc_scope).
             self.compiled = self.sandbox.compile(self.sources_zip, self.target, timeout)
 
-    def start(self, timeout: float | None) -> None:
-        """run() on a thread, beside the import check; finish() waits for it and raises what it
-        raised. One CPU is left to the check: on two, a second compiler took it from the check's
-        unpacking and imports (native lock, cold: check 0.25-0.28 s with two, 0.19-0.23 s with
-        one), and the check is what the build waits for."""
+    def start(self, timeout: float | None, processes: int) -> None:
+        """run() on a thread; finish() waits for it and raises what it raised. Beside the import
+        check it gets one CPU less than there are: on two, a second compiler took it from the
+        check's unpacking and imports (native lock, cold: check 0.25-0.28 s with two, 0.19-0.23 s
+        with one), and the check is what the build waits for."""
 
         def run() -> None:
             try:
-                self.run(timeout, processes=int(bytecode.usable_cpus()) - 1)
+                self.run(timeout, processes=max(1, processes))
             except BaseException as exc:
                 self.error = exc
 

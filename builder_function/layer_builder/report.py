@@ -102,6 +102,8 @@ class BuildReport:
     own_packages: list[str] = field(default_factory=list)
     sizes: dict[str, int] = field(default_factory=dict)
     slimmed: list[dict[str, Any]] = field(default_factory=list)
+    #: Symbol tables left out of shared objects (stripping.Outcome.summary).
+    stripped: dict[str, Any] = field(default_factory=dict)
     bytecode: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     installer: str = ""

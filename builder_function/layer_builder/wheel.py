@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
 
-from . import limits, slim
+from . import elfstrip, limits, slim
 from .errors import InputError, LockError, UnsafeArchiveError
 from .unpack import check_zip_listing
 
@@ -56,6 +56,8 @@ class Member:
     crc: int
     sha256: str
     executable: bool
+    #: A file holding this member's bytes instead of the wheel (stripping.py made it).
+    blob: str = ""
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Plan:
     machines: dict[str, int | None] = field(default_factory=dict)
     #: The distribution's own spelling (METADATA Name), for reports.
     display_name: str = ""
+    #: Shared objects → bytes after their last segment: what stripping could free (elfstrip).
+    tails: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -94,6 +98,7 @@ class Plan:
             top_level=data["top_level"],
             machines=data["machines"],
             display_name=data["display_name"],
+            tails=data.get("tails", {}),
         )
 
     @property
@@ -200,20 +205,24 @@ def _recorded(zf: zipfile.ZipFile, dist_info: str) -> dict[str, tuple[str, int |
     return found
 
 
+#: The start of a shared object read while planning: its ELF header and program headers.
+_HEAD_BYTES = 4096
+
+
 def _head(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     with zf.open(info) as member:
-        return member.read(20)
+        return member.read(_HEAD_BYTES)
 
 
 def _member_sha256(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, bytes]:
-    """(sha256, first 20 bytes) of a member. Reading to the end decompresses it and checks its
+    """(sha256, first bytes) of a member. Reading to the end decompresses it and checks its
     CRC (zipfile raises on a mismatch)."""
     digest = hashlib.sha256()
     head = b""
     with zf.open(info) as member:
         for block in iter(lambda: member.read(1 << 20), b""):
             if not head:
-                head = block[:20]
+                head = block[:_HEAD_BYTES]
             digest.update(block)
     return digest.hexdigest(), head
 
@@ -345,6 +354,9 @@ def plan(
             for (info, dest), (digest, head) in zip(kept, digests, strict=True):
                 if _SHARED_OBJECT.search(dest):
                     result.machines[dest] = _elf_machine(head)
+                    tail = elfstrip.symbol_tail(head, info.file_size)
+                    if tail:
+                        result.tails[dest] = tail
                 result.members.append(
                     Member(
                         dest=dest,
@@ -378,7 +390,7 @@ def plan(
         ) from None
     result.members.sort(key=lambda m: m.dest)
     result.top_level = _top_level(top_level, result.members, dist_info)
-    _generate(result, requested)
+    generate(result, requested)
     return result
 
 
@@ -414,7 +426,7 @@ def _top_level(text: str, members: list[Member], dist_info: str) -> list[str]:
     )
 
 
-def _generate(result: Plan, requested: bool) -> None:
+def generate(result: Plan, requested: bool) -> None:
     """INSTALLER, REQUESTED (the lock asked for every distribution, as uv records it) and a
     RECORD listing every shipped file with its hash and size; RECORD itself has neither."""
     prefix = result.dist_info

@@ -28,7 +28,7 @@ CLI = Path(sys.executable).parent / "layer-builder"
 MIXED = Path(__file__).parents[1] / "fixtures" / "projects" / "mixed"
 DEFAULT_ZIP = "mixed-python3.13-x86_64.zip"
 #: Phases a build that installs (a dependency-cache miss) reports timings for.
-PHASES = {"unpack", "lock", "install", "package", "check", "bytecode", "zip"}
+PHASES = {"unpack", "lock", "install", "package", "strip", "check", "bytecode", "zip"}
 
 
 @dataclass(frozen=True)

@@ -182,12 +182,21 @@ def test_license_is_capped(tmp_path):
     assert len(load_config(tmp_path, "p.zip").license) == limits.MAX_LICENSE_INFO_LENGTH
 
 
+@pytest.mark.parametrize(("toml", "mode"), [("", "auto"), ("strip = 'auto'", "auto"),
+                                           ("strip = true", "always"), ("strip = false", "never")])
+def test_strip_modes(tmp_path, toml, mode):
+    write(tmp_path, {"pyproject.toml": f"[tool.layer-builder]\n{toml}\n"})
+    assert load_config(tmp_path, "p-1.0.zip").strip == mode
+
+
 @pytest.mark.parametrize(
     ("toml", "match"),
     [
         ("[tool.layer-builder\nname = 'x'", "pyproject.toml is not valid TOML"),
         ("[tool.layer-builder]\nbytecode = 'fast'", "bytecode must be one of auto, all, none"),
         ("[tool.layer-builder]\nslim = 'yes'", "slim must be true or false"),
+        ("[tool.layer-builder]\nstrip = 'yes'", 'strip must be "auto", true or false'),
+        ("[tool.layer-builder]\nstrip = 1", 'strip must be "auto", true or false'),
         ("[tool.layer-builder]\npackages = 'pkg'", "packages must be a list of strings"),
         ("[tool.layer-builder]\nslim_exclude = [1]", "slim_exclude must be a list of strings"),
         ("[tool.layer-builder]\nname = 5", "`name` in pyproject.toml must be a string"),

@@ -190,6 +190,12 @@ def summary(report: BuildReport, output: Path, level: int = 0) -> str:
             f"Slimmed {human(saved)}: "
             + ", ".join(f"{item['rule']} {human(item['bytes'])}" for item in report.slimmed)
         )
+    stripped = getattr(report, "stripped", None) or {}
+    if stripped.get("files"):
+        lines.append(
+            f"Stripped {human(stripped['freed_bytes'])} of symbol tables from "
+            f"{stripped['files']} shared objects (strip = {stripped['mode']})"
+        )
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 
