@@ -127,6 +127,8 @@ def strip_symbols(data: bytes | memoryview) -> Stripped | None:
     for s in sections:
         if s[1] != _SHT_NOBITS and s[4] + s[5] > len(data):
             return None
+        if s[6] >= shnum or (_info_is_index(s) and s[7] >= shnum):
+            return None
     names = sections[shstrndx]
     strtab = bytes(data[names[4] : names[4] + names[5]])
 
@@ -135,7 +137,7 @@ def strip_symbols(data: bytes | memoryview) -> Stripped | None:
 
     def points_at(s: list) -> set[int]:
         targets = {s[6]} if s[6] else set()
-        if s[7] and (s[2] & _SHF_INFO_LINK or s[1] in (_SHT_REL, _SHT_RELA)):
+        if s[7] and _info_is_index(s):
             targets.add(s[7])
         return targets
 
@@ -151,7 +153,7 @@ def strip_symbols(data: bytes | memoryview) -> Stripped | None:
         and sections[sections[i][6]][1] == _SHT_STRTAB
         and sections[i][6] != shstrndx
     }
-    if not removed:
+    if not removed or shstrndx in removed:
         return None
     kept = [i for i in range(shnum) if i not in removed]
     highest_alloc = max((i for i in kept if sections[i][2] & _SHF_ALLOC), default=0)
@@ -166,12 +168,12 @@ def strip_symbols(data: bytes | memoryview) -> Stripped | None:
     covered.append((shoff, shoff + shnum * shentsize))
     position = load_end
     for start, end in sorted(c for c in covered if c[1] > load_end):
-        if start < load_end:
-            return None  # a section straddles the end of the segments
-        if start > position and any(data[position:start]):
+        if start < position:
+            return None  # straddles the end of the segments, or overlaps another section
+        if not _zeros(data[position:start]):
             return None
-        position = max(position, end)
-    if any(data[position:]):
+        position = end
+    if not _zeros(data[position:]):
         return None
 
     new_index = {old: new for new, old in enumerate(kept)}
@@ -180,8 +182,10 @@ def strip_symbols(data: bytes | memoryview) -> Stripped | None:
     for i in kept:
         s = sections[i]
         if i and s[4] >= load_end and s[1] != _SHT_NOBITS:
-            align = max(1, s[8])
-            tail += bytes(-(load_end + len(tail)) % align)
+            padding = -(load_end + len(tail)) % max(1, s[8])
+            if load_end + len(tail) + padding + s[5] >= len(data):
+                return None  # an alignment that would make the file bigger, not smaller
+            tail += bytes(padding)
             start = s[4]
             s[4] = load_end + len(tail)
             tail += data[start : start + s[5]]
@@ -189,7 +193,7 @@ def strip_symbols(data: bytes | memoryview) -> Stripped | None:
             s[4] = load_end + len(tail)
         if s[6]:
             s[6] = new_index[s[6]]
-        if s[7] and (s[2] & _SHF_INFO_LINK or s[1] in (_SHT_REL, _SHT_RELA)):
+        if s[7] and _info_is_index(s):
             s[7] = new_index[s[7]]
         headers += layout.section.pack(*s)
     tail += bytes(-(load_end + len(tail)) % (8 if layout.section.size == 64 else 4))
@@ -199,3 +203,14 @@ def strip_symbols(data: bytes | memoryview) -> Stripped | None:
     header[6], header[12], header[13] = new_shoff, len(kept), new_index[shstrndx]
     result = Stripped(layout.header.pack(*header), data[layout.header.size : load_end], bytes(tail))
     return result if result.size < len(data) else None
+
+
+def _info_is_index(s: list) -> bool:
+    """sh_info names a section (relocations, SHF_INFO_LINK); in a symbol table it is a count."""
+    return bool(s[2] & _SHF_INFO_LINK or s[1] in (_SHT_REL, _SHT_RELA))
+
+
+def _zeros(view: memoryview) -> bool:
+    """Only zero bytes (alignment padding), looked at a MiB at a time."""
+    step = 1 << 20
+    return all(not bytes(view[at : at + step]).strip(b"\0") for at in range(0, len(view), step))

@@ -59,6 +59,10 @@ MAX_COMPILE_SOURCE_BYTES = 4 * 1024 * 1024
 #: 189 MB; `x=1` sources need ~400 bytes per byte of source.
 MAX_COMPILE_MEMORY_BYTES = 256 * 1024 * 1024
 
+#: A shared object larger than this is not stripped: it is inflated whole in memory, on one thread
+#: per CPU (the largest the bench locks strip, pyarrow's libarrow.so, is 48.7 MB).
+MAX_STRIP_MEMBER_BYTES = 64 * 1024 * 1024
+
 #: Room every layer leaves of MAX_UNZIPPED_BYTES for the consumer's own code and other layers,
 #: unless the project sets `[tool.layer-builder] headroom`; bytecode never eats it.
 DEFAULT_HEADROOM = 10 * 1024 * 1024

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import struct
 import uuid
 import zipfile
 import zlib
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import elfstrip, wheel
+from . import elfstrip, limits, wheel
 from .cache import PARTIAL, BuildCache
 from .pycache import member_bytes
 from .wheel import Member, Plan
@@ -66,13 +67,21 @@ class Outcome:
 
 
 def candidates(plans: Plans) -> list[tuple[int, str]]:
-    """(plan index, member path) of every file worth stripping, most room per byte first."""
+    """(plan index, member path) of every file worth stripping, most room per byte first. The
+    estimates come from the wheel's own bytes: a member bigger than is ever stripped, or packed
+    tighter than any real library, is not a candidate (it would be inflated whole to find out)."""
     ranked = []
     for index, (plan, _) in enumerate(plans):
-        sizes = {m.dest: m.file_size for m in plan.members if not m.blob}
+        members = {m.dest: m for m in plan.members if not m.blob}
         for dest, tail in plan.tails.items():
-            if tail >= MIN_FREED_BYTES and dest in sizes:
-                ranked.append((-tail / sizes[dest], -tail, index, dest))
+            m = members.get(dest)
+            if (
+                m is None
+                or not MIN_FREED_BYTES <= tail <= m.file_size <= limits.MAX_STRIP_MEMBER_BYTES
+                or m.file_size > limits.MAX_COMPRESSION_RATIO * max(1, m.compress_size)
+            ):
+                continue
+            ranked.append((-tail / m.file_size, -tail, index, dest))
     return [(index, dest) for *_, index, dest in sorted(ranked)]
 
 
@@ -139,7 +148,10 @@ def _stripped(plans: Plans, index: int, dest: str, cache: BuildCache) -> tuple[M
     with open(path, "rb") as f:
         f.seek(member.data_offset)
         data = member_bytes(f.read(member.compress_size), member, plan)
-    result = elfstrip.strip_symbols(data)
+    try:
+        result = elfstrip.strip_symbols(data)
+    except (IndexError, KeyError, ValueError, struct.error):  # elfstrip refuses what it knows of
+        result = None
     if result is None:
         cache.put(name, b"{}")
         return None, False
@@ -154,19 +166,23 @@ def _deflate(pieces: Iterable[bytes | memoryview], cache: BuildCache) -> tuple[d
     # Beside its final place (the cache may sit on another file system than the work dir); a
     # killed build's partial file is swept by cache.evict.
     partial = cache.wheel_path(f".strip-{uuid.uuid4().hex}", PARTIAL)
-    with open(partial, "wb") as out:
-        for piece in pieces:
-            view = memoryview(piece)
-            for start in range(0, len(view), _SLICE):
-                chunk = view[start : start + _SLICE]
-                crc, size = zlib.crc32(chunk, crc), size + len(chunk)
-                content.update(chunk)
-                block = compressor.compress(chunk)
-                packed.update(block)
-                out.write(block)
-        block = compressor.flush()
-        packed.update(block)
-        out.write(block)
+    try:
+        with open(partial, "wb") as out:
+            for piece in pieces:
+                view = memoryview(piece)
+                for start in range(0, len(view), _SLICE):
+                    chunk = view[start : start + _SLICE]
+                    crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+                    content.update(chunk)
+                    block = compressor.compress(chunk)
+                    packed.update(block)
+                    out.write(block)
+            block = compressor.flush()
+            packed.update(block)
+            out.write(block)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     meta: dict[str, Any] = {
         "blob": packed.hexdigest(),
         "file_size": size,

@@ -22,6 +22,7 @@ import re
 import struct
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from email.parser import HeaderParser
@@ -339,6 +340,13 @@ def plan(
                         f"{shown.name}:{info.filename} is encrypted: pin another version."
                     )
                 kept.append((info, dest))
+            dests = [dest for _, dest in kept]
+            if len(set(dests)) != len(dests):
+                twice = min(d for d, n in Counter(dests).items() if n > 1)
+                raise UnsafeArchiveError(
+                    f"{shown.name} installs {twice} twice (as a member and from its .data "
+                    "directory): the wheel is malformed. Pin another version of it."
+                )
             # The wheel's RECORD gives each member's sha256 without decompressing it: its bytes are
             # vouched for by the lock's sha256 of the whole wheel. Members it does not list (or
             # lists with another size) are hashed here; shared objects give their ELF header.

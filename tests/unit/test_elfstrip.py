@@ -99,3 +99,45 @@ def test_a_section_that_points_at_the_symbol_table_keeps_it(library: bytes) -> N
 def test_estimates_are_zero_for_what_is_not_a_shared_object() -> None:
     assert symbol_tail(b"not an ELF file at all" * 10, 220) == 0
     assert symbol_tail(b"\x7fELF" + bytes(100), 104) == 0
+
+
+def with_section_field(data: bytes, section: str, field: int, value: int) -> bytes:
+    """The file with one field of one section header changed (64-bit little-endian)."""
+    names = section_names(data)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    fmt = "<IIQQQQIIQQ"
+    at = shoff + names.index(section) * 64
+    fields = list(struct.unpack_from(fmt, data, at))
+    fields[field] = value
+    out = bytearray(data)
+    struct.pack_into(fmt, out, at, *fields)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [
+        pytest.param(".symtab", 6, 999, id="symbol table linked to a section that is not there"),
+        pytest.param(".comment", 6, 999, id="kept section linked past the last section"),
+        pytest.param(".comment", 2, 0x40, id="info link flag with a bad index"),  # sh_info 0 ok
+        pytest.param(".shstrtab", 1, 2, id="section names in a symbol table"),
+        pytest.param(".comment", 8, 2**63, id="alignment that would grow the file"),
+        pytest.param(".comment", 4, 0, id="kept section overlapping the ELF header"),
+    ],
+)
+def test_hostile_section_headers_are_left_as_they_are(library: bytes, section, field, value):
+    data = with_section_field(library, section, field, value)
+    if field == 2:  # the flag alone is harmless; with a section index past the end it is not
+        data = with_section_field(data, section, 7, 999)
+    assert strip_symbols(data) is None
+
+
+def test_overlapping_sections_after_the_segments_are_left_as_they_are(library: bytes) -> None:
+    names = section_names(library)
+    (shoff,) = struct.unpack_from("<Q", library, 0x28)
+    symtab = struct.unpack_from("<IIQQQQIIQQ", library, shoff + names.index(".symtab") * 64)
+    # .comment claims the symbol table's bytes too: copying it for every such section is how a
+    # small file could be made to take gigabytes.
+    data = with_section_field(library, ".comment", 4, symtab[4])
+    data = with_section_field(data, ".comment", 5, symtab[5])
+    assert strip_symbols(data) is None

@@ -184,3 +184,12 @@ def test_wheels_listing_more_members_together_than_the_layer_cap_are_refused_by_
     (tmp_path / "cut.whl").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(InputError, match=r"^cut-1\.0-py3-none-any\.whl is not a readable wheel"):
         wheel.check_listings([(tmp_path / "cut.whl", "cut-1.0-py3-none-any.whl")])
+
+
+def test_a_wheel_that_installs_one_path_twice_is_refused(tmp_path):
+    # dup/x.py and dup-1.0.data/purelib/dup/x.py both land on python/dup/x.py: which one an
+    # install keeps is undefined, and a stripped copy of one must never stand in for the other.
+    made = write_wheel(tmp_path, "dup", "1.0", "py3-none-any",
+                       {"dup/x.py": b"A = 1\n", "dup-1.0.data/purelib/dup/x.py": b"A = 2\n"})
+    with pytest.raises(UnsafeArchiveError, match="installs dup/x.py twice"):
+        wheel.plan(made.path, python_version="3.13")
