@@ -217,9 +217,17 @@ def _packages_table(tree: Mapping[str, Mapping[str, int]], total: int) -> str:
 
 
 def _slimming(report: Mapping[str, Any]) -> str:
+    stripped = report.get("stripped") or {}
+    note = (
+        f"<p>Stripping removed {_e(human(int(stripped.get('freed_bytes', 0))))} of symbol "
+        f"tables from {_e(stripped['files'])} shared objects (strip = {_e(stripped.get('mode'))})."
+        "</p>"
+        if stripped.get("files")
+        else ""
+    )
     slimmed = report.get("slimmed") or []
     if not slimmed:
-        return "<p>Slimming removed nothing (or was off).</p>"
+        return "<p>Slimming removed nothing (or was off).</p>" + note
     total = sum(int(item.get("bytes", 0)) for item in slimmed)
     rows = [
         [
@@ -229,14 +237,6 @@ def _slimming(report: Mapping[str, Any]) -> str:
         ]
         for item in slimmed
     ]
-    stripped = report.get("stripped") or {}
-    note = (
-        f"<p>Stripping removed {_e(human(int(stripped.get('freed_bytes', 0))))} of symbol "
-        f"tables from {_e(stripped['files'])} shared objects (strip = {_e(stripped.get('mode'))})."
-        "</p>"
-        if stripped.get("files")
-        else ""
-    )
     return (
         f"<p>Slimming removed {_e(human(total))} from the dependencies.</p>"
         + _table(rows, ["rule", "files", "bytes"], "slimmed")

@@ -204,3 +204,14 @@ def test_the_command_runs_main_with_the_cycle_collector_tuned_for_one_short_run(
     monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 0)
     assert cli.entry() == 0
     assert calls == ["freeze", (50_000, 20, 20), "main"]  # still collecting, less often
+
+
+def test_the_summary_says_what_stripping_took_out(tmp_path: Path) -> None:
+    from layer_builder.report import BuildReport
+
+    report = BuildReport(layer_name="x", layer_version="1", description="", runtime="python3.13",
+                         arch="x86_64", platform="", builder_version="0")
+    assert "Stripped" not in output.summary(report, tmp_path / "x.zip")
+    report.stripped = {"mode": "auto", "files": 2, "freed_bytes": 3_000_000, "reused": 1}
+    text = output.summary(report, tmp_path / "x.zip")
+    assert "Stripped 3.0 MB of symbol tables from 2 shared objects (strip = auto)" in text

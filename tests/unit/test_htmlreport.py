@@ -73,3 +73,13 @@ def test_the_report_adds_slimming_headroom_and_bytecode_details() -> None:
     assert "3 of 4 modules carry bytecode (75.0 %)" in page
     assert "the build keeps 10.0 MB as headroom" in page and "careful" in page
     assert "python3.13 arm64" in page
+    assert "Stripping" not in page
+
+
+def test_the_report_says_what_stripping_took_out() -> None:
+    stripped = {"mode": "auto", "files": 16, "freed_bytes": 19_735_984, "reused": 0}
+    for slimmed in ([], [{"rule": "tests", "files": 1, "bytes": 10}]):
+        page = _picture({"a": {"a/": 100}}, report={"layer_name": "x", "slimmed": slimmed,
+                                                     "stripped": stripped})
+        assert "Stripping removed 19.7 MB of symbol tables from 16 shared objects" in page
+        assert "(strip = auto)" in page
