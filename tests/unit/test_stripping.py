@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 
-from layer_builder import limits, stripping
+import pytest
+import wheelhouse
+from layer_builder import limits, stripping, wheel
+from layer_builder.cache import BuildCache
 from layer_builder.wheel import Member, Plan
+
+from tests.unit.test_cache import KEY, Remote
 
 MiB = 1024 * 1024
 
@@ -49,3 +56,47 @@ def test_members_planning_cannot_vouch_for_are_not_candidates() -> None:
     ]
     assert stripping.candidates(plans) == []
     assert stripping.estimate(plans) == 0
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel holding a real library with symbols (the same bytes for every container here)."""
+    root = tmp_path_factory.mktemp("strip-wheel")
+    library = wheelhouse.compile_shared_object(root / "cc", wheelhouse.MANY_C)
+    if library is None:
+        pytest.skip("no C compiler (cc): the test wheel needs a real shared object with symbols")
+    made = wheelhouse.write_wheel(root, "many", "1.0", "cp313-cp313-linux_x86_64",
+                                  wheelhouse.native_files("many", library))  # fmt: skip
+    return made.path
+
+
+def plans_in(cache: BuildCache, built: Path) -> list[tuple[Plan, Path]]:
+    """The wheel as the install step leaves it: in the cache, named by its sha256."""
+    path = cache.wheel_path(hashlib.sha256(built.read_bytes()).hexdigest())
+    shutil.copyfile(built, path)
+    return [(wheel.plan(path, python_version="3.13"), path)]
+
+
+def shipped(outcome: stripping.Outcome) -> str:
+    return {m.dest: m for m in outcome.plans[0][0].members}["many/libtiny.so"].sha256
+
+
+def test_another_container_reuses_stripped_files_through_the_shared_level(
+    tmp_path: Path, built_wheel: Path
+) -> None:
+    remote = Remote()
+    first = BuildCache(tmp_path / "one", KEY, remote)
+    done = stripping.strip(plans_in(first, built_wheel), None, first)
+    assert (done.files, done.reused) == (1, 0)
+    second = BuildCache(tmp_path / "two", KEY, remote)  # a fresh container: only the bucket
+    again = stripping.strip(plans_in(second, built_wheel), None, second)
+    assert (again.files, again.reused) == (1, 1)
+    assert shipped(again) == shipped(done)
+    # A blob altered in the bucket fails its sha256: made again, never shipped.
+    for name in [n for n in remote.blobs if n.endswith(".strip")]:
+        remote.blobs[name] = remote.blobs[name][:-1] + bytes([remote.blobs[name][-1] ^ 1])
+    third = BuildCache(tmp_path / "three", KEY, remote)
+    fresh = stripping.strip(plans_in(third, built_wheel), None, third)
+    assert (fresh.files, fresh.reused) == (1, 0)
+    assert any("did not match its sha256" in w for w in third.warnings)
+    assert shipped(fresh) == shipped(done)
