@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -506,6 +507,7 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
     partial = request.output.with_name(f".{request.output.name}.partial")
     cache: BuildCache | None = None
     early: pycache.Compilation | None = None
+    zipping: _ZipJob | None = None
     try:
         with timings.phase("unpack"):
             # resolve(): "." has no name of its own, the directory it points at has.
@@ -637,6 +639,16 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
                 progress("Compiling bytecode for the target Python")
                 precompiled = early.finish(cache, warnings)
                 early = None  # finished: nothing left to stop (a Ctrl-C in finish() stops it)
+        if precompiled is not None and sum(map(len, precompiled.values())) <= room:
+            # Every .pyc ships whatever the check finds (they all fit), so the zip is known and
+            # written beside the check, which then imports on one CPU.
+            _remaining(request.deadline, "writing the zip")
+            ready = layer.entries(precompiled)
+            report.content_hash = content_hash(ready)
+            report.own_packages = own_names
+            report.bytecode = {"mode": config.bytecode}
+            request.output.parent.mkdir(parents=True, exist_ok=True)
+            zipping = _ZipJob(partial, ready, manifest(report), work, progress)
         with timings.phase("check"):
             spec = _spec(layer, direct, config, locked)
             # Import verdicts are remembered per layer: one project's checks prove only its own.
@@ -775,9 +787,14 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
             _remaining(request.deadline, "writing the zip")
             request.output.parent.mkdir(parents=True, exist_ok=True)
             zip_entries = [*entries, FileEntry(PREFIX + MANIFEST_NAME, manifest_path)]
-            written, zip_sha256 = write_zip_hashed(
-                partial, zip_entries, on_written=_zip_progress(progress, zip_entries)
-            )
+            done = zipping.result() if zipping is not None else None
+            zipping = None
+            if done is not None and done[0] == manifest_path.read_text(encoding="utf-8"):
+                written, zip_sha256 = done[1]
+            else:  # none was written beside the check, or (a guard) not this one
+                written, zip_sha256 = write_zip_hashed(
+                    partial, zip_entries, on_written=_zip_progress(progress, zip_entries)
+                )
             _peak(work, cache, start_cache, peak)
             os.replace(partial, request.output)
         report.files = len(written)
@@ -813,10 +830,49 @@ def build(request: BuildRequest, progress: Progress = lambda message, **_: None)
     finally:
         if early is not None:  # the build failed meanwhile: its compiler is stopped
             early.cancel()
+        if zipping is not None:  # the check refused the layer: its zip is finished, then removed
+            zipping.wait()
         partial.unlink(missing_ok=True)
         if cache is not None:
             cache.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+class _ZipJob:
+    """write_zip_hashed on a thread, and the manifest it wrote; result() raises what it raised."""
+
+    def __init__(
+        self,
+        partial: Path,
+        entries: list[Entry],
+        manifest_text: str,
+        work: Path,
+        progress: Progress,
+    ) -> None:
+        self.manifest_text = manifest_text
+        path = work / f"early-{MANIFEST_NAME}"
+        path.write_text(manifest_text, encoding="utf-8")
+        self.entries = [*entries, FileEntry(PREFIX + MANIFEST_NAME, path)]
+        self.outcome: tuple[list[Written], str] | BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(partial, progress), daemon=True)
+        self.thread.start()
+
+    def _run(self, partial: Path, progress: Progress) -> None:
+        try:
+            on_written = _zip_progress(progress, self.entries)
+            self.outcome = write_zip_hashed(partial, self.entries, on_written=on_written)
+        except BaseException as exc:
+            self.outcome = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+
+    def result(self) -> tuple[str, tuple[list[Written], str]]:
+        self.wait()
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        assert self.outcome is not None
+        return self.manifest_text, self.outcome
 
 
 def _room(files: list[tuple[str, int]], headroom: int) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import wheelhouse
 from layer_builder import limits
+from layer_builder.errors import LayerBuildError
 from layer_builder.lock import IndexPolicy
 from layer_builder.pipeline import BuildRequest, BuildResult, build
 from layer_builder.target import Target
@@ -150,3 +151,15 @@ def test_strip_false_never_strips_even_when_bytecode_is_short_of_room(
     with zipfile.ZipFile(result.output) as zf:
         assert zf.read(SO) == library
     assert result.report.stripped["files"] == 0
+
+
+def test_a_layer_the_check_refuses_leaves_no_zip_though_it_was_written_beside_the_check(
+    house, tmp_path: Path, cache_dir: Path
+) -> None:
+    simple, wheel, _ = house
+    source = project(tmp_path, wheel, "strip = true")
+    (source / "manyapp" / "__init__.py").write_text("import tinymany\nimport not_in_the_layer\n")
+    output = tmp_path / "out" / "refused.zip"
+    with pytest.raises(LayerBuildError, match="not_in_the_layer"):
+        local_build(simple, source, output, cache_dir)
+    assert not output.parent.exists() or not list(output.parent.iterdir())
